@@ -1,0 +1,1 @@
+"""Vendor integrations, shipped as ``voiceagent.adapters``. Core never imports these."""

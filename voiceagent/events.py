@@ -1,0 +1,146 @@
+"""Frozen event records: what the stream parser and the turn pipeline report.
+
+Two layers:
+- stream events, produced by the pure ``DeltaAccumulator`` from raw chat-completion chunks;
+- turn events, produced by ``Turn`` for apps, tests and the recorder to observe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one LLM round. ``estimated`` is True when the stream was cut before the usage chunk."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_dict(cls, usage: dict[str, Any]) -> Usage:
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.estimated or other.estimated,
+        )
+
+
+# ---- stream events (DeltaAccumulator output) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """The first fragment of a tool call arrived (its name is known, its arguments are not yet)."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallReady:
+    """A tool call's arguments are complete: it may start now."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReported:
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFinished:
+    finish_reason: str
+
+
+StreamEvent = TextDelta | ToolCallStarted | ToolCallReady | UsageReported | StreamFinished
+
+
+# ---- turn events (Turn output) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStarted:
+    round: int
+    at: float  # seconds since the turn started
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechQueued:
+    """A speakable chunk left the chunker for the TTS sink."""
+
+    round: int
+    text: str
+    at: float
+    filler: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    round: int
+    call_id: str
+    name: str
+    arguments: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    round: int
+    call_id: str
+    name: str
+    result: str
+    is_error: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBusted:
+    """A round's request changed a message that an earlier request of this conversation had sent."""
+
+    round: int
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoundFinished:
+    round: int
+    request_id: str | None
+    finish_reason: str | None
+    usage: Usage
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFinished:
+    result: Any = field(repr=False)  # TurnResult; typed loosely to keep this module import-free
+
+
+TurnEvent = RoundStarted | SpeechQueued | ToolStarted | ToolFinished | CacheBusted | RoundFinished | TurnFinished
