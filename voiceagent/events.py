@@ -143,4 +143,6 @@ class TurnFinished:
     result: Any = field(repr=False)  # TurnResult; typed loosely to keep this module import-free
 
 
-TurnEvent = RoundStarted | SpeechQueued | ToolStarted | ToolFinished | CacheBusted | RoundFinished | TurnFinished
+TurnEvent = (
+    RoundStarted | SpeechQueued | ToolStarted | ToolFinished | CacheBusted | RoundFinished | TurnFinished
+)

@@ -22,9 +22,16 @@ class LogContext:
     request_id: str = "-"
 
 
-_current: contextvars.ContextVar[LogContext] = contextvars.ContextVar("voiceagent_log", default=LogContext())
+# LogContext is frozen, so sharing one default instance is safe.
+_current: contextvars.ContextVar[LogContext] = contextvars.ContextVar(
+    "voiceagent_log",
+    default=LogContext(),  # noqa: B039
+)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [session=%(session)s turn=%(turn)s round=%(round)s request_id=%(request_id)s] %(message)s"
+LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s "
+    "[session=%(session)s turn=%(turn)s round=%(round)s request_id=%(request_id)s] %(message)s"
+)
 
 
 def current() -> LogContext:
