@@ -26,12 +26,10 @@ class Usage:
 
     @classmethod
     def from_dict(cls, usage: dict[str, Any]) -> Usage:
-        details = usage.get("prompt_tokens_details") or {}
-        return cls(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-        )
+        """From an OpenAI ``usage`` object; fields that are missing or not integers count as 0."""
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        return cls(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached))
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -40,6 +38,10 @@ class Usage:
             self.cached_tokens + other.cached_tokens,
             self.estimated or other.estimated,
         )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 # ---- stream events (DeltaAccumulator output) -------------------------------------------------

@@ -1,0 +1,230 @@
+"""DeltaAccumulator: example streams in the shapes of PROTOCOLS.md §5, and property tests."""
+
+import itertools
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voiceagent.accumulator import DeltaAccumulator
+from voiceagent.events import StreamFinished, TextDelta, ToolCallReady, ToolCallStarted, Usage, UsageReported
+
+
+def chunk(delta: dict[str, Any] | None = None, finish: str | None = None) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+    if delta is not None:
+        choice["delta"] = delta
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "electron", "choices": [choice]}
+
+
+def first_fragment(index: int, call_id: str, name: str) -> dict[str, Any]:
+    return chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": index,
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
+            ]
+        }
+    )
+
+
+def arg_fragment(index: int, text: str) -> dict[str, Any]:
+    return chunk({"tool_calls": [{"index": index, "function": {"arguments": text}}]})
+
+
+USAGE = {
+    "choices": [],
+    "usage": {
+        "prompt_tokens": 120,
+        "completion_tokens": 17,
+        "total_tokens": 137,
+        "prompt_tokens_details": {"cached_tokens": 96},
+    },
+}
+
+
+def feed_all(acc: DeltaAccumulator, chunks: list[dict[str, Any]]) -> list[Any]:
+    events: list[Any] = []
+    for c in chunks:
+        events.extend(acc.feed(c))
+    events.extend(acc.end())
+    return events
+
+
+def test_content_then_usage_chunk_with_empty_choices() -> None:
+    acc = DeltaAccumulator()
+    events = feed_all(
+        acc,
+        [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"content": "Hel"}),
+            chunk({"content": "lo."}),
+            chunk({}, finish="stop"),
+            USAGE,
+        ],
+    )
+    assert events == [
+        TextDelta("Hel"),
+        TextDelta("lo."),
+        StreamFinished("stop"),
+        UsageReported(Usage(120, 17, 96)),
+    ]
+    assert acc.content == "Hello."
+    assert acc.usage == Usage(120, 17, 96)
+    assert not acc.has_tool_calls
+
+
+def test_call_is_ready_the_moment_its_json_closes_before_finish() -> None:
+    acc = DeltaAccumulator()
+    assert acc.feed(chunk({"content": "Let me check."})) == [TextDelta("Let me check.")]
+    assert acc.feed(first_fragment(0, "call_a", "get_weather")) == [
+        ToolCallStarted(0, "call_a", "get_weather")
+    ]
+    assert acc.feed(arg_fragment(0, '{"city": ')) == []
+    assert acc.feed(arg_fragment(0, '"Paris"}')) == [
+        ToolCallReady(0, "call_a", "get_weather", '{"city": "Paris"}')
+    ]
+    # Electron's finish chunk has no delta key at all.
+    assert acc.feed(chunk(None, finish="tool_calls")) == [StreamFinished("tool_calls")]
+    assert acc.ready_calls == [ToolCallReady(0, "call_a", "get_weather", '{"city": "Paris"}')]
+
+
+def test_parallel_calls_next_index_completes_the_previous_one() -> None:
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "c0", "no_args"))
+    # Empty arguments never parse as an object; the next index is the signal.
+    events = acc.feed(first_fragment(1, "c1", "get_time"))
+    assert events == [ToolCallReady(0, "c0", "no_args", ""), ToolCallStarted(1, "c1", "get_time")]
+    acc.feed(arg_fragment(1, '{"tz": "UTC"'))
+    assert acc.feed(chunk(None, finish="tool_calls")) == [
+        ToolCallReady(1, "c1", "get_time", '{"tz": "UTC"'),  # malformed: the tool runner reports it
+        StreamFinished("tool_calls"),
+    ]
+    assert [c.id for c in acc.ready_calls] == ["c0", "c1"]
+
+
+def test_whole_call_in_one_fragment_and_two_calls_in_one_chunk() -> None:
+    acc = DeltaAccumulator()
+    both = chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "a",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"x": 1}'},
+                },
+                {
+                    "index": 1,
+                    "id": "b",
+                    "type": "function",
+                    "function": {"name": "g", "arguments": '{"y": 2}'},
+                },
+            ]
+        }
+    )
+    events = acc.feed(both)
+    assert events == [
+        ToolCallStarted(0, "a", "f"),
+        ToolCallReady(0, "a", "f", '{"x": 1}'),
+        ToolCallStarted(1, "b", "g"),
+        ToolCallReady(1, "b", "g", '{"y": 2}'),
+    ]
+
+
+def test_stream_end_without_finish_reason_dispatches_pending_and_infers_reason() -> None:
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "c0", "f"))
+    assert acc.end() == [ToolCallReady(0, "c0", "f", ""), StreamFinished("tool_calls")]
+
+
+def test_fragments_after_dispatch_are_kept_not_lost() -> None:
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "c0", "f"))
+    acc.feed(arg_fragment(0, "{}"))
+    acc.feed(arg_fragment(0, " "))
+    assert acc.late_fragments == [(0, " ")]
+
+
+def test_missing_ids_get_stable_synthetic_ones() -> None:
+    acc = DeltaAccumulator()
+    acc.feed(chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}))
+    assert acc.ready_calls[0].id == "call_0"
+
+
+def test_garbage_shapes_are_ignored_not_fatal() -> None:
+    acc = DeltaAccumulator()
+    for bad in [
+        {},
+        {"choices": None},
+        {"choices": ["x"]},
+        {"choices": [{"index": 1, "delta": {"content": "no"}}]},
+        chunk({"content": None}),
+        chunk({"tool_calls": ["x"]}),
+        {"usage": None},
+    ]:
+        assert acc.feed(bad) == []
+    assert acc.content == ""
+
+
+# ---- properties --------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+calls_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["get_weather", "book", "lookup"]),
+        st.dictionaries(st.text(min_size=1, max_size=6), json_values, max_size=3),
+    ),
+    max_size=4,
+)
+
+
+@given(content=st.text(max_size=60), calls=calls_strategy, data=st.data())
+def test_any_fragmentation_reassembles_content_and_calls(content: str, calls: list[Any], data: Any) -> None:
+    chunks: list[dict[str, Any]] = []
+    cuts = data.draw(st.lists(st.integers(0, len(content)), max_size=6))
+    bounds = [0, *sorted(cuts), len(content)]
+    chunks += [chunk({"content": content[a:b]}) for a, b in itertools.pairwise(bounds)]
+    for index, (name, args) in enumerate(calls):
+        text = json.dumps(args)
+        chunks.append(first_fragment(index, f"id{index}", name))
+        pieces = data.draw(st.lists(st.integers(0, len(text)), max_size=4))
+        pb = [0, *sorted(pieces), len(text)]
+        chunks += [arg_fragment(index, text[a:b]) for a, b in itertools.pairwise(pb)]
+    chunks += [chunk(None, finish="tool_calls" if calls else "stop"), USAGE]
+    acc = DeltaAccumulator()
+    events = feed_all(acc, chunks)
+    assert acc.content == content
+    ready = [e for e in events if isinstance(e, ToolCallReady)]
+    assert [(r.name, json.loads(r.arguments)) for r in ready] == [(n, a) for n, a in calls]
+    assert [r.id for r in ready] == [f"id{i}" for i in range(len(calls))]
+    # Every call is announced before it is ready, and ready exactly once.
+    started = [e.index for e in events if isinstance(e, ToolCallStarted)]
+    assert started == list(range(len(calls)))
+    assert acc.usage == Usage(120, 17, 96)
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["choices", "usage", "id", "delta", "index", "prompt_tokens"]),
+            json_values,
+            max_size=3,
+        ),
+        max_size=8,
+    )
+)
+def test_feed_never_raises_on_arbitrary_dicts(chunks: list[dict[str, Any]]) -> None:
+    acc = DeltaAccumulator()
+    for c in chunks:
+        acc.feed(c)
+    acc.end()
