@@ -1,0 +1,87 @@
+"""Agent: a conversation with an LLM, tools and a TTS sink; each user utterance runs one Turn."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from voiceagent.cache_guard import CacheGuard
+from voiceagent.conversation import Conversation
+from voiceagent.events import TurnEvent, TurnFinished
+from voiceagent.logs import log_context
+from voiceagent.results import TurnResult
+from voiceagent.tool_runner import ToolRunner
+from voiceagent.tools import Tool
+from voiceagent.tts import TTSSink
+from voiceagent.turn import ChatStreamer, Turn, TurnConfig
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        llm: ChatStreamer,
+        sink: TTSSink,
+        system_prompt: str,
+        tools: Sequence[Tool] = (),
+        context: Sequence[str] = (),
+        config: TurnConfig | None = None,
+        session_id: str | None = None,
+        tool_timeout: float = 10.0,
+    ) -> None:
+        self.llm = llm
+        self.sink = sink
+        self.conversation = Conversation(system_prompt, context)
+        self.runner = ToolRunner(tools, default_timeout=tool_timeout)
+        self.config = config or TurnConfig()
+        self.guard = CacheGuard()
+        self.session_id = session_id or uuid.uuid4().hex[:12]
+        self.turns = 0
+        self.results: list[TurnResult] = []
+
+    def new_turn(self, on_event: Any = None) -> Turn:
+        """A turn you can ``cancel()`` (barge-in) while ``run()`` is in progress in another task."""
+        self.turns += 1
+        return Turn(
+            llm=self.llm,
+            conversation=self.conversation,
+            sink=self.sink,
+            runner=self.runner,
+            config=self.config,
+            guard=self.guard,
+            index=self.turns,
+            on_event=on_event,
+        )
+
+    async def respond(self, user_text: str, *, on_event: Any = None) -> TurnResult:
+        with log_context(session=self.session_id):
+            result = await self.new_turn(on_event).run(user_text)
+        self.results.append(result)
+        return result
+
+    @asynccontextmanager
+    async def events(self, user_text: str) -> AsyncIterator[AsyncIterator[TurnEvent]]:
+        """Run a turn and observe it: ``async with agent.events(text) as events: async for e in events``.
+
+        The last event is ``TurnFinished`` carrying the ``TurnResult``.
+        """
+        send, receive = anyio.create_memory_object_stream[TurnEvent](float("inf"))
+
+        async def run() -> None:
+            async with send:
+                await self.respond(user_text, on_event=send.send_nowait)
+
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(run)
+            yield _until_finished(receive)
+
+
+async def _until_finished(receive: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
+    async for event in receive:
+        yield event
+        if isinstance(event, TurnFinished):
+            return

@@ -1,0 +1,64 @@
+"""What a turn reports when it is over: per-round usage, request ids, tool spans and timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voiceagent.events import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    round: int
+    call_id: str
+    name: str
+    arguments: str
+    result: str
+    is_error: bool
+    ready_at: float  # seconds since the turn started
+    started_at: float
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    round: int
+    request_id: str | None
+    attempts: int
+    usage: Usage
+    finish_reason: str | None
+    content: str
+    tool_call_ids: tuple[str, ...]
+    started_at: float
+    first_chunk_at: float | None
+    first_text_at: float | None
+    finished_at: float
+    cache_bust: str | None = None
+    malformed_chunks: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    user_text: str
+    spoken_text: str  # every chunk handed to the TTS sink, filler and fallback included
+    heard_text: str  # what the listener heard (== spoken_text unless interrupted)
+    rounds: tuple[RoundRecord, ...]
+    tool_calls: tuple[ToolCallRecord, ...]
+    time_to_first_text: float | None  # turn start -> first speakable chunk queued for the sink
+    llm_done_at: float  # turn start -> last round over
+    total: float  # turn start -> speech flushed (or the turn was interrupted)
+    interrupted: bool = False
+    fallback_spoken: bool = False
+    error: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for r in self.rounds:
+            total = total + r.usage
+        return total
+
+    @property
+    def request_ids(self) -> tuple[str | None, ...]:
+        return tuple(r.request_id for r in self.rounds)

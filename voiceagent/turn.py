@@ -1,0 +1,461 @@
+"""Turn: one user utterance in, the agent's spoken answer out, tools run on the way.
+
+Per round: stream a completion; content deltas go through the chunker to the TTS sink at once; each
+tool call starts the moment its arguments are complete, while filler speech is still playing; when
+the stream ends the round awaits its tools and appends the assistant message and one ``tool``
+message per call; then the next round, up to ``max_rounds``.
+
+Speech goes through a queue to one speaker task, so a slow sink never delays reading the stream or
+starting a tool. The turn's messages are committed to the conversation when the turn ends: history
+stays append-only, and a barge-in can still keep only what the listener actually heard.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from voiceagent.accumulator import DeltaAccumulator
+from voiceagent.cache_guard import CacheGuard
+from voiceagent.chunker import SpeechChunker
+from voiceagent.conversation import Conversation, Message, tool_call_message
+from voiceagent.errors import LLMError, StreamInterruptedError
+from voiceagent.events import (
+    CacheBusted,
+    RoundFinished,
+    RoundStarted,
+    SpeechQueued,
+    StreamEvent,
+    TextDelta,
+    ToolCallReady,
+    ToolCallStarted,
+    ToolFinished,
+    ToolStarted,
+    TurnEvent,
+    TurnFinished,
+    Usage,
+)
+from voiceagent.logs import get_logger, log_context, set_request_id
+from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
+from voiceagent.tool_runner import ToolRunner
+from voiceagent.tts import TTSSink
+
+log = get_logger(__name__)
+
+INTERRUPTED_TOOL_RESULT = "Cancelled: the user interrupted before this tool finished."
+
+
+class ChatStream(Protocol):
+    request_id: str | None
+    attempts: int
+    malformed_chunks: int
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class ChatStreamer(Protocol):
+    """What a turn needs of an LLM client (``voiceagent.LLMClient`` is one)."""
+
+    def stream(
+        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]] | None = None, **params: Any
+    ) -> AbstractAsyncContextManager[ChatStream]: ...
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    max_rounds: int = 4
+    # Spoken at once when a round asks for tools without saying anything (OpenAI returns null content).
+    filler: str | None = "One moment."
+    # Spoken instead of dead air: tool chain too long, LLM unreachable, or nothing was said.
+    fallback: str = "Sorry, I couldn't manage that just now. Could you try again?"
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    max_chunk_chars: int = 140
+    min_first_chunk_chars: int = 8
+
+    def __post_init__(self) -> None:
+        if self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {self.max_rounds}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Utterance:
+    round: int
+    text: str
+    filler: bool  # ours (filler, fallback), not the model's words
+
+
+@dataclass
+class _RoundState:
+    number: int
+    started_at: float
+    acc: DeltaAccumulator = field(default_factory=DeltaAccumulator)
+    request_id: str | None = None
+    attempts: int = 0
+    malformed_chunks: int = 0
+    first_chunk_at: float | None = None
+    first_text_at: float | None = None
+    ready_at: dict[str, float] = field(default_factory=dict)
+    results: dict[str, ToolCallRecord] = field(default_factory=dict)
+    error: LLMError | None = None
+    cache_bust: str | None = None
+
+
+class Turn:
+    def __init__(
+        self,
+        *,
+        llm: ChatStreamer,
+        conversation: Conversation,
+        sink: TTSSink,
+        runner: ToolRunner | None = None,
+        config: TurnConfig | None = None,
+        guard: CacheGuard | None = None,
+        index: int = 1,
+        on_event: Callable[[TurnEvent], None] | None = None,
+    ) -> None:
+        self._llm = llm
+        self._conversation = conversation
+        self._sink = sink
+        self._runner = runner
+        self._config = config or TurnConfig()
+        self._guard = guard or CacheGuard()
+        self._tools_schema = runner.schema() if runner is not None and runner.tools else None
+        self.index = index
+        self._on_event = on_event
+        self._scope = anyio.CancelScope()
+        self._t0 = 0.0
+        self._pending: list[Message] = []
+        self._assistant_at: dict[int, int] = {}  # round -> index of its assistant message in _pending
+        self._utterances: list[_Utterance] = []
+        self._rounds: list[RoundRecord] = []
+        self._tool_records: list[ToolCallRecord] = []
+        self._current: _RoundState | None = None
+        self._filler_spoken = False
+        self._fallback_spoken = False
+        self._error: str | None = None
+        self._llm_done_at = 0.0
+
+    def cancel(self) -> None:
+        """Barge-in: stop the stream, the speech and (per tool policy) the tools, now."""
+        self._scope.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._scope.cancel_called
+
+    # -- the pipeline ----------------------------------------------------------------------------
+
+    async def run(self, user_text: str) -> TurnResult:
+        self._t0 = time.perf_counter()
+        self._pending = [{"role": "user", "content": user_text}]
+        played_before = self._sink.played_chars
+        with log_context(turn=self.index, round="-", request_id="-"):
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    send, receive = anyio.create_memory_object_stream[_Utterance](math.inf)
+                    tg.start_soon(self._speak_all, receive)
+                    async with send:
+                        await self._run_rounds(send)
+            interrupted = self._scope.cancelled_caught or self._scope.cancel_called
+            if interrupted:
+                with anyio.CancelScope(shield=True):
+                    await self._sink.cancel()
+            heard = self._heard_chars(self._sink.played_chars - played_before, interrupted)
+            if interrupted:
+                self._truncate_to_heard(heard)
+            for message in self._pending:
+                self._append(message)
+            result = TurnResult(
+                user_text=user_text,
+                spoken_text="".join(u.text for u in self._utterances),
+                heard_text="".join(u.text for u in self._utterances)[:heard],
+                rounds=tuple(self._rounds),
+                tool_calls=tuple(self._tool_records),
+                time_to_first_text=next((r.first_text_at for r in self._rounds if r.first_text_at), None),
+                llm_done_at=self._llm_done_at or self._now(),
+                total=self._now(),
+                interrupted=interrupted,
+                fallback_spoken=self._fallback_spoken,
+                error=self._error,
+            )
+            log.info(
+                "turn over in %.3f s: %d round(s), %d tool call(s)%s",
+                result.total,
+                len(result.rounds),
+                len(result.tool_calls),
+                ", interrupted" if interrupted else "",
+            )
+            self._emit(TurnFinished(result))
+            return result
+
+    async def _run_rounds(self, speech: MemoryObjectSendStream[_Utterance]) -> None:
+        for number in range(1, self._config.max_rounds + 1):
+            state = await self._round(number, speech)
+            calls = state.acc.ready_calls
+            if state.error is not None:
+                self._error = str(state.error)
+                # A stream cut after tools were dispatched still has their results: let the model go on.
+                if isinstance(state.error, StreamInterruptedError) and calls:
+                    continue
+                self._say_fallback(speech, number)
+                break
+            if not calls:
+                break
+        else:
+            log.warning("tool chain reached max_rounds=%d; ending the turn", self._config.max_rounds)
+            self._say_fallback(speech, self._config.max_rounds)
+        if not any(not u.filler for u in self._utterances) and not self._fallback_spoken:
+            self._say_fallback(speech, len(self._rounds))  # never leave the caller in silence
+        self._llm_done_at = self._now()
+
+    async def _round(self, number: int, speech: MemoryObjectSendStream[_Utterance]) -> _RoundState:
+        state = self._current = _RoundState(number, self._now())
+        chunker = SpeechChunker(
+            max_chars=self._config.max_chunk_chars, min_first_chars=self._config.min_first_chunk_chars
+        )
+        messages = self._conversation.messages() + copy.deepcopy(self._pending)
+        with log_context(round=number, request_id="-"):
+            self._emit(RoundStarted(number, state.started_at))
+            bust = self._guard.check(messages, self._tools_schema)
+            if bust is not None:
+                state.cache_bust = bust.reason
+                self._emit(CacheBusted(number, bust.index, bust.reason))
+            async with anyio.create_task_group() as tools:
+                try:
+                    await self._stream_round(state, messages, chunker, speech, tools)
+                except LLMError as exc:
+                    # Tools already started keep running: their results still count.
+                    state.error = exc
+                    state.request_id = state.request_id or exc.request_id
+                    log.warning("round %d failed: %s", number, exc)
+                for text in chunker.flush():
+                    self._queue(speech, number, text)
+            self._commit_round(state)
+        return state
+
+    async def _stream_round(
+        self,
+        state: _RoundState,
+        messages: list[Message],
+        chunker: SpeechChunker,
+        speech: MemoryObjectSendStream[_Utterance],
+        tools: TaskGroup,
+    ) -> None:
+        params = dict(self._config.params)
+        async with self._llm.stream(messages, tools=self._tools_schema, **params) as stream:
+            state.request_id = stream.request_id
+            set_request_id(stream.request_id)
+            try:
+                async for chunk in stream:
+                    if state.first_chunk_at is None:
+                        state.first_chunk_at = self._now()
+                    for event in state.acc.feed(chunk):
+                        self._on_stream_event(event, state, chunker, speech, tools)
+                for event in state.acc.end():
+                    self._on_stream_event(event, state, chunker, speech, tools)
+            finally:
+                state.attempts = stream.attempts
+                state.malformed_chunks = stream.malformed_chunks
+
+    def _on_stream_event(
+        self,
+        event: StreamEvent,
+        state: _RoundState,
+        chunker: SpeechChunker,
+        speech: MemoryObjectSendStream[_Utterance],
+        tools: TaskGroup,
+    ) -> None:
+        if isinstance(event, TextDelta):
+            for text in chunker.push(event.text):
+                self._queue(speech, state.number, text)
+        elif isinstance(event, ToolCallStarted):
+            # Say what was said so far before the tool's silence; fill that silence if nothing was.
+            for text in chunker.flush():
+                self._queue(speech, state.number, text)
+            if self._config.filler and not self._filler_spoken and not state.acc.content.strip():
+                self._filler_spoken = True
+                self._queue(speech, state.number, self._config.filler, filler=True)
+        elif isinstance(event, ToolCallReady):
+            state.ready_at[event.id] = self._now()
+            tools.start_soon(self._run_tool, state, event)
+
+    async def _run_tool(self, state: _RoundState, call: ToolCallReady) -> None:
+        started = self._now()
+        self._emit(ToolStarted(state.number, call.id, call.name, call.arguments, started))
+        if self._runner is None:
+            content, is_error = f'Error: no tools are available (the model asked for "{call.name}").', True
+        else:
+            finish_on_cancel = self._runner.on_cancel(call.name) == "finish"
+            with anyio.CancelScope(shield=finish_on_cancel):
+                result = await self._runner.run(call.id, call.name, call.arguments)
+            content, is_error = result.content, result.is_error
+        record = ToolCallRecord(
+            state.number,
+            call.id,
+            call.name,
+            call.arguments,
+            content,
+            is_error,
+            state.ready_at.get(call.id, started),
+            started,
+            self._now(),
+        )
+        state.results[call.id] = record
+        self._emit(ToolFinished(state.number, call.id, call.name, content, is_error, record.finished_at))
+
+    def _commit_round(self, state: _RoundState) -> None:
+        calls = state.acc.ready_calls
+        usage = state.acc.usage or self._estimate_usage(state)
+        if calls or state.acc.content:
+            self._assistant_at[state.number] = len(self._pending)
+            self._pending.append(self._assistant_message(state.acc.content, calls))
+            for call in calls:
+                done = state.results[call.id]  # the round's task group awaited every dispatched call
+                self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
+                self._tool_records.append(done)
+        record = RoundRecord(
+            round=state.number,
+            request_id=state.request_id,
+            attempts=state.attempts,
+            usage=usage,
+            finish_reason=state.acc.finish_reason,
+            content=state.acc.content,
+            tool_call_ids=tuple(c.id for c in calls),
+            started_at=state.started_at,
+            first_chunk_at=state.first_chunk_at,
+            first_text_at=state.first_text_at,
+            finished_at=self._now(),
+            cache_bust=state.cache_bust,
+            malformed_chunks=state.malformed_chunks,
+            error=str(state.error) if state.error else None,
+        )
+        self._rounds.append(record)
+        self._current = None
+        self._emit(RoundFinished(state.number, state.request_id, state.acc.finish_reason, usage, self._now()))
+
+    # -- speech ----------------------------------------------------------------------------------
+
+    def _queue(self, speech: MemoryObjectSendStream[_Utterance], number: int, text: str, filler: bool = False) -> None:
+        utterance = _Utterance(number, text, filler)
+        self._utterances.append(utterance)
+        state = self._current
+        if state is not None and state.first_text_at is None:
+            state.first_text_at = self._now()
+        speech.send_nowait(utterance)
+        self._emit(SpeechQueued(number, text, self._now(), filler))
+
+    def _say_fallback(self, speech: MemoryObjectSendStream[_Utterance], number: int) -> None:
+        self._fallback_spoken = True
+        self._queue(speech, number, self._config.fallback, filler=True)
+
+    async def _speak_all(self, utterances: MemoryObjectReceiveStream[_Utterance]) -> None:
+        async with utterances:
+            async for utterance in utterances:
+                await self._sink.speak(utterance.text)
+        await self._sink.flush()
+
+    # -- barge-in bookkeeping --------------------------------------------------------------------
+
+    def _heard_chars(self, played: int, interrupted: bool) -> int:
+        total = sum(len(u.text) for u in self._utterances)
+        return total if not interrupted else max(0, min(played, total))
+
+    def _truncate_to_heard(self, heard: int) -> None:
+        """Keep what the listener heard of each round's words; answer every dispatched tool call."""
+        state = self._current
+        if state is not None:  # the round in flight when the turn was cancelled
+            self._commit_interrupted_round(state)
+        heard_by_round: dict[int, list[str]] = {}
+        full_by_round: dict[int, bool] = {}
+        position = 0
+        for u in self._utterances:
+            kept = u.text[: max(0, heard - position)]
+            position += len(u.text)
+            if u.filler:
+                continue
+            heard_by_round.setdefault(u.round, []).append(kept)
+            full_by_round[u.round] = full_by_round.get(u.round, True) and kept == u.text
+        for number, at in self._assistant_at.items():
+            if full_by_round.get(number, True):
+                continue
+            message = self._pending[at]
+            text = "".join(heard_by_round.get(number, [])).strip()
+            message["content"] = text or None
+        # An assistant message with neither words nor calls would be rejected by the server.
+        self._pending = [
+            m for m in self._pending if not (m["role"] == "assistant" and not m["content"] and not m.get("tool_calls"))
+        ]
+
+    def _commit_interrupted_round(self, state: _RoundState) -> None:
+        calls = state.acc.ready_calls
+        self._assistant_at[state.number] = len(self._pending)
+        self._pending.append(self._assistant_message(state.acc.content, calls))
+        now = self._now()
+        for call in calls:
+            done = state.results.get(call.id) or ToolCallRecord(
+                state.number, call.id, call.name, call.arguments, INTERRUPTED_TOOL_RESULT, True,
+                state.ready_at.get(call.id, now), state.ready_at.get(call.id, now), now,
+            )
+            self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
+            self._tool_records.append(done)
+        self._rounds.append(
+            RoundRecord(
+                round=state.number,
+                request_id=state.request_id,
+                attempts=state.attempts,
+                usage=state.acc.usage or self._estimate_usage(state),
+                finish_reason=state.acc.finish_reason,
+                content=state.acc.content,
+                tool_call_ids=tuple(c.id for c in calls),
+                started_at=state.started_at,
+                first_chunk_at=state.first_chunk_at,
+                first_text_at=state.first_text_at,
+                finished_at=self._now(),
+                cache_bust=state.cache_bust,
+                malformed_chunks=state.malformed_chunks,
+                error="interrupted",
+            )
+        )
+        self._current = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _assistant_message(content: str, calls: Sequence[ToolCallReady]) -> Message:
+        message: Message = {"role": "assistant", "content": content or None}
+        if calls:
+            message["tool_calls"] = [tool_call_message(c.id, c.name, c.arguments) for c in calls]
+        return message
+
+    def _append(self, message: Message) -> None:
+        role = message["role"]
+        if role == "user":
+            self._conversation.add_user(message["content"])
+        elif role == "assistant":
+            self._conversation.add_assistant(message["content"], message.get("tool_calls", ()))
+        elif role == "tool":
+            self._conversation.add_tool_result(message["tool_call_id"], message["content"])
+
+    def _estimate_usage(self, state: _RoundState) -> Usage:
+        """The usage chunk never came (stream cut): roughly 4 characters a token, flagged as estimated."""
+        generated = len(state.acc.content) + sum(len(c.arguments) + len(c.name) for c in state.acc.ready_calls)
+        prompt = len(json.dumps(self._conversation.messages() + self._pending))
+        return Usage(prompt // 4, math.ceil(generated / 4), 0, estimated=True)
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def _emit(self, event: TurnEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
