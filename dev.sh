@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./dev.sh demo   set up, then run the offline demo (weather bot: recorded LLM session + espeak-ng -> WAV)
+#   ./dev.sh test   set up, then run lint, type checks and the whole test suite
+# Set-up is idempotent: system packages (when root and missing), a .venv, the package with its extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(espeak-ng ffmpeg sox redis-server chromium chromium-driver)
+
+setup() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing system packages: ${missing[*]}" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      echo "warning: missing system packages (install them as root): ${missing[*]}" >&2
+    fi
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,redis]" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    shift
+    exec .venv/bin/voiceagent demo "$@"
+    ;;
+  test)
+    setup
+    shift
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    .venv/bin/mypy voiceagent adapters
+    status=0
+    .venv/bin/python -m pytest "$@" || status=$?
+    if [ "$status" = 5 ]; then
+      echo "error: pytest collected no tests" >&2
+      exit 1
+    fi
+    exit "$status"
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | ./dev.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,372 @@
+"""The turn pipeline end to end: real openai SDK -> real loopback SSE server -> Turn -> sink, tools."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from voiceagent.agent import Agent
+from voiceagent.events import SpeechQueued, ToolFinished, ToolStarted, TurnEvent, Usage
+from voiceagent.llm import LLMClient
+from voiceagent.retry import RetryPolicy
+from voiceagent.testing.openai_server import (
+    Chunk,
+    Drop,
+    FakeOpenAIServer,
+    Reply,
+    error_reply,
+    text_reply,
+    tool_reply,
+)
+from voiceagent.testing.sinks import RecordingSink
+from voiceagent.tools import tool
+from voiceagent.turn import INTERRUPTED_TOOL_RESULT, TurnConfig
+
+GATE_TIMEOUT = 5.0  # a generous bound: only reached when the behaviour under test is broken
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeOpenAIServer]:
+    async with FakeOpenAIServer() as s:
+        yield s
+
+
+def make_agent(server: FakeOpenAIServer, sink: RecordingSink, tools: list[Any] | None = None, **config: Any) -> Agent:
+    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002))
+    return Agent(
+        llm=llm,
+        sink=sink,
+        system_prompt="You are a concise phone assistant.",
+        tools=tools or [],
+        config=TurnConfig(**config),
+    )
+
+
+def gate_last(reply: Reply, gate: anyio.Event, count: int = 1) -> Reply:
+    """Hold the reply's last ``count`` chunks until ``gate`` is set."""
+    events = list(reply.events)
+    for i in range(len(events) - count, len(events)):
+        events[i] = dataclasses.replace(events[i], gate=gate)
+    return dataclasses.replace(reply, events=tuple(events))
+
+
+def assert_valid_conversation(agent: Agent) -> None:
+    assert agent.conversation.unanswered_tool_calls() == []
+    for m in agent.conversation.history:
+        if m["role"] == "assistant":
+            assert m["content"] or m.get("tool_calls")
+
+
+@pytest.mark.anyio
+async def test_text_turn_streams_to_sink_and_records_usage_and_request_id(server: FakeOpenAIServer) -> None:
+    server.enqueue(dataclasses.replace(
+        text_reply("Sure, it is sunny in Paris today. Anything else?", pieces=12, usage=(200, 12, 160)),
+        request_id="req-abc",
+    ))
+    sink = RecordingSink()
+    agent = make_agent(server, sink)
+    result = await agent.respond("Weather in Paris?")
+
+    assert sink.text == "Sure, it is sunny in Paris today. Anything else?"
+    assert len(sink.spoken) >= 2  # the first clause went out on its own
+    assert sink.spoken[0] == "Sure, "
+    body = server.requests[0].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"][-1] == {"role": "user", "content": "Weather in Paris?"}
+    assert result.request_ids == ("req-abc",)
+    assert result.usage == Usage(200, 12, 160)
+    assert result.rounds[0].finish_reason == "stop"
+    assert result.time_to_first_text is not None and result.time_to_first_text <= result.total
+    assert [m["role"] for m in agent.conversation.history] == ["user", "assistant"]
+
+
+@pytest.mark.anyio
+async def test_tool_starts_before_last_chunk_and_filler_reaches_sink_before_tool_finishes(
+    server: FakeOpenAIServer,
+) -> None:
+    tool_started = anyio.Event()
+    sink = RecordingSink(seconds_per_char=0.001)
+
+    @tool
+    async def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        tool_started.set()
+        # The filler must be at the sink while we are still running: we wait for it to prove it.
+        with anyio.fail_after(GATE_TIMEOUT):
+            await sink.first_text.wait()
+        return f"{city}: 18 C, sunny"
+
+    # The finish chunk and the usage chunk are only sent once the tool has started: if the turn waited
+    # for the end of the stream to start tools, this would deadlock and time out.
+    server.enqueue(
+        gate_last(tool_reply([("get_weather", {"city": "Paris"})], filler="Let me check the weather for you."),
+                  tool_started, count=2),
+        text_reply("It's 18 degrees and sunny in Paris."),
+    )
+    agent = make_agent(server, sink, [get_weather])
+    events: list[TurnEvent] = []
+    with anyio.fail_after(GATE_TIMEOUT * 2):
+        result = await agent.respond("What's the weather in Paris?", on_event=events.append)
+
+    assert sink.text == "Let me check the weather for you.It's 18 degrees and sunny in Paris."
+    started = next(e for e in events if isinstance(e, ToolStarted))
+    finished = next(e for e in events if isinstance(e, ToolFinished))
+    first_speech = next(e for e in events if isinstance(e, SpeechQueued))
+    assert first_speech.at <= started.at <= finished.at
+    assert [c.name for c in result.tool_calls] == ["get_weather"]
+    assert result.tool_calls[0].result == "Paris: 18 C, sunny"
+    assert len(result.rounds) == 2
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+    assert history[1]["content"] == "Let me check the weather for you."
+    assert history[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert history[2] == {"role": "tool", "tool_call_id": history[1]["tool_calls"][0]["id"],
+                          "content": "Paris: 18 C, sunny"}
+    # Round 2 sent exactly round 1's messages plus the new tail: the cached prefix survives.
+    first, second = (r.body["messages"] for r in server.requests)
+    assert second[: len(first)] == first
+    assert second[len(first):] == [dict(history[1]), dict(history[2])]
+    assert server.requests[0].body["tools"][0]["function"]["name"] == "get_weather"
+    assert all(r.cache_bust is None for r in result.rounds)
+
+
+@pytest.mark.anyio
+async def test_tool_call_without_content_speaks_the_configured_filler_at_once(server: FakeOpenAIServer) -> None:
+    sink = RecordingSink()
+
+    @tool
+    async def lookup_order(order_id: str) -> str:
+        """Look up an order."""
+        with anyio.fail_after(GATE_TIMEOUT):
+            await sink.first_text.wait()
+        return "shipped"
+
+    server.enqueue(tool_reply([("lookup_order", {"order_id": "A1"})]), text_reply("It has shipped."))
+    agent = make_agent(server, sink, [lookup_order], filler="Hold on a second.")
+    result = await agent.respond("Where is my order?")
+    assert sink.spoken[0] == "Hold on a second."
+    assert sink.text.endswith("It has shipped.")
+    # The filler is ours, not the model's: the assistant message keeps the model's (null) content.
+    assert agent.conversation.history[1]["content"] is None
+    assert not result.fallback_spoken
+
+
+@pytest.mark.anyio
+async def test_parallel_tool_calls_run_concurrently_and_answer_in_call_order(server: FakeOpenAIServer) -> None:
+    both_running = anyio.Event()
+    running = 0
+
+    async def rendezvous() -> None:
+        nonlocal running
+        running += 1
+        if running == 2:
+            both_running.set()
+        with anyio.fail_after(GATE_TIMEOUT):
+            await both_running.wait()  # only returns if the other call runs at the same time
+
+    @tool
+    async def get_weather(city: str) -> str:
+        """Weather."""
+        await rendezvous()
+        return "sunny"
+
+    @tool
+    def get_time(city: str) -> str:  # sync: runs in a worker thread
+        """Local time."""
+        anyio.from_thread.run(rendezvous)
+        return "10:00"
+
+    server.enqueue(
+        tool_reply([("get_weather", {"city": "Oslo"}), ("get_time", {"city": "Oslo"})], filler="Checking."),
+        text_reply("Sunny, and it's ten."),
+    )
+    agent = make_agent(server, RecordingSink(), [get_weather, get_time])
+    result = await agent.respond("Weather and time in Oslo?")
+    history = agent.conversation.history
+    call_ids = [c["id"] for c in history[1]["tool_calls"]]
+    assert [m.get("tool_call_id") for m in history[2:4]] == call_ids
+    assert [m["content"] for m in history[2:4]] == ["sunny", "10:00"]
+    assert result.usage.prompt_tokens == 20
+
+
+@pytest.mark.anyio
+async def test_tool_chain_is_bounded_by_max_rounds_then_fallback(server: FakeOpenAIServer) -> None:
+    @tool
+    def step() -> str:
+        """One more step."""
+        return "done"
+
+    server.responder = lambda body: tool_reply([("step", {})])
+    sink = RecordingSink()
+    agent = make_agent(server, sink, [step], max_rounds=3, fallback="Sorry, that took too long.")
+    result = await agent.respond("Loop forever")
+    assert len(server.requests) == 3
+    assert result.fallback_spoken
+    assert sink.spoken[-1] == "Sorry, that took too long."
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [400, 401, 429])
+async def test_llm_error_gives_a_spoken_fallback_not_an_exception(server: FakeOpenAIServer, status: int) -> None:
+    server.enqueue(error_reply(status, "nope"))
+    sink = RecordingSink()
+    agent = make_agent(server, sink, fallback="Sorry, try again.")
+    result = await agent.respond("Hi")
+    assert sink.spoken == ["Sorry, try again."]
+    assert result.error is not None and str(status) in result.error
+    assert len(server.requests) == 1
+    assert [m["role"] for m in agent.conversation.history] == ["user"]
+
+
+@pytest.mark.anyio
+async def test_tool_errors_become_tool_messages_and_the_turn_goes_on(server: FakeOpenAIServer) -> None:
+    @tool
+    def explode(x: int) -> str:
+        """Fails."""
+        raise RuntimeError("database down")
+
+    server.enqueue(
+        tool_reply([("explode", {"x": 1}), ("no_such_tool", {})], filler="One sec."),
+        text_reply("Sorry, I can't reach the database."),
+    )
+    agent = make_agent(server, RecordingSink(), [explode])
+    result = await agent.respond("Do it")
+    assert [c.is_error for c in result.tool_calls] == [True, True]
+    tool_messages = [m for m in agent.conversation.history if m["role"] == "tool"]
+    assert "database down" in tool_messages[0]["content"]
+    assert "no_such_tool" in tool_messages[1]["content"]
+    assert result.rounds[-1].content == "Sorry, I can't reach the database."
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_second_turn_extends_the_first_request_prefix(server: FakeOpenAIServer) -> None:
+    server.enqueue(text_reply("Hello!"), text_reply("Bye!"))
+    agent = make_agent(server, RecordingSink())
+    await agent.respond("Hi")
+    result = await agent.respond("Bye")
+    first, second = (r.body["messages"] for r in server.requests)
+    assert second[: len(first)] == first
+    assert second[len(first):] == [{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]
+    assert agent.guard.busts == 0 and result.rounds[0].cache_bust is None
+
+
+@pytest.mark.anyio
+async def test_cache_guard_reports_a_changed_earlier_message(server: FakeOpenAIServer) -> None:
+    server.enqueue(text_reply("Hello!"), text_reply("Bye!"))
+    agent = make_agent(server, RecordingSink())
+    await agent.respond("Hi")
+    agent.conversation._history[0]["content"] = "Hi there"  # the kind of bug the guard exists for
+    result = await agent.respond("Bye")
+    assert result.rounds[0].cache_bust == "message 1 changed after it was sent"
+    assert agent.guard.busts == 1
+
+
+@pytest.mark.anyio
+async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(server: FakeOpenAIServer) -> None:
+    reply = text_reply("The answer is forty two, and here is why that matters.", pieces=10)
+    server.enqueue(dataclasses.replace(reply, events=(*reply.events[:4], Drop())))
+    sink = RecordingSink()
+    agent = make_agent(server, sink, fallback="Sorry, I lost the line.")
+    result = await agent.respond("Question")
+    assert sink.spoken[-1] == "Sorry, I lost the line."
+    assert result.rounds[0].usage.estimated
+    assert result.rounds[0].usage.completion_tokens > 0
+    assert len(server.requests) == 1  # content was already out: never retried
+    assert agent.conversation.history[1]["content"] == result.rounds[0].content
+
+
+@pytest.mark.anyio
+async def test_barge_in_keeps_only_what_was_heard(server: FakeOpenAIServer) -> None:
+    text = "First sentence is short. " + "Then a much longer second sentence follows here, " * 4 + "the end."
+    server.enqueue(text_reply(text, pieces=40))
+    sink = RecordingSink(seconds_per_char=0.01)
+    agent = make_agent(server, sink)
+    turn = agent.new_turn()
+    result_box: list[Any] = []
+
+    async def run() -> None:
+        result_box.append(await turn.run("Tell me something long"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(GATE_TIMEOUT):
+            await sink.first_text.wait()
+        await anyio.sleep(0.1)  # the caller hears a bit, then talks over the bot
+        turn.cancel()
+    result = result_box[0]
+    assert result.interrupted
+    assert 0 < len(result.heard_text) < len(text)
+    assistant = agent.conversation.history[-1]
+    assert assistant["role"] == "assistant"
+    assert text.startswith(assistant["content"])
+    assert len(assistant["content"]) < len(text)
+    assert any(c.kind == "cancel" for c in sink.calls)
+
+
+@pytest.mark.anyio
+async def test_barge_in_during_a_tool_answers_every_call(server: FakeOpenAIServer) -> None:
+    entered = anyio.Event()
+
+    @tool
+    async def slow_search(q: str) -> str:
+        """Search slowly."""
+        entered.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    server.enqueue(tool_reply([("slow_search", {"q": "x"})], filler="Searching now."))
+    sink = RecordingSink()
+    agent = make_agent(server, sink, [slow_search])
+    turn = agent.new_turn()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(turn.run, "search x")
+        with anyio.fail_after(GATE_TIMEOUT):
+            await entered.wait()
+        turn.cancel()
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_every_log_record_carries_session_turn_round_and_request_id(
+    server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    @tool
+    def explode() -> str:
+        """Fails."""
+        raise ValueError("boom")
+
+    server.enqueue(
+        dataclasses.replace(tool_reply([("explode", {})], filler="Ok."), request_id="req-1"),
+        dataclasses.replace(text_reply("Done."), request_id="req-2"),
+    )
+    agent = make_agent(server, RecordingSink(), [explode])
+    with caplog.at_level(logging.DEBUG, logger="voiceagent"):
+        await agent.respond("go")
+    records = [r for r in caplog.records if r.name.startswith("voiceagent")]
+    assert records
+    for r in records:
+        assert r.session == agent.session_id  # type: ignore[attr-defined]
+        assert r.turn == 1  # type: ignore[attr-defined]
+    by_round = {(r.round, r.request_id) for r in records if r.round != "-"}  # type: ignore[attr-defined]
+    assert (1, "req-1") in by_round or any(rid == "req-1" for _, rid in by_round)
+    assert any(rid == "req-2" for _, rid in by_round)
+
+
+@pytest.mark.anyio
+async def test_malformed_chunk_is_skipped_and_counted(server: FakeOpenAIServer) -> None:
+    reply = text_reply("Hello there, friend.", pieces=3)
+    server.enqueue(dataclasses.replace(reply, events=(reply.events[0], Chunk("data: {not json"), *reply.events[1:])))
+    sink = RecordingSink()
+    result = await make_agent(server, sink).respond("hi")
+    assert sink.text == "Hello there, friend."
+    assert result.rounds[0].malformed_chunks == 1
