@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, TypedDict
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import pytest
 
@@ -258,7 +259,7 @@ async def test_timeout_becomes_error_result() -> None:
 
     result = await run_one(hang, "{}")
     assert result.is_error
-    assert result.content == "Error: hang timed out after 0.1 s."
+    assert result.content == "Error: hang timed out after 0.05 s."
 
     @tool
     def slow_sync() -> str:
@@ -271,7 +272,7 @@ async def test_timeout_becomes_error_result() -> None:
         result = await run_one(slow_sync, "{}", default_timeout=0.05)
     finally:
         release.set()
-    assert result.content == "Error: slow_sync timed out after 0.1 s." and result.is_error
+    assert result.content == "Error: slow_sync timed out after 0.05 s." and result.is_error
 
 
 @pytest.mark.anyio
@@ -386,6 +387,47 @@ async def test_finish_policy_lets_the_tool_complete_after_cancel() -> None:
             release.set()
     assert scope.cancelled_caught
     assert [(r.content, r.is_error) for r in results] == [("booked", False)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["cancel", "finish"])
+async def test_sync_tool_cancel_policy(policy: Literal["cancel", "finish"]) -> None:
+    started = anyio.Event()
+    release = threading.Event()
+    finished = threading.Event()
+    results: list[ToolResult] = []
+
+    @tool(on_cancel=policy)
+    def charge_card() -> str:
+        """Charge the card."""
+        anyio.from_thread.run_sync(started.set)
+        release.wait(10)
+        finished.set()
+        return "charged"
+
+    runner = ToolRunner([charge_card])
+
+    async def call() -> None:
+        results.append(await runner.run("c1", "charge_card", "{}"))
+
+    try:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await started.wait()
+                scope.cancel()
+                if policy == "finish":
+                    release.set()
+        assert scope.cancelled_caught
+        if policy == "cancel":
+            # The call was abandoned while its thread was still blocked: no result, no waiting for it.
+            assert not finished.is_set()
+            assert results == []
+        else:
+            assert finished.is_set()
+            assert [(r.content, r.is_error) for r in results] == [("charged", False)]
+    finally:
+        release.set()
 
 
 @pytest.mark.anyio

@@ -112,7 +112,7 @@ class ToolRunner:
                 except Exception as exc:  # the tool's own failure; cancellation is a BaseException
                     failure = exc
         if deadline.cancelled_caught:
-            return f"Error: {tool.name} timed out after {timeout:.1f} s.", True
+            return f"Error: {tool.name} timed out after {_seconds(timeout)} s.", True
         if failure is not None:
             logger.warning("tool %s raised %s", tool.name, type(failure).__name__)
             logger.debug("tool %s traceback", tool.name, exc_info=failure)
@@ -147,6 +147,11 @@ async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
     # A thread cannot be stopped: on timeout or cancel ("cancel" policy) it is abandoned and runs on
     # unobserved; under "finish" only the timeout can reach it (see _run_tool).
     return await anyio.to_thread.run_sync(functools.partial(tool.fn, **kwargs), abandon_on_cancel=True)
+
+
+def _seconds(value: float) -> str:
+    # 2 -> "2.0", 0.05 -> "0.05": readable and never rounded to a misleading number
+    return str(round(float(value), 2))
 
 
 def _short(exc: BaseException) -> str:
