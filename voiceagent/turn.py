@@ -49,6 +49,7 @@ from voiceagent.events import (
 from voiceagent.logs import get_logger, log_context, set_request_id
 from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
 from voiceagent.tool_runner import ToolRunner
+from voiceagent.tools import tools_schema
 from voiceagent.tts import TTSSink
 
 log = get_logger(__name__)
@@ -130,7 +131,8 @@ class Turn:
         self._runner = runner
         self._config = config or TurnConfig()
         self._guard = guard or CacheGuard()
-        self._tools_schema = runner.schema() if runner is not None and runner.tools else None
+        self._tools_schema = tools_schema(runner.tools) if runner is not None and runner.tools else None
+        self._finish_on_cancel = {t.name for t in runner.tools if t.on_cancel == "finish"} if runner else set()
         self.index = index
         self._on_event = on_event
         self._scope = anyio.CancelScope()
@@ -296,8 +298,7 @@ class Turn:
         if self._runner is None:
             content, is_error = f'Error: no tools are available (the model asked for "{call.name}").', True
         else:
-            finish_on_cancel = self._runner.on_cancel(call.name) == "finish"
-            with anyio.CancelScope(shield=finish_on_cancel):
+            with anyio.CancelScope(shield=call.name in self._finish_on_cancel):
                 result = await self._runner.run(call.id, call.name, call.arguments)
             content, is_error = result.content, result.is_error
         record = ToolCallRecord(
