@@ -132,7 +132,6 @@ class Turn:
         self._config = config or TurnConfig()
         self._guard = guard or CacheGuard()
         self._tools_schema = tools_schema(runner.tools) if runner is not None and runner.tools else None
-        self._finish_on_cancel = {t.name for t in runner.tools if t.on_cancel == "finish"} if runner else set()
         self.index = index
         self._on_event = on_event
         self._scope = anyio.CancelScope()
@@ -298,8 +297,8 @@ class Turn:
         if self._runner is None:
             content, is_error = f'Error: no tools are available (the model asked for "{call.name}").', True
         else:
-            with anyio.CancelScope(shield=call.name in self._finish_on_cancel):
-                result = await self._runner.run(call.id, call.name, call.arguments)
+            # The runner shields tools whose policy is on_cancel="finish"; their results are kept.
+            result = await self._runner.run(call.id, call.name, call.arguments)
             content, is_error = result.content, result.is_error
         record = ToolCallRecord(
             state.number,
