@@ -351,3 +351,56 @@ def test_electron_clients_share_one_limiter_per_account() -> None:
     assert LLMClient.electron("enterprise", api_key="sk_shared_e").limiter.limit == 20  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="already has a limiter of 3"):
         LLMClient.electron("enterprise", api_key="sk_shared_a", base_url="http://127.0.0.1:1/v1")
+
+
+@pytest.mark.anyio
+async def test_backoff_sleep_does_not_hold_a_limiter_slot() -> None:
+    limiter = ConcurrencyLimiter(1)
+    answer_first = anyio.Event()
+    seen: list[str] = []
+
+    async def responder(body: dict[str, Any]) -> Reply:
+        who = body["messages"][-1]["content"]
+        seen.append(who)
+        if len(seen) == 1:
+            await answer_first.wait()
+            return error_reply(503, "overloaded")
+        return text_reply(f"hello {who}")
+
+    async with FakeOpenAIServer() as server:
+        server.responder = responder
+        client = _client(server, limiter=limiter)
+
+        async def ask(who: str) -> None:
+            async with client.stream([{"role": "user", "content": who}]) as stream:
+                await _collect(stream)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "A")
+            await server.wait_for_requests(1)
+            tg.start_soon(ask, "B")
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.waiting == 1  # B waits for A's slot
+            answer_first.set()
+    # A's failed attempt freed its slot before the backoff, so B went first and A's retry came after it.
+    assert seen == ["A", "B", "A"]
+
+
+@pytest.mark.anyio
+async def test_timeout_before_headers_is_a_connection_error_and_retried() -> None:
+    never = anyio.Event()
+
+    async def responder(body: dict[str, Any]) -> Reply:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async with FakeOpenAIServer() as server:
+        server.responder = responder
+        retry = RetryPolicy(base_delay=0.001, max_attempts=2)
+        async with _client(server, retry=retry, timeout=0.2) as client:
+            stream = client.stream(MESSAGES)
+            with pytest.raises(LLMConnectionError, match="after 2 attempts"):
+                async with stream:
+                    pass
+        assert stream.attempts == 2
+        assert len(server.requests) == 2

@@ -20,8 +20,12 @@ from types import TracebackType
 from typing import Any, cast
 
 import anyio
-import httpx2
 import openai
+
+try:  # the HTTP library under the openai SDK: httpx2 in openai>=3.5x, httpx before
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx as _http  # type: ignore[no-redef]
 from openai.resources.chat.completions import AsyncCompletions
 
 from voiceagent.errors import (
@@ -33,7 +37,7 @@ from voiceagent.errors import (
     StreamProtocolError,
 )
 from voiceagent.limiter import ConcurrencyLimiter, Limiter
-from voiceagent.logs import get_logger, log_context, set_request_id
+from voiceagent.logs import current, get_logger, set_request_id
 from voiceagent.retry import RetryPolicy
 
 logger = get_logger(__name__)
@@ -42,7 +46,7 @@ ELECTRON_BASE_URL = "https://api.smallest.ai/waves/v1"
 API_KEY_ENV = "SMALLEST_API_KEY"
 
 # What can fail while reading a response body: the SDK only wraps errors raised while the request is sent.
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx2.RequestError, anyio.EndOfStream)
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (_http.RequestError, anyio.EndOfStream)
 
 # Parameters the SDK's create() accepts by name; anything else goes to extra_body, because Electron forwards
 # unknown fields to the model and other OpenAI-compatible servers have their own.
@@ -115,6 +119,16 @@ class LLMClient:
         kwargs.setdefault("api_key", api_key)
         return cls(**kwargs)
 
+    async def aclose(self) -> None:
+        """Close the underlying HTTP client (its connection pool)."""
+        await self.openai_client.close()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def build_request(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -160,17 +174,18 @@ class LLMStream:
         self.done = False  # ``data: [DONE]`` arrived
         self._attempt_stack: AsyncExitStack | None = None
         self._lines: AsyncIterator[str] | None = None
-        self._outer = AsyncExitStack()
+        self._caller_request_id = "-"
 
     # ---- context manager ----
 
     async def __aenter__(self) -> LLMStream:
-        self._outer.enter_context(log_context())  # restores the caller's request_id on exit
+        # Restored by value on exit (not with a contextvar token, which breaks if another task exits us).
+        self._caller_request_id = current().request_id
         self.started_at = time.perf_counter()
         try:
             await self._open_with_retries()
         except BaseException:
-            await self._outer.aclose()
+            set_request_id(self._caller_request_id)
             raise
         return self
 
@@ -180,7 +195,7 @@ class LLMStream:
         try:
             await self._close_attempt()
         finally:
-            await self._outer.aclose()
+            set_request_id(self._caller_request_id)
 
     # ---- iteration ----
 
