@@ -256,6 +256,7 @@ class _BadRequest(Exception):
 class _ResponseState:
     ended: bool = False  # every byte is out, or the socket was dropped on purpose
     disconnected: bool = False
+    finished: bool = False  # counted out of in_flight
 
 
 class FakeOpenAIServer:
@@ -374,10 +375,18 @@ class FakeOpenAIServer:
             return
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        state = _ResponseState()
         try:
             reply = await self._next_reply(body)
-            await self._send_reply(stream, index, reply)
+            await self._send_reply(stream, index, reply, state)
         finally:
+            self._finish(state)
+
+    def _finish(self, state: _ResponseState) -> None:
+        # Called as soon as the last byte is written (not after cleanup), so a client that read the whole
+        # response and starts its next request never finds this one still counted.
+        if not state.finished:
+            state.finished = True
             self.in_flight -= 1
 
     async def _next_reply(self, body: dict[str, Any]) -> Reply:
@@ -390,11 +399,14 @@ class FakeOpenAIServer:
             return result
         return error_reply(500, _NO_REPLY_MESSAGE)
 
-    async def _send_reply(self, stream: anyio.abc.SocketStream, index: int, reply: Reply) -> None:
+    async def _send_reply(
+        self, stream: anyio.abc.SocketStream, index: int, reply: Reply, state: _ResponseState
+    ) -> None:
         request_id = reply.request_id or str(uuid.uuid4())
         if reply.status != 200:
             body = reply.body or error_envelope(f"HTTP {reply.status}", _error_type(reply.status))
             await self._send_json(stream, reply.status, body, request_id=request_id, extra=reply.headers)
+            self._finish(state)
             return
 
         head = self._head(
@@ -409,7 +421,6 @@ class FakeOpenAIServer:
         )
         await stream.send(head)
         # A close after the last byte (or after a scripted Drop) is no disconnect.
-        state = _ResponseState()
         async with anyio.create_task_group() as tg:
 
             async def watch_for_disconnect() -> None:
@@ -450,6 +461,7 @@ class FakeOpenAIServer:
             if isinstance(event, Drop):
                 state.ended = True
                 await stream.aclose()
+                self._finish(state)
                 return
             if isinstance(event.data, str):
                 text = event.data if event.data.endswith("\n") else event.data + "\n\n"
@@ -460,6 +472,7 @@ class FakeOpenAIServer:
         state.ended = True
         await self._send_chunk(stream, b"data: [DONE]\n\n")
         await stream.send(b"0\r\n\r\n")
+        self._finish(state)
 
     @staticmethod
     async def _send_chunk(stream: anyio.abc.SocketStream, data: bytes) -> None:
