@@ -36,8 +36,12 @@ async def server() -> AsyncIterator[FakeOpenAIServer]:
         yield s
 
 
-def make_agent(server: FakeOpenAIServer, sink: RecordingSink, tools: list[Any] | None = None, **config: Any) -> Agent:
-    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002))
+def make_agent(
+    server: FakeOpenAIServer, sink: RecordingSink, tools: list[Any] | None = None, **config: Any
+) -> Agent:
+    llm = LLMClient(
+        base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002)
+    )
     return Agent(
         llm=llm,
         sink=sink,
@@ -64,10 +68,12 @@ def assert_valid_conversation(agent: Agent) -> None:
 
 @pytest.mark.anyio
 async def test_text_turn_streams_to_sink_and_records_usage_and_request_id(server: FakeOpenAIServer) -> None:
-    server.enqueue(dataclasses.replace(
-        text_reply("Sure, it is sunny in Paris today. Anything else?", pieces=12, usage=(200, 12, 160)),
-        request_id="req-abc",
-    ))
+    server.enqueue(
+        dataclasses.replace(
+            text_reply("Sure, it is sunny in Paris today. Anything else?", pieces=12, usage=(200, 12, 160)),
+            request_id="req-abc",
+        )
+    )
     sink = RecordingSink()
     agent = make_agent(server, sink)
     result = await agent.respond("Weather in Paris?")
@@ -104,8 +110,11 @@ async def test_tool_starts_before_last_chunk_and_filler_reaches_sink_before_tool
     # The finish chunk and the usage chunk are only sent once the tool has started: if the turn waited
     # for the end of the stream to start tools, this would deadlock and time out.
     server.enqueue(
-        gate_last(tool_reply([("get_weather", {"city": "Paris"})], filler="Let me check the weather for you."),
-                  tool_started, count=2),
+        gate_last(
+            tool_reply([("get_weather", {"city": "Paris"})], filler="Let me check the weather for you."),
+            tool_started,
+            count=2,
+        ),
         text_reply("It's 18 degrees and sunny in Paris."),
     )
     agent = make_agent(server, sink, [get_weather])
@@ -124,19 +133,27 @@ async def test_tool_starts_before_last_chunk_and_filler_reaches_sink_before_tool
     history = agent.conversation.history
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
     assert history[1]["content"] == "Let me check the weather for you."
-    assert history[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
-    assert history[2] == {"role": "tool", "tool_call_id": history[1]["tool_calls"][0]["id"],
-                          "content": "Paris: 18 C, sunny"}
+    assert history[1]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
+    assert history[2] == {
+        "role": "tool",
+        "tool_call_id": history[1]["tool_calls"][0]["id"],
+        "content": "Paris: 18 C, sunny",
+    }
     # Round 2 sent exactly round 1's messages plus the new tail: the cached prefix survives.
     first, second = (r.body["messages"] for r in server.requests)
     assert second[: len(first)] == first
-    assert second[len(first):] == [dict(history[1]), dict(history[2])]
+    assert second[len(first) :] == [dict(history[1]), dict(history[2])]
     assert server.requests[0].body["tools"][0]["function"]["name"] == "get_weather"
     assert all(r.cache_bust is None for r in result.rounds)
 
 
 @pytest.mark.anyio
-async def test_tool_call_without_content_speaks_the_configured_filler_at_once(server: FakeOpenAIServer) -> None:
+async def test_tool_call_without_content_speaks_the_configured_filler_at_once(
+    server: FakeOpenAIServer,
+) -> None:
     sink = RecordingSink()
 
     @tool
@@ -157,7 +174,9 @@ async def test_tool_call_without_content_speaks_the_configured_filler_at_once(se
 
 
 @pytest.mark.anyio
-async def test_parallel_tool_calls_run_concurrently_and_answer_in_call_order(server: FakeOpenAIServer) -> None:
+async def test_parallel_tool_calls_run_concurrently_and_answer_in_call_order(
+    server: FakeOpenAIServer,
+) -> None:
     both_running = anyio.Event()
     running = 0
 
@@ -213,7 +232,9 @@ async def test_tool_chain_is_bounded_by_max_rounds_then_fallback(server: FakeOpe
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("status", [400, 401, 429])
-async def test_llm_error_gives_a_spoken_fallback_not_an_exception(server: FakeOpenAIServer, status: int) -> None:
+async def test_llm_error_gives_a_spoken_fallback_not_an_exception(
+    server: FakeOpenAIServer, status: int
+) -> None:
     server.enqueue(error_reply(status, "nope"))
     sink = RecordingSink()
     agent = make_agent(server, sink, fallback="Sorry, try again.")
@@ -253,7 +274,10 @@ async def test_second_turn_extends_the_first_request_prefix(server: FakeOpenAISe
     result = await agent.respond("Bye")
     first, second = (r.body["messages"] for r in server.requests)
     assert second[: len(first)] == first
-    assert second[len(first):] == [{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]
+    assert second[len(first) :] == [
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ]
     assert agent.guard.busts == 0 and result.rounds[0].cache_bust is None
 
 
@@ -269,7 +293,9 @@ async def test_cache_guard_reports_a_changed_earlier_message(server: FakeOpenAIS
 
 
 @pytest.mark.anyio
-async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(server: FakeOpenAIServer) -> None:
+async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(
+    server: FakeOpenAIServer,
+) -> None:
     reply = text_reply("The answer is forty two, and here is why that matters.", pieces=10)
     server.enqueue(dataclasses.replace(reply, events=(*reply.events[:4], Drop())))
     sink = RecordingSink()
@@ -365,7 +391,9 @@ async def test_every_log_record_carries_session_turn_round_and_request_id(
 @pytest.mark.anyio
 async def test_malformed_chunk_is_skipped_and_counted(server: FakeOpenAIServer) -> None:
     reply = text_reply("Hello there, friend.", pieces=3)
-    server.enqueue(dataclasses.replace(reply, events=(reply.events[0], Chunk("data: {not json"), *reply.events[1:])))
+    server.enqueue(
+        dataclasses.replace(reply, events=(reply.events[0], Chunk("data: {not json"), *reply.events[1:]))
+    )
     sink = RecordingSink()
     result = await make_agent(server, sink).respond("hi")
     assert sink.text == "Hello there, friend."
