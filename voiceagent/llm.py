@@ -317,11 +317,18 @@ class LLMStream:
         return cast(AbstractAsyncContextManager[Any], create(**known))
 
     async def _close_attempt(self) -> None:
-        stack, self._attempt_stack, self._lines = self._attempt_stack, None, None
-        if stack is not None:
-            # Closing must finish even when the consumer is being cancelled (barge-in), or the connection
-            # and the limiter slot would leak.
-            with anyio.CancelScope(shield=True):
+        stack, self._attempt_stack = self._attempt_stack, None
+        lines, self._lines = self._lines, None
+        # Closing must finish even when the consumer is being cancelled (barge-in), or the connection and
+        # the limiter slot would leak.
+        with anyio.CancelScope(shield=True):
+            aclose = getattr(lines, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except _TRANSPORT_ERRORS:
+                    pass  # the body already broke; the response is closed below either way
+            if stack is not None:
                 await stack.aclose()
 
 
