@@ -294,7 +294,7 @@ class LLMStream:
         stack = AsyncExitStack()
         try:
             if self.client.limiter is not None:
-                slot = cast(AbstractAsyncContextManager[None], self.client.limiter.slot())
+                slot = self.client.limiter.slot()
                 await stack.enter_async_context(slot)
             response = await stack.enter_async_context(self._create())
         except BaseException:
