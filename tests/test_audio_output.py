@@ -107,10 +107,12 @@ async def test_ledger_credits_only_what_played_and_freezes_on_settle() -> None:
     ledger.begin("One two. ")
     await out.write(chunk(1.0))
     ledger.add_audio(1.0)
-    ledger.begin(" ")
+    ledger.finish()
+    ledger.begin(" ", complete=True)
     ledger.begin("Three four five six.")
     await out.write(chunk(2.0))
     ledger.add_audio(2.0)
+    ledger.finish()
     assert ledger.played_chars == 0
     out.play(1.0)
     assert ledger.played_chars == len("One two. ") + 1
@@ -125,5 +127,21 @@ async def test_ledger_credits_only_what_played_and_freezes_on_settle() -> None:
     ledger.begin("Next.")
     await out.write(chunk(1.0))
     ledger.add_audio(1.0)
+    ledger.finish()
     out.play()
     assert ledger.played_chars == len("One two.  ") + len("Three four") + len("Next.")
+
+
+@pytest.mark.anyio
+async def test_a_span_cut_off_mid_synthesis_is_never_credited_whole() -> None:
+    out = CollectingOutput(8000)  # the listener keeps up with delivery
+    ledger = PlaybackLedger(out)
+    text = "This answer was going to be long, but the connection dropped after a second."
+    ledger.begin(text)
+    await out.write(chunk(1.0))
+    ledger.add_audio(1.0)
+    ledger.settle()  # synthesis never finished
+    [span] = ledger.spoken_spans
+    assert not span.complete and not span.fully_played and span.played_seconds == 1.0
+    # ~14 characters per second of speech, cut back to a word boundary
+    assert text[: ledger.played_chars] == "This answer"

@@ -1,8 +1,9 @@
 """What the listener heard: a ledger of spoken text spans against an ``AudioOutput``'s playhead.
 
-Sinks call ``begin(text)`` before a text's audio, ``add_audio(seconds)`` per delivered chunk, and
-``settle()`` after ``output.clear()`` (barge-in) or ``output.wait_played()``: settling freezes each
-span's heard seconds, so later audio on the same output timeline cannot be credited to it.
+Sinks call ``begin(text)`` before a text's audio, ``add_audio(seconds)`` per delivered chunk,
+``finish()`` when synthesis of the text completed, and ``settle()`` after ``output.clear()``
+(barge-in) or ``output.wait_played()``: settling freezes each span's heard seconds, so later audio on
+the same output timeline cannot be credited to it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ __all__ = ["PlaybackLedger", "heard_chars"]
 
 # Float sums of chunk durations drift by a few ulps; a span this close to its end counts as heard.
 _EPSILON = 1e-6
+# When synthesis stopped early the text's full audio length is unknown; estimate it from a typical
+# speaking rate (~150 words per minute) so a cut-off sentence is credited in proportion, never whole.
+CHARS_PER_SECOND = 14.0
 
 
 def heard_chars(text: str, fraction: float) -> int:
@@ -33,6 +37,7 @@ class _OpenSpan:
     text: str
     start: float
     audio_seconds: float = 0.0
+    complete: bool = False
 
 
 class PlaybackLedger:
@@ -42,8 +47,13 @@ class PlaybackLedger:
         self._settled: list[SpokenSpan] = []
         self._settled_chars = 0
 
-    def begin(self, text: str) -> None:
-        self._open.append(_OpenSpan(text=text, start=self._output.written_seconds))
+    def begin(self, text: str, *, complete: bool = False) -> None:
+        self._open.append(_OpenSpan(text=text, start=self._output.written_seconds, complete=complete))
+
+    def finish(self) -> None:
+        """Synthesis of the latest text completed: all its audio has been added."""
+        if self._open:
+            self._open[-1].complete = True
 
     def add_audio(self, seconds: float) -> None:
         if not self._open:
@@ -63,13 +73,17 @@ class PlaybackLedger:
         return played
 
     def _snapshot(self, span: _OpenSpan, playhead: float) -> SpokenSpan:
-        return SpokenSpan(span.text, span.audio_seconds, self._played(span, playhead))
+        return SpokenSpan(span.text, span.audio_seconds, self._played(span, playhead), span.complete)
 
     def _chars(self, span: _OpenSpan, playhead: float) -> int:
+        played = self._played(span, playhead)
+        if not span.complete:
+            expected = max(span.audio_seconds, len(span.text) / CHARS_PER_SECOND)
+            return heard_chars(span.text, min(played / expected, 0.999)) if expected > 0 else 0
         if span.audio_seconds <= 0:
             # Text with no audio (whitespace, punctuation) counts once the playhead has reached it.
             return len(span.text) if playhead + _EPSILON >= span.start else 0
-        return heard_chars(span.text, self._played(span, playhead) / span.audio_seconds)
+        return heard_chars(span.text, played / span.audio_seconds)
 
     def settle(self) -> None:
         """Freeze every open span at the current playhead (call after clear() or wait_played())."""

@@ -76,9 +76,11 @@ class StreamingSink(ABC):
         if not text:
             return
         async with self._speak_lock:
-            self._ledger.begin(text)
             if not text.strip():
-                return  # nothing audible; the ledger credits it once the playhead reaches it
+                # Nothing audible; the ledger credits it once the playhead reaches it.
+                self._ledger.begin(text, complete=True)
+                return
+            self._ledger.begin(text)
             self._idle = anyio.Event()
             delivery = Delivery(self, text)
             finished = False
@@ -87,6 +89,7 @@ class StreamingSink(ABC):
                     self._scope = scope
                     await self._synthesize(text, delivery)
                     finished = True
+                    self._ledger.finish()
             finally:
                 if not finished and delivery.bytes_delivered == 0:
                     # Failed or cancelled before any audio: none of this text can have been heard.

@@ -49,15 +49,18 @@ class TTSSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SpokenSpan:
-    """One ``speak()`` text and how much of its audio was delivered and heard."""
+    """One ``speak()`` text and how much of its audio was delivered and heard. ``complete`` is False when
+    synthesis stopped early (barge-in, a dropped connection): then ``audio_seconds`` covers only part of
+    the text."""
 
     text: str
     audio_seconds: float
     played_seconds: float
+    complete: bool = True
 
     @property
     def fully_played(self) -> bool:
-        return self.played_seconds >= self.audio_seconds
+        return self.complete and self.played_seconds >= self.audio_seconds
 
 
 @dataclass(frozen=True, slots=True)
