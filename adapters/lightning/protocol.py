@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from voiceagent.errors import TTSError
+from voiceagent.text_split import split_text as _split_text
 
 __all__ = [
     "DEFAULT_HTTP_BASE",
@@ -139,24 +139,7 @@ def error_from_body(status_code: int, body: bytes, request_id: str | None = None
     return TTSError(f"Lightning: {message}", code=code, status_code=status_code, request_id=request_id)
 
 
-_SENTENCE_END = re.compile(r"[.!?;:。！？]\s")
-
-
 def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
-    """Split ``text`` into pieces of at most ``limit`` characters that join back to it exactly,
-    cutting after a sentence end if possible, else at a space, else mid-word."""
-    if limit < 1:
-        raise ValueError(f"limit must be positive, got {limit}")
-    pieces: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
-        cut = max((m.end() for m in _SENTENCE_END.finditer(window)), default=0)
-        if cut == 0:
-            cut = window.rfind(" ") + 1  # keep the space with the piece before it
-        if cut == 0:
-            cut = limit
-        pieces.append(text[:cut])
-        text = text[cut:]
-    if text:
-        pieces.append(text)
-    return pieces
+    """Split ``text`` into pieces of at most ``limit`` (default 250) characters; see
+    ``voiceagent.text_split.split_text``."""
+    return _split_text(text, limit)
