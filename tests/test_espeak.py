@@ -206,3 +206,18 @@ async def test_text_cancelled_before_its_audio_is_not_credited() -> None:
         await sink.cancel()
         out.release()
     assert out.chunks == [] and sink.played_chars == 0 and sink.spoken_spans == []
+
+
+@pytest.mark.anyio
+async def test_cancel_while_flushing_stops_waiting() -> None:
+    out = CollectingOutput(16000, auto_play=False)
+    sink = EspeakSink(out)
+    await sink.speak("You will not hear all of this.")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.flush)
+        await anyio.wait_all_tasks_blocked()
+        out.play(0.5)
+        await sink.cancel()  # the flush above returns: nothing more will play
+    [span] = sink.spoken_spans
+    assert span.played_seconds == 0.5 and not span.fully_played
+    assert 0 < sink.played_chars < len("You will not hear all of this.")

@@ -347,3 +347,35 @@ async def test_audio_is_real_pcm(server: FakeLightningServer, key: str) -> None:
         await sink.speak("Tone check for the phone line.")
     assert tone_power(out.pcm16, 8000, 440) > 100 * tone_power(out.pcm16, 8000, 1500)
     assert len(audio.pcm16_to_twilio(out.pcm16, 8000)) == len(out.pcm16) // 2
+
+
+async def test_cancel_between_utterances_keeps_the_socket(server: FakeLightningServer, key: str) -> None:
+    async with make_sink(server, key) as sink:
+        await sink.speak("Done speaking.")
+        await sink.cancel()
+        await sink.speak("Same socket.")
+        assert server.connections_opened == 1 and server.closed_by_client == 0
+
+
+async def test_missing_complete_ends_the_text_and_replaces_the_socket(
+    server: FakeLightningServer, key: str
+) -> None:
+    server.omit_complete = True
+    out = CollectingOutput(16000)
+    async with make_sink(server, key, out, complete_timeout=0.2) as sink:
+        await sink.speak("No complete follows.")
+        assert out.pcm16 == server.utterances[0].pcm16
+        server.omit_complete = False
+        await sink.speak("Fresh socket.")
+    assert server.connections_opened == 2
+    assert sink.played_chars == len("No complete follows.") + len("Fresh socket.")
+
+
+async def test_no_audio_at_all_is_an_error(server: FakeLightningServer, key: str) -> None:
+    server.first_byte_gate = anyio.Event()
+    async with make_sink(server, key, first_byte_timeout=0.2) as sink:
+        with pytest.raises(TTSError, match="no audio within"):
+            await sink.speak("Stuck server.")
+        server.first_byte_gate.set()
+        await sink.speak("Working again.")
+    assert sink.played_chars == len("Working again.") and server.connections_opened == 2

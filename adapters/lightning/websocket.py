@@ -61,6 +61,8 @@ class _Connection:
         self.ws = ws
         self.frames = frames
         self.dead = False
+        # A request was sent and its `complete` has not arrived: the server is still working on it.
+        self.in_request = False
 
 
 class _Retry(Exception):
@@ -93,6 +95,10 @@ class LightningSink(StreamingSink):
     ``complete_backoff_ms`` defaults to 300 instead of the server's 4000: ``speak`` returns on ``complete``,
     so a long backoff would hold back the next sentence. ``idle_timeout`` (seconds) is sent as
     ``?timeout=N``. ``limiter`` defaults to the account-wide one for ``api_key``.
+
+    ``first_byte_timeout``: no audio this long after the flush is an error. ``complete_timeout``: silence
+    this long after audio started is taken as the end of the text (with a warning) in case the server
+    sends one ``complete`` per turn rather than per flush; by default the backoff plus 3 s.
     """
 
     def __init__(
@@ -117,6 +123,8 @@ class LightningSink(StreamingSink):
         connect_timeout: float = 10.0,
         max_chunk_chars: int = MAX_CHARS,
         max_reconnects: int = 1,
+        first_byte_timeout: float = 30.0,
+        complete_timeout: float | None = None,
     ) -> None:
         super().__init__(output)
         check_common(model, speed, voice_id, api_key)
@@ -132,6 +140,9 @@ class LightningSink(StreamingSink):
         self.connect_timeout = connect_timeout
         self.max_chunk_chars = max_chunk_chars
         self.max_reconnects = max_reconnects
+        self.first_byte_timeout = first_byte_timeout
+        backoff = 4.0 if complete_backoff_ms is None else complete_backoff_ms / 1000
+        self.complete_timeout = complete_timeout if complete_timeout is not None else backoff + 3.0
         self.limiter = limiter or account_limiter(api_key)
         self._headers = {"Authorization": f"Bearer {api_key}"}
         if expire_content:
@@ -260,8 +271,9 @@ class LightningSink(StreamingSink):
     async def _on_cancel(self) -> None:
         # No cancel message exists: closing the socket is the only way to stop the server.
         conn = self._conn
-        if conn is not None:
-            await self._drop(conn)
+        if conn is None or not conn.in_request:
+            return  # nothing is being synthesized: the socket can stay
+        await self._drop(conn)
         if self._tg is not None:
             self._tg.start_soon(self._reconnect_quietly)
 
@@ -312,6 +324,7 @@ class LightningSink(StreamingSink):
     async def _request(self, conn: _Connection, pieces: list[str], delivery: Delivery) -> None:
         self._discard_stale(conn)
         self._busy = True
+        conn.in_request = True
         for piece in pieces:
             await self._send(conn, {**self._payload, "text": piece, "continue": True})
         await self._send(conn, {**self._payload, "text": "", "flush": True})
@@ -319,10 +332,21 @@ class LightningSink(StreamingSink):
         carry = b""
         request_id: str | None = None
         while True:
-            try:
-                frame = await conn.frames.receive()
-            except anyio.EndOfStream:
-                raise _Retry("connection closed") from None
+            timeout = self.complete_timeout if delivery.bytes_delivered else self.first_byte_timeout
+            frame: Frame | _Closed | None = None
+            with anyio.move_on_after(timeout):
+                try:
+                    frame = await conn.frames.receive()
+                except anyio.EndOfStream:
+                    raise _Retry("connection closed") from None
+            if frame is None:
+                # The server may still answer this request later; a fresh socket keeps that answer
+                # from being read as the next request's.
+                await self._drop(conn)
+                if not delivery.bytes_delivered:
+                    raise TTSError(f"Lightning sent no audio within {timeout} s", request_id=request_id)
+                logger.warning("no `complete` %.1f s after the last audio; taking the text as done", timeout)
+                return
             if isinstance(frame, AudioFrame):
                 if frame.request_id and frame.request_id != request_id:
                     request_id = frame.request_id
@@ -335,10 +359,12 @@ class LightningSink(StreamingSink):
             elif isinstance(frame, WordTimestamp):
                 self.word_timestamps.append(frame)
             elif isinstance(frame, CompleteFrame):
+                conn.in_request = False
                 return
             elif isinstance(frame, ErrorFrame):
                 if frame.is_idle_timeout:
                     raise _Retry(frame.message)
+                conn.in_request = False
                 raise frame.to_error(request_id)
             elif isinstance(frame, _Closed):
                 raise _Retry(f"server closed the connection (code {frame.code} {frame.reason!r})")

@@ -10,6 +10,7 @@ from ``?timeout=N``) and misbehaves on command:
 - ``drop_next(after_chunks)``: drop the connection abruptly after that many chunks of the next request.
 - ``first_byte_gate``: an ``anyio.Event`` every request waits on before its first chunk (slow first byte).
 - ``close_after_complete``: close the socket after each ``complete`` (one of the two documented behaviours).
+- ``omit_complete``: never send ``complete`` (as if the server sent one per turn, not per flush).
 - ``reject_status``: refuse WebSocket upgrades and HTTP requests with this status (e.g. 429).
 - ``expire_idle()``: send the idle-timeout frame to every idle connection and close it, now.
 
@@ -109,6 +110,7 @@ class FakeLightningServer:
         # misbehaviour switches
         self.first_byte_gate: anyio.Event | None = None
         self.close_after_complete = False
+        self.omit_complete = False
         self.reject_status: int | None = None
         self._fail_next: deque[dict[str, Any]] = deque()
         self._drop_next: deque[int] = deque()
@@ -370,6 +372,8 @@ class FakeLightningServer:
                         "end": start + self.chunk_seconds,
                     }
                     await ws.send(json.dumps({"status": "word_timestamp", "data": stamp}))
+            if self.omit_complete:
+                return
             await ws.send(json.dumps({"status": "complete"}))
             if self.close_after_complete:
                 conn.closed_by_server = True
