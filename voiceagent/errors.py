@@ -53,3 +53,37 @@ class StreamProtocolError(LLMError):
 
 class ToolDefinitionError(VoiceAgentError):
     """A function cannot be turned into a tool (unsupported parameter type, missing name...)."""
+
+
+class TTSError(VoiceAgentError):
+    """A TTS engine failed: it answered with an error, or could not be run or reached.
+
+    ``code`` is the engine's error code when it sent one; ``status_code`` the HTTP status when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status_code = status_code
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status_code}: " if self.status_code else "", self.message]
+        if self.code:
+            parts.append(f" (code={self.code})")
+        if self.request_id:
+            parts.append(f" (request_id={self.request_id})")
+        return "".join(parts)
+
+
+class TTSInterruptedError(TTSError):
+    """The connection broke after some audio of the text had been delivered, so it was not resent
+    (that would repeat audio the listener already heard)."""

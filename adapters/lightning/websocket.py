@@ -1,0 +1,394 @@
+"""Smallest AI Lightning TTS over its WebSocket (``wss://api.smallest.ai/waves/v1/tts/live``).
+
+Each ``speak(text)`` is one request: the text (split at 250 characters) goes out as payloads with
+``"continue": true``, then ``{"text": "", "flush": true}``; base64 PCM ``chunk`` frames are delivered
+as they arrive until ``complete``. One socket is kept open and reused; if the server closed it (after
+``complete``, on idle timeout, or by dropping it) the sink reconnects, and resends the request only if
+none of its audio had arrived. Barge-in closes the socket (there is no cancel message) and reconnects
+in the background. A keepalive payload goes out when the socket has been quiet for
+``keepalive_interval`` seconds. Requests wait for the per-account slot (one in flight per API key).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from voiceagent.adapters.lightning.account import account_limiter, slot
+from voiceagent.adapters.lightning.protocol import (
+    DEFAULT_WS_URL,
+    MAX_CHARS,
+    MODELS,
+    SAMPLE_RATES,
+    AudioFrame,
+    CompleteFrame,
+    ErrorFrame,
+    Frame,
+    OtherFrame,
+    WordTimestamp,
+    error_from_body,
+    parse_frame,
+    split_text,
+)
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from voiceagent.errors import TTSError, TTSInterruptedError
+from voiceagent.limiter import Limiter
+from voiceagent.logs import get_logger, set_request_id
+from voiceagent.sink_base import Delivery, StreamingSink
+from voiceagent.tts import AudioOutput
+
+__all__ = ["LightningSink"]
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    code: int | None
+    reason: str
+
+
+class _Connection:
+    def __init__(self, ws: ClientConnection, frames: MemoryObjectReceiveStream[Frame | _Closed]) -> None:
+        self.ws = ws
+        self.frames = frames
+        self.dead = False
+        # A request was sent and its `complete` has not arrived: the server is still working on it.
+        self.in_request = False
+
+
+class _Retry(Exception):
+    """The connection went away; the request may be resent if none of its audio arrived."""
+
+
+def request_sample_rate(output_rate: int, requested: int | None) -> int:
+    if requested is not None:
+        if requested not in SAMPLE_RATES:
+            raise ValueError(f"Lightning sample_rate must be one of {SAMPLE_RATES}, got {requested}")
+        return requested
+    # Ask for the output's rate when Lightning has it, so no resampling is needed.
+    return output_rate if output_rate in SAMPLE_RATES else 24000
+
+
+def check_common(model: str, speed: float, voice_id: str, api_key: str) -> None:
+    if model not in MODELS:
+        raise ValueError(f"unknown Lightning model {model!r}; expected one of {MODELS}")
+    if not 0.5 <= speed <= 2:
+        raise ValueError(f"speed must be 0.5..2, got {speed}")
+    if not voice_id:
+        raise ValueError("voice_id is required")
+    if not api_key:
+        raise ValueError("api_key is required")
+
+
+class LightningSink(StreamingSink):
+    """``TTSSink`` on the Lightning WebSocket. Use as ``async with LightningSink(...) as sink``.
+
+    ``complete_backoff_ms`` defaults to 300 instead of the server's 4000: ``speak`` returns on ``complete``,
+    so a long backoff would hold back the next sentence. ``idle_timeout`` (seconds) is sent as
+    ``?timeout=N``. ``limiter`` defaults to the account-wide one for ``api_key``.
+
+    ``first_byte_timeout``: no audio this long after the flush is an error. ``complete_timeout``: silence
+    this long after audio started is taken as the end of the text (with a warning) in case the server
+    sends one ``complete`` per turn rather than per flush; by default the backoff plus 3 s.
+    """
+
+    def __init__(
+        self,
+        output: AudioOutput,
+        *,
+        api_key: str,
+        voice_id: str,
+        model: str = "lightning_v3.1",
+        url: str = DEFAULT_WS_URL,
+        sample_rate: int | None = None,
+        speed: float = 1.0,
+        language: str = "en",
+        idle_timeout: int | None = None,
+        keepalive_interval: float | None = 30.0,
+        complete_backoff_ms: int | None = 300,
+        max_buffer_flush_ms: int | None = None,
+        word_timestamps: bool = False,
+        expire_content: bool = False,
+        extra: dict[str, Any] | None = None,
+        limiter: Limiter | None = None,
+        connect_timeout: float = 10.0,
+        max_chunk_chars: int = MAX_CHARS,
+        max_reconnects: int = 1,
+        first_byte_timeout: float = 30.0,
+        complete_timeout: float | None = None,
+    ) -> None:
+        super().__init__(output)
+        check_common(model, speed, voice_id, api_key)
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
+        if keepalive_interval is not None and keepalive_interval <= 0:
+            raise ValueError(f"keepalive_interval must be positive, got {keepalive_interval}")
+        if not 1 <= max_chunk_chars <= MAX_CHARS:
+            raise ValueError(f"max_chunk_chars must be 1..{MAX_CHARS}, got {max_chunk_chars}")
+        self.sample_rate = request_sample_rate(output.sample_rate, sample_rate)
+        self.url = url if idle_timeout is None else f"{url}{'&' if '?' in url else '?'}timeout={idle_timeout}"
+        self.keepalive_interval = keepalive_interval
+        self.connect_timeout = connect_timeout
+        self.max_chunk_chars = max_chunk_chars
+        self.max_reconnects = max_reconnects
+        self.first_byte_timeout = first_byte_timeout
+        backoff = 4.0 if complete_backoff_ms is None else complete_backoff_ms / 1000
+        self.complete_timeout = complete_timeout if complete_timeout is not None else backoff + 3.0
+        self.limiter = limiter or account_limiter(api_key)
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        if expire_content:
+            self._headers["x-expire-content"] = "true"
+        self._payload: dict[str, Any] = {
+            "voice_id": voice_id,
+            "model": model,
+            "sample_rate": self.sample_rate,
+            "speed": speed,
+            "language": language,
+        }
+        if word_timestamps:
+            self._payload["word_timestamps"] = True
+        if complete_backoff_ms is not None:
+            self._payload["complete_backoff_ms"] = complete_backoff_ms
+        if max_buffer_flush_ms is not None:
+            self._payload["max_buffer_flush_ms"] = max_buffer_flush_ms
+        self._payload.update(extra or {})
+        self.word_timestamps: list[WordTimestamp] = []
+        self.request_ids: list[str] = []
+        self.connections_opened = 0
+        self.keepalives_sent = 0
+        self._tg: TaskGroup | None = None
+        self._conn: _Connection | None = None
+        self._connect_lock = anyio.Lock()
+        self._send_lock = anyio.Lock()
+        self._busy = False
+        self._last_send = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> LightningSink:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._ensure_connection()  # fail fast on a bad key or URL
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        if self.keepalive_interval is not None:
+            self._tg.start_soon(self._keepalive)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tg, self._tg = self._tg, None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _close(conn)
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(exc_type, exc, tb)
+
+    # --- connection --------------------------------------------------------------------------
+
+    async def _ensure_connection(self) -> _Connection:
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is not None and not conn.dead:
+                return conn
+            self._conn = await self._connect()
+            return self._conn
+
+    async def _connect(self) -> _Connection:
+        if self._tg is None:
+            raise RuntimeError("use LightningSink as `async with LightningSink(...) as sink:`")
+        try:
+            ws = await connect(
+                self.url,
+                additional_headers=self._headers,
+                open_timeout=self.connect_timeout,
+                close_timeout=2,
+                max_size=None,
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            raise error_from_body(
+                response.status_code, response.body or b"", response.headers.get("X-Request-Id")
+            ) from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise TTSError(f"cannot connect to Lightning at {self.url}: {exc!r}") from exc
+        self.connections_opened += 1
+        send, receive = anyio.create_memory_object_stream[Frame | _Closed](math.inf)
+        self._tg.start_soon(_read_frames, ws, send)
+        self._last_send = anyio.current_time()
+        logger.debug("connected to %s", self.url)
+        return _Connection(ws, receive)
+
+    async def _drop(self, conn: _Connection) -> None:
+        conn.dead = True
+        if self._conn is conn:
+            self._conn = None
+        await _close(conn)
+
+    async def _send(self, conn: _Connection, payload: dict[str, Any]) -> None:
+        async with self._send_lock:
+            try:
+                await conn.ws.send(json.dumps(payload))
+            except ConnectionClosed as exc:
+                raise _Retry(f"closed while sending ({exc})") from exc
+            self._last_send = anyio.current_time()
+
+    async def _keepalive(self) -> None:
+        assert self.keepalive_interval is not None
+        while True:
+            await anyio.sleep(max(self._last_send + self.keepalive_interval - anyio.current_time(), 0.001))
+            conn = self._conn
+            if conn is None or conn.dead or self._busy:
+                continue
+            if anyio.current_time() - self._last_send < self.keepalive_interval:
+                continue
+            try:
+                # What pipecat sends: a blank buffered payload; any message resets the idle timer.
+                await self._send(conn, {**self._payload, "text": " ", "continue": True})
+                self.keepalives_sent += 1
+            except _Retry:
+                conn.dead = True
+
+    async def _reconnect_quietly(self) -> None:
+        try:
+            await self._ensure_connection()
+        except TTSError as exc:
+            logger.warning("background reconnect failed (the next speak retries): %s", exc)
+
+    async def _on_cancel(self) -> None:
+        # No cancel message exists: closing the socket is the only way to stop the server.
+        conn = self._conn
+        if conn is None or not conn.in_request:
+            return  # nothing is being synthesized: the socket can stay
+        await self._drop(conn)
+        if self._tg is not None:
+            self._tg.start_soon(self._reconnect_quietly)
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def _synthesize(self, text: str, delivery: Delivery) -> None:
+        pieces = split_text(text, self.max_chunk_chars)
+        async with slot(self.limiter):
+            attempt = 0
+            while True:
+                conn = await self._ensure_connection()
+                try:
+                    await self._request(conn, pieces, delivery)
+                    return
+                except _Retry as exc:
+                    await self._drop(conn)
+                    if delivery.bytes_delivered:
+                        raise TTSInterruptedError(
+                            f"Lightning connection lost mid-utterance ({exc}); "
+                            f"{delivery.bytes_delivered} bytes of audio had been delivered"
+                        ) from None
+                    if attempt >= self.max_reconnects:
+                        raise TTSError(f"Lightning connection lost before any audio ({exc})") from None
+                    attempt += 1
+                    logger.info("Lightning connection lost (%s); reconnecting", exc)
+                finally:
+                    self._busy = False
+
+    def _discard_stale(self, conn: _Connection) -> None:
+        """Frames that arrived while no request was in flight: a close or an idle timeout means the
+        socket is gone; anything else is logged and dropped."""
+        while True:
+            try:
+                frame = conn.frames.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            except anyio.EndOfStream:
+                raise _Retry("connection had closed") from None
+            if isinstance(frame, _Closed):
+                raise _Retry(f"server had closed the connection (code {frame.code})")
+            if isinstance(frame, ErrorFrame):
+                if frame.is_idle_timeout:
+                    raise _Retry(frame.message)
+                logger.warning("Lightning error while idle: %s (code=%s)", frame.message, frame.code)
+            else:
+                logger.debug("stray Lightning frame while idle: %r", frame)
+
+    async def _request(self, conn: _Connection, pieces: list[str], delivery: Delivery) -> None:
+        self._discard_stale(conn)
+        self._busy = True
+        conn.in_request = True
+        for piece in pieces:
+            await self._send(conn, {**self._payload, "text": piece, "continue": True})
+        await self._send(conn, {**self._payload, "text": "", "flush": True})
+        delivery.restart_clock()
+        carry = b""
+        request_id: str | None = None
+        while True:
+            timeout = self.complete_timeout if delivery.bytes_delivered else self.first_byte_timeout
+            frame: Frame | _Closed | None = None
+            with anyio.move_on_after(timeout):
+                try:
+                    frame = await conn.frames.receive()
+                except anyio.EndOfStream:
+                    raise _Retry("connection closed") from None
+            if frame is None:
+                # The server may still answer this request later; a fresh socket keeps that answer
+                # from being read as the next request's.
+                await self._drop(conn)
+                if not delivery.bytes_delivered:
+                    raise TTSError(f"Lightning sent no audio within {timeout} s", request_id=request_id)
+                logger.warning("no `complete` %.1f s after the last audio; taking the text as done", timeout)
+                return
+            if isinstance(frame, AudioFrame):
+                if frame.request_id and frame.request_id != request_id:
+                    request_id = frame.request_id
+                    self.request_ids.append(request_id)
+                    set_request_id(request_id)
+                data = carry + frame.pcm16
+                even = len(data) - len(data) % 2
+                data, carry = data[:even], data[even:]
+                await delivery.audio(data, self.sample_rate)
+            elif isinstance(frame, WordTimestamp):
+                self.word_timestamps.append(frame)
+            elif isinstance(frame, CompleteFrame):
+                conn.in_request = False
+                return
+            elif isinstance(frame, ErrorFrame):
+                if frame.is_idle_timeout:
+                    raise _Retry(frame.message)
+                conn.in_request = False
+                raise frame.to_error(request_id)
+            elif isinstance(frame, _Closed):
+                raise _Retry(f"server closed the connection (code {frame.code} {frame.reason!r})")
+            elif isinstance(frame, OtherFrame):
+                logger.debug("ignoring Lightning frame %r", frame.raw)
+
+
+async def _read_frames(ws: ClientConnection, send: MemoryObjectSendStream[Frame | _Closed]) -> None:
+    """Owns the socket's receive side for its whole life, so frames sent between requests (an idle
+    timeout, a close) are seen by the next request instead of being mistaken for its answer."""
+    with send:
+        try:
+            async for message in ws:
+                try:
+                    frame: Frame = parse_frame(message)
+                except TTSError as exc:
+                    frame = ErrorFrame(str(exc), "invalid_frame")
+                send.send_nowait(frame)
+        except ConnectionClosed:
+            pass
+        send.send_nowait(_Closed(ws.close_code, ws.close_reason or ""))
+
+
+async def _close(conn: _Connection) -> None:
+    conn.dead = True
+    with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+        await conn.ws.close()

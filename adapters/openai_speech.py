@@ -1,0 +1,167 @@
+"""TTS through any OpenAI-compatible ``/audio/speech`` endpoint, with the openai SDK.
+
+Requests ``response_format="pcm"`` (raw 16-bit mono, 24 kHz on OpenAI) and streams it to the output
+as it arrives via ``with_streaming_response``. A server that answers with a WAV instead is handled too.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, cast
+
+import httpx2
+import openai
+
+from voiceagent.audio import WavStreamDecoder
+from voiceagent.errors import TTSError, TTSInterruptedError
+from voiceagent.limiter import Limiter
+from voiceagent.logs import get_logger, set_request_id
+from voiceagent.sink_base import Delivery, StreamingSink
+from voiceagent.text_split import split_text
+from voiceagent.tts import AudioOutput
+
+__all__ = ["OpenAISpeechSink"]
+
+logger = get_logger(__name__)
+
+# OpenAI's documented limit for `input`.
+MAX_INPUT_CHARS = 4096
+OPENAI_PCM_RATE = 24000
+
+
+class OpenAISpeechSink(StreamingSink):
+    """``TTSSink`` on ``POST {base_url}/audio/speech``.
+
+    Pass a configured ``client`` (``openai.AsyncOpenAI``), or ``base_url``/``api_key`` to make one.
+    ``pcm_sample_rate`` is the rate the server's raw PCM is at (24000 for OpenAI; some compatible
+    servers differ). ``instructions`` is sent only when given (gpt-4o-mini-tts style voice direction).
+    """
+
+    def __init__(
+        self,
+        output: AudioOutput,
+        *,
+        client: openai.AsyncOpenAI | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model: str = "gpt-4o-mini-tts",
+        voice: str = "alloy",
+        speed: float | None = None,
+        instructions: str | None = None,
+        pcm_sample_rate: int = OPENAI_PCM_RATE,
+        max_input_chars: int = MAX_INPUT_CHARS,
+        extra_body: dict[str, Any] | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        super().__init__(output)
+        if speed is not None and not 0.25 <= speed <= 4.0:
+            raise ValueError(f"speed must be 0.25..4.0, got {speed}")
+        if pcm_sample_rate <= 0:
+            raise ValueError(f"pcm_sample_rate must be positive, got {pcm_sample_rate}")
+        if max_input_chars < 1:
+            raise ValueError(f"max_input_chars must be positive, got {max_input_chars}")
+        self._own_client = client is None
+        self.client = client or openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
+        self.model = model
+        self.voice = voice
+        self.speed = speed
+        self.instructions = instructions
+        self.pcm_sample_rate = pcm_sample_rate
+        self.max_input_chars = max_input_chars
+        self.extra_body = extra_body
+        self.limiter = limiter
+        self.request_ids: list[str] = []
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> OpenAISpeechSink:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _synthesize(self, text: str, delivery: Delivery) -> None:
+        for piece in split_text(text, self.max_input_chars):
+            if not piece.strip():
+                continue
+            if self.limiter is None:
+                await self._request(piece, delivery)
+                continue
+            async with cast(AbstractAsyncContextManager[None], self.limiter.slot()):
+                if not delivery.bytes_delivered:
+                    delivery.restart_clock()  # TTFB counts from the request, not the slot wait
+                await self._request(piece, delivery)
+
+    async def _request(self, text: str, delivery: Delivery) -> None:
+        params: dict[str, Any] = {}
+        if self.speed is not None:
+            params["speed"] = self.speed
+        if self.instructions is not None:
+            params["instructions"] = self.instructions
+        try:
+            async with self.client.audio.speech.with_streaming_response.create(
+                model=self.model,
+                voice=self.voice,
+                input=text,
+                response_format="pcm",
+                extra_body=self.extra_body,
+                **params,
+            ) as response:
+                request_id = response.request_id
+                if request_id:
+                    self.request_ids.append(request_id)
+                    set_request_id(request_id)
+                await self._read(response.iter_bytes(), delivery)
+        except openai.APIStatusError as exc:
+            raise TTSError(
+                f"speech endpoint: {_message(exc)}",
+                code=_code(exc),
+                status_code=exc.status_code,
+                request_id=exc.request_id,
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise TTSError(f"cannot reach the speech endpoint: {exc}") from exc
+        except httpx2.TransportError as exc:
+            # The response had started: what arrived was delivered, so it is not requested again.
+            raise TTSInterruptedError(f"speech stream broke mid-utterance: {exc!r}") from exc
+
+    async def _read(self, chunks: Any, delivery: Delivery) -> None:
+        decoder: WavStreamDecoder | None = None
+        carry = b""
+        first = True
+        async for data in chunks:
+            if first and data:
+                first = False
+                if data[:4] == b"RIFF":
+                    decoder = WavStreamDecoder()
+            if decoder is not None:
+                pcm = decoder.feed(data)
+                if pcm and decoder.header is not None:
+                    await delivery.audio(pcm, decoder.header.sample_rate)
+                continue
+            data = carry + data
+            even = len(data) - len(data) % 2
+            data, carry = data[:even], data[even:]
+            if data:
+                await delivery.audio(data, self.pcm_sample_rate)
+        if first:
+            raise TTSError("speech endpoint answered with an empty body")
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return exc.message
+
+
+def _code(exc: openai.APIStatusError) -> str | None:
+    code = getattr(exc, "code", None)
+    return None if code is None else str(code)
