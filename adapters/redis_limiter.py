@@ -237,15 +237,24 @@ class RedisConcurrencyLimiter:
     async def slot(self) -> AsyncIterator[None]:
         lease = f"{self._lease_tag}:{uuid.uuid4().hex[:12]}"
         await self._acquire(lease)
+        # The body's own exception is carried out of the task group and re-raised as itself, not
+        # wrapped in an ExceptionGroup (the heartbeat never raises; cancellation is not wrapped anyway).
+        body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, lease)
                 try:
                     yield
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except BaseException as e:
+                    body_error = e
                 finally:
                     tg.cancel_scope.cancel()
         finally:
             await self._release(lease)
+        if body_error is not None:
+            raise body_error
 
     async def _acquire(self, lease: str) -> None:
         granted = False
