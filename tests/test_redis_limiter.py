@@ -114,6 +114,7 @@ async def test_limit_holds_across_tasks_and_limiter_instances(redis_url: str, ac
             tg.start_soon(request, limiters[i % 2])
 
         async def saturated() -> bool:
+            assert holding <= 3, f"{holding} requests inside the limiter at once"
             return await limiters[0].in_flight() == 3 and await limiters[1].waiting() == 5
 
         await eventually(saturated, "3 slots held and 5 requests waiting")
@@ -140,12 +141,15 @@ async def test_three_worker_processes_share_the_limit(
 
             async def settled(holding: int = holding, remaining: int = remaining) -> bool:
                 holders = int(await book.get(f"test:{tag}:holders") or 0)
-                return holders == holding and await probe.waiting() == remaining - holding
+                assert holders <= limit, f"{holders} workers inside the limiter at once"
+                # A finished holder leaves the count before it releases its lease: wait for both.
+                leases, waiters = await probe.in_flight(), await probe.waiting()
+                assert leases <= limit, f"{leases} live leases"
+                return holders == holding and leases == holding and waiters == remaining - holding
 
             await eventually(settled, f"{holding} holders and {remaining - holding} waiting")
             observed = [int(n) for n in await book.lrange(f"test:{tag}:observed", 0, -1)]
             assert max(observed) <= limit
-            assert await probe.in_flight() == holding
             await book.rpush(f"test:{tag}:go", "1")  # let exactly one holder finish
             remaining -= 1
         assert [await exit_code(p) for p in processes] == [0, 0, 0]
@@ -159,7 +163,7 @@ async def test_three_worker_processes_share_the_limit(
 async def test_a_killed_workers_slot_frees_after_its_lease_ttl(
     redis_url: str, account: str, book: aioredis.Redis, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    ttl, tag = 1.0, "crash"
+    ttl, tag = 1.5, "crash"  # short, yet a live holder would need a 1 s stall to miss its renewal
     leases_key = RedisConcurrencyLimiter(1, redis_url, account=account).keys.leases
     holder = spawn(processes, "hold", redis_url, account, 1, ttl, tag)
     await book.blpop([f"test:{tag}:events"], timeout=PATIENCE)
@@ -190,7 +194,7 @@ async def test_a_killed_workers_slot_frees_after_its_lease_ttl(
 async def test_heartbeat_keeps_a_long_held_slot_past_its_ttl(
     redis_url: str, account: str, book: aioredis.Redis
 ) -> None:
-    ttl_ms = 300
+    ttl_ms = 1000  # heartbeat every 1/3 TTL: a lapse would need a 0.67 s stall of the event loop
     async with RedisConcurrencyLimiter(1, redis_url, account=account, lease_ttl=ttl_ms / 1000) as limiter:
         async with limiter.slot():
             [lease] = await book.zrange(limiter.keys.leases, 0, -1)

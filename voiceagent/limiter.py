@@ -7,7 +7,7 @@ HTTP 429 "Concurrency limit reached"; waiting here instead costs nothing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -19,7 +19,7 @@ PLAN_CONCURRENCY: dict[str, int] = {"standard": 3, "enterprise": 20}
 class Limiter(Protocol):
     """Anything that hands out request slots: in-process (``ConcurrencyLimiter``) or shared (Redis)."""
 
-    def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> AbstractAsyncContextManager[None]:
         """An async context manager holding one in-flight slot for its body."""
         ...
 
