@@ -6,9 +6,8 @@ as it arrives via ``with_streaming_response``. A server that answers with a WAV 
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 import openai
@@ -92,7 +91,7 @@ class OpenAISpeechSink(StreamingSink):
             if self.limiter is None:
                 await self._request(piece, delivery)
                 continue
-            async with cast(AbstractAsyncContextManager[None], self.limiter.slot()):
+            async with self.limiter.slot():
                 if not delivery.bytes_delivered:
                     delivery.restart_clock()  # TTFB counts from the request, not the slot wait
                 await self._request(piece, delivery)

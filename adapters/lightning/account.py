@@ -7,12 +7,10 @@ and the HTTP routes; going over is a 429 or an error frame. Waiting for the slot
 from __future__ import annotations
 
 import hashlib
-from contextlib import AbstractAsyncContextManager
-from typing import cast
 
-from voiceagent.limiter import ConcurrencyLimiter, Limiter
+from voiceagent.limiter import ConcurrencyLimiter
 
-__all__ = ["account_limiter", "slot"]
+__all__ = ["account_limiter"]
 
 # Keyed by a digest so the registry never holds (or logs) the key itself.
 _LIMITERS: dict[str, ConcurrencyLimiter] = {}
@@ -26,8 +24,3 @@ def account_limiter(api_key: str, concurrency: int = 1) -> ConcurrencyLimiter:
     if limiter is None:
         limiter = _LIMITERS[digest] = ConcurrencyLimiter(concurrency)
     return limiter
-
-
-def slot(limiter: Limiter) -> AbstractAsyncContextManager[None]:
-    # Limiter.slot() is documented as an async context manager but annotated AsyncIterator[None].
-    return cast(AbstractAsyncContextManager[None], limiter.slot())

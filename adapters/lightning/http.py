@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import httpx2
-from voiceagent.adapters.lightning.account import account_limiter, slot
+from voiceagent.adapters.lightning.account import account_limiter
 from voiceagent.adapters.lightning.protocol import (
     DEFAULT_HTTP_BASE,
     MAX_CHARS,
@@ -105,7 +105,7 @@ class LightningHTTPSink(StreamingSink):
         for piece in split_text(text, self.max_chunk_chars):
             if not piece.strip():
                 continue
-            async with slot(self.limiter):
+            async with self.limiter.slot():
                 if not delivery.bytes_delivered:
                     delivery.restart_clock()  # TTFB counts from the request, not the slot wait
                 await self._request(piece, delivery)

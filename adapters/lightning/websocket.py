@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from voiceagent.adapters.lightning.account import account_limiter, slot
+from voiceagent.adapters.lightning.account import account_limiter
 from voiceagent.adapters.lightning.protocol import (
     DEFAULT_WS_URL,
     MAX_CHARS,
@@ -281,7 +281,7 @@ class LightningSink(StreamingSink):
 
     async def _synthesize(self, text: str, delivery: Delivery) -> None:
         pieces = split_text(text, self.max_chunk_chars)
-        async with slot(self.limiter):
+        async with self.limiter.slot():
             attempt = 0
             while True:
                 conn = await self._ensure_connection()
