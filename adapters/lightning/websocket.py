@@ -125,6 +125,7 @@ class LightningSink(StreamingSink):
         max_reconnects: int = 1,
         first_byte_timeout: float = 30.0,
         complete_timeout: float | None = None,
+        compression: str | None = None,
     ) -> None:
         super().__init__(output)
         check_common(model, speed, voice_id, api_key)
@@ -141,6 +142,8 @@ class LightningSink(StreamingSink):
         self.max_chunk_chars = max_chunk_chars
         self.max_reconnects = max_reconnects
         self.first_byte_timeout = first_byte_timeout
+        # permessage-deflate costs CPU on every base64 audio frame for little gain; opt in with "deflate".
+        self.compression = compression
         backoff = 4.0 if complete_backoff_ms is None else complete_backoff_ms / 1000
         self.complete_timeout = complete_timeout if complete_timeout is not None else backoff + 3.0
         self.limiter = limiter or account_limiter(api_key)
@@ -217,6 +220,7 @@ class LightningSink(StreamingSink):
                 open_timeout=self.connect_timeout,
                 close_timeout=2,
                 max_size=None,
+                compression=self.compression,
             )
         except InvalidStatus as exc:
             response = exc.response
@@ -240,27 +244,32 @@ class LightningSink(StreamingSink):
 
     async def _send(self, conn: _Connection, payload: dict[str, Any]) -> None:
         async with self._send_lock:
-            try:
-                await conn.ws.send(json.dumps(payload))
-            except ConnectionClosed as exc:
-                raise _Retry(f"closed while sending ({exc})") from exc
-            self._last_send = anyio.current_time()
+            await self._send_locked(conn, payload)
+
+    async def _send_locked(self, conn: _Connection, payload: dict[str, Any]) -> None:
+        try:
+            await conn.ws.send(json.dumps(payload))
+        except ConnectionClosed as exc:
+            raise _Retry(f"closed while sending ({exc})") from exc
+        self._last_send = anyio.current_time()
 
     async def _keepalive(self) -> None:
         assert self.keepalive_interval is not None
         while True:
             await anyio.sleep(max(self._last_send + self.keepalive_interval - anyio.current_time(), 0.001))
-            conn = self._conn
-            if conn is None or conn.dead or self._busy:
-                continue
-            if anyio.current_time() - self._last_send < self.keepalive_interval:
-                continue
-            try:
-                # What pipecat sends: a blank buffered payload; any message resets the idle timer.
-                await self._send(conn, {**self._payload, "text": " ", "continue": True})
-                self.keepalives_sent += 1
-            except _Retry:
-                conn.dead = True
+            async with self._send_lock:
+                # Checked under the lock, so a keepalive never lands inside a request's messages.
+                conn = self._conn
+                if conn is None or conn.dead or self._busy:
+                    continue
+                if anyio.current_time() - self._last_send < self.keepalive_interval:
+                    continue
+                try:
+                    # What pipecat sends: a blank buffered payload; any message resets the idle timer.
+                    await self._send_locked(conn, {**self._payload, "text": " ", "continue": True})
+                    self.keepalives_sent += 1
+                except _Retry:
+                    conn.dead = True
 
     async def _reconnect_quietly(self) -> None:
         try:

@@ -1,7 +1,7 @@
 """A real fake of Smallest AI Lightning TTS on 127.0.0.1: the WebSocket route (websockets library) and the
 HTTP sync and SSE routes (``loopback_http``), speaking the wire protocol of PROTOCOLS.md §2.
 
-It "synthesizes" a deterministic tone whose length is proportional to the text (``seconds_per_char``),
+It "synthesizes" a deterministic 440 Hz tone whose length is proportional to the text (``seconds_per_char``),
 at the requested sample rate, in ``chunk_seconds`` pieces. It enforces what the real service enforces
 (Bearer auth, 250-character texts, retired models, one request in flight per API key, the idle timeout
 from ``?timeout=N``) and misbehaves on command:
@@ -35,9 +35,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from voiceagent.audio import SAMPLE_WIDTH, sine_pcm16, wav_bytes
+from voiceagent.audio import SAMPLE_WIDTH, wav_bytes
 from voiceagent.logs import get_logger
 from voiceagent.testing.loopback_http import HTTPRequest, LoopbackHTTPServer, Responder
+from voiceagent.testing.tone import tone
 
 __all__ = ["FakeLightningServer", "flat_error", "spec_error"]
 
@@ -101,12 +102,10 @@ class FakeLightningServer:
         extra_keys: tuple[str, ...] = (),
         seconds_per_char: float = 0.06,
         chunk_seconds: float = 0.2,
-        frequency: float = 440.0,
     ) -> None:
         self.api_keys = {api_key, *extra_keys}
         self.seconds_per_char = seconds_per_char
         self.chunk_seconds = chunk_seconds
-        self.frequency = frequency
         # misbehaviour switches
         self.first_byte_gate: anyio.Event | None = None
         self.close_after_complete = False
@@ -231,7 +230,7 @@ class FakeLightningServer:
         self._notify()
 
     def _synthesize(self, text: str, sample_rate: int) -> list[bytes]:
-        pcm = sine_pcm16(self.frequency, self.seconds_for(text), sample_rate)
+        pcm = tone(self.seconds_for(text), sample_rate)
         size = max(int(self.chunk_seconds * sample_rate), 1) * SAMPLE_WIDTH
         return [pcm[i : i + size] for i in range(0, len(pcm), size)]
 

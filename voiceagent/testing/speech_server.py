@@ -16,8 +16,9 @@ from typing import Any
 
 import anyio
 
-from voiceagent.audio import SAMPLE_WIDTH, sine_pcm16, wav_bytes
+from voiceagent.audio import SAMPLE_WIDTH, wav_bytes
 from voiceagent.testing.loopback_http import HTTPRequest, LoopbackHTTPServer, Responder
+from voiceagent.testing.tone import tone
 
 __all__ = ["FakeSpeechServer", "SpeechRequest"]
 
@@ -114,7 +115,7 @@ class FakeSpeechServer:
             return
         body = checked
         drop_after = self._drop_next.popleft() if self._drop_next else None
-        pcm = sine_pcm16(440, self.seconds_for(body["input"]), SAMPLE_RATE)
+        pcm = tone(self.seconds_for(body["input"]), SAMPLE_RATE)
         self.requests.append(SpeechRequest(dict(request.headers), body, pcm))
         self.started += 1
         self._notify()
