@@ -15,6 +15,7 @@ import sys
 
 import anyio
 import redis.asyncio as aioredis
+
 from voiceagent.adapters.redis_limiter import RedisConcurrencyLimiter
 
 

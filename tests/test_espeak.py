@@ -5,10 +5,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from voiceagent.adapters.espeak import EspeakSink, available_voices
 
 from tests.audio_helpers import samples
 from voiceagent import audio
+from voiceagent.adapters.espeak import EspeakSink, available_voices
 from voiceagent.audio_output import CollectingOutput, WavFileOutput
 from voiceagent.errors import TTSError
 from voiceagent.testing.outputs import GatedOutput

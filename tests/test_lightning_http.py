@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 import anyio
 import pytest
-from voiceagent.adapters.lightning import LightningHTTPSink
 
 from tests.audio_helpers import tone_power
+from voiceagent.adapters.lightning import LightningHTTPSink
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.testing.lightning_server import FakeLightningServer, spec_error

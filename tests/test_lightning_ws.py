@@ -6,11 +6,11 @@ from typing import Any
 
 import anyio
 import pytest
-from voiceagent.adapters.lightning import LightningSink, split_text
-from voiceagent.adapters.lightning.protocol import ErrorFrame, parse_frame
 
 from tests.audio_helpers import tone_power
 from voiceagent import audio
+from voiceagent.adapters.lightning import LightningSink, split_text
+from voiceagent.adapters.lightning.protocol import ErrorFrame, parse_frame
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import ConcurrencyLimiter

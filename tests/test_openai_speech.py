@@ -6,10 +6,10 @@ from typing import Any
 import anyio
 import openai
 import pytest
-from voiceagent.adapters.openai_speech import OpenAISpeechSink
 
 from tests.audio_helpers import tone_power
 from voiceagent import audio
+from voiceagent.adapters.openai_speech import OpenAISpeechSink
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import ConcurrencyLimiter

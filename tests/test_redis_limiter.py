@@ -19,12 +19,12 @@ import pytest
 
 pytest.importorskip("redis", reason="the [redis] extra is not installed")
 import redis.asyncio as aioredis
+
 from voiceagent.adapters.redis_limiter import (
     LimiterUnavailableError,
     RedisConcurrencyLimiter,
     account_id,
 )
-
 from voiceagent.limiter import Limiter
 from voiceagent.testing.redis_server import redis_server_path, running_redis_server
 

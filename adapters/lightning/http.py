@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import httpx2
+
 from voiceagent.adapters.lightning.account import account_limiter
 from voiceagent.adapters.lightning.protocol import (
     DEFAULT_HTTP_BASE,
@@ -22,7 +23,6 @@ from voiceagent.adapters.lightning.protocol import (
     split_text,
 )
 from voiceagent.adapters.lightning.websocket import check_common, request_sample_rate
-
 from voiceagent.audio import WavStreamDecoder
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter

@@ -20,6 +20,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
 from voiceagent.adapters.lightning.account import account_limiter
 from voiceagent.adapters.lightning.protocol import (
     DEFAULT_WS_URL,
@@ -36,9 +39,6 @@ from voiceagent.adapters.lightning.protocol import (
     parse_frame,
     split_text,
 )
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger, set_request_id
