@@ -46,6 +46,7 @@ class TwilioServer:
         path: str = "/media",
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout: float = 10.0,
+        audio_buffer_frames: int = 500,
         auth_token: str | None = None,
         public_url: str | None = None,
     ) -> None:
@@ -57,6 +58,7 @@ class TwilioServer:
         self.path = path
         self._max_frame_bytes = max_frame_bytes
         self._handshake_timeout = handshake_timeout
+        self._audio_buffer_frames = audio_buffer_frames
         self._auth_token = auth_token
         self._public_url = public_url
         self._stack: AsyncExitStack | None = None
@@ -93,10 +95,15 @@ class TwilioServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         assert self._stack is not None and self._tg is not None and self._server is not None
+        # Stop accepting first, then cancel the calls still running (their tasks are ours), then
+        # close whatever connections remain. The close happens outside the cancelled task group.
+        self._server.close(close_connections=False)
         self._tg.cancel_scope.cancel()
-        self._server.close()
-        await self._server.wait_closed()
-        return await self._stack.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._server.close()
+            await self._server.wait_closed()
 
     async def serve_forever(self) -> None:
         await anyio.sleep_forever()
@@ -146,7 +153,12 @@ class TwilioServer:
         with log_context(session=start.call_sid):
             logger.info("call %s started (stream %s)", start.call_sid, start.stream_sid)
             failed = False
-            async with TwilioMediaStream.open(ws, start, max_frame_bytes=self._max_frame_bytes) as stream:
+            async with TwilioMediaStream.open(
+                ws,
+                start,
+                max_frame_bytes=self._max_frame_bytes,
+                audio_buffer_frames=self._audio_buffer_frames,
+            ) as stream:
                 try:
                     await self._handler(stream)
                 except Exception:

@@ -69,6 +69,7 @@ class FakeTwilioCall:
         self._queue: deque[tuple[str, bytes | str]] = deque()
         self._clear_generation = 0
         self._paused = start_paused
+        self._pause_after: str | None = None
         self._changed = anyio.Event()
         self._sequence = itertools.count(1)
         self._chunk = itertools.count(1)
@@ -94,8 +95,8 @@ class FakeTwilioCall:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         assert self._tg is not None and self._ws is not None
-        self._tg.cancel_scope.cancel()
         await self._ws.close()
+        self._tg.cancel_scope.cancel()
         return await self._tg.__aexit__(exc_type, exc, tb)
 
     def start_message(self) -> dict[str, Any]:
@@ -198,6 +199,11 @@ class FakeTwilioCall:
         self._paused = False
         self._notify()
 
+    def play_until_mark(self, name: str) -> None:
+        """Resume playback and pause again right after echoing mark ``name``."""
+        self._pause_after = name
+        self.resume_playback()
+
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while True:
             changed = self._changed
@@ -278,6 +284,8 @@ class FakeTwilioCall:
             if kind == "mark":
                 assert isinstance(item, str)
                 await self._echo_mark(item, flushed=False)
+                if item == self._pause_after:
+                    self._paused, self._pause_after = True, None
             else:
                 assert isinstance(item, bytes)
                 generation = self._clear_generation
