@@ -326,3 +326,16 @@ async def test_wrong_path_is_404_and_signature_is_checked_when_configured() -> N
         good = compute_signature("tok", public)
         async with connect(server.url, additional_headers={"X-Twilio-Signature": good}) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+
+
+async def test_connection_without_start_is_closed_after_the_handshake_timeout() -> None:
+    calls: list[str] = []
+
+    async def handler(stream: TwilioMediaStream) -> None:
+        calls.append(stream.call_sid)
+
+    async with TwilioServer(handler, handshake_timeout=0.05) as server:
+        async with FakeTwilioCall(server.url, handshake=False) as silent:
+            await silent.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            assert await silent.wait_closed() == (1008, "no start event")
+    assert calls == []
