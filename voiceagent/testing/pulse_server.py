@@ -1,0 +1,213 @@
+"""A fake Smallest AI Pulse streaming STT server (PROTOCOLS.md §3) on a real loopback WebSocket.
+
+It checks the upgrade like the real service (401 without the Bearer key, 400 before the upgrade on a
+missing/bad ``model``/``language`` or a bad option value), records every session (query, headers,
+audio bytes, frame sizes, control messages), and plays a script: each ``Emit`` is sent once the
+session has received ``after_bytes`` of audio, so tests order events by audio, not by time.
+``finalize`` turns the pending partial into a final (``from_finalize``); ``close_stream`` sends the
+final with ``is_last`` and closes. ``max_sessions`` simulates the plan's concurrency limit (close 1008).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+PATH = "/waves/v1/stt/live"
+ENCODINGS = {"linear16", "linear32", "alaw", "mulaw", "opus", "ogg_opus"}
+SAMPLE_RATES = {"8000", "16000", "22050", "24000", "44100", "48000"}
+BOOLEAN_PARAMS = {
+    "word_timestamps",
+    "sentence_timestamps",
+    "diarize",
+    "itn_normalize",
+    "finalize_on_words",
+    "endpointing",
+    "vad_events",
+    "full_transcript",
+    "redact_pii",
+    "redact_pci",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Send ``message`` (or close with ``close_code``) once ``after_bytes`` of audio have arrived."""
+
+    after_bytes: int
+    message: Mapping[str, Any] | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+def transcript(text: str, *, is_final: bool = False, language: str = "en") -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "transcription",
+        "status": "success",
+        "session_id": "sess-fake",
+        "transcript": text,
+        "transcription": text,
+        "is_final": is_final,
+        "is_last": False,
+        "from_finalize": False,
+        "words": [],
+    }
+    if is_final:
+        message.update(language=language, languages=[language])
+    return message
+
+
+def speech_started(timestamp: float) -> dict[str, Any]:
+    return {"type": "speech_started", "session_id": "sess-fake", "timestamp": timestamp}
+
+
+def speech_ended(timestamp: float) -> dict[str, Any]:
+    return {"type": "speech_ended", "session_id": "sess-fake", "timestamp": timestamp}
+
+
+def error_message(message: str) -> dict[str, Any]:
+    return {"type": "error", "status": "error", "message": message}
+
+
+@dataclass
+class PulseSession:
+    query: dict[str, str]
+    headers: dict[str, str]
+    audio: bytearray = field(default_factory=bytearray)
+    frame_sizes: list[int] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    closed_by_close_stream: bool = False
+
+
+class FakePulseServer:
+    def __init__(
+        self,
+        script: Sequence[Emit] = (),
+        *,
+        api_key: str = "sk_test",
+        legacy_shape: bool = False,
+        max_sessions: int | None = None,
+    ) -> None:
+        self.script = list(script)
+        self.api_key = api_key
+        self.legacy_shape = legacy_shape
+        self.max_sessions = max_sessions
+        self.sessions: list[PulseSession] = []
+        self.rejected: list[tuple[int, str]] = []  # (status, reason) of refused upgrades
+        self._active = 0
+        self._server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = next(iter(self._server.sockets)).getsockname()[1]
+        return f"ws://127.0.0.1:{port}{PATH}"
+
+    async def __aenter__(self) -> FakePulseServer:
+        self._server = await serve(self._session, "127.0.0.1", 0, process_request=self._check)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if parts.path != PATH:
+            return self._reject(connection, HTTPStatus.NOT_FOUND, "not found")
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._reject(connection, HTTPStatus.UNAUTHORIZED, "invalid or missing API key")
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        if query.get("model") != "pulse":
+            return self._reject(connection, HTTPStatus.BAD_REQUEST, "model is required and must be 'pulse'")
+        if not query.get("language"):
+            return self._reject(connection, HTTPStatus.BAD_REQUEST, "language is required")
+        if query.get("encoding", "linear16") not in ENCODINGS:
+            return self._reject(connection, HTTPStatus.BAD_REQUEST, "unsupported encoding")
+        if query.get("sample_rate", "16000") not in SAMPLE_RATES:
+            return self._reject(connection, HTTPStatus.BAD_REQUEST, "unsupported sample_rate")
+        for name in BOOLEAN_PARAMS & query.keys():
+            if query[name] not in ("true", "false"):
+                return self._reject(connection, HTTPStatus.BAD_REQUEST, f"{name} must be 'true' or 'false'")
+        return None
+
+    def _reject(self, connection: ServerConnection, status: HTTPStatus, reason: str) -> Response:
+        self.rejected.append((int(status), reason))
+        body = json.dumps({"status": "error", "message": reason})
+        return connection.respond(status, body)
+
+    async def _session(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        parts = urlsplit(ws.request.path)
+        session = PulseSession(
+            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+            headers=dict(ws.request.headers.raw_items()),
+        )
+        self.sessions.append(session)
+        if self.max_sessions is not None and self._active >= self.max_sessions:
+            await ws.close(1008, "concurrency limit reached")
+            return
+        self._active += 1
+        try:
+            await self._run(ws, session)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._active -= 1
+
+    async def _run(self, ws: ServerConnection, session: PulseSession) -> None:
+        script = list(self.script)
+        pending = ""  # the latest partial not yet made final
+        while True:
+            raw = await ws.recv()
+            if isinstance(raw, bytes):
+                session.audio += raw
+                session.frame_sizes.append(len(raw))
+                while script and script[0].after_bytes <= len(session.audio):
+                    step = script.pop(0)
+                    if step.close_code is not None:
+                        await ws.close(step.close_code, step.close_reason)
+                        return
+                    assert step.message is not None
+                    message = dict(step.message)
+                    if "transcript" in message:
+                        pending = "" if message.get("is_final") else str(message["transcript"])
+                    await self._send(ws, session, message)
+                continue
+            try:
+                control = json.loads(raw)
+                kind = control.get("type") if isinstance(control, dict) else None
+            except ValueError:
+                kind = None
+            session.controls.append(str(kind))
+            if kind == "finalize":
+                final = transcript(pending, is_final=True) | {"from_finalize": True}
+                pending = ""
+                await self._send(ws, session, final)
+            elif kind == "close_stream":
+                last = transcript(pending, is_final=True) | {"is_last": True}
+                await self._send(ws, session, last)
+                session.closed_by_close_stream = True
+                await ws.close()
+                return
+            else:
+                await self._send(ws, session, error_message(f"unsupported message: {raw[:60]!r}"))
+
+    async def _send(self, ws: ServerConnection, session: PulseSession, message: dict[str, Any]) -> None:
+        if self.legacy_shape and "transcript" in message:
+            message = {k: v for k, v in message.items() if k not in ("type", "status")}
+        session.sent.append(message)
+        await ws.send(json.dumps(message))
