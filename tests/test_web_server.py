@@ -244,6 +244,27 @@ async def test_abrupt_disconnect_cancels_the_handler_and_spares_the_others(
 
 
 @pytest.mark.anyio
+async def test_disconnect_is_noticed_while_the_app_is_not_reading_audio() -> None:
+    entered = anyio.Event()
+    cancelled = anyio.Event()
+
+    async def handler(session: WebSession) -> None:
+        entered.set()
+        try:
+            await anyio.sleep_forever()  # never reads audio_in(): the reader backs up
+        finally:
+            cancelled.set()
+
+    async with running(handler, audio_buffer_frames=2) as server:
+        client = await open_client(server)
+        await entered.wait()
+        for _ in range(10):
+            await client.send(FRAME)
+        await client.close()
+        await cancelled.wait()
+
+
+@pytest.mark.anyio
 async def test_handler_crash_closes_1011_and_sends_fail_after_disconnect(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from voiceagent.logs import get_logger, log_context
 
 from .messages import Hello, ProtocolViolationError, parse_browser_message, ready_message
-from .session import CloseReason, SessionClosedError, WebSession
+from .session import CloseReason, SessionClosedError, WebSession, describe_close
 from .tokens import InvalidTokenError, TokenSigner
 
 log = get_logger(__name__)
@@ -88,6 +88,7 @@ class WebServer:
         self._tg: TaskGroup | None = None
         self._server: Server | None = None
         self._session_counter = 0
+        self._session_scopes: set[anyio.CancelScope] = set()
         self.active_sessions = 0
         self.rejected_upgrades = 0
 
@@ -113,8 +114,11 @@ class WebServer:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        # Closing the websockets server closes every connection (1001), which ends every session task.
+        # Sessions are cancelled first (each closes its socket with 1001), so shutdown never waits
+        # on an app handler or a browser.
         assert self._stack is not None
+        for scope in list(self._session_scopes):
+            scope.cancel()
         stack, self._stack = self._stack, None
         return await stack.__aexit__(exc_type, exc, tb)
 
@@ -189,12 +193,15 @@ class WebServer:
 
     async def _run_session(self, connection: ServerConnection, session_id: str, done: anyio.Event) -> None:
         self.active_sessions += 1
+        scope = anyio.CancelScope()
+        self._session_scopes.add(scope)
         try:
-            with log_context(session=session_id):
+            with scope, log_context(session=session_id):
                 reason = await self._serve_session(connection, session_id)
                 log_level = log.info if reason.clean else log.warning
                 log_level("session closed: %s", reason.reason)
         finally:
+            self._session_scopes.discard(scope)
             self.active_sessions -= 1
             done.set()
 
@@ -211,31 +218,32 @@ class WebServer:
 
         session = WebSession(connection, session_id, hello, audio_buffer=self._audio_buffer_frames)
         log.info("session open: %s, %d Hz", connection.remote_address, hello.sample_rate)
-        reason = CloseReason(1000, "handler finished")
+        # Stays so only if the server's shutdown cancels the session before anything else ends it.
+        reason = CloseReason(1001, "server shutting down")
         try:
             await connection.send(ready_message(session_id, hello.sample_rate))
             async with anyio.create_task_group() as tg:
 
-                async def read() -> None:
+                async def end_with(outcome: Callable[[], Awaitable[CloseReason]]) -> None:
                     nonlocal reason
-                    reason = await session.read_loop()
+                    reason = await outcome()
                     tg.cancel_scope.cancel()
 
-                async def run_handler() -> None:
-                    nonlocal reason
+                async def run_handler() -> CloseReason:
                     try:
                         await self._handler(session)
                     except SessionClosedError:
-                        return  # the browser left; the reader reports why and ends the session
+                        await anyio.sleep_forever()  # the browser left: the reader reports why
                     except Exception:
                         log.exception("session handler failed")
-                        reason = CloseReason(1011, "internal error", clean=False)
-                    tg.cancel_scope.cancel()
+                        return CloseReason(1011, "internal error", clean=False)
+                    return CloseReason(1000, "handler finished")
 
-                tg.start_soon(read)
-                tg.start_soon(run_handler)
+                tg.start_soon(end_with, session.read_loop)
+                tg.start_soon(end_with, session.watch_connection)
+                tg.start_soon(end_with, run_handler)
         except ConnectionClosed as exc:
-            reason = CloseReason(None, f"browser left ({exc})", clean=False)
+            reason = describe_close(exc)
         finally:
             session._finish(reason)
             # Shielded: a session cancelled by server shutdown still says goodbye properly.

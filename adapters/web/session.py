@@ -45,6 +45,13 @@ class CloseReason:
     clean: bool = True
 
 
+def describe_close(exc: ConnectionClosed) -> CloseReason:
+    if isinstance(exc, ConnectionClosedOK):
+        return CloseReason(None, f"browser closed the connection ({exc})")
+    # Oversized frames end here too: websockets has already closed with 1009.
+    return CloseReason(None, f"connection failed: {exc}", clean=False)
+
+
 _IDLE = PlaybackState(event="drained", playing=False, queued_ms=0.0)
 
 
@@ -52,8 +59,9 @@ class WebSession:
     """A browser session: PCM16 in from the mic, PCM16 out to the page's player, marks and clear.
 
     The browser's ``hello`` fixed ``input_sample_rate``; audio sent with ``send_audio`` is resampled
-    to the same rate. ``audio_in()`` is bounded: when the consumer falls behind, reading from the
-    socket pauses (TCP backpressure) rather than dropping audio.
+    to the same rate. ``audio_in()`` is bounded and lossless: when the app stops taking mic audio,
+    reading from the socket pauses (TCP backpressure), and so do mark and playback reports; keep
+    reading it for the whole session. Disconnects are noticed regardless.
     """
 
     def __init__(
@@ -160,14 +168,16 @@ class WebSession:
                     await self._on_audio(message)
                 else:
                     self._on_control(parse_browser_message(message))
-        except ConnectionClosedOK as exc:
-            return CloseReason(None, f"browser closed the connection ({exc})")
         except ConnectionClosed as exc:
-            # Oversized frames land here too: websockets already closed with 1009.
-            return CloseReason(None, f"connection failed: {exc}", clean=False)
+            return describe_close(exc)
         except ProtocolViolationError as exc:
             return CloseReason(1008, str(exc), clean=False)
-        return CloseReason(None, "browser closed the connection")
+        return describe_close(self._ws.protocol.close_exc)
+
+    async def watch_connection(self) -> CloseReason:
+        """Notice a disconnect even while ``read_loop`` waits for the app to take audio."""
+        await self._ws.wait_closed()
+        return describe_close(self._ws.protocol.close_exc)
 
     async def _on_audio(self, pcm: bytes) -> None:
         if not pcm or len(pcm) % 2:
