@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 from voiceagent.adapters.web import PlaybackState, SessionClosedError, WebServer, WebSession
+from voiceagent.adapters.web.__main__ import echo_bot
 
 from voiceagent.testing.chromium import Chromium, find_chromium
 from voiceagent.tts import AudioChunk
@@ -30,8 +31,9 @@ pytestmark = [
 SPEECH_RMS = 500.0  # PCM16 RMS: a quiet room through the fake device is ~0; the test signal is ~10,000
 
 
-def write_voice_like_wav(path: Path, seconds: float = 2.0, rate: int = 48000) -> Path:
-    """Harmonics of a 180 Hz voice, amplitude-modulated at a syllable rate (noise suppression keeps it)."""
+def write_voice_like_wav(path: Path, seconds: float = 2.0, rate: int = 48000, pause: float = 0.0) -> Path:
+    """Harmonics of a 180 Hz voice, amplitude-modulated at a syllable rate (noise suppression keeps it),
+    then ``pause`` seconds of silence (Chromium loops the file)."""
     samples = bytearray()
     for i in range(int(seconds * rate)):
         t = i / rate
@@ -39,6 +41,7 @@ def write_voice_like_wav(path: Path, seconds: float = 2.0, rate: int = 48000) ->
         harmonics = sum(math.sin(2 * math.pi * f * t) / (k + 1) for k, f in enumerate((180, 360, 540)))
         value = envelope * 0.3 * harmonics
         samples += struct.pack("<h", int(max(-1.0, min(1.0, value)) * 32767))
+    samples += b"\x00\x00" * int(pause * rate)
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -170,6 +173,26 @@ async def test_browser_call_mic_playback_marks_clear_and_token(tmp_path: Path) -
             assert "refused" in status
             assert server.rejected_upgrades == rejected_before + 1
             assert len(sessions) == 1
+        except BaseException:
+            print("chromium log tail:\n" + browser.log_tail())
+            raise
+
+
+async def test_echo_demo_plays_back_what_the_microphone_said(tmp_path: Path) -> None:
+    mic_wav = write_voice_like_wav(tmp_path / "utterance.wav", seconds=1.0, pause=2.0)
+    sessions: list[WebSession] = []
+
+    async def handler(session: WebSession) -> None:
+        sessions.append(session)
+        await echo_bot(session)
+
+    async with WebServer(handler) as server, Chromium(fake_microphone=mic_wav) as browser:
+        try:
+            page = await browser.new_page(server.url)
+            await page.click("#start")
+            await page.wait_for("document.getElementById('transcript').textContent.includes('s of speech')")
+            with anyio.fail_after(30):
+                assert await anext(sessions[0].played_marks()) == "echo-1"
         except BaseException:
             print("chromium log tail:\n" + browser.log_tail())
             raise

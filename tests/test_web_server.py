@@ -296,7 +296,8 @@ async def test_silent_client_is_closed_after_the_hello_timeout() -> None:
 
 
 @pytest.mark.anyio
-async def test_stopping_the_server_ends_every_session() -> None:
+async def test_stopping_the_server_ends_every_session(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="voiceagent")
     ended: list[str] = []
 
     async def handler(session: WebSession) -> None:
@@ -313,3 +314,4 @@ async def test_stopping_the_server_ends_every_session() -> None:
         code, _ = await closed_code(client)
         assert code == 1001
     assert len(ended) == 3
+    assert sum("server shutting down" in r.getMessage() for r in caplog.records) == 3

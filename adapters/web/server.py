@@ -196,10 +196,13 @@ class WebServer:
         scope = anyio.CancelScope()
         self._session_scopes.add(scope)
         try:
-            with scope, log_context(session=session_id):
-                reason = await self._serve_session(connection, session_id)
-                log_level = log.info if reason.clean else log.warning
-                log_level("session closed: %s", reason.reason)
+            with log_context(session=session_id):
+                with scope:
+                    reason = await self._serve_session(connection, session_id)
+                    log_level = log.info if reason.clean else log.warning
+                    log_level("session closed: %s", reason.reason)
+                if scope.cancelled_caught:
+                    log.info("session closed: server shutting down")
         finally:
             self._session_scopes.discard(scope)
             self.active_sessions -= 1
