@@ -17,6 +17,7 @@ from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from voiceagent.transport import Transport
 from voiceagent.tts import AudioChunk
 
 FRAME = bytes(range(256)) * 2 + b"\x00\x01" * 64  # 640 bytes: 20 ms at 16 kHz
@@ -122,6 +123,7 @@ async def test_audio_marks_clear_and_display_messages_round_trip() -> None:
     results: dict[str, Any] = {}
 
     async def handler(session: WebSession) -> None:
+        results["is_transport"] = isinstance(session, Transport)
         audio = session.audio_in()
         received.append(await anext(audio))
         received.append(await anext(audio))
@@ -166,6 +168,7 @@ async def test_audio_marks_clear_and_display_messages_round_trip() -> None:
             )
         )
         await done.wait()
+    assert results["is_transport"]
     assert results["pending"] == ["m1"]
     assert results["played"] == "m1"
     assert results["cleared"].dropped_marks == ("m2",)
