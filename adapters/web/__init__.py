@@ -1,4 +1,8 @@
-"""Browser transport: a page with mic capture and playback, its WebSocket server, and token auth."""
+"""Browser transport: a page with mic capture and playback, its WebSocket server, and token auth.
+
+The page (index.html, client.js, capture-worklet.js) lives beside these modules so it ships as
+package data.
+"""
 
 from .messages import PlaybackState, ProtocolViolationError
 from .server import SessionHandler, WebServer

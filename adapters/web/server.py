@@ -36,7 +36,7 @@ log = get_logger(__name__)
 
 SessionHandler = Callable[[WebSession], Awaitable[None]]
 
-STATIC_DIR = Path(__file__).with_name("static")
+PAGE_DIR = Path(__file__).parent  # the page and scripts ship as package data
 _SCRIPTS = {"/client.js": "client.js", "/capture-worklet.js": "capture-worklet.js"}
 _TOKEN_PLACEHOLDER = "{{TOKEN}}"
 _SECURITY_HEADERS = {
@@ -80,9 +80,9 @@ class WebServer:
         self._audio_buffer_frames = audio_buffer_frames
         self._ssl = ssl
         self.ws_path = ws_path
-        self._page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        self._page = (PAGE_DIR / "index.html").read_text(encoding="utf-8")
         self._scripts = {
-            path: (STATIC_DIR / name).read_text(encoding="utf-8") for path, name in _SCRIPTS.items()
+            path: (PAGE_DIR / name).read_text(encoding="utf-8") for path, name in _SCRIPTS.items()
         }
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
