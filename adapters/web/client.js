@@ -1,0 +1,204 @@
+// voiceagent browser client: mic -> PCM16 16 kHz binary frames; binary frames -> gapless playback;
+// JSON control: hello/mark/state out, ready/mark/clear/transcript/agent_text in.
+"use strict";
+(() => {
+  const RATE = 16000;          // PCM rate both ways (Web Audio resamples to the device rate)
+  const FRAME_SAMPLES = 320;   // 20 ms mic frames
+  const START_LEAD = 0.05;     // seconds of slack before the first buffer of a burst plays
+
+  const token = document.querySelector('meta[name="voiceagent-token"]').content;
+  const button = document.getElementById("start");
+  const statusEl = document.getElementById("status");
+  const levelEl = document.getElementById("level");
+  const transcriptEl = document.getElementById("transcript");
+
+  let ws = null;
+  let ctx = null;
+  let mic = null;
+  let micSource = null;
+  let capture = null;
+  let sink = null;
+  let running = false;
+
+  // Playback queue: sources scheduled back to back; each mark waits for the last source before it.
+  const sources = new Set();
+  let playHead = 0;
+  let seq = 0;                 // sequence number of the last scheduled source
+  let endedSeq = 0;            // highest sequence number that finished playing
+  let pendingMarks = [];       // [{name, afterSeq}]
+  let playing = false;
+  let userPartial = null;
+  let agentLine = null;
+
+  const setStatus = (text) => { statusEl.textContent = text; };
+  const send = (obj) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); };
+  const queuedMs = () => (sources.size && ctx ? Math.max(0, playHead - ctx.currentTime) * 1000 : 0);
+  const report = (event, dropped = []) =>
+    send({ type: "state", event, playing, queued_ms: Math.round(queuedMs()), dropped_marks: dropped });
+
+  function playPcm(buffer) {
+    const pcm = new Int16Array(buffer);
+    if (!pcm.length || !ctx) return;
+    const audio = ctx.createBuffer(1, pcm.length, RATE);
+    const samples = audio.getChannelData(0);
+    for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
+    const src = ctx.createBufferSource();
+    src.buffer = audio;
+    src.connect(ctx.destination);
+    const now = ctx.currentTime;
+    if (playHead < now) playHead = now + START_LEAD;
+    src.start(playHead);
+    playHead += audio.duration;
+    const mySeq = ++seq;
+    sources.add(src);
+    src.onended = () => {
+      sources.delete(src);
+      endedSeq = Math.max(endedSeq, mySeq);
+      while (pendingMarks.length && pendingMarks[0].afterSeq <= endedSeq) {
+        send({ type: "mark", name: pendingMarks.shift().name });
+      }
+      if (!sources.size && playing) { playing = false; report("drained"); }
+    };
+    if (!playing) { playing = true; report("started"); }
+  }
+
+  function onMark(name) {
+    if (!sources.size && !pendingMarks.length) send({ type: "mark", name });
+    else pendingMarks.push({ name, afterSeq: seq });
+  }
+
+  function clearPlayback() {
+    const dropped = pendingMarks.map((m) => m.name);
+    pendingMarks = [];
+    for (const src of sources) { src.onended = null; try { src.stop(); } catch (e) { /* not started */ } }
+    sources.clear();
+    endedSeq = seq;
+    playHead = 0;
+    playing = false;
+    report("cleared", dropped);
+  }
+
+  function addLine(who, cls) {
+    const line = document.createElement("p");
+    line.className = `line ${cls}`;
+    const label = document.createElement("span");
+    label.className = "who";
+    label.textContent = who;
+    const text = document.createElement("span");
+    text.className = "text";
+    line.append(label, text);
+    transcriptEl.append(line);
+    return line;
+  }
+
+  function showTranscript(text, isFinal) {
+    if (!userPartial) userPartial = addLine("You", "user partial");
+    userPartial.querySelector(".text").textContent = text;
+    if (isFinal) { userPartial.classList.remove("partial"); userPartial = null; agentLine = null; }
+    transcriptEl.scrollTop = transcriptEl.scrollHeight;
+  }
+
+  function showAgentText(text, isFinal) {
+    if (!agentLine) agentLine = addLine("Agent", "agent");
+    const span = agentLine.querySelector(".text");
+    span.textContent = span.textContent ? `${span.textContent} ${text}` : text;
+    if (isFinal) agentLine = null;
+    transcriptEl.scrollTop = transcriptEl.scrollHeight;
+  }
+
+  function onControl(msg) {
+    switch (msg.type) {
+      case "ready": setStatus("Listening"); startMic(); break;
+      case "mark": onMark(msg.name); break;
+      case "clear": clearPlayback(); break;
+      case "transcript": showTranscript(String(msg.text), Boolean(msg.is_final)); break;
+      case "agent_text": showAgentText(String(msg.text), msg.final !== false); break;
+      default: console.warn("voiceagent: unknown control message", msg.type);
+    }
+  }
+
+  function startMic() {
+    micSource = ctx.createMediaStreamSource(mic);
+    capture = new AudioWorkletNode(ctx, "voiceagent-capture", {
+      numberOfInputs: 1, numberOfOutputs: 1, channelCount: 1,
+      processorOptions: { targetRate: RATE, frameSamples: FRAME_SAMPLES },
+    });
+    capture.port.onmessage = ({ data }) => {
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(data.pcm);
+      const db = 20 * Math.log10(data.rms + 1e-9);
+      levelEl.style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
+    };
+    // The worklet must be pulled by the graph; route it to a muted gain so the mic is not played back.
+    sink = ctx.createGain();
+    sink.gain.value = 0;
+    micSource.connect(capture).connect(sink).connect(ctx.destination);
+  }
+
+  async function start() {
+    button.disabled = true;
+    setStatus("Starting…");
+    try {
+      ctx = new AudioContext();
+      await ctx.resume();
+      await ctx.audioWorklet.addModule("/capture-worklet.js");
+      mic = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (err) {
+      setStatus(`Microphone unavailable: ${err.message || err}`);
+      await stop();
+      return;
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(`${scheme}//${location.host}/ws?token=${encodeURIComponent(token)}`);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { send({ type: "hello", sample_rate: RATE }); setStatus("Connecting…"); };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") {
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch (e) { console.warn("voiceagent: bad control frame"); return; }
+        onControl(msg);
+      } else {
+        playPcm(ev.data);
+      }
+    };
+    ws.onclose = (ev) => {
+      const why = ev.code === 1006 ? "connection refused or lost (reload the page for a fresh token)"
+        : `closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`;
+      ws = null;
+      stop().then(() => setStatus(`Disconnected: ${why}`));
+    };
+    running = true;
+    button.textContent = "Stop";
+    button.classList.add("stop");
+    button.disabled = false;
+  }
+
+  async function stop() {
+    running = false;
+    if (ws) { const w = ws; ws = null; w.onclose = null; w.close(1000, "user stopped"); setStatus("Stopped"); }
+    if (mic) mic.getTracks().forEach((t) => t.stop());
+    if (ctx) await ctx.close().catch(() => {});
+    for (const src of sources) src.onended = null;
+    sources.clear();
+    pendingMarks = [];
+    playing = false;
+    playHead = 0;
+    ctx = mic = micSource = capture = sink = null;
+    levelEl.style.width = "0";
+    button.textContent = "Start";
+    button.classList.remove("stop");
+    button.disabled = false;
+  }
+
+  button.addEventListener("click", () => (running ? stop() : start()));
+
+  // Read-only view for diagnostics and the end-to-end test.
+  window.voiceagent = {
+    get connected() { return Boolean(ws && ws.readyState === WebSocket.OPEN); },
+    get playing() { return playing; },
+    get queuedSources() { return sources.size; },
+    get pendingMarks() { return pendingMarks.map((m) => m.name); },
+    get status() { return statusEl.textContent; },
+  };
+})();

@@ -1,0 +1,217 @@
+"""One browser connection seen as a ``voiceagent.transport.Transport``."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+from voiceagent.errors import VoiceAgentError
+from voiceagent.logs import get_logger
+from voiceagent.tts import AudioChunk
+
+from .messages import (
+    Hello,
+    MarkPlayed,
+    PlaybackState,
+    ProtocolViolationError,
+    agent_text_message,
+    clear_message,
+    mark_message,
+    parse_browser_message,
+    transcript_message,
+)
+from .resample import Resampler
+
+log = get_logger(__name__)
+
+
+class SessionClosedError(VoiceAgentError):
+    """The browser connection is gone; nothing more can be sent to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    """Why a session ended. ``code`` is the WebSocket close code the server sends (None: already closed)."""
+
+    code: int | None
+    reason: str
+    clean: bool = True
+
+
+def describe_close(exc: ConnectionClosed) -> CloseReason:
+    if isinstance(exc, ConnectionClosedOK):
+        return CloseReason(None, f"browser closed the connection ({exc})")
+    # Oversized frames end here too: websockets has already closed with 1009.
+    return CloseReason(None, f"connection failed: {exc}", clean=False)
+
+
+_IDLE = PlaybackState(event="drained", playing=False, queued_ms=0.0)
+
+
+class WebSession:
+    """A browser session: PCM16 in from the mic, PCM16 out to the page's player, marks and clear.
+
+    The browser's ``hello`` fixed ``input_sample_rate``; audio sent with ``send_audio`` is resampled
+    to the same rate. ``audio_in()`` is bounded and lossless: when the app stops taking mic audio,
+    reading from the socket pauses (TCP backpressure), and so do mark and playback reports; keep
+    reading it for the whole session. Disconnects are noticed regardless.
+    """
+
+    def __init__(
+        self, connection: ServerConnection, session_id: str, hello: Hello, *, audio_buffer: int
+    ) -> None:
+        self._ws = connection
+        self.id = session_id
+        self._rate = hello.sample_rate
+        self._resampler = Resampler(hello.sample_rate)
+        self._audio_tx: MemoryObjectSendStream[bytes]
+        self._audio_rx: MemoryObjectReceiveStream[bytes]
+        self._audio_tx, self._audio_rx = anyio.create_memory_object_stream[bytes](audio_buffer)
+        # Unbounded is safe: only marks this session sent (and not yet reported) are accepted.
+        self._marks_tx: MemoryObjectSendStream[str]
+        self._marks_rx: MemoryObjectReceiveStream[str]
+        self._marks_tx, self._marks_rx = anyio.create_memory_object_stream[str](math.inf)
+        self._outstanding_marks: Counter[str] = Counter()
+        self._playback = _IDLE
+        self._playback_changed = anyio.Event()
+        self._closed = False
+        self.close_reason: CloseReason | None = None
+
+    # ---- Transport -------------------------------------------------------------------------
+
+    @property
+    def input_sample_rate(self) -> int:
+        return self._rate
+
+    @property
+    def output_sample_rate(self) -> int:
+        return self._rate
+
+    def audio_in(self) -> AsyncIterator[bytes]:
+        """Mic audio, PCM16 mono at ``input_sample_rate``; ends when the browser disconnects."""
+        return self._audio_rx
+
+    async def send_audio(self, chunk: AudioChunk) -> None:
+        pcm = self._resampler.convert(chunk.pcm16, chunk.sample_rate)
+        if pcm:
+            await self._send(pcm)
+
+    async def mark(self, name: str) -> None:
+        if not name:
+            raise ValueError("a mark needs a non-empty name")
+        self._outstanding_marks[name] += 1
+        await self._send(mark_message(name))
+
+    async def clear(self) -> None:
+        self._resampler.reset()
+        await self._send(clear_message())
+
+    def played_marks(self) -> AsyncIterator[str]:
+        """Marks in the order the page played them. Marks dropped by ``clear`` never appear here
+        (they are listed in the ``cleared`` playback state instead)."""
+        return self._marks_rx
+
+    # ---- display ---------------------------------------------------------------------------
+
+    async def send_transcript(self, text: str, *, is_final: bool) -> None:
+        await self._send(transcript_message(text, is_final))
+
+    async def send_agent_text(self, text: str, *, final: bool = True) -> None:
+        await self._send(agent_text_message(text, final))
+
+    # ---- playback state --------------------------------------------------------------------
+
+    @property
+    def playback(self) -> PlaybackState:
+        """The page's latest playback report."""
+        return self._playback
+
+    @property
+    def pending_marks(self) -> list[str]:
+        """Marks sent but neither played nor dropped yet."""
+        return list(self._outstanding_marks.elements())
+
+    async def wait_playback(self, predicate: Callable[[PlaybackState], bool]) -> PlaybackState:
+        """Wait until the page reports a playback state satisfying ``predicate`` (checks the latest first)."""
+        while not predicate(self._playback):
+            if self._closed:
+                raise SessionClosedError(f"session {self.id} closed")
+            await self._playback_changed.wait()
+        return self._playback
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- driven by WebServer ---------------------------------------------------------------
+
+    async def _send(self, message: bytes | str) -> None:
+        if self._closed:
+            raise SessionClosedError(f"session {self.id} is closed")
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed as exc:
+            raise SessionClosedError(f"session {self.id}: browser disconnected ({exc})") from exc
+
+    async def read_loop(self) -> CloseReason:
+        """Read frames until the browser leaves or breaks the protocol; return why it ended."""
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    await self._on_audio(message)
+                else:
+                    self._on_control(parse_browser_message(message))
+        except ConnectionClosed as exc:
+            return describe_close(exc)
+        except ProtocolViolationError as exc:
+            return CloseReason(1008, str(exc), clean=False)
+        return describe_close(self._ws.protocol.close_exc)
+
+    async def watch_connection(self) -> CloseReason:
+        """Notice a disconnect even while ``read_loop`` waits for the app to take audio."""
+        await self._ws.wait_closed()
+        return describe_close(self._ws.protocol.close_exc)
+
+    async def _on_audio(self, pcm: bytes) -> None:
+        if not pcm or len(pcm) % 2:
+            raise ProtocolViolationError(f"audio frame of {len(pcm)} bytes is not PCM16 (even, non-empty)")
+        try:
+            await self._audio_tx.send(pcm)
+        except anyio.BrokenResourceError:
+            pass  # the app closed audio_in(): it no longer wants mic audio
+
+    def _on_control(self, message: object) -> None:
+        if isinstance(message, MarkPlayed):
+            self._settle_mark(message.name, "played")
+            self._marks_tx.send_nowait(message.name)
+        elif isinstance(message, PlaybackState):
+            for name in message.dropped_marks:
+                self._settle_mark(name, "dropped")
+            self._playback = message
+            changed, self._playback_changed = self._playback_changed, anyio.Event()
+            changed.set()
+        elif isinstance(message, Hello):
+            raise ProtocolViolationError("duplicate hello")
+
+    def _settle_mark(self, name: str, how: str) -> None:
+        if self._outstanding_marks[name] <= 0:
+            del self._outstanding_marks[name]
+            raise ProtocolViolationError(f"{how} mark {name[:40]!r} was never sent or already settled")
+        self._outstanding_marks[name] -= 1
+        if not self._outstanding_marks[name]:
+            del self._outstanding_marks[name]
+
+    def _finish(self, reason: CloseReason) -> None:
+        """The connection is over: end audio_in()/played_marks() and wake playback waiters."""
+        self._closed = True
+        self.close_reason = reason
+        self._audio_tx.close()
+        self._marks_tx.close()
+        self._playback_changed.set()

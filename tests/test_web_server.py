@@ -1,0 +1,320 @@
+"""WebServer over real loopback sockets, with the websockets client standing in for the browser."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from voiceagent.transport import Transport
+from voiceagent.tts import AudioChunk
+
+FRAME = bytes(range(256)) * 2 + b"\x00\x01" * 64  # 640 bytes: 20 ms at 16 kHz
+
+
+@asynccontextmanager
+async def running(
+    handler: Callable[[WebSession], Awaitable[None]], **options: Any
+) -> AsyncIterator[WebServer]:
+    async with WebServer(handler, secret=b"k" * 32, **options) as server:
+        yield server
+
+
+async def open_client(server: WebServer, *, hello: bool = True) -> ClientConnection:
+    client = await connect(server.ws_url(server.tokens.issue()))
+    if hello:
+        await client.send(json.dumps({"type": "hello", "sample_rate": 16000}))
+        ready = json.loads(await client.recv())
+        assert ready["type"] == "ready"
+        assert ready["sample_rate"] == 16000
+    return client
+
+
+async def closed_code(client: ClientConnection) -> tuple[int | None, str]:
+    """Read until the server closes; return the close code and reason it sent."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await client.recv()
+    frame = closed.value.rcvd or closed.value.sent
+    return (frame.code, frame.reason) if frame else (None, "")
+
+
+async def echo_bot(session: WebSession) -> None:
+    async for pcm in session.audio_in():
+        await session.send_audio(AudioChunk(pcm, session.input_sample_rate))
+
+
+def http_get(url: str) -> tuple[int, dict[str, str], str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+@pytest.mark.anyio
+async def test_page_and_scripts_are_served_with_a_valid_token() -> None:
+    async with running(echo_bot) as server:
+        status, headers, page = await anyio.to_thread.run_sync(http_get, server.url)
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/html")
+        assert headers["Cache-Control"] == "no-store"
+        token = page.split('name="voiceagent-token" content="', 1)[1].split('"', 1)[0]
+        server.tokens.verify(token)
+        for script in ("client.js", "capture-worklet.js"):
+            status, headers, body = await anyio.to_thread.run_sync(http_get, server.url + script)
+            assert status == 200
+            assert headers["Content-Type"].startswith("text/javascript")
+            assert "voiceagent" in body
+        status, _, _ = await anyio.to_thread.run_sync(http_get, server.url + "secrets.txt")
+        assert status == 404
+
+
+@pytest.mark.anyio
+async def test_upgrade_needs_a_genuine_unexpired_token() -> None:
+    offset = [0.0]
+    handled: list[WebSession] = []
+
+    async def handler(session: WebSession) -> None:
+        handled.append(session)
+
+    async with running(handler, token_ttl=30, clock=lambda: time.time() + offset[0]) as server:
+        base = f"ws://127.0.0.1:{server.port}/ws"
+        with pytest.raises(InvalidStatus) as missing:
+            await connect(base)
+        assert missing.value.response.status_code == 401
+
+        forged = WebServer(handler, secret=b"other" * 8).tokens.issue()
+        with pytest.raises(InvalidStatus) as bad:
+            await connect(f"{base}?token={forged}")
+        assert bad.value.response.status_code == 403
+        assert b"signature" in bad.value.response.body
+
+        token = server.tokens.issue()
+        offset[0] = 31
+        with pytest.raises(InvalidStatus) as expired:
+            await connect(f"{base}?token={token}")
+        assert expired.value.response.status_code == 403
+        assert b"expired" in expired.value.response.body
+
+        offset[0] = 0
+        async with await open_client(server):
+            pass
+        assert server.rejected_upgrades == 3
+        assert len(handled) <= 1  # only the genuine one ever reached the handler
+
+
+@pytest.mark.anyio
+async def test_audio_marks_clear_and_display_messages_round_trip() -> None:
+    received: list[bytes] = []
+    got_audio = anyio.Event()
+    done = anyio.Event()
+    results: dict[str, Any] = {}
+
+    async def handler(session: WebSession) -> None:
+        results["is_transport"] = isinstance(session, Transport)
+        audio = session.audio_in()
+        received.append(await anext(audio))
+        received.append(await anext(audio))
+        got_audio.set()
+        await session.send_audio(AudioChunk(b"\x00\x10" * 2400, 24000))  # 100 ms at 24 kHz
+        await session.mark("m1")
+        await session.send_transcript("hello", is_final=True)
+        await session.send_agent_text("hi there", final=False)
+        results["pending"] = session.pending_marks
+        results["played"] = await anext(session.played_marks())
+        await session.mark("m2")
+        await session.clear()
+        results["cleared"] = await session.wait_playback(lambda s: s.event == "cleared")
+        results["pending_after_clear"] = session.pending_marks
+        done.set()
+        await anyio.sleep_forever()  # the browser leaving ends the session
+
+    async with running(handler) as server, await open_client(server) as client:
+        await client.send(FRAME)
+        await client.send(FRAME[::-1])
+        await got_audio.wait()
+        assert received == [FRAME, FRAME[::-1]]
+
+        audio = await client.recv()
+        assert isinstance(audio, bytes)
+        assert abs(len(audio) // 2 - 1600) <= 2  # resampled to the browser's 16 kHz
+        assert json.loads(await client.recv()) == {"type": "mark", "name": "m1"}
+        assert json.loads(await client.recv()) == {"type": "transcript", "text": "hello", "is_final": True}
+        assert json.loads(await client.recv()) == {"type": "agent_text", "text": "hi there", "final": False}
+        await client.send(json.dumps({"type": "mark", "name": "m1"}))
+        assert json.loads(await client.recv()) == {"type": "mark", "name": "m2"}
+        assert json.loads(await client.recv()) == {"type": "clear"}
+        await client.send(
+            json.dumps(
+                {
+                    "type": "state",
+                    "event": "cleared",
+                    "playing": False,
+                    "queued_ms": 0,
+                    "dropped_marks": ["m2"],
+                }
+            )
+        )
+        await done.wait()
+    assert results["is_transport"]
+    assert results["pending"] == ["m1"]
+    assert results["played"] == "m1"
+    assert results["cleared"].dropped_marks == ("m2",)
+    assert results["pending_after_clear"] == []
+
+
+BAD_INPUTS: list[tuple[str, bool, Callable[[ClientConnection], Awaitable[None]], int, str]] = [
+    ("garbage text", True, lambda c: c.send("\x00\xffnot json"), 1008, "not JSON"),
+    ("unknown type", True, lambda c: c.send('{"type":"dance"}'), 1008, "unknown message type"),
+    ("odd-length audio", True, lambda c: c.send(b"\x01\x02\x03"), 1008, "not PCM16"),
+    ("empty audio", True, lambda c: c.send(b""), 1008, "not PCM16"),
+    ("oversized frame", True, lambda c: c.send(b"\x00" * (64 * 1024 + 2)), 1009, "exceeds limit"),
+    ("unsent mark", True, lambda c: c.send('{"type":"mark","name":"x"}'), 1008, "never sent"),
+    ("second hello", True, lambda c: c.send('{"type":"hello","sample_rate":16000}'), 1008, "duplicate hello"),
+    ("audio before hello", False, lambda c: c.send(FRAME), 1008, "not audio"),
+    ("bad hello", False, lambda c: c.send('{"type":"hello","sample_rate":3}'), 1008, "sample_rate"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("hello", "misbehave", "code", "reason"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[c[0] for c in BAD_INPUTS],
+)
+async def test_bad_input_closes_only_that_session(
+    hello: bool,
+    misbehave: Callable[[ClientConnection], Awaitable[None]],
+    code: int,
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voiceagent")
+    async with running(echo_bot) as server, await open_client(server) as good:
+        bad = await open_client(server, hello=hello)
+        await misbehave(bad)
+        sent_code, sent_reason = await closed_code(bad)
+        assert sent_code == code
+        assert reason in sent_reason or code == 1009
+
+        await good.send(FRAME)  # the well-behaved session carries on
+        assert await good.recv() == FRAME
+        closed_logs = [r for r in caplog.records if "session closed" in r.getMessage()]
+        assert closed_logs and reason in closed_logs[-1].getMessage()
+        assert closed_logs[-1].levelno == logging.WARNING
+        assert closed_logs[-1].session.startswith("web-")  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_abrupt_disconnect_cancels_the_handler_and_spares_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voiceagent")
+    entered = anyio.Event()
+    cancelled = anyio.Event()
+
+    async def handler(session: WebSession) -> None:
+        if entered.is_set():
+            await echo_bot(session)
+            return
+        entered.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with running(handler) as server:
+        doomed = await open_client(server)
+        await entered.wait()
+        async with await open_client(server) as good:
+            doomed.transport.abort()  # no close frame: the network just went away
+            await cancelled.wait()
+            await good.send(FRAME)
+            assert await good.recv() == FRAME
+    assert any("connection failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_disconnect_is_noticed_while_the_app_is_not_reading_audio() -> None:
+    entered = anyio.Event()
+    cancelled = anyio.Event()
+
+    async def handler(session: WebSession) -> None:
+        entered.set()
+        try:
+            await anyio.sleep_forever()  # never reads audio_in(): the reader backs up
+        finally:
+            cancelled.set()
+
+    async with running(handler, audio_buffer_frames=2) as server:
+        client = await open_client(server)
+        await entered.wait()
+        for _ in range(10):
+            await client.send(FRAME)
+        await client.close()
+        await cancelled.wait()
+
+
+@pytest.mark.anyio
+async def test_handler_crash_closes_1011_and_sends_fail_after_disconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voiceagent")
+    sessions: list[WebSession] = []
+
+    async def handler(session: WebSession) -> None:
+        sessions.append(session)
+        if len(sessions) == 1:
+            raise RuntimeError("bug in the app")
+        await echo_bot(session)
+
+    async with running(handler) as server:
+        crashing = await open_client(server)
+        assert await closed_code(crashing) == (1011, "internal error")
+        async with await open_client(server) as good:
+            await good.send(FRAME)
+            assert await good.recv() == FRAME
+        with pytest.raises(SessionClosedError):
+            await sessions[0].send_audio(AudioChunk(FRAME, 16000))
+    assert any(r.exc_info and "bug in the app" in str(r.exc_info[1]) for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_silent_client_is_closed_after_the_hello_timeout() -> None:
+    async with running(echo_bot, hello_timeout=0.2) as server:
+        client = await open_client(server, hello=False)
+        assert await closed_code(client) == (1008, "no hello in time")
+
+
+@pytest.mark.anyio
+async def test_stopping_the_server_ends_every_session(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="voiceagent")
+    ended: list[str] = []
+
+    async def handler(session: WebSession) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.append(session.id)
+
+    async with running(handler) as server:
+        clients = [await open_client(server) for _ in range(3)]
+        await anyio.wait_all_tasks_blocked()
+        assert server.active_sessions == 3
+    for client in clients:
+        code, _ = await closed_code(client)
+        assert code == 1001
+    assert len(ended) == 3
+    assert sum("server shutting down" in r.getMessage() for r in caplog.records) == 3

@@ -1,0 +1,102 @@
+import pytest
+from voiceagent.adapters.web import InvalidTokenError, TokenSigner
+from voiceagent.adapters.web.messages import (
+    Hello,
+    MarkPlayed,
+    PlaybackState,
+    ProtocolViolationError,
+    parse_browser_message,
+)
+from voiceagent.adapters.web.resample import Resampler
+
+SECRET = b"s" * 32
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_issued_token_verifies_until_it_expires() -> None:
+    clock = Clock()
+    signer = TokenSigner(SECRET, ttl=60, clock=clock)
+    token = signer.issue()
+    signer.verify(token)
+    clock.now += 59
+    signer.verify(token)
+    clock.now += 1
+    with pytest.raises(InvalidTokenError, match="expired"):
+        signer.verify(token)
+
+
+def test_tampered_or_foreign_tokens_are_rejected() -> None:
+    signer = TokenSigner(SECRET)
+    token = signer.issue()
+    version, expiry, nonce, signature = token.split(".")
+    longer = f"{version}.{int(expiry) + 3600}.{nonce}.{signature}"
+    with pytest.raises(InvalidTokenError, match="signature"):
+        signer.verify(longer)
+    with pytest.raises(InvalidTokenError, match="signature"):
+        TokenSigner(b"x" * 32).verify(token)
+    flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+    with pytest.raises(InvalidTokenError, match="signature"):
+        signer.verify(f"{version}.{expiry}.{nonce}.{flipped}")
+
+
+@pytest.mark.parametrize("token", ["", "abc", "v1.x.n.s", "v2.1.n.s", "v1.1.n", "v1.1.n.s.extra", "v1.1.ñ.s"])
+def test_malformed_tokens_are_rejected(token: str) -> None:
+    with pytest.raises(InvalidTokenError, match="malformed"):
+        TokenSigner(SECRET).verify(token)
+
+
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        TokenSigner(b"short")
+
+
+def test_browser_messages_parse_into_records() -> None:
+    assert parse_browser_message('{"type":"hello","sample_rate":16000}') == Hello(16000)
+    assert parse_browser_message('{"type":"mark","name":"m1"}') == MarkPlayed("m1")
+    state = parse_browser_message(
+        '{"type":"state","event":"cleared","playing":false,"queued_ms":0,"dropped_marks":["a","b"]}'
+    )
+    assert state == PlaybackState("cleared", False, 0.0, ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"kind": "hello"}', "no string 'type'"),
+        ('{"type": "dance"}', "unknown message type 'dance'"),
+        ('{"type": "hello", "sample_rate": "16000"}', "sample_rate"),
+        ('{"type": "hello", "sample_rate": true}', "sample_rate"),
+        ('{"type": "hello", "sample_rate": 1000000}', "sample_rate"),
+        ('{"type": "mark"}', "mark.name"),
+        ('{"type": "mark", "name": ""}', "mark.name"),
+        ('{"type": "state", "event": "exploded", "playing": false, "queued_ms": 0}', "state.event"),
+        ('{"type": "state", "event": "drained", "playing": 0, "queued_ms": 0}', "state.playing"),
+        ('{"type": "state", "event": "drained", "playing": false, "queued_ms": -1}', "queued_ms"),
+        (
+            '{"type": "state", "event": "cleared", "playing": false, "queued_ms": 0, "dropped_marks": [1]}',
+            "dropped",
+        ),
+    ],
+)
+def test_bad_browser_messages_say_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(ProtocolViolationError, match=reason):
+        parse_browser_message(text)
+
+
+def test_resampler_converts_rate_and_keeps_length_across_chunks() -> None:
+    resampler = Resampler(16000)
+    second_at_24k = b"\x10\x00" * 24000
+    out = b"".join(resampler.convert(second_at_24k[i : i + 960], 24000) for i in range(0, 48000, 960))
+    assert abs(len(out) // 2 - 16000) <= 2
+    assert resampler.convert(b"\x01\x00" * 10, 16000) == b"\x01\x00" * 10
+    with pytest.raises(ValueError, match="even"):
+        resampler.convert(b"\x00\x00\x00", 24000)
