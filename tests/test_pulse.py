@@ -11,6 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from voiceagent.adapters.pulse import (
     PulseConcurrencyLimitError,
     PulseConnectionError,
@@ -26,9 +29,6 @@ from voiceagent.adapters.pulse import (
     build_url,
     parse_server_message,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
 from voiceagent.testing._audioop import audioop
 from voiceagent.testing.pulse_server import (

@@ -13,15 +13,15 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from voiceagent.adapters.twilio import (
     TwilioMediaStream,
     TwilioServer,
     TwilioStreamClosed,
     compute_signature,
 )
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
 from voiceagent.testing._audioop import audioop
 from voiceagent.testing.twilio_client import EchoedMark, FakeTwilioCall
 from voiceagent.transport import Transport

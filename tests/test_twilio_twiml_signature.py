@@ -6,6 +6,7 @@ import hmac
 import xml.etree.ElementTree as ET
 
 import pytest
+
 from voiceagent.adapters.twilio import (
     compute_signature,
     connect_stream_twiml,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from voiceagent.adapters.web import PlaybackState, SessionClosedError, WebServer, WebSession
 from voiceagent.adapters.web.__main__ import echo_bot
-
 from voiceagent.testing.chromium import Chromium, find_chromium
 from voiceagent.tts import AudioChunk
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
-from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
 from voiceagent.transport import Transport
 from voiceagent.tts import AudioChunk
 

@@ -1,4 +1,5 @@
 import pytest
+
 from voiceagent.adapters.web import InvalidTokenError, TokenSigner
 from voiceagent.adapters.web.messages import (
     Hello,
