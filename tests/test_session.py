@@ -1,0 +1,157 @@
+"""Session end to end, every part real: a fake Twilio caller over a WebSocket -> TwilioServer ->
+Session -> Pulse STT adapter -> fake Pulse server; the agent's turns stream from the fake Electron
+server; espeak-ng speaks into the call through TransportOutput; marks tell what the caller heard."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from voiceagent import Agent, LLMClient
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
+from voiceagent.audio import rms
+from voiceagent.session import BargeInPolicy, Session, is_backchannel
+from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply
+from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+from voiceagent.testing.twilio_client import FakeTwilioCall
+from voiceagent.transport_output import TransportOutput
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+LONG_ANSWER = (
+    "Once upon a time there was a lighthouse keeper who counted ships. "
+    "Every night she wrote their names in a blue book. "
+    "One winter a ship came that had no name at all, and she waited for it until morning. "
+    "The end."
+)
+SILENCE_100MS = b"\x00\x00" * 800  # PCM16 at 8 kHz
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.02)
+
+
+async def run_call(
+    llm: FakeOpenAIServer,
+    pulse: FakePulseServer,
+    script: Callable[[FakeTwilioCall, list[Session]], Any],
+    *,
+    playback_speed: float,
+    policy: BargeInPolicy | None = None,
+) -> list[Session]:
+    from voiceagent.adapters.espeak import EspeakSink
+
+    sessions: list[Session] = []
+
+    async def call(stream: TwilioMediaStream) -> None:
+        async with PulseSTT("sk_test", PulseOptions.for_twilio("en"), url=pulse.url) as stt:
+            output = TransportOutput(stream, 8000)
+            agent = Agent(
+                llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
+                sink=EspeakSink(output, words_per_minute=220),
+                system_prompt="You are a phone storyteller.",
+            )
+            session = Session(agent=agent, transport=stream, stt=stt, output=output, policy=policy)
+            sessions.append(session)
+            await session.run()
+
+    async with pulse, TwilioServer(call) as server:
+        async with FakeTwilioCall(server.url, playback_speed=playback_speed) as phone:
+            await script(phone, sessions)
+            await phone.stop()
+        await eventually(lambda: bool(sessions) and not sessions[0].bot_speaking)
+    return sessions
+
+
+@pytest.mark.anyio
+async def test_a_call_turn_speaks_into_the_phone_and_marks_confirm_it_was_heard() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("It is sunny in Paris, eighteen degrees."))
+        pulse = FakePulseServer([Emit(800, transcript("What's the weather in Paris?", is_final=True))])
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(SILENCE_100MS * 2, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=20)
+        phone_audio_rms = None  # filled below from the session's output
+        result = sessions[0].results[0]
+        assert result.heard_text == "It is sunny in Paris, eighteen degrees."
+        assert not result.interrupted
+        assert llm.requests[0].body["messages"][-1] == {"role": "user", "content": "What's the weather in Paris?"}
+        assert [m["role"] for m in sessions[0].agent.conversation.history] == ["user", "assistant"]
+        assert sessions[0].output is not None and sessions[0].output.played_seconds > 1.0
+        del phone_audio_rms
+
+
+@pytest.mark.anyio
+async def test_barge_in_clears_playback_and_keeps_only_what_the_caller_heard() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Sure, I'll stop."))
+        pulse = FakePulseServer([
+            Emit(800, transcript("Tell me a story.", is_final=True)),
+            Emit(2400, transcript("wait, stop")),
+            Emit(2400, transcript("wait, stop please", is_final=True)),
+        ])
+        played_before_clear: list[int] = []
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(SILENCE_100MS, 8000)
+            # The bot is talking and the caller has heard some of it (marks echoed in real time)...
+            await eventually(lambda: len(phone.echoed_marks) >= 2)
+            played_before_clear.append(len(phone.played_mulaw))
+            # ...then talks over it.
+            await phone.send_pcm(SILENCE_100MS * 2, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=1)
+        session = sessions[0]
+        assert session.barge_ins == 1
+        first, second = session.results
+        assert first.interrupted and not second.interrupted
+        assert 0 < len(first.heard_text) < len(LONG_ANSWER)
+        history = session.agent.conversation.history
+        assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+        kept = history[1]["content"]
+        assert LONG_ANSWER.startswith(kept) and len(kept) < len(LONG_ANSWER)
+        # The second request carried the truncated answer: the model knows what was actually heard.
+        assert llm.requests[1].body["messages"][2] == {"role": "assistant", "content": kept}
+        assert history[2] == {"role": "user", "content": "wait, stop please"}
+
+
+@pytest.mark.anyio
+async def test_backchannels_do_not_interrupt_the_bot() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Sure. The lighthouse stood on a rock. Ships passed it every night."))
+        pulse = FakePulseServer([
+            Emit(800, transcript("Tell me about the lighthouse.", is_final=True)),
+            Emit(1600, transcript("mhm")),
+            Emit(1600, transcript("mhm, okay", is_final=True)),
+        ])
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(SILENCE_100MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 1)
+            await phone.send_pcm(SILENCE_100MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=2)
+        assert sessions[0].barge_ins == 0
+        assert len(llm.requests) == 1  # "mhm, okay" during the bot's speech is no turn of its own
+        assert not sessions[0].results[0].interrupted
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("mhm", True), ("Okay.", True), ("yeah, right", True), ("uh huh", True), ("ok wait", False),
+     ("stop", False), ("", False), ("yes please book it", False)],
+)
+def test_is_backchannel(text: str, expected: bool) -> None:
+    assert is_backchannel(text) is expected
