@@ -44,7 +44,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 async def book(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=None)
     await client.flushall()
     yield client
     await client.aclose()
@@ -133,7 +133,7 @@ async def test_three_worker_processes_share_the_limit(
 ) -> None:
     limit, demand, tag = 3, 9, "fleet"
     for _ in range(3):
-        spawn(processes, "gated", redis_url, account, limit, 5.0, tag)
+        spawn(processes, "gated", redis_url, account, limit, 30.0, tag)
     async with RedisConcurrencyLimiter(limit, redis_url, account=account) as probe:
         remaining = demand
         while remaining:
