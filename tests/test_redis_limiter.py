@@ -16,8 +16,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-
-pytest.importorskip("redis", reason="the [redis] extra is not installed")
 import redis.asyncio as aioredis
 from voiceagent.adapters.redis_limiter import (
     LimiterUnavailableError,
@@ -213,6 +211,23 @@ async def test_heartbeat_keeps_a_long_held_slot_past_its_ttl(
 
 
 @pytest.mark.anyio
+async def test_a_lapsed_lease_is_registered_again_by_the_next_heartbeat(
+    redis_url: str, account: str, book: aioredis.Redis
+) -> None:
+    # A worker that stalls past its TTL still has its request in flight, so it must count again.
+    async with RedisConcurrencyLimiter(1, redis_url, account=account, lease_ttl=1.0) as limiter:
+        async with limiter.slot():
+            [lease] = await book.zrange(limiter.keys.leases, 0, -1)
+            await book.zrem(limiter.keys.leases, lease)  # what expiry during a stall would do
+
+            async def back() -> bool:
+                return await book.zscore(limiter.keys.leases, lease) is not None
+
+            await eventually(back, "the heartbeat re-registered the lapsed lease")
+        assert await limiter.in_flight() == 0
+
+
+@pytest.mark.anyio
 async def test_cancelled_wait_leaves_no_lease_or_waiter(
     redis_url: str, account: str, book: aioredis.Redis
 ) -> None:
@@ -316,6 +331,8 @@ async def test_unreachable_redis_is_a_typed_error_without_the_password() -> None
         assert "s3cret-pw" not in str(caught.value)
         assert f"redis://:***@127.0.0.1:{port}/0" in str(caught.value)
         assert caught.value.url == f"redis://:***@127.0.0.1:{port}/0"
+        with pytest.raises(LimiterUnavailableError, match=r"redis://:\*\*\*@"):
+            await limiter.ping()
 
 
 def test_plans_and_bad_arguments() -> None:
