@@ -26,9 +26,6 @@ from voiceagent.adapters.redis_limiter import (
 from voiceagent.limiter import Limiter
 from voiceagent.testing.redis_server import redis_server_path, running_redis_server
 
-pytestmark = pytest.mark.skipif(
-    redis_server_path() is None, reason="redis-server is not installed (apt-get install redis-server)"
-)
 
 WORKER = Path(__file__).with_name("redis_limiter_worker.py")
 PATIENCE = 30.0  # generous bound for "eventually"; never a measured claim
@@ -36,6 +33,8 @@ PATIENCE = 30.0  # generous bound for "eventually"; never a measured claim
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with running_redis_server() as url:
         yield url
 
