@@ -26,7 +26,6 @@ from voiceagent.adapters.redis_limiter import (
 from voiceagent.limiter import Limiter
 from voiceagent.testing.redis_server import redis_server_path, running_redis_server
 
-
 WORKER = Path(__file__).with_name("redis_limiter_worker.py")
 PATIENCE = 30.0  # generous bound for "eventually"; never a measured claim
 
