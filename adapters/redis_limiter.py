@@ -306,7 +306,8 @@ class RedisConcurrencyLimiter:
         with anyio.CancelScope(shield=True), anyio.move_on_after(max(5.0, self.lease_ttl)):
             try:
                 await self._call(self._release_script, keys=keys, args=[lease, self.keys.released_channel])
-            except LimiterUnavailableError as e:
+            except (LimiterUnavailableError, redis.exceptions.RedisError) as e:
+                # Never mask the body's own outcome over a failed release.
                 log.warning("could not release limiter lease %s (it expires on its own): %s", lease, e)
 
     async def _stats(self) -> tuple[int, int]:

@@ -22,16 +22,19 @@ from voiceagent.adapters.redis_limiter import RedisConcurrencyLimiter
 async def main(mode: str, url: str, account: str, limit: int, ttl: float, tag: str, tasks: int) -> None:
     prefix = f"test:{tag}"
     async with RedisConcurrencyLimiter(limit, url, account=account, lease_ttl=ttl) as limiter:
-        book = aioredis.Redis.from_url(url, decode_responses=True)
+        # No socket timeout: BLPOP below legitimately blocks for as long as the test holds its token.
+        book = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
         try:
             if mode == "gated":
 
                 async def gated() -> None:
                     async with limiter.slot():
                         holders = await book.incr(f"{prefix}:holders")
-                        await book.rpush(f"{prefix}:observed", holders)
-                        await book.blpop([f"{prefix}:go"], timeout=0)
-                        await book.decr(f"{prefix}:holders")
+                        try:
+                            await book.rpush(f"{prefix}:observed", holders)
+                            await book.blpop([f"{prefix}:go"], timeout=0)
+                        finally:
+                            await book.decr(f"{prefix}:holders")
 
                 async with anyio.create_task_group() as tg:
                     for _ in range(tasks):

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-
-pytest.importorskip("redis", reason="the [redis] extra is not installed")
 import redis.asyncio as aioredis
 
 from voiceagent.adapters.redis_limiter import (
@@ -28,23 +26,21 @@ from voiceagent.adapters.redis_limiter import (
 from voiceagent.limiter import Limiter
 from voiceagent.testing.redis_server import redis_server_path, running_redis_server
 
-pytestmark = pytest.mark.skipif(
-    redis_server_path() is None, reason="redis-server is not installed (apt-get install redis-server)"
-)
-
 WORKER = Path(__file__).with_name("redis_limiter_worker.py")
 PATIENCE = 30.0  # generous bound for "eventually"; never a measured claim
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with running_redis_server() as url:
         yield url
 
 
 @pytest.fixture
 async def book(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=None)
     await client.flushall()
     yield client
     await client.aclose()
@@ -133,7 +129,7 @@ async def test_three_worker_processes_share_the_limit(
 ) -> None:
     limit, demand, tag = 3, 9, "fleet"
     for _ in range(3):
-        spawn(processes, "gated", redis_url, account, limit, 5.0, tag)
+        spawn(processes, "gated", redis_url, account, limit, 30.0, tag)
     async with RedisConcurrencyLimiter(limit, redis_url, account=account) as probe:
         remaining = demand
         while remaining:
@@ -209,6 +205,23 @@ async def test_heartbeat_keeps_a_long_held_slot_past_its_ttl(
             assert await limiter.in_flight() == 1  # in_flight prunes expired leases first
             renewed = await book.zscore(limiter.keys.leases, lease)
             assert renewed is not None and renewed > first_expiry + ttl_ms
+        assert await limiter.in_flight() == 0
+
+
+@pytest.mark.anyio
+async def test_a_lapsed_lease_is_registered_again_by_the_next_heartbeat(
+    redis_url: str, account: str, book: aioredis.Redis
+) -> None:
+    # A worker that stalls past its TTL still has its request in flight, so it must count again.
+    async with RedisConcurrencyLimiter(1, redis_url, account=account, lease_ttl=1.0) as limiter:
+        async with limiter.slot():
+            [lease] = await book.zrange(limiter.keys.leases, 0, -1)
+            await book.zrem(limiter.keys.leases, lease)  # what expiry during a stall would do
+
+            async def back() -> bool:
+                return await book.zscore(limiter.keys.leases, lease) is not None
+
+            await eventually(back, "the heartbeat re-registered the lapsed lease")
         assert await limiter.in_flight() == 0
 
 
@@ -316,6 +329,8 @@ async def test_unreachable_redis_is_a_typed_error_without_the_password() -> None
         assert "s3cret-pw" not in str(caught.value)
         assert f"redis://:***@127.0.0.1:{port}/0" in str(caught.value)
         assert caught.value.url == f"redis://:***@127.0.0.1:{port}/0"
+        with pytest.raises(LimiterUnavailableError, match=r"redis://:\*\*\*@"):
+            await limiter.ping()
 
 
 def test_plans_and_bad_arguments() -> None:
