@@ -23,7 +23,7 @@ from voiceagent.testing.openai_server import (
     text_reply,
     tool_reply,
 )
-from voiceagent.testing.sinks import RecordingSink
+from voiceagent.testing.sinks import FlakySink, RecordingSink
 from voiceagent.tools import tool
 from voiceagent.turn import INTERRUPTED_TOOL_RESULT, TurnConfig
 
@@ -398,3 +398,52 @@ async def test_malformed_chunk_is_skipped_and_counted(server: FakeOpenAIServer) 
     result = await make_agent(server, sink).respond("hi")
     assert sink.text == "Hello there, friend."
     assert result.rounds[0].malformed_chunks == 1
+
+
+@pytest.mark.anyio
+async def test_tts_sink_failing_mid_utterance_ends_the_turn_keeps_what_was_heard_and_speaks_fallback(
+    server: FakeOpenAIServer,
+) -> None:
+    text = "First part is here. Second sentence is longer than that. Third one ends it all."
+    server.enqueue(text_reply(text, pieces=20))
+    # The second chunk breaks after 6 characters played; the sink works again for the fallback.
+    sink = FlakySink(fail_at=2, played_before_failure=6)
+    agent = make_agent(server, sink, fallback="Sorry, the line broke up.")
+    result = await agent.respond("Talk")
+    assert not result.interrupted
+    assert result.error is not None and "TTS sink failed" in result.error
+    assert "ConnectionResetError" in result.error
+    assert result.fallback_spoken
+    assert sink.spoken == ["First part is here. ", "Sorry, the line broke up."]
+    assert result.heard_text == "First part is here. Second" + "Sorry, the line broke up."
+    assert agent.conversation.history[-1] == {"role": "assistant", "content": "First part is here. Second"}
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_tts_sink_broken_for_good_during_a_tool_ends_the_turn_with_every_call_answered(
+    server: FakeOpenAIServer,
+) -> None:
+    entered = anyio.Event()
+
+    @tool
+    async def slow_search(q: str) -> str:
+        """Search slowly."""
+        entered.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    server.enqueue(tool_reply([("slow_search", {"q": "x"})], filler="Searching now."))
+    sink = FlakySink(fail_at=1, failures=-1, gate=entered)
+    agent = make_agent(server, sink, [slow_search])
+    with anyio.fail_after(GATE_TIMEOUT):
+        result = await agent.respond("search x")
+    assert result.error is not None and "TTS sink failed" in result.error
+    assert not result.fallback_spoken and not result.interrupted
+    assert sink.spoken == []
+    assert [c.kind for c in sink.calls].count("speak_failed") == 2  # the filler, then the fallback
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert history[1]["content"] is None  # "Searching now." was never heard
+    assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
+    assert_valid_conversation(agent)
