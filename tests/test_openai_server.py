@@ -192,9 +192,8 @@ async def test_hangup_closes_the_connection_before_any_header() -> None:
         server.enqueue(Reply(hangup=True))
         stream = await anyio.connect_tcp("127.0.0.1", server.port)
         body = b'{"model": "m", "messages": []}'
-        request = (
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        request = head + body
         async with stream:
             await stream.send(request)
             with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
