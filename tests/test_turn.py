@@ -243,6 +243,16 @@ async def test_llm_error_gives_a_spoken_fallback_not_an_exception(
     assert result.error is not None and str(status) in result.error
     assert len(server.requests) == 1
     assert [m["role"] for m in agent.conversation.history] == ["user"]
+    assert result.rounds[0].attempts == 1
+
+
+@pytest.mark.anyio
+async def test_a_round_that_never_opened_reports_its_attempts(server: FakeOpenAIServer) -> None:
+    server.responder = lambda body: error_reply(503, "overloaded")
+    agent = make_agent(server, RecordingSink())
+    result = await agent.respond("Hi")
+    assert len(server.requests) == 5
+    assert result.rounds[0].attempts == 5
 
 
 @pytest.mark.anyio

@@ -270,20 +270,27 @@ class Turn:
         tools: TaskGroup,
     ) -> None:
         params = dict(self._config.params)
-        async with self._llm.stream(messages, tools=self._tools_schema, **params) as stream:
-            state.request_id = stream.request_id
-            set_request_id(stream.request_id)
-            try:
-                async for chunk in stream:
-                    if state.first_chunk_at is None:
-                        state.first_chunk_at = self._now()
-                    for event in state.acc.feed(chunk):
+        opening = self._llm.stream(messages, tools=self._tools_schema, **params)
+        try:
+            async with opening as stream:
+                state.request_id = stream.request_id
+                set_request_id(stream.request_id)
+                try:
+                    async for chunk in stream:
+                        if state.first_chunk_at is None:
+                            state.first_chunk_at = self._now()
+                        for event in state.acc.feed(chunk):
+                            self._on_stream_event(event, state, chunker, speech, tools)
+                    for event in state.acc.end():
                         self._on_stream_event(event, state, chunker, speech, tools)
-                for event in state.acc.end():
-                    self._on_stream_event(event, state, chunker, speech, tools)
-            finally:
-                state.attempts = stream.attempts
-                state.malformed_chunks = stream.malformed_chunks
+                finally:
+                    state.attempts = stream.attempts
+                    state.malformed_chunks = stream.malformed_chunks
+        finally:
+            # An LLMStream is its own context manager: its attempts count when no attempt ever opened.
+            attempts = getattr(opening, "attempts", None)
+            if isinstance(attempts, int):
+                state.attempts = max(state.attempts, attempts)
 
     def _on_stream_event(
         self,
