@@ -227,6 +227,7 @@ async def test_tool_chain_is_bounded_by_max_rounds_then_fallback(server: FakeOpe
     assert len(server.requests) == 3
     assert result.fallback_spoken
     assert sink.spoken[-1] == "Sorry, that took too long."
+    assert result.error == "tool chain reached max_rounds=3"
     assert_valid_conversation(agent)
 
 

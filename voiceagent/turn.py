@@ -228,6 +228,7 @@ class Turn:
                 break
         else:
             log.warning("tool chain reached max_rounds=%d; ending the turn", self._config.max_rounds)
+            self._error = f"tool chain reached max_rounds={self._config.max_rounds}"
             self._say_fallback(speech, self._config.max_rounds)
         if not any(not u.filler for u in self._utterances) and not self._fallback_spoken:
             self._say_fallback(speech, len(self._rounds))  # never leave the caller in silence
