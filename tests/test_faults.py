@@ -34,6 +34,7 @@ from voiceagent.events import Usage
 from voiceagent.llm import LLMClient
 from voiceagent.results import TurnResult
 from voiceagent.retry import RetryPolicy
+from voiceagent.testing.checks import assert_valid_conversation, conversation_problems
 from voiceagent.testing.openai_server import (
     Chunk,
     Drop,
@@ -758,25 +759,6 @@ def _tts_dead(env: Env) -> Check:
 # ---- the harness -------------------------------------------------------------------------------
 
 
-def assert_valid_conversation(history: list[Message]) -> None:
-    """What an OpenAI-compatible server accepts: each assistant tool call answered right after it."""
-    expected: list[str] = []
-    seen_ids: set[str] = set()
-    for m in history:
-        if m["role"] == "tool":
-            assert expected and m["tool_call_id"] == expected.pop(0), f"orphan tool message {m}"
-            continue
-        assert not expected, f"tool calls {expected} unanswered before {m}"
-        if m["role"] == "assistant":
-            calls = m.get("tool_calls") or []
-            assert m["content"] or calls, "empty assistant message"
-            ids = [c["id"] for c in calls]
-            assert len(set(ids)) == len(ids) and not seen_ids & set(ids), f"repeated tool_call ids {ids}"
-            seen_ids |= set(ids)
-            expected = ids
-    assert not expected, f"tool calls {expected} unanswered at the end"
-
-
 @dataclass(frozen=True)
 class Row:
     case: Fault
@@ -826,6 +808,19 @@ def fault_table(request: pytest.FixtureRequest) -> Iterator[None]:
             "closed.\n\n"
         )
         Path(target).write_text(header + text)
+
+
+def test_conversation_check_catches_what_servers_reject() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    user: Message = {"role": "user", "content": "hi"}
+    assert conversation_problems([user, {"role": "assistant", "content": None, "tool_calls": [call]}])
+    assert conversation_problems([user, {"role": "assistant", "content": None}])
+    assert conversation_problems([user, {"role": "tool", "tool_call_id": "c1", "content": "x"}])
+    twice = {"role": "assistant", "content": None, "tool_calls": [call, call]}
+    answer_both = [{"role": "tool", "tool_call_id": "c1", "content": "x"}] * 2
+    assert conversation_problems([user, twice, *answer_both])
+    fine = [user, {"role": "assistant", "content": None, "tool_calls": [call]}, answer_both[0]]
+    assert conversation_problems(fine) == []
 
 
 def test_case_ids_are_unique() -> None:
