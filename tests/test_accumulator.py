@@ -94,18 +94,56 @@ def test_call_is_ready_the_moment_its_json_closes_before_finish() -> None:
     assert acc.ready_calls == [ToolCallReady(0, "call_a", "get_weather", '{"city": "Paris"}')]
 
 
-def test_parallel_calls_next_index_completes_the_previous_one() -> None:
+def test_parallel_calls_argumentless_call_waits_for_finish() -> None:
     acc = DeltaAccumulator()
     acc.feed(first_fragment(0, "c0", "no_args"))
-    # Empty arguments never parse as an object; the next index is the signal.
-    events = acc.feed(first_fragment(1, "c1", "get_time"))
-    assert events == [ToolCallReady(0, "c0", "no_args", ""), ToolCallStarted(1, "c1", "get_time")]
+    # Empty arguments never parse as an object; a higher index is no signal (fragments may interleave).
+    assert acc.feed(first_fragment(1, "c1", "get_time")) == [ToolCallStarted(1, "c1", "get_time")]
     acc.feed(arg_fragment(1, '{"tz": "UTC"'))
     assert acc.feed(chunk(None, finish="tool_calls")) == [
+        ToolCallReady(0, "c0", "no_args", ""),
         ToolCallReady(1, "c1", "get_time", '{"tz": "UTC"'),  # malformed: the tool runner reports it
         StreamFinished("tool_calls"),
     ]
     assert [c.id for c in acc.ready_calls] == ["c0", "c1"]
+
+
+def test_interleaved_fragments_of_two_calls_each_get_their_own_arguments() -> None:
+    acc = DeltaAccumulator()
+    events = feed_all(
+        acc,
+        [
+            first_fragment(0, "c0", "get_weather"),
+            first_fragment(1, "c1", "get_time"),
+            arg_fragment(0, '{"city": '),
+            arg_fragment(1, '{"tz": '),
+            arg_fragment(0, '"Oslo"}'),
+            arg_fragment(1, '"UTC"}'),
+            chunk(None, finish="tool_calls"),
+        ],
+    )
+    ready = [e for e in events if isinstance(e, ToolCallReady)]
+    assert ready == [
+        ToolCallReady(0, "c0", "get_weather", '{"city": "Oslo"}'),
+        ToolCallReady(1, "c1", "get_time", '{"tz": "UTC"}'),
+    ]
+    assert acc.late_fragments == []
+
+
+def test_repeated_or_clashing_ids_are_made_distinct() -> None:
+    acc = DeltaAccumulator()
+    feed_all(
+        acc,
+        [
+            first_fragment(0, "dup", "f"),
+            arg_fragment(0, "{}"),
+            first_fragment(1, "dup", "g"),
+            arg_fragment(1, "{}"),
+            first_fragment(2, "call_3", "h"),
+            chunk({"tool_calls": [{"index": 3, "function": {"name": "k", "arguments": "{}"}}]}),
+        ],
+    )
+    assert [c.id for c in acc.ready_calls] == ["dup", "dup_1", "call_3_2", "call_3"]
 
 
 def test_whole_call_in_one_fragment_and_two_calls_in_one_chunk() -> None:

@@ -184,3 +184,18 @@ async def test_gates_order_chunks_and_concurrency_limit_answers_429() -> None:
     assert server.max_in_flight == 1
     assert server.in_flight == 0
     assert len(server.chunk_log) == 3
+
+
+@pytest.mark.anyio
+async def test_hangup_closes_the_connection_before_any_header() -> None:
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(hangup=True))
+        stream = await anyio.connect_tcp("127.0.0.1", server.port)
+        body = b'{"model": "m", "messages": []}'
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        request = head + body
+        async with stream:
+            await stream.send(request)
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await stream.receive()
+        assert len(server.requests) == 1 and server.in_flight == 0

@@ -23,7 +23,7 @@ from voiceagent.testing.openai_server import (
     text_reply,
     tool_reply,
 )
-from voiceagent.testing.sinks import RecordingSink
+from voiceagent.testing.sinks import FlakySink, RecordingSink
 from voiceagent.tools import tool
 from voiceagent.turn import INTERRUPTED_TOOL_RESULT, TurnConfig
 
@@ -227,6 +227,7 @@ async def test_tool_chain_is_bounded_by_max_rounds_then_fallback(server: FakeOpe
     assert len(server.requests) == 3
     assert result.fallback_spoken
     assert sink.spoken[-1] == "Sorry, that took too long."
+    assert result.error == "tool chain reached max_rounds=3"
     assert_valid_conversation(agent)
 
 
@@ -243,6 +244,16 @@ async def test_llm_error_gives_a_spoken_fallback_not_an_exception(
     assert result.error is not None and str(status) in result.error
     assert len(server.requests) == 1
     assert [m["role"] for m in agent.conversation.history] == ["user"]
+    assert result.rounds[0].attempts == 1
+
+
+@pytest.mark.anyio
+async def test_a_round_that_never_opened_reports_its_attempts(server: FakeOpenAIServer) -> None:
+    server.responder = lambda body: error_reply(503, "overloaded")
+    agent = make_agent(server, RecordingSink())
+    result = await agent.respond("Hi")
+    assert len(server.requests) == 5
+    assert result.rounds[0].attempts == 5
 
 
 @pytest.mark.anyio
@@ -398,3 +409,52 @@ async def test_malformed_chunk_is_skipped_and_counted(server: FakeOpenAIServer) 
     result = await make_agent(server, sink).respond("hi")
     assert sink.text == "Hello there, friend."
     assert result.rounds[0].malformed_chunks == 1
+
+
+@pytest.mark.anyio
+async def test_tts_sink_failing_mid_utterance_ends_the_turn_keeps_what_was_heard_and_speaks_fallback(
+    server: FakeOpenAIServer,
+) -> None:
+    text = "First part is here. Second sentence is longer than that. Third one ends it all."
+    server.enqueue(text_reply(text, pieces=20))
+    # The second chunk breaks after 6 characters played; the sink works again for the fallback.
+    sink = FlakySink(fail_at=2, played_before_failure=6)
+    agent = make_agent(server, sink, fallback="Sorry, the line broke up.")
+    result = await agent.respond("Talk")
+    assert not result.interrupted
+    assert result.error is not None and "TTS sink failed" in result.error
+    assert "ConnectionResetError" in result.error
+    assert result.fallback_spoken
+    assert sink.spoken == ["First part is here. ", "Sorry, the line broke up."]
+    assert result.heard_text == "First part is here. Second" + "Sorry, the line broke up."
+    assert agent.conversation.history[-1] == {"role": "assistant", "content": "First part is here. Second"}
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_tts_sink_broken_for_good_during_a_tool_ends_the_turn_with_every_call_answered(
+    server: FakeOpenAIServer,
+) -> None:
+    entered = anyio.Event()
+
+    @tool
+    async def slow_search(q: str) -> str:
+        """Search slowly."""
+        entered.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    server.enqueue(tool_reply([("slow_search", {"q": "x"})], filler="Searching now."))
+    sink = FlakySink(fail_at=1, failures=-1, gate=entered)
+    agent = make_agent(server, sink, [slow_search])
+    with anyio.fail_after(GATE_TIMEOUT):
+        result = await agent.respond("search x")
+    assert result.error is not None and "TTS sink failed" in result.error
+    assert not result.fallback_spoken and not result.interrupted
+    assert sink.spoken == []
+    assert [c.kind for c in sink.calls].count("speak_failed") == 2  # the filler, then the fallback
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert history[1]["content"] is None  # "Searching now." was never heard
+    assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
+    assert_valid_conversation(agent)

@@ -7,8 +7,15 @@ call's first fragment; later fragments carry only ``index`` and argument text.
 A tool call is *ready* (may start) as soon as its arguments are known to be complete:
 - its argument text parses as a JSON object (cheap check, only when it ends in ``}``): the fastest
   signal, it does not wait for the next chunk;
-- a fragment for a higher index arrives (calls stream one after another);
 - ``finish_reason`` arrives, or the stream ends cleanly.
+
+A fragment for a higher index is *not* taken as the end of the lower calls: a server may interleave the
+fragments of parallel calls, and a call started on half its arguments cannot be taken back. (Calls
+that never form a JSON object, e.g. ``""`` for no arguments, wait for the finish instead.)
+
+Each dispatched call gets a distinct id: a missing id becomes ``call_<index>``, and an id already
+taken by another call of the stream gets an ``_<index>`` suffix, so every tool message answers
+exactly one call.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class DeltaAccumulator:
     def __init__(self) -> None:
         self.content_parts: list[str] = []
         self._calls: dict[int, _PendingCall] = {}
+        self._ids: set[str] = set()  # ids of dispatched calls
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.response_id: str | None = None
@@ -142,8 +150,6 @@ class DeltaAccumulator:
             index = last + 1 if fragment.get("id") or last < 0 else last
         call = self._calls.get(index)
         if call is None:
-            # A new index means every lower call has streamed all its arguments.
-            events.extend(self._dispatch_pending(below=index))
             call = self._calls[index] = _PendingCall(index)
         function = _dict(fragment.get("function"))
         arguments = function.get("arguments")
@@ -163,17 +169,14 @@ class DeltaAccumulator:
                 events.append(self._mark_ready(call))
         return events
 
-    def _dispatch_pending(self, below: int | None = None) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for index in sorted(self._calls):
-            call = self._calls[index]
-            if call.ready or (below is not None and index >= below):
-                continue
-            events.append(self._mark_ready(call))
-        return events
+    def _dispatch_pending(self) -> list[StreamEvent]:
+        return [self._mark_ready(self._calls[i]) for i in sorted(self._calls) if not self._calls[i].ready]
 
     def _mark_ready(self, call: _PendingCall) -> ToolCallReady:
         call.ready = True
         if not call.id:
             call.id = f"call_{call.index}"  # some servers omit ids; the tool message still needs one
+        while call.id in self._ids:
+            call.id = f"{call.id}_{call.index}"  # a repeated id would leave one call unanswered
+        self._ids.add(call.id)
         return ToolCallReady(call.index, call.id, call.name, call.argument_text)

@@ -37,7 +37,7 @@ from voiceagent.errors import (
     StreamProtocolError,
 )
 from voiceagent.limiter import ConcurrencyLimiter, Limiter
-from voiceagent.logs import current, get_logger, set_request_id
+from voiceagent.logs import current, get_logger, register_secret, set_request_id
 from voiceagent.retry import RetryPolicy
 
 logger = get_logger(__name__)
@@ -103,6 +103,7 @@ class LLMClient:
             openai_client = openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=api_key, max_retries=0, timeout=timeout
             )
+        register_secret(openai_client.api_key)  # never in a log line, whatever its shape
         self.openai_client = openai_client
 
     @classmethod

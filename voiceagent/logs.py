@@ -2,12 +2,19 @@
 
 A contextvar holds the current values; ``get_logger`` returns a logger whose filter copies them onto
 each record, so the fields survive any handler or formatter the application installs.
+
+Secrets never reach a log line through voiceagent: every voiceagent logger, and the handler
+``configure()`` installs, redact ``sk-``/``sk_`` keys, ``Bearer`` tokens, ``Authorization``/``api_key``/
+``auth_token`` values and any value passed to ``register_secret`` (``LLMClient`` registers its API key),
+in the message and in the traceback text. Add ``RedactingFilter()`` to your own handlers to cover
+other libraries' records too (a server error message may echo the key).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -64,11 +71,66 @@ class ContextFilter(logging.Filter):
 
 _FILTER = ContextFilter()
 
+REDACTED = "[REDACTED]"
+_PATTERN = re.compile(
+    r"(?P<key>\bsk[-_][A-Za-z0-9_\-]{6,})"
+    r"|(?P<bearer>\bBearer\s+)[^\s'\",;]+"
+    r"|(?P<field>\b(?:authorization|api[-_]?key|auth[-_]?token|access[-_]?token)['\"]?\s*[:=]\s*['\"]?)"
+    r"(?!\[REDACTED\])(?:(?:bearer|basic|token)\s+)?[^\s'\",;}]+",
+    re.IGNORECASE,
+)
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Redact this exact value (an API key, a Twilio auth token...) from every record voiceagent's
+    filters see, whatever its shape. Values shorter than 6 characters are ignored (too common)."""
+    if value and len(value) >= 6:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret and every key/token-looking value replaced by [REDACTED]."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+
+    def replace(match: re.Match[str]) -> str:
+        if match["key"]:
+            return REDACTED
+        return (match["bearer"] or match["field"]) + REDACTED
+
+    return _PATTERN.sub(replace, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message and traceback text with ``redact`` (it never drops a record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed %-format is the logging module's to report
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_REDACT = RedactingFilter()
+
 
 def get_logger(name: str) -> logging.Logger:
     logger = logging.getLogger(name)
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
+    for f in (_FILTER, _REDACT):
+        if f not in logger.filters:
+            logger.addFilter(f)
     return logger
 
 
@@ -77,6 +139,7 @@ def configure(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_FILTER)
+    handler.addFilter(_REDACT)
     root = logging.getLogger("voiceagent")
     root.handlers[:] = [handler]
     root.setLevel(level)

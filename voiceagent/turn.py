@@ -8,10 +8,17 @@ message per call; then the next round, up to ``max_rounds``.
 Speech goes through a queue to one speaker task, so a slow sink never delays reading the stream or
 starting a tool. The turn's messages are committed to the conversation when the turn ends: history
 stays append-only, and a barge-in can still keep only what the listener actually heard.
+
+If the sink raises (a TTS socket dropped mid-utterance), nobody hears the rest of the answer: the turn
+stops as a barge-in would (stream closed, tools cancelled per policy, only what was heard kept, every
+tool call answered), reports the failure in ``TurnResult.error`` and tries the fallback line once on the
+same sink, which may have reconnected. ``TurnResult.interrupted`` stays False: the caller did not
+interrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -146,6 +153,7 @@ class Turn:
         self._filler_spoken = False
         self._fallback_spoken = False
         self._error: str | None = None
+        self._sink_error: Exception | None = None
         self._llm_done_at = 0.0
 
     def cancel(self) -> None:
@@ -169,19 +177,23 @@ class Turn:
                     tg.start_soon(self._speak_all, receive)
                     async with send:
                         await self._run_rounds(send)
-            interrupted = self._scope.cancelled_caught or self._scope.cancel_called
-            if interrupted:
+            stopped = self._scope.cancelled_caught or self._scope.cancel_called
+            interrupted = stopped and self._sink_error is None
+            if stopped:
                 with anyio.CancelScope(shield=True):
-                    await self._sink.cancel()
-            heard = self._heard_chars(self._sink.played_chars - played_before, interrupted)
-            if interrupted:
+                    await self._cancel_sink()
+            heard = self._heard_chars(self._sink.played_chars - played_before, stopped)
+            if stopped:
                 self._truncate_to_heard(heard)
             for message in self._pending:
                 self._append(message)
+            heard_text = "".join(u.text for u in self._utterances)[:heard]
+            if self._sink_error is not None:
+                heard_text += await self._fallback_after_sink_failure()
             result = TurnResult(
                 user_text=user_text,
                 spoken_text="".join(u.text for u in self._utterances),
-                heard_text="".join(u.text for u in self._utterances)[:heard],
+                heard_text=heard_text,
                 rounds=tuple(self._rounds),
                 tool_calls=tuple(self._tool_records),
                 time_to_first_text=next((r.first_text_at for r in self._rounds if r.first_text_at), None),
@@ -216,6 +228,7 @@ class Turn:
                 break
         else:
             log.warning("tool chain reached max_rounds=%d; ending the turn", self._config.max_rounds)
+            self._error = f"tool chain reached max_rounds={self._config.max_rounds}"
             self._say_fallback(speech, self._config.max_rounds)
         if not any(not u.filler for u in self._utterances) and not self._fallback_spoken:
             self._say_fallback(speech, len(self._rounds))  # never leave the caller in silence
@@ -258,20 +271,27 @@ class Turn:
         tools: TaskGroup,
     ) -> None:
         params = dict(self._config.params)
-        async with self._llm.stream(messages, tools=self._tools_schema, **params) as stream:
-            state.request_id = stream.request_id
-            set_request_id(stream.request_id)
-            try:
-                async for chunk in stream:
-                    if state.first_chunk_at is None:
-                        state.first_chunk_at = self._now()
-                    for event in state.acc.feed(chunk):
+        opening = self._llm.stream(messages, tools=self._tools_schema, **params)
+        try:
+            async with opening as stream:
+                state.request_id = stream.request_id
+                set_request_id(stream.request_id)
+                try:
+                    async for chunk in stream:
+                        if state.first_chunk_at is None:
+                            state.first_chunk_at = self._now()
+                        for event in state.acc.feed(chunk):
+                            self._on_stream_event(event, state, chunker, speech, tools)
+                    for event in state.acc.end():
                         self._on_stream_event(event, state, chunker, speech, tools)
-                for event in state.acc.end():
-                    self._on_stream_event(event, state, chunker, speech, tools)
-            finally:
-                state.attempts = stream.attempts
-                state.malformed_chunks = stream.malformed_chunks
+                finally:
+                    state.attempts = stream.attempts
+                    state.malformed_chunks = stream.malformed_chunks
+        finally:
+            # An LLMStream is its own context manager: its attempts count when no attempt ever opened.
+            attempts = getattr(opening, "attempts", None)
+            if isinstance(attempts, int):
+                state.attempts = max(state.attempts, attempts)
 
     def _on_stream_event(
         self,
@@ -358,7 +378,9 @@ class Turn:
         state = self._current
         if state is not None and state.first_text_at is None:
             state.first_text_at = self._now()
-        speech.send_nowait(utterance)
+        # The speaker is gone only after the sink failed; the turn is being stopped then.
+        with contextlib.suppress(anyio.BrokenResourceError):
+            speech.send_nowait(utterance)
         self._emit(SpeechQueued(number, text, self._now(), filler))
 
     def _say_fallback(self, speech: MemoryObjectSendStream[_Utterance], number: int) -> None:
@@ -366,10 +388,39 @@ class Turn:
         self._queue(speech, number, self._config.fallback, filler=True)
 
     async def _speak_all(self, utterances: MemoryObjectReceiveStream[_Utterance]) -> None:
-        async with utterances:
-            async for utterance in utterances:
-                await self._sink.speak(utterance.text)
-        await self._sink.flush()
+        try:
+            async with utterances:
+                async for utterance in utterances:
+                    await self._sink.speak(utterance.text)
+            await self._sink.flush()
+        except Exception as exc:
+            # Words nobody hears are not worth generating: stop the turn, keep what was heard.
+            self._sink_error = exc
+            log.warning("TTS sink failed (%r); ending the turn", exc)
+            self._scope.cancel()
+
+    async def _cancel_sink(self) -> None:
+        try:
+            await self._sink.cancel()
+        except Exception as exc:  # a broken sink must not cost the turn its bookkeeping
+            log.warning("TTS sink cancel failed: %r", exc)
+
+    async def _fallback_after_sink_failure(self) -> str:
+        """Report the sink failure and try the fallback line once; return what was heard of it."""
+        failure = f"TTS sink failed: {self._sink_error!r}"
+        self._error = f"{self._error}; {failure}" if self._error else failure
+        self._fallback_spoken = False  # anything queued before the failure may never have played
+        number = len(self._rounds)
+        self._utterances.append(_Utterance(number, self._config.fallback, True))
+        self._emit(SpeechQueued(number, self._config.fallback, self._now(), True))
+        try:
+            await self._sink.speak(self._config.fallback)
+            await self._sink.flush()
+        except Exception as exc:
+            log.warning("TTS sink still failing (%r); the fallback line was not spoken", exc)
+            return ""
+        self._fallback_spoken = True
+        return self._config.fallback
 
     # -- barge-in bookkeeping --------------------------------------------------------------------
 

@@ -73,13 +73,15 @@ class Drop:
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted response. ``status != 200`` sends ``body`` (an Electron error envelope) as JSON."""
+    """One scripted response. ``status != 200`` sends ``body`` (an Electron error envelope) as JSON.
+    ``hangup``: read the request, then close the connection without sending a byte (no status line)."""
 
     events: Sequence[Chunk | Drop] = ()
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     body: dict[str, Any] | None = None
     request_id: str | None = None
+    hangup: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,11 @@ class FakeOpenAIServer:
         self, stream: anyio.abc.SocketStream, index: int, reply: Reply, state: _ResponseState
     ) -> None:
         request_id = reply.request_id or str(uuid.uuid4())
+        if reply.hangup:
+            state.ended = True
+            await stream.aclose()
+            self._finish(state)
+            return
         if reply.status != 200:
             body = reply.body or error_envelope(f"HTTP {reply.status}", _error_type(reply.status))
             await self._send_json(stream, reply.status, body, request_id=request_id, extra=reply.headers)

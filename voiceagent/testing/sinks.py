@@ -61,3 +61,34 @@ class RecordingSink:
     @property
     def text(self) -> str:
         return "".join(self.spoken)
+
+
+@dataclass
+class FlakySink(RecordingSink):
+    """A RecordingSink whose TTS connection drops: speak call number ``fail_at`` (1-based) plays
+    ``played_before_failure`` characters of its text, then raises ``ConnectionResetError``. The next
+    ``failures - 1`` speak calls fail at once too; after that it works again, as after a reconnect
+    (``failures=-1``: it never recovers). Failed calls are recorded with kind ``"speak_failed"``.
+    ``gate``: the first failing call waits for it before failing (order the failure against the test)."""
+
+    fail_at: int = 1
+    failures: int = 1
+    played_before_failure: int = 0
+    gate: anyio.Event | None = None
+    _speak_calls: int = 0
+    _failed: int = 0
+
+    async def speak(self, text: str) -> None:
+        self._speak_calls += 1
+        failing = self._speak_calls >= self.fail_at and (self.failures < 0 or self._failed < self.failures)
+        if not failing:
+            await super().speak(text)
+            return
+        first = self._failed == 0
+        self._failed += 1
+        if first and self.gate is not None:
+            await self.gate.wait()
+        self.calls.append(SinkCall("speak_failed", text, time.perf_counter()))
+        if first:
+            self._played += min(len(text), self.played_before_failure)
+        raise ConnectionResetError("TTS socket closed mid-utterance")
