@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             continue
         modules[name] = module
-        module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0] if module.__doc__ else None))
+        module.add_arguments(
+            sub.add_parser(name, help=module.__doc__.splitlines()[0] if module.__doc__ else None)
+        )
     args = parser.parse_args(argv)
     result: int = modules[args.command].run(args)
     return result

@@ -12,13 +12,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
 from voiceagent.cassette import (
     CassetteWriter,
     ChunkRecord,
+    EndHow,
     EndRecord,
     RequestRecord,
     ResponseRecord,
@@ -116,14 +117,16 @@ class _RecordingStreamContext:
             raise
         except BaseException as exc:
             t = round(time.perf_counter() - started, 6)
-            how = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
-            writer.write(EndRecord(n, how, t, 0, str(exc) or type(exc).__name__))
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                writer.write(EndRecord(n, "cancelled", t, 0))
+            else:
+                writer.write(EndRecord(n, "error", t, 0, str(exc) or type(exc).__name__))
             raise
         t = time.perf_counter() - started
         attempts = int(getattr(inner, "attempts", 1) or 1)
         writer.write(ResponseRecord(n, 200, inner.request_id, round(t, 6), attempts))
         self._stream = _RecordingStream(self._owner, n, inner, started)
-        return self._stream
+        return cast(ChatStream, self._stream)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -133,7 +136,8 @@ class _RecordingStreamContext:
         finally:
             if self._stream is not None and not self._stream.ended:
                 # Left before the stream ended: the consumer hung up (barge-in) or failed.
-                self._stream.end("cancelled", None if exc is None else (str(exc) or type(exc).__name__))
+                cancelled = exc is None or isinstance(exc, anyio.get_cancelled_exc_class())
+                self._stream.end("cancelled", None if cancelled else (str(exc) or type(exc).__name__))
 
 
 class _RecordingStream:
@@ -162,12 +166,12 @@ class _RecordingStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def end(self, how: str, error: str | None = None) -> None:
+    def end(self, how: EndHow, error: str | None = None) -> None:
         if self.ended:
             return
         self.ended = True
         t = round(time.perf_counter() - self._started, 6)
-        self._owner.writer.write(EndRecord(self._n, how, t, self._count, error))  # type: ignore[arg-type]
+        self._owner.writer.write(EndRecord(self._n, how, t, self._count, error))
 
     def __aiter__(self) -> _RecordingStream:
         self._iterator = self._inner.__aiter__()
@@ -279,6 +283,13 @@ class RecordingTTSSink:
     @property
     def text(self) -> str:
         return "".join(r.text for r in self.records)
+
+    async def wait_for_chars(self, count: int) -> None:
+        """Return once at least ``count`` characters have been spoken (an ordering gate for tests)."""
+        while len(self.text) < count:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
     async def wait_for_text(self, text: str) -> None:
         """Return once ``text`` is part of everything spoken so far (an ordering gate for tests)."""

@@ -346,7 +346,9 @@ class Turn:
 
     # -- speech ----------------------------------------------------------------------------------
 
-    def _queue(self, speech: MemoryObjectSendStream[_Utterance], number: int, text: str, filler: bool = False) -> None:
+    def _queue(
+        self, speech: MemoryObjectSendStream[_Utterance], number: int, text: str, filler: bool = False
+    ) -> None:
         utterance = _Utterance(number, text, filler)
         self._utterances.append(utterance)
         state = self._current
@@ -394,7 +396,9 @@ class Turn:
             message["content"] = text or None
         # An assistant message with neither words nor calls would be rejected by the server.
         self._pending = [
-            m for m in self._pending if not (m["role"] == "assistant" and not m["content"] and not m.get("tool_calls"))
+            m
+            for m in self._pending
+            if not (m["role"] == "assistant" and not m["content"] and not m.get("tool_calls"))
         ]
 
     def _commit_interrupted_round(self, state: _RoundState) -> None:
@@ -404,8 +408,15 @@ class Turn:
         now = self._now()
         for call in calls:
             done = state.results.get(call.id) or ToolCallRecord(
-                state.number, call.id, call.name, call.arguments, INTERRUPTED_TOOL_RESULT, True,
-                state.ready_at.get(call.id, now), state.ready_at.get(call.id, now), now,
+                state.number,
+                call.id,
+                call.name,
+                call.arguments,
+                INTERRUPTED_TOOL_RESULT,
+                True,
+                state.ready_at.get(call.id, now),
+                state.ready_at.get(call.id, now),
+                now,
             )
             self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
             self._tool_records.append(done)
@@ -449,7 +460,9 @@ class Turn:
 
     def _estimate_usage(self, state: _RoundState) -> Usage:
         """The usage chunk never came (stream cut): roughly 4 characters a token, flagged as estimated."""
-        generated = len(state.acc.content) + sum(len(c.arguments) + len(c.name) for c in state.acc.ready_calls)
+        generated = len(state.acc.content) + sum(
+            len(c.arguments) + len(c.name) for c in state.acc.ready_calls
+        )
         prompt = len(json.dumps(self._conversation.messages() + self._pending))
         return Usage(prompt // 4, math.ceil(generated / 4), 0, estimated=True)
 
