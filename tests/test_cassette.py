@@ -19,13 +19,15 @@ from voiceagent.cassette import (
     TurnRecord,
 )
 
+HEADER = '{"type": "header", "version": 1}'
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "cassettes"
 
 
 def test_writer_round_trips_every_record_and_groups_exchanges(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     with CassetteWriter(path, meta={"agent": "x:y"}) as writer:
-        writer.write(RequestRecord(1, {"model": "electron", "messages": [{"role": "system", "content": "Hi"}]}))
+        body = {"model": "electron", "messages": [{"role": "system", "content": "Hi"}]}
+        writer.write(RequestRecord(1, body))
         writer.write(ResponseRecord(1, 200, "req-1", 0.01))
         writer.write(ChunkRecord(1, 0.25, {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}))
         writer.write(ChunkRecord(1, 0.28, {"choices": [{"index": 0, "delta": {"content": "lo"}}]}))
@@ -75,11 +77,13 @@ def test_secrets_are_never_written(tmp_path: Path) -> None:
         (["not json"], "line 1: not valid JSON"),
         (['{"type": "request", "n": 1, "body": {}}'], "line 1: the first line must be the header"),
         (['{"type": "header", "version": 2}'], "line 1: unsupported cassette version 2"),
-        (['{"type": "header", "version": 1}', "", '{"type": "bogus"}'], "line 3: unknown record type 'bogus'"),
-        (['{"type": "header", "version": 1}', '{"type": "chunk", "n": 1}'], "line 2: bad chunk record"),
-        (['{"type": "header", "version": 1}', '{"type": "end", "n": 1, "how": "maybe"}'], "line 2: end record"),
-        (['{"type": "header", "version": 1}', '{"type": "chunk", "n": 1, "t": 0, "data": {}, "x": 1}'],
-         r"line 2: chunk record has unknown field\(s\) x"),
+        ([HEADER, "", '{"type": "bogus"}'], "line 3: unknown record type 'bogus'"),
+        ([HEADER, '{"type": "chunk", "n": 1}'], "line 2: bad chunk record"),
+        ([HEADER, '{"type": "end", "n": 1, "how": "maybe"}'], "line 2: end record"),
+        (
+            [HEADER, '{"type": "chunk", "n": 1, "t": 0, "data": {}, "x": 1}'],
+            r"line 2: chunk record has unknown field\(s\) x",
+        ),
         ([], "empty cassette"),
     ],
 )

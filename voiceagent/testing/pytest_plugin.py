@@ -58,6 +58,7 @@ async def replay(request: pytest.FixtureRequest) -> AsyncIterator[ReplayFactory]
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Report replay mismatches as the test's failure, diff first, whatever else went wrong."""
+    __tracebackhide__ = True
     try:
         yield
     except BaseException as exc:
@@ -71,6 +72,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _pending_mismatch(item: pytest.Item) -> ReplayMismatch | None:
+    __tracebackhide__ = True
     for server in item.stash.get(_SERVERS, []):
         try:
             server.check()

@@ -165,6 +165,7 @@ class ReplayServer:
 
     def check(self) -> None:
         """Raise the first mismatch (with how many there were), if any."""
+        __tracebackhide__ = True
         if self.mismatches:
             first = self.mismatches[0]
             more = (
