@@ -387,7 +387,16 @@ def turn_record(result: TurnResult, index: int, at: float = 0.0) -> TurnRecord:
         for r in result.rounds
     )
     tools = tuple(
-        {"round": c.round, "call_id": c.call_id, "name": c.name, "is_error": c.is_error}
+        {
+            "round": c.round,
+            "call_id": c.call_id,
+            "name": c.name,
+            "arguments": c.arguments,
+            "is_error": c.is_error,
+            "ready_at": round(c.ready_at, 6),
+            "started_at": round(c.started_at, 6),
+            "finished_at": round(c.finished_at, 6),
+        }
         for c in result.tool_calls
     )
     ttft = None if result.time_to_first_text is None else round(result.time_to_first_text, 6)
