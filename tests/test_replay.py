@@ -391,5 +391,49 @@ def test_assert_speech_matches_shows_a_diff() -> None:
     with pytest.raises(AssertionError) as info:
         assert_speech_matches(cassette, spoken, audio=False)
     assert "-'a lovely day to be outside.'" in str(info.value)
-    assert "+\"It's raining.\"" in str(info.value)
+    assert '+"It\'s raining."' in str(info.value)
     assert_speech_matches(cassette, cassette.speech)
+
+
+class _NoWireBody:
+    """A ChatStreamer that does not expose the JSON body it sends (not every client does)."""
+
+    def __init__(self, inner: LLMClient) -> None:
+        self.inner = inner
+
+    def stream(self, messages: Any, *, tools: Any = None, **params: Any) -> Any:
+        inner = self.inner.stream(messages, tools=tools, **params)
+
+        class Opaque:
+            async def __aenter__(self) -> Any:
+                return await inner.__aenter__()
+
+            async def __aexit__(self, *exc: Any) -> Any:
+                return await inner.__aexit__(*exc)
+
+        return Opaque()
+
+
+@pytest.mark.anyio
+async def test_requests_are_recorded_from_the_arguments_when_the_body_is_not_exposed() -> None:
+    writer = CassetteWriter.memory()
+    async with FakeOpenAIServer() as fake:
+        fake.enqueue(text_reply("Hi there."))
+        recorder = Recorder(writer)
+        agent = Agent(llm=_NoWireBody(make_llm(fake)), sink=ToneSink(), system_prompt="Be brief.")
+        recorder.attach(agent)
+        await recorder.respond(agent, "Hello")
+    [exchange] = writer.cassette().exchanges
+    assert exchange.request.source == "arguments"
+    assert exchange.request.body == {
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    }
+    # Replay compares what was recorded (messages, tools, the params given), not the client's own fields.
+    async with ReplayServer(writer.cassette(), speed=0) as server:
+        run = await replay_session(
+            server, lambda llm, sink: Agent(llm=llm, sink=sink, system_prompt="Be brief.")
+        )
+    assert run.results[0].spoken_text == "Hi there."
+    async with ReplayServer(writer.cassette(), speed=0, strict=False) as server:
+        await replay_session(server, lambda llm, sink: Agent(llm=llm, sink=sink, system_prompt="Be long."))
+    assert "Be long." in server.take_mismatches()[0].diff

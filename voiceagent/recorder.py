@@ -64,6 +64,20 @@ class RecordingLLM:
         self.inner = inner
         self.writer = writer
         self.chunks_recorded = 0
+        self._chunk_seen: anyio.Event | None = None
+
+    def _on_chunk(self) -> None:
+        self.chunks_recorded += 1
+        if self._chunk_seen is not None:
+            self._chunk_seen.set()
+            self._chunk_seen = None
+
+    async def wait_for_chunks(self, count: int) -> None:
+        """Return once ``count`` chunks (over all requests) have reached the consumer."""
+        while self.chunks_recorded < count:
+            if self._chunk_seen is None:
+                self._chunk_seen = anyio.Event()
+            await self._chunk_seen.wait()
 
     def stream(
         self,
@@ -191,8 +205,8 @@ class _RecordingStream:
             raise
         t = round(time.perf_counter() - self._started, 6)
         self._count += 1
-        self._owner.chunks_recorded += 1
         self._owner.writer.write(ChunkRecord(self._n, t, chunk))
+        self._owner._on_chunk()
         return chunk
 
 

@@ -29,7 +29,7 @@ import anyio
 from voiceagent.cassette import Cassette, CassetteWriter, Exchange, RequestRecord, SpeechRecord, STTRecord
 from voiceagent.events import TurnEvent
 from voiceagent.logs import get_logger
-from voiceagent.recorder import Recorder, RecordingTTSSink
+from voiceagent.recorder import Recorder, RecordingLLM, RecordingTTSSink
 from voiceagent.results import TurnResult
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
 from voiceagent.testing.openai_server import Chunk, Drop, FakeOpenAIServer, Reply, error_envelope
@@ -468,7 +468,8 @@ async def replay_session(
     cassette = server.cassette
     recorder = Recorder(CassetteWriter.memory(meta={"replay_of": cassette.name, **cassette.meta}))
     recording_sink = recorder.wrap_sink(sink or ToneSink())
-    agent = build_agent(recorder.wrap_llm(server.client()), recording_sink)
+    recording_llm = recorder.wrap_llm(server.client())
+    agent = build_agent(recording_llm, recording_sink)
     agent.runner = recorder.wrap_runner(server.tool_runner(agent.runner))
     turns = cassette.turns
     utterances = [
@@ -489,7 +490,7 @@ async def replay_session(
         recorded = turns[index - 1] if index <= len(turns) else None
         if recorded is not None and recorded.interrupted:
             result = await _run_interrupted(
-                server, turn, text, recorded.turn, recording_sink, len(recorded.heard_text)
+                server, turn, text, recorded.turn, recording_llm, recording_sink, len(recorded.heard_text)
             )
         else:
             result = await turn.run(text)
@@ -500,11 +501,21 @@ async def replay_session(
 
 
 async def _run_interrupted(
-    server: ReplayServer, turn: Any, text: str, turn_index: int, sink: RecordingTTSSink, heard_chars: int
+    server: ReplayServer,
+    turn: Any,
+    text: str,
+    turn_index: int,
+    llm: RecordingLLM,
+    sink: RecordingTTSSink,
+    heard_chars: int,
 ) -> TurnResult:
+    """Cut where the recording was cut: the agent has every chunk the recording got before the caller
+    spoke, and the sink has spoken what the caller heard."""
     cut = [
         e.n for e in server.exchanges if e.request.turn == turn_index and e.end and e.end.how == "cancelled"
     ]
+    # Chunks the agent had received, over the whole session, when the caller cut in.
+    chunks_at_cut = sum(len(e.chunks) for e in server.exchanges if cut and e.n <= cut[-1])
     box: list[TurnResult] = []
     chars_before = len(sink.text)
 
@@ -517,6 +528,7 @@ async def _run_interrupted(
         async def barge_in() -> None:
             if cut:
                 await server.wait_for_cut(cut[-1])
+                await llm.wait_for_chunks(chunks_at_cut)
             await sink.wait_for_chars(chars_before + heard_chars)
             turn.cancel()
 
