@@ -20,9 +20,17 @@ from voiceagent.llm import LLMClient
 from voiceagent.recorder import Recorder, RecordingTTSSink
 from voiceagent.retry import RetryPolicy
 from voiceagent.stt import SpeechStarted, Transcript
-from voiceagent.testing.openai_server import Drop, FakeOpenAIServer, error_reply, text_reply, tool_reply
+from voiceagent.testing.openai_server import (
+    Chunk,
+    Drop,
+    FakeOpenAIServer,
+    error_reply,
+    text_reply,
+    tool_reply,
+)
 from voiceagent.testing.pytest_plugin import ReplayFactory
 from voiceagent.testing.replay import (
+    ReplayMismatch,
     ReplayServer,
     ReplaySTTSource,
     assert_speech_matches,
@@ -222,11 +230,26 @@ async def test_a_tool_with_a_different_result_is_caught_unless_substituted(repla
     [mismatch] = unsubstituted.take_mismatches()
     assert mismatch.exchange == 2 and "heatwave" in mismatch.diff
 
-    substituted = await replay(WEATHER, speed=0, substitute_tools={"get_weather"})
-    agent = substituted.attach(factory2(substituted.client(), recorded_sink()))
-    result = await agent.respond("What's the weather in Paris right now?")
-    assert result.tool_calls[0].result == "Paris: 18 degrees C, sunny."
-    substituted.assert_complete()
+    for substitute in ({"get_weather"}, True):
+        substituted = await replay(WEATHER, speed=0, substitute_tools=substitute)
+        agent = substituted.attach(factory2(substituted.client(), recorded_sink()))
+        result = await agent.respond("What's the weather in Paris right now?")
+        assert result.tool_calls[0].result == "Paris: 18 degrees C, sunny."
+        substituted.assert_complete()
+
+    # Substituting another tool's results leaves get_weather real (and still caught).
+    other_only = await replay(WEATHER, speed=0, substitute_tools={"get_time"})
+    await other_only.attach(factory2(other_only.client(), recorded_sink())).respond(
+        "What's the weather in Paris right now?"
+    )
+    assert other_only.take_mismatches()
+
+
+@pytest.mark.anyio
+async def test_a_strict_server_raises_the_mismatch_when_its_block_ends() -> None:
+    with pytest.raises(ReplayMismatch, match="request 1 \\(turn 1, round 1\\) differs"):
+        async with ReplayServer(WEATHER, speed=0) as server:
+            await build_agent(server.client(), ToneSink()).respond("Something else")
 
 
 def test_an_unreported_mismatch_fails_the_test_with_the_diff(tmp_path: Path) -> None:
@@ -289,16 +312,17 @@ def make_llm(server: FakeOpenAIServer) -> LLMClient:
 @pytest.mark.anyio
 async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: Path) -> None:
     path = tmp_path / "session.jsonl"
+    replies = (
+        dataclasses.replace(
+            tool_reply([("get_weather", {"city": "London"})], filler="One second.", usage=(300, 20, 0)),
+            request_id="req-a",
+        ),
+        dataclasses.replace(
+            text_reply("Rainy, 12 degrees.", pieces=4, usage=(340, 8, 256)), request_id="req-b"
+        ),
+    )
     async with FakeOpenAIServer() as fake:
-        fake.enqueue(
-            dataclasses.replace(
-                tool_reply([("get_weather", {"city": "London"})], filler="One second.", usage=(300, 20, 0)),
-                request_id="req-a",
-            ),
-            dataclasses.replace(
-                text_reply("Rainy, 12 degrees.", pieces=4, usage=(340, 8, 256)), request_id="req-b"
-            ),
-        )
+        fake.enqueue(*replies)
         writer = CassetteWriter(path, meta={"agent": "examples.weather_bot:build_agent"})
         recorder = Recorder(writer)
         agent = recorder.attach(build_agent(make_llm(fake), ToneSink()))
@@ -316,6 +340,8 @@ async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: 
     assert first.request.body == fake.requests[0].body  # the exact JSON body sent
     assert (first.request.turn, first.request.round, second.request.round) == (1, 1, 2)
     assert [e.request_id for e in cassette.exchanges] == ["req-a", "req-b"]
+    for exchange, reply in zip(cassette.exchanges, replies, strict=True):  # every chunk, unchanged
+        assert [c.data for c in exchange.chunks] == [e.data for e in reply.events if isinstance(e, Chunk)]
     assert first.end is not None and first.end.how == "done" and first.end.chunks == len(first.chunks)
     assert all(a.t <= b.t for a, b in zip(first.chunks, first.chunks[1:], strict=False))
     assert [t.result for t in cassette.tools] == ["London: 12 degrees C, light rain."]
