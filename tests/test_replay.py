@@ -1,0 +1,465 @@
+"""Replaying cassettes through the real pipeline (LLMClient -> loopback SSE -> Turn -> tools -> sink), and
+recording sessions against FakeOpenAIServer."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import pytest
+
+from voiceagent.agent import Agent
+from voiceagent.cassette import Cassette, CassetteWriter
+from voiceagent.llm import LLMClient
+from voiceagent.recorder import Recorder, RecordingTTSSink
+from voiceagent.retry import RetryPolicy
+from voiceagent.stt import SpeechStarted, Transcript
+from voiceagent.testing.openai_server import (
+    Chunk,
+    Drop,
+    FakeOpenAIServer,
+    error_reply,
+    text_reply,
+    tool_reply,
+)
+from voiceagent.testing.pytest_plugin import ReplayFactory
+from voiceagent.testing.replay import (
+    ReplayMismatch,
+    ReplayServer,
+    ReplaySTTSource,
+    assert_speech_matches,
+    replay_session,
+)
+from voiceagent.testing.tone_sink import ToneSink
+from voiceagent.tools import tool
+from voiceagent.tts import TTSSink
+from voiceagent.turn import ChatStreamer, TurnConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # examples/ is a package at the repository root, not installed
+weather_bot = importlib.import_module("examples.weather_bot")
+build_agent = weather_bot.build_agent
+
+CASSETTES = ROOT / "examples" / "cassettes"
+WEATHER = CASSETTES / "weather.jsonl"
+GATE_TIMEOUT = 10.0
+
+
+def recorded_sink() -> RecordingTTSSink:
+    return RecordingTTSSink(ToneSink())
+
+
+# ---- the shipped cassettes replay through the real pipeline ---------------------------------------
+
+
+@pytest.mark.anyio
+async def test_weather_cassette_replays_filler_tool_and_answer(replay: ReplayFactory) -> None:
+    server = await replay("examples/cassettes/weather.jsonl", speed=0)
+    sink = recorded_sink()
+    agent = build_agent(server.client(), sink)
+    with anyio.fail_after(GATE_TIMEOUT):
+        result = await agent.respond("What's the weather in Paris right now?")
+
+    recorded = server.cassette.turns[0]
+    assert result.spoken_text == recorded.spoken_text
+    assert result.spoken_text.startswith("Let me check the weather for you.")
+    assert "18 degrees" in result.spoken_text
+    assert [(c.name, c.result) for c in result.tool_calls] == [("get_weather", "Paris: 18 degrees C, sunny.")]
+    assert result.request_ids == recorded.request_ids
+    assert result.rounds[1].usage.cached_tokens == recorded.rounds[1]["usage"]["cached_tokens"] > 0
+    assert result.rounds[0].usage.cached_tokens == 0
+    assert_speech_matches(server.cassette, sink)  # texts and audio digests
+    server.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_parallel_tools_cassette_runs_both_calls(replay: ReplayFactory) -> None:
+    server = await replay(CASSETTES / "parallel_tools.jsonl", speed=0)
+    sink = recorded_sink()
+    agent = build_agent(server.client(), sink)
+    result = await agent.respond("Is it warmer in Paris or in London right now?")
+    assert [(c.round, c.name, c.arguments) for c in result.tool_calls] == [
+        (1, "get_weather", '{"city": "Paris"}'),
+        (1, "get_weather", '{"city": "London"}'),
+    ]
+    assert [c.result for c in result.tool_calls] == [
+        "Paris: 18 degrees C, sunny.",
+        "London: 12 degrees C, light rain.",
+    ]
+    assert "Paris wins today." in result.spoken_text
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert_speech_matches(server.cassette, sink)
+    server.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_barge_in_cassette_cuts_at_the_same_point_and_the_next_turn_matches(
+    replay: ReplayFactory,
+) -> None:
+    server = await replay(CASSETTES / "barge_in.jsonl", speed=0)
+    recorded = server.cassette.turns
+    with anyio.fail_after(GATE_TIMEOUT):
+        run = await replay_session(server, build_agent)
+    first, second = run.results
+    assert first.interrupted and not second.interrupted
+    assert first.heard_text == recorded[0].heard_text
+    assert first.heard_text.endswith("It's 16 degrees and clear in Tokyo right now. ")
+    assert "breeze" not in first.spoken_text  # never streamed: the caller cut in before it
+    assert second.spoken_text == recorded[1].spoken_text
+    # Turn 2's first request carried turn 1's answer cut to what was heard; the server checked it.
+    truncated = server.requests[2]["messages"][4]
+    assert truncated["role"] == "assistant"
+    assert truncated["content"].startswith("It's 16 degrees and clear in Tokyo right now.")
+    assert "breeze" not in truncated["content"]
+    assert_speech_matches(server.cassette, run.sink)
+    server.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_replay_at_recorded_speed_gives_the_same_session(replay: ReplayFactory) -> None:
+    server = await replay(WEATHER, speed=4.0)
+    sink = recorded_sink()
+    result = await build_agent(server.client(), sink).respond("What's the weather in Paris right now?")
+    assert result.spoken_text == server.cassette.turns[0].spoken_text
+    server.assert_complete()
+
+
+# ---- mismatches ------------------------------------------------------------------------------------
+
+
+def weather_agent_with_prompt(system_prompt: str) -> Any:
+    def factory(llm: ChatStreamer, sink: TTSSink) -> Agent:
+        return Agent(
+            llm=llm,
+            sink=sink,
+            system_prompt=system_prompt,
+            tools=[weather_bot.get_weather],
+            config=TurnConfig(max_rounds=3, params=weather_bot.PARAMS),
+        )
+
+    return factory
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("allow_changed_tail", [False, True])
+async def test_a_changed_system_prompt_fails_with_a_diff(
+    replay: ReplayFactory, allow_changed_tail: bool
+) -> None:
+    server = await replay(WEATHER, speed=0, allow_changed_tail=allow_changed_tail)
+    changed = weather_bot.SYSTEM_PROMPT.replace("friendly", "cheerful")
+    agent = weather_agent_with_prompt(changed)(server.client(), recorded_sink())
+    result = await agent.respond("What's the weather in Paris right now?")
+
+    assert result.fallback_spoken and result.error is not None and "400" in result.error
+    [mismatch] = server.take_mismatches()
+    assert mismatch.exchange == 1
+    assert '-      "content": "You are Sunny, a friendly voice' in mismatch.diff
+    assert '+      "content": "You are Sunny, a cheerful voice' in mismatch.diff
+    assert "request 1 (turn 1, round 1) differs from the recording" in str(mismatch)
+
+
+@pytest.mark.anyio
+async def test_a_changed_tail_fails_unless_allowed(replay: ReplayFactory) -> None:
+    strict = await replay(WEATHER, speed=0)
+    result = await build_agent(strict.client(), recorded_sink()).respond("What's the weather in Paris today?")
+    assert result.fallback_spoken
+    [mismatch] = strict.take_mismatches()
+    assert '-      "content": "What\'s the weather in Paris right now?"' in mismatch.diff
+    assert '+      "content": "What\'s the weather in Paris today?"' in mismatch.diff
+
+    lenient = await replay(WEATHER, speed=0, allow_changed_tail=True)
+    sink = recorded_sink()
+    result = await build_agent(lenient.client(), sink).respond("What's the weather in Paris today?")
+    # Round 2 repeats the changed user message mid-history: it still matches, as the same change.
+    assert result.spoken_text == lenient.cassette.turns[0].spoken_text
+    assert lenient.tail_changes == 1
+    lenient.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_changed_params_fail_even_with_allow_changed_tail(replay: ReplayFactory) -> None:
+    server = await replay(WEATHER, speed=0, allow_changed_tail=True)
+    agent = build_agent(server.client(), recorded_sink())
+    agent.config = dataclasses.replace(agent.config, params={**weather_bot.PARAMS, "temperature": 0.7})
+    await agent.respond("What's the weather in Paris right now?")
+    [mismatch] = server.take_mismatches()
+    assert '-    "temperature": 0' in mismatch.diff and '+    "temperature": 0.7' in mismatch.diff
+
+
+@pytest.mark.anyio
+async def test_a_tool_with_a_different_result_is_caught_unless_substituted(replay: ReplayFactory) -> None:
+    @tool
+    def get_weather(city: str, unit: str = "celsius") -> str:
+        """Current weather for a city."""
+        return f"{city}: 30 degrees C, heatwave."
+
+    def factory(llm: ChatStreamer, sink: TTSSink) -> Agent:
+        agent = build_agent(llm, sink)
+        agent.runner = type(agent.runner)([get_weather], default_timeout=agent.runner.default_timeout)
+        return agent
+
+    # The real (changed) tool runs by default: its result goes into round 2's request, which differs.
+    # (The schema differs too: ``unit`` is a plain str here, so round 1 is already caught.)
+    real = await replay(WEATHER, speed=0)
+    await factory(real.client(), recorded_sink()).respond("What's the weather in Paris right now?")
+    assert real.take_mismatches()
+
+    # Same schema, different result: caught at round 2, unless the recorded result is substituted.
+    @tool
+    def other_weather(city: str, unit: Literal["celsius", "fahrenheit"] = "celsius") -> str:
+        """Current weather for a city."""
+        return "Paris: 30 degrees C, heatwave."
+
+    other = dataclasses.replace(other_weather, name="get_weather")
+
+    def factory2(llm: ChatStreamer, sink: TTSSink) -> Agent:
+        agent = build_agent(llm, sink)
+        agent.runner = type(agent.runner)([other], default_timeout=agent.runner.default_timeout)
+        return agent
+
+    unsubstituted = await replay(WEATHER, speed=0)
+    await factory2(unsubstituted.client(), recorded_sink()).respond("What's the weather in Paris right now?")
+    [mismatch] = unsubstituted.take_mismatches()
+    assert mismatch.exchange == 2 and "heatwave" in mismatch.diff
+
+    for substitute in ({"get_weather"}, True):
+        substituted = await replay(WEATHER, speed=0, substitute_tools=substitute)
+        agent = substituted.attach(factory2(substituted.client(), recorded_sink()))
+        result = await agent.respond("What's the weather in Paris right now?")
+        assert result.tool_calls[0].result == "Paris: 18 degrees C, sunny."
+        substituted.assert_complete()
+
+    # Substituting another tool's results leaves get_weather real (and still caught).
+    other_only = await replay(WEATHER, speed=0, substitute_tools={"get_time"})
+    await other_only.attach(factory2(other_only.client(), recorded_sink())).respond(
+        "What's the weather in Paris right now?"
+    )
+    assert other_only.take_mismatches()
+
+
+@pytest.mark.anyio
+async def test_a_strict_server_raises_the_mismatch_when_its_block_ends() -> None:
+    with pytest.raises(ReplayMismatch, match="request 1 \\(turn 1, round 1\\) differs"):
+        async with ReplayServer(WEATHER, speed=0) as server:
+            await build_agent(server.client(), ToneSink()).respond("Something else")
+
+
+def test_an_unreported_mismatch_fails_the_test_with_the_diff(tmp_path: Path) -> None:
+    test_file = tmp_path / "test_inner.py"
+    test_file.write_text(
+        textwrap.dedent(
+            f"""
+            import pytest
+            from examples.weather_bot import build_agent
+            from voiceagent.testing.tone_sink import ToneSink
+
+            @pytest.mark.anyio
+            async def test_inner(replay):
+                server = await replay({str(WEATHER)!r}, speed=0)
+                agent = build_agent(server.client(), ToneSink())
+                await agent.respond("Weather in Oslo?")  # the agent speaks its fallback; no exception here
+            """
+        )
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "voiceagent.testing.pytest_plugin", str(test_file)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ReplayMismatch" in proc.stdout
+    assert '+      "content": "Weather in Oslo?"' in proc.stdout
+    assert "1 failed" in proc.stdout
+
+
+@pytest.mark.anyio
+async def test_extra_and_missing_requests_are_reported(replay: ReplayFactory) -> None:
+    server = await replay(WEATHER, speed=0)
+    agent = build_agent(server.client(), recorded_sink())
+    await agent.respond("What's the weather in Paris right now?")
+    await agent.respond("And tomorrow?")
+    [mismatch] = server.take_mismatches()
+    assert "the agent sent request 3, but the recording has only 2" in str(mismatch)
+
+    short = await replay(WEATHER, speed=0)
+    with pytest.raises(AssertionError, match="the agent made 0 request"):
+        short.assert_complete()
+
+
+# ---- recording -------------------------------------------------------------------------------------
+
+
+def make_llm(server: FakeOpenAIServer) -> LLMClient:
+    return LLMClient(
+        base_url=server.base_url,
+        api_key="sk_secret_never_recorded",
+        retry=RetryPolicy(base_delay=0.001, max_delay=0.002),
+    )
+
+
+@pytest.mark.anyio
+async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: Path) -> None:
+    path = tmp_path / "session.jsonl"
+    replies = (
+        dataclasses.replace(
+            tool_reply([("get_weather", {"city": "London"})], filler="One second.", usage=(300, 20, 0)),
+            request_id="req-a",
+        ),
+        dataclasses.replace(
+            text_reply("Rainy, 12 degrees.", pieces=4, usage=(340, 8, 256)), request_id="req-b"
+        ),
+    )
+    async with FakeOpenAIServer() as fake:
+        fake.enqueue(*replies)
+        writer = CassetteWriter(path, meta={"agent": "examples.weather_bot:build_agent"})
+        recorder = Recorder(writer)
+        agent = recorder.attach(build_agent(make_llm(fake), ToneSink()))
+        stt = recorder.wrap_stt(ReplaySTTSource(Cassette.from_records([]), speed=0))
+        stt.record(SpeechStarted())
+        stt.record(Transcript("London?", True))
+        result = await recorder.respond(agent, "London?")
+        writer.close()
+
+    text = path.read_text()
+    assert "sk_secret" not in text and "authorization" not in text.lower()
+    cassette = Cassette.load(path)
+    first, second = cassette.exchanges
+    assert first.request.source == "wire"
+    assert first.request.body == fake.requests[0].body  # the exact JSON body sent
+    assert (first.request.turn, first.request.round, second.request.round) == (1, 1, 2)
+    assert [e.request_id for e in cassette.exchanges] == ["req-a", "req-b"]
+    for exchange, reply in zip(cassette.exchanges, replies, strict=True):  # every chunk, unchanged
+        assert [c.data for c in exchange.chunks] == [e.data for e in reply.events if isinstance(e, Chunk)]
+    assert first.end is not None and first.end.how == "done" and first.end.chunks == len(first.chunks)
+    assert all(a.t <= b.t for a, b in zip(first.chunks, first.chunks[1:], strict=False))
+    assert [t.result for t in cassette.tools] == ["London: 12 degrees C, light rain."]
+    assert [s.text for s in cassette.speech] == ["One second.", "Rainy, ", "12 degrees."]
+    assert all(s.audio_sha256 and s.audio_seconds for s in cassette.speech)
+    assert [(t.kind, t.text) for t in cassette.transcripts] == [
+        ("speech_started", ""),
+        ("transcript", "London?"),
+    ]
+    [turn] = cassette.turns
+    assert turn.spoken_text == result.spoken_text and turn.rounds[1]["usage"]["cached_tokens"] == 256
+
+    async with ReplayServer(cassette, speed=0) as server:
+        run = await replay_session(server, build_agent)
+    assert run.results[0].spoken_text == result.spoken_text
+    assert run.results[0].request_ids == ("req-a", "req-b")
+    assert_speech_matches(cassette, run.sink)
+    server.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_a_dropped_stream_and_an_error_status_are_recorded_and_replayed(tmp_path: Path) -> None:
+    writer = CassetteWriter.memory()
+    async with FakeOpenAIServer() as fake:
+        reply = text_reply("The answer is forty two, and here is why.", pieces=8)
+        fake.enqueue(
+            dataclasses.replace(reply, events=(*reply.events[:3], Drop())), error_reply(429, "slow down")
+        )
+        recorder = Recorder(writer)
+        agent = recorder.attach(Agent(llm=make_llm(fake), sink=ToneSink(), system_prompt="Be brief."))
+        cut = await recorder.respond(agent, "Question?")
+        refused = await recorder.respond(agent, "Again?")
+    cassette = writer.cassette()
+    dropped, limited = cassette.exchanges
+    assert dropped.end is not None and dropped.end.how == "dropped" and len(dropped.chunks) == 3
+    assert limited.response is not None and limited.response.status == 429
+    assert limited.end is not None and limited.end.how == "error"
+
+    async with ReplayServer(cassette, speed=0) as server:
+        replayed = Agent(llm=server.client(), sink=ToneSink(), system_prompt="Be brief.")
+        again_cut = await replayed.respond("Question?")
+        again_refused = await replayed.respond("Again?")
+    assert again_cut.rounds[0].usage.estimated and again_cut.spoken_text == cut.spoken_text
+    assert again_cut.rounds[0].content == cut.rounds[0].content
+    assert (
+        again_refused.error is not None
+        and "429" in again_refused.error
+        and "slow down" in again_refused.error
+    )
+    assert again_refused.request_ids == refused.request_ids
+    server.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_replay_stt_source_yields_the_recorded_transcripts() -> None:
+    cassette = Cassette.load(CASSETTES / "barge_in.jsonl")
+    source = ReplaySTTSource(cassette, speed=0)
+    events = [e async for e in source.events()]
+    assert events == [
+        Transcript("What's the weather like in Tokyo?", True),
+        SpeechStarted(events[1].at),  # type: ignore[union-attr]
+        Transcript("Actually, what about London?", True),
+    ]
+    await source.send_audio(b"\x00\x00" * 10)
+    await source.aclose()
+    assert source.audio_bytes == 20
+
+
+def test_assert_speech_matches_shows_a_diff() -> None:
+    cassette = Cassette.load(WEATHER)
+    spoken = list(cassette.speech)
+    spoken[-1] = dataclasses.replace(spoken[-1], text="It's raining.")
+    with pytest.raises(AssertionError) as info:
+        assert_speech_matches(cassette, spoken, audio=False)
+    assert "-'a lovely day to be outside.'" in str(info.value)
+    assert '+"It\'s raining."' in str(info.value)
+    assert_speech_matches(cassette, cassette.speech)
+
+
+class _NoWireBody:
+    """A ChatStreamer that does not expose the JSON body it sends (not every client does)."""
+
+    def __init__(self, inner: LLMClient) -> None:
+        self.inner = inner
+
+    def stream(self, messages: Any, *, tools: Any = None, **params: Any) -> Any:
+        inner = self.inner.stream(messages, tools=tools, **params)
+
+        class Opaque:
+            async def __aenter__(self) -> Any:
+                return await inner.__aenter__()
+
+            async def __aexit__(self, *exc: Any) -> Any:
+                return await inner.__aexit__(*exc)
+
+        return Opaque()
+
+
+@pytest.mark.anyio
+async def test_requests_are_recorded_from_the_arguments_when_the_body_is_not_exposed() -> None:
+    writer = CassetteWriter.memory()
+    async with FakeOpenAIServer() as fake:
+        fake.enqueue(text_reply("Hi there."))
+        recorder = Recorder(writer)
+        agent = Agent(llm=_NoWireBody(make_llm(fake)), sink=ToneSink(), system_prompt="Be brief.")
+        recorder.attach(agent)
+        await recorder.respond(agent, "Hello")
+    [exchange] = writer.cassette().exchanges
+    assert exchange.request.source == "arguments"
+    assert exchange.request.body == {
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    }
+    # Replay compares what was recorded (messages, tools, the params given), not the client's own fields.
+    async with ReplayServer(writer.cassette(), speed=0) as server:
+        run = await replay_session(
+            server, lambda llm, sink: Agent(llm=llm, sink=sink, system_prompt="Be brief.")
+        )
+    assert run.results[0].spoken_text == "Hi there."
+    async with ReplayServer(writer.cassette(), speed=0, strict=False) as server:
+        await replay_session(server, lambda llm, sink: Agent(llm=llm, sink=sink, system_prompt="Be long."))
+    assert "Be long." in server.take_mismatches()[0].diff

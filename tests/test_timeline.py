@@ -1,0 +1,127 @@
+"""Timelines (text, HTML, PNG) and the ``voiceagent replay`` command."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voiceagent.cassette import Cassette
+from voiceagent.cli import main
+from voiceagent.events import TurnEvent
+from voiceagent.testing.pytest_plugin import ReplayFactory
+from voiceagent.testing.tone_sink import ToneSink
+from voiceagent.timeline import Timeline
+
+ROOT = Path(__file__).resolve().parents[1]
+CASSETTES = ROOT / "examples" / "cassettes"
+WEATHER = CASSETTES / "weather.jsonl"
+
+
+def test_timeline_from_a_cassette_has_rounds_chunks_tools_usage_and_request_ids() -> None:
+    cassette = Cassette.load(WEATHER)
+    [turn] = Timeline.from_cassette(cassette).turns
+    assert [r.request_id for r in turn.rounds] == [e.request_id for e in cassette.exchanges]
+    assert [r.usage.cached_tokens for r in turn.rounds if r.usage] == [0, 160]
+    assert len(turn.rounds[0].chunks) == len(cassette.exchanges[0].chunks)
+    [tool] = turn.tools
+    assert tool.name == "get_weather" and tool.ready <= tool.started <= tool.finished
+    assert turn.rounds[0].started <= tool.ready <= turn.rounds[0].finished  # started while streaming
+    assert turn.time_to_first_token is not None and turn.time_to_first_token > 0.2  # Electron-like ~250 ms
+    text = Timeline.from_cassette(cassette).format_text()
+    assert "content 'Let'" in text
+    assert "tool ready  get_weather" in text and "tool finish get_weather" in text
+    assert "prompt 246 (cached 160)" in text or "(cached 160)" in text
+    assert cassette.exchanges[1].request_id in text
+
+
+@pytest.mark.anyio
+async def test_timeline_from_a_result_and_its_events(replay: ReplayFactory) -> None:
+    server = await replay(WEATHER, speed=0)
+    weather_bot = _weather_bot()
+    events: list[TurnEvent] = []
+    agent = weather_bot.build_agent(server.client(), ToneSink())
+    result = await agent.respond("What's the weather in Paris right now?", on_event=events.append)
+    timeline = Timeline.from_result(result, events)
+    [turn] = timeline.turns
+    assert [r.request_id for r in turn.rounds] == list(result.request_ids)
+    assert turn.speech[0].text == "Let me check the weather for you."
+    text = timeline.format_text()
+    assert "speak  'Let me check the weather for you.'" in text
+    assert "r1 first chunk" in text  # no chunk detail in a TurnResult: one line per round
+
+
+def test_html_is_self_contained_and_escaped() -> None:
+    page = Timeline.from_cassette(Cassette.load(WEATHER)).to_html(title="<weather>")
+    assert page.startswith("<!doctype html>") and "<svg" in page and "&lt;weather&gt;" in page
+    assert "get_weather" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_png_needs_matplotlib(tmp_path: Path) -> None:
+    timeline = Timeline.from_cassette(Cassette.load(WEATHER))
+    out = tmp_path / "t.png"
+    if importlib.util.find_spec("matplotlib") is None:
+        with pytest.raises(RuntimeError, match="pip install 'voiceagent\\[timeline\\]'"):
+            timeline.to_png(out)
+    else:
+        timeline.to_png(out)
+        assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_replays_a_cassette_through_the_agent_and_prints_the_timeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    html = tmp_path / "w.html"
+    assert main(["replay", str(WEATHER), "--speed", "0", "--html", str(html)]) == 0
+    out = capsys.readouterr().out
+    assert "replayed with examples.weather_bot:build_agent" in out
+    assert 'Turn 1: "What\'s the weather in Paris right now?"' in out
+    assert "tool start  get_weather" in out and "(cached 160)" in out
+    assert "<svg" in html.read_text()
+
+
+def test_cli_shows_the_barge_in_cut(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(CASSETTES / "barge_in.jsonl"), "--speed", "0", "--no-chunks"]) == 0
+    out = capsys.readouterr().out
+    assert "INTERRUPTED (barge-in)" in out and "stream over (cancelled)" in out
+    assert "Turn 2: 'Actually, what about London?'" in out
+
+
+def test_cli_raw_and_recorded_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(WEATHER), "--raw", "--speed", "0"]) == 0
+    raw = capsys.readouterr().out
+    assert "the recorded requests (no agent)" in raw and "content 'Let'" in raw
+    assert main(["replay", str(WEATHER), "--recorded"]) == 0
+    assert "as recorded" in capsys.readouterr().out
+
+
+def test_cli_fails_on_a_mismatch_and_on_a_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = WEATHER.read_text().splitlines()
+    edited = []
+    for line in lines:
+        record = json.loads(line)
+        if record["type"] == "request" and record["n"] == 1:
+            record["body"]["messages"][0]["content"] = "You are a pirate."
+        edited.append(json.dumps(record))
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("\n".join(edited) + "\n")
+    assert main(["replay", str(changed), "--speed", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "REPLAY MISMATCH" in err and '-      "content": "You are a pirate."' in err
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0] + "\n{oops\n")
+    assert main(["replay", str(bad)]) == 2
+    assert "line 2: not valid JSON" in capsys.readouterr().err
+
+
+def _weather_bot() -> Any:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("examples.weather_bot")

@@ -1,0 +1,67 @@
+"""ToneSink: a deterministic TTSSink that "speaks" by synthesizing tones, for recordings and replays.
+
+Every character becomes 20 ms of a sine whose pitch depends on the character, so the same text always
+gives byte-identical PCM: cassettes can carry audio digests that a replay must reproduce. Audio goes to
+``output`` (an in-memory collector with ``write(chunk)``), the way real streaming sinks deliver it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+
+from voiceagent.tts import AudioChunk
+
+SAMPLE_RATE = 8000
+_SECONDS_PER_CHAR = 0.02
+
+
+@dataclass
+class CollectingOutput:
+    """An audio output that keeps what it is given; everything written counts as played."""
+
+    sample_rate: int = SAMPLE_RATE
+    chunks: list[AudioChunk] = field(default_factory=list)
+
+    async def write(self, chunk: AudioChunk) -> None:
+        self.chunks.append(chunk)
+
+    @property
+    def pcm(self) -> bytes:
+        return b"".join(c.pcm16 for c in self.chunks)
+
+
+def tone_pcm(text: str, sample_rate: int = SAMPLE_RATE) -> bytes:
+    samples_per_char = int(sample_rate * _SECONDS_PER_CHAR)
+    out = bytearray()
+    for char in text:
+        freq = 180.0 + (ord(char) % 64) * 12.0
+        amplitude = 0 if char.isspace() else 8000
+        for i in range(samples_per_char):
+            out += struct.pack("<h", int(amplitude * math.sin(2 * math.pi * freq * i / sample_rate)))
+    return bytes(out)
+
+
+class ToneSink:
+    def __init__(self, output: CollectingOutput | None = None) -> None:
+        self.output = output or CollectingOutput()
+        self._played = 0
+        self.texts: list[str] = []
+
+    async def speak(self, text: str) -> None:
+        await self.output.write(
+            AudioChunk(tone_pcm(text, self.output.sample_rate), self.output.sample_rate, text)
+        )
+        self._played += len(text)
+        self.texts.append(text)
+
+    async def flush(self) -> None:
+        pass
+
+    async def cancel(self) -> None:
+        pass  # delivery is instant: nothing is ever left unplayed
+
+    @property
+    def played_chars(self) -> int:
+        return self._played
