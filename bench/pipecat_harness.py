@@ -10,12 +10,14 @@ bench reports why and skips these rows.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from bench.contenders import API_KEY
 from bench.scenarios import TOOL_NAME, TOOL_SCHEMA
@@ -55,7 +57,7 @@ class PlaybackLog:
     generated_s: float = 0.0
     played_s: float = 0.0
     first_audio_at: float | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
     done_when: Callable[[PlaybackLog], bool] = lambda _log: False
 
     def check(self) -> None:
@@ -75,10 +77,22 @@ class PipecatSession:
     tool_started: list[float] = field(default_factory=list)
     _task: Any = None
     _runner: Any = None
-    _runner_task: asyncio.Task[None] | None = None
     _context: Any = None
 
-    async def start(self) -> None:
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[PipecatSession]:
+        """The pipeline runs (on its runner, in a task group) for the duration of the block."""
+        await self._build()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._runner.run)
+            try:
+                yield self
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._task.cancel()
+                    await self._runner.cancel()
+
+    async def _build(self) -> None:
         from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
         from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
         from pipecat.frames.frames import Frame, OutputAudioRawFrame, StartFrame, TTSAudioRawFrame
@@ -141,7 +155,7 @@ class PipecatSession:
                 if log.first_audio_at is None:
                     log.first_audio_at = now
                 self._next_at = max(self._next_at, now) + seconds
-                await asyncio.sleep(self._next_at - now)
+                await anyio.sleep(self._next_at - now)
                 log.played_s += seconds
                 log.check()
                 return True
@@ -151,7 +165,7 @@ class PipecatSession:
 
         async def get_weather(params: FunctionCallParams) -> None:
             tool_started.append(time.perf_counter())
-            await asyncio.sleep(tool_seconds)
+            await anyio.sleep(tool_seconds)
             args = params.arguments
             await params.result_callback(f"{args['city']}: 21 degrees {args['unit']}, sunny.")
 
@@ -187,22 +201,13 @@ class PipecatSession:
         )
         self._runner = WorkerRunner(handle_sigint=False)
         await self._runner.add_workers(self._task)
-        self._runner_task = asyncio.create_task(self._runner.run())
 
     async def turn(self, user_text: str, done_when: Callable[[PlaybackLog], bool]) -> None:
         from pipecat.frames.frames import LLMMessagesAppendFrame
 
         self.log.done_when = done_when
-        self.log.done.clear()
+        self.log.done = anyio.Event()
         await self._task.queue_frames(
             [LLMMessagesAppendFrame([{"role": "user", "content": user_text}], run_llm=True)]
         )
         await self.log.done.wait()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await self._task.cancel()
-        if self._runner is not None:
-            await self._runner.cancel()
-        if self._runner_task is not None:
-            await self._runner_task

@@ -130,12 +130,9 @@ async def run_pipecat(
 
     async def session(tag: str, model: str, delay: float, last_word: str) -> None:
         bot = PipecatSession(base_url, model, seconds_per_char=0.0, tool_seconds=0.0)
-        await bot.start()
-        try:
+        async with bot.running():
             await anyio.sleep(delay)
             await bot.turn("Talk to me.", lambda log: any(last_word in t for _, t in log.tts_texts))
-        finally:
-            await bot.stop()
         logs[tag] = list(bot.log.tts_texts)
 
     async with anyio.create_task_group() as tg:

@@ -3,7 +3,8 @@
 ``python -m bench.server`` serves ``FakeOpenAIServer`` on 127.0.0.1 with the replies of
 ``bench.scenarios``, prints ``PORT <n>``, then answers commands on stdin, one per line:
 ``log`` prints (one JSON line) every chunk sent since the last ``log``: ``[tag, chunk_index, sent_at]``;
-``quit`` stops it. ``sent_at`` is ``time.perf_counter()`` right after the chunk was written to the socket.
+``quit`` stops it. ``sent_at`` is ``time.perf_counter()`` just before the chunk is written to the socket
+(a stamp taken after the write can come late: the woken client often takes the CPU first).
 On Linux that clock is CLOCK_MONOTONIC, which is system-wide, so it compares with the client's clock.
 """
 
@@ -50,7 +51,7 @@ async def _serve() -> None:
             if command in ("quit", ""):
                 return
             if command == "log":
-                log = server.chunk_log[reported:]
+                log = server.send_started_log[reported:]
                 reported += len(log)
                 tags = [parse_model(str(r.body.get("model", ""))).tag for r in server.requests]
                 entries = [[tags[index], chunk, at] for index, chunk, at in log]

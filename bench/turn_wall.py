@@ -146,14 +146,11 @@ async def pipecat_turn(base_url: str, tag: str) -> float:
 
     model = scenario(tag, "weather", delay=CHUNK_DELAY).model
     bot = PipecatSession(base_url, model, seconds_per_char=SECONDS_PER_CHAR, tool_seconds=TOOL_SECONDS)
-    await bot.start()
-    try:
+    async with bot.running():
         start = time.perf_counter()
         with anyio.fail_after(30):
             await bot.turn(USER_TEXT, answered)
         wall = time.perf_counter() - start
-    finally:
-        await bot.stop()
     spoken = " ".join(text for _, text in bot.log.tts_texts)
     if spoken.split() != (FILLER + ANSWER).split() or len(bot.tool_started) != 1:
         raise RuntimeError(f"Pipecat turn went wrong: {spoken!r}, tool calls {len(bot.tool_started)}")
