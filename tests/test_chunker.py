@@ -276,3 +276,26 @@ def test_push_never_raises_on_arbitrary_unicode(deltas: list[str], markdown: boo
     else:
         assert expected == ""
         assert not chunker.pending.strip()
+
+
+@settings(max_examples=400, deadline=None)
+@given(split_text())
+def test_markdown_filter_fast_path_matches_the_character_machine(split: tuple[str, list[str]]) -> None:
+    from voiceagent.chunker import _MarkdownFilter
+
+    _, deltas = split
+    fast, slow = _MarkdownFilter(), _MarkdownFilter()
+    slow._plain = lambda text: False  # type: ignore[method-assign]  # every character through _step
+    for delta in ["plain start\n", *deltas]:
+        assert fast.feed(delta) == slow.feed(delta)
+        assert fast.preview() == slow.preview()
+    assert fast.finish() == slow.finish()
+
+
+def test_markdown_filter_fast_path_is_taken_for_plain_inline_text() -> None:
+    from voiceagent.chunker import _MarkdownFilter
+
+    md = _MarkdownFilter()
+    md.feed("x")  # leaves line start
+    assert md._plain(" sunny today, 21 degrees.")
+    assert not md._plain(" **bold**") and not md._plain("line\nbreak") and not md._plain("[link")

@@ -64,6 +64,10 @@ async def test_text_reply_chunk_shapes() -> None:
     assert server.requests[0].body["stream"] is True
     assert server.requests[0].headers["authorization"] == "Bearer sk_test"
     assert [(r, c) for r, c, _ in server.chunk_log] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    # Each chunk is also stamped before its write began, never after the write finished.
+    assert [(r, c) for r, c, _ in server.send_started_log] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    for (_, _, began), (_, _, done) in zip(server.send_started_log, server.chunk_log, strict=True):
+        assert began <= done
 
 
 @pytest.mark.anyio

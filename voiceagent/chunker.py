@@ -88,6 +88,8 @@ _ABBREVIATIONS: Final = frozenset(
 )
 _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
 _CLAUSE_ENDS: Final = frozenset(",;:—–")
+# Every character _MarkdownFilter._step treats specially in inline mode (outside code and links).
+_MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
 
 
 class _MarkdownFilter:
@@ -113,11 +115,27 @@ class _MarkdownFilter:
         self._url_depth = 0
 
     def feed(self, text: str) -> str:
-        for char in text:
-            self._char(char)
+        if text and self._plain(text):
+            # Fast path (most deltas): inline, nothing pending, no character the filter acts on, so
+            # every character would be emitted as is. Same output as the loop below, a fraction of the CPU.
+            self._out.append(text)
+            self._prev = text[-1]
+        else:
+            for char in text:
+                self._char(char)
         out = "".join(self._out)
         self._out.clear()
         return out
+
+    def _plain(self, text: str) -> bool:
+        return (
+            self._mode == _INLINE
+            and not self._in_code
+            and self._run_char is None
+            and not self._bang
+            and self._link is None
+            and _MARKUP.search(text) is None
+        )
 
     def finish(self) -> str:
         """Resolve everything held as end of text; the filter is then fresh for a new text."""

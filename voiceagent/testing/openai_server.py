@@ -269,6 +269,9 @@ class FakeOpenAIServer:
         self.responder: Responder | None = None
         self.requests: list[RecordedRequest] = []
         self.chunk_log: list[tuple[int, int, float]] = []
+        # The same chunks stamped just before the write: a sender descheduled after writing (the woken
+        # reader often takes the CPU) would stamp chunk_log late; this stamp never falls after arrival.
+        self.send_started_log: list[tuple[int, int, float]] = []
         # Indices of requests whose client went away before the response was complete.
         self.disconnects: list[int] = []
         self.in_flight = 0
@@ -474,7 +477,9 @@ class FakeOpenAIServer:
                 text = event.data if event.data.endswith("\n") else event.data + "\n\n"
             else:
                 text = f"data: {json.dumps(event.data)}\n\n"
-            await self._send_chunk(stream, text.encode())
+            payload = text.encode()
+            self.send_started_log.append((index, chunk_index, time.perf_counter()))
+            await self._send_chunk(stream, payload)
             self.chunk_log.append((index, chunk_index, time.perf_counter()))
         state.ended = True
         await self._send_chunk(stream, b"data: [DONE]\n\n")

@@ -1,0 +1,328 @@
+"""``python -m bench [--quick]`` (or ``python bench/run.py``): every measurement, one Markdown report.
+
+All contenders share one bench server process and one run, so the ratios compare like with like on a
+shared, noisy machine; absolute numbers are reported with their spread and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.latency import LatencyResult, measure_latency
+from bench.overhead import CONTENDERS, FLOOR, OverheadResult, measure_overhead
+from bench.pipecat_harness import pipecat_available, quiet_pipecat_logs
+from bench.scale import P99_TARGET_MS, ScaleResult, SessionRunner, measure_scale, run_ours, run_pipecat
+from bench.server import ServerProcess, shared_clock
+from bench.turn_wall import (
+    ANSWER_SECONDS,
+    CHUNK_DELAY,
+    FILLER_SECONDS,
+    OURS,
+    PIPECAT,
+    SEQUENTIAL,
+    TOOL_SECONDS,
+    TurnWallResult,
+    measure_turn_wall,
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    overhead_tokens: int
+    overhead_reps: int
+    latency_reps: int
+    turn_reps: int
+    scale_levels: tuple[int, ...]
+    scale_tokens: int
+    memory_sessions: int
+    scale_budget_s: float
+
+
+FULL = Sizes(2000, 9, 20, 5, (10, 25, 50, 100, 150, 200, 300, 400), 150, 50, 150.0)
+QUICK = Sizes(500, 3, 5, 1, (5, 20), 30, 5, 15.0)
+
+
+@dataclass
+class Report:
+    sizes: Sizes
+    machine: str
+    load_before: tuple[float, float, float]
+    pipecat_skipped: str | None
+    overhead: OverheadResult | None = None
+    latency: LatencyResult | None = None
+    turn_wall: TurnWallResult | None = None
+    scale: list[ScaleResult] = field(default_factory=list)
+    seconds: float = 0.0
+    section_s: dict[str, float] = field(default_factory=dict)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234") -> Report:
+    if not shared_clock():
+        raise SystemExit("the bench needs perf_counter to be the system-wide CLOCK_MONOTONIC (Linux)")
+    skipped = pipecat_available() if with_pipecat else "left out with --no-pipecat"
+    if skipped is None:
+        quiet_pipecat_logs()
+    started = time.perf_counter()
+    report = Report(sizes, _machine(), os.getloadavg(), skipped)
+
+    def timed(name: str, began: float) -> None:
+        report.section_s[name] = time.perf_counter() - began
+
+    with ServerProcess() as server:
+        timed("server start", started)
+        if "1" in sections:
+            began = time.perf_counter()
+            report.overhead = measure_overhead(
+                server.base_url, tokens=sizes.overhead_tokens, reps=sizes.overhead_reps
+            )
+            timed("1", began)
+        if "2" in sections:
+            began = time.perf_counter()
+            report.latency = measure_latency(server, reps=sizes.latency_reps)
+            timed("2", began)
+        if "3" in sections:
+            began = time.perf_counter()
+            report.turn_wall = measure_turn_wall(server.base_url, reps=sizes.turn_reps, pipecat=skipped)
+            timed("3", began)
+        if "4" in sections:
+            began = time.perf_counter()
+            runners: dict[str, SessionRunner] = {OURS: run_ours}
+            if skipped is None:
+                runners[PIPECAT] = run_pipecat
+            report.scale = measure_scale(
+                server,
+                runners,
+                levels=sizes.scale_levels,
+                tokens=sizes.scale_tokens,
+                memory_sessions=sizes.memory_sessions,
+                budget_s=sizes.scale_budget_s,
+            )
+            timed("4", began)
+    report.seconds = time.perf_counter() - started
+    report.load_after = os.getloadavg()
+    return report
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _kib(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} KiB"
+
+
+def render(report: Report) -> str:
+    """The Markdown report: one summary table, then a detail table per measurement."""
+    load = f"load average {report.load_before[0]:.1f} before, {report.load_after[0]:.1f} after"
+    lines = [
+        "## voiceagent benchmarks",
+        "",
+        f"{report.machine}; {load}; {report.seconds:.0f} s. Medians with (min–max) over repetitions.",
+    ]
+    if report.pipecat_skipped:
+        lines.append(f"Pipecat rows skipped: {report.pipecat_skipped}.")
+    lines += ["", _row("#", "Measure", "Ours", "Compared with", "Target", "Met"), _row(*["---"] * 6)]
+    lines += _summary_rows(report)
+    lines += _details(report)
+    return "\n".join(lines)
+
+
+def _summary_rows(report: Report) -> list[str]:
+    rows: list[str] = []
+    o = report.overhead
+    if o is not None:
+        ours = o.ratio_to_floor["ours: full turn"]
+        typed = "bare SDK typed stream"
+        rows.append(
+            _row(
+                "1",
+                "CPU per 1,000 streamed tokens, full turn (parse, chunk, sink)",
+                f"{o.cpu_ms_per_1k['ours: full turn'].fmt(' ms', 1)} = **{ours.median:.2f}x** the floor",
+                f"floor = {FLOOR}: {o.cpu_ms_per_1k[FLOOR].fmt(' ms', 1)}; typed SDK stream: "
+                f"{o.cpu_ms_per_1k[typed].fmt(' ms', 1)} = {o.ratio_to_floor[typed].median:.1f}x",
+                "≤ 1.3x floor",
+                _yes(ours.median <= 1.3),
+            )
+        )
+    la = report.latency
+    if la is not None:
+        rows.append(
+            _row(
+                "2a",
+                "First content byte sent → first chunk at the TTS sink",
+                f"{la.ours_text_ms.fmt(' ms')}, p90 {la.ours_text_p90_ms:.2f} ms",
+                f"typed SDK, same byte → delta in hand: {la.sdk_text_ms.fmt(' ms')}",
+                "< 2 ms",
+                _yes(la.ours_text_ms.median < 2),
+            )
+        )
+        rows.append(
+            _row(
+                "2b",
+                "Tool call's last argument byte sent → tool starts",
+                f"{la.ours_tool_ms.fmt(' ms')}, p90 {la.ours_tool_p90_ms:.2f} ms",
+                "—",
+                "< 2 ms",
+                _yes(la.ours_tool_ms.median < 2),
+            )
+        )
+    t = report.turn_wall
+    if t is not None:
+        ours_wall = t.wall_s[OURS]
+        others = [f"sequential: {t.wall_s[SEQUENTIAL].fmt(' s')}"]
+        beats_pipecat = True
+        target = f"≤ {t.ideal_s:.2f} s = max(filler, tool) + 2nd round"
+        if PIPECAT in t.wall_s:
+            others.append(f"Pipecat 1.14: {t.wall_s[PIPECAT].fmt(' s')}")
+            beats_pipecat = ours_wall.median < t.wall_s[PIPECAT].median
+            target += ", < Pipecat"
+        else:
+            others.append(f"Pipecat: not run ({t.notes.get(PIPECAT, '')})")
+        rows.append(
+            _row(
+                "3",
+                f"Turn wall time: filler {FILLER_SECONDS:.1f} s + tool {TOOL_SECONDS:.1f} s + answer",
+                ours_wall.fmt(" s"),
+                "; ".join(others),
+                target,
+                _yes(ours_wall.median <= t.ideal_s and beats_pipecat),
+            )
+        )
+    by_name = {s.contender: s for s in report.scale}
+    if OURS in by_name:
+        ours_scale, pipecat_scale = by_name[OURS], by_name.get(PIPECAT)
+        if pipecat_scale is not None:
+            other = f"Pipecat 1.14: {pipecat_scale.max_sessions}"
+            more = ours_scale.max_sessions > pipecat_scale.max_sessions
+        else:
+            other, more = f"Pipecat: not run ({report.pipecat_skipped})", True
+        rows.append(
+            _row(
+                "4a",
+                f"Concurrent sessions at 30 tokens/s, p99 chunk latency ≤ {P99_TARGET_MS:.0f} ms",
+                ours_scale.max_sessions,
+                other,
+                "more than Pipecat",
+                _yes(more),
+            )
+        )
+        rows.append(
+            _row(
+                "4b",
+                "Memory per session (peak Python heap, tracemalloc)",
+                _kib(ours_scale.heap_kib_per_session),
+                f"Pipecat 1.14: {_kib(pipecat_scale.heap_kib_per_session)}" if pipecat_scale else "—",
+                "—",
+                "—",
+            )
+        )
+    return rows
+
+
+def _details(report: Report) -> list[str]:
+    lines: list[str] = []
+    o = report.overhead
+    if o is not None:
+        lines += [
+            "",
+            f"### 1. CPU per 1,000 tokens ({o.tokens}-token streams, {o.reps} repetitions, client process)",
+            "",
+            _row("Consumer", "CPU ms / 1k tokens", "Ratio to floor"),
+            _row(*["---"] * 3),
+        ]
+        for name in CONTENDERS:
+            lines.append(_row(name, o.cpu_ms_per_1k[name].fmt(" ms", 1), o.ratio_to_floor[name].fmt("x")))
+    t = report.turn_wall
+    if t is not None:
+        lines += [
+            "",
+            f"### 3. Turn wall time ({t.reps} repetitions; chunks {CHUNK_DELAY * 1000:.0f} ms apart, "
+            f"answer speech {ANSWER_SECONDS:.2f} s)",
+            "",
+            _row("Contender", "Wall time", "vs target"),
+            _row(*["---"] * 3),
+        ]
+        for name, wall in t.wall_s.items():
+            lines.append(_row(name, wall.fmt(" s"), f"{wall.median / t.ideal_s:.2f}x"))
+    if report.scale:
+        lines += [
+            "",
+            f"### 4. Scale ({report.scale[0].tokens} tokens a session at 30 tokens/s, zero-delay sink)",
+            "",
+            _row(
+                "Contender",
+                "Sessions",
+                "Chunks",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "RSS KiB/session",
+                "server tok/s",
+                "client CPU",
+            ),
+            _row(*["---"] * 9),
+        ]
+        for s in report.scale:
+            for lv in s.levels:
+                lines.append(
+                    _row(
+                        s.contender,
+                        lv.sessions,
+                        lv.chunks,
+                        f"{lv.p50_ms:.1f}",
+                        f"{lv.p99_ms:.1f}",
+                        f"{lv.max_ms:.1f}",
+                        f"{lv.rss_per_session_kib:.0f}",
+                        f"{lv.server_rate:.1f}",
+                        f"{lv.cpu_share:.2f}",
+                    )
+                )
+        lines += [f"\n{s.contender}: {s.note}." for s in report.scale if s.note]
+    lines += ["", "Section times: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.section_s.items())]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--no-pipecat", action="store_true", help="leave Pipecat out even if installed")
+    parser.add_argument("--sections", default="1234", help="which measurements, e.g. 13 (default 1234)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    report = run_all(QUICK if args.quick else FULL, with_pipecat=not args.no_pipecat, sections=args.sections)
+    print(render(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(_jsonable(asdict(report)), indent=1))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""4. Scale: concurrent sessions at 30 tokens/s each until p99 chunk latency passes 50 ms; memory.
+
+Each session streams ``tokens`` one-word tokens, ``CHUNK_DELAY`` apart (30/s), a full stop every 8 words,
+to a zero-delay sink; sessions start spread over the first second, as calls do. Chunk latency is from
+the server writing the token that completed a spoken chunk to the sink receiving that chunk (server in
+its own process; both stamp CLOCK_MONOTONIC). A chunk is complete on its last token for a framework that
+cuts on punctuation, on the next token's first letter for one that looks ahead (ours: ``3.`` may become
+``3.14``): the trigger is the latest of those two tokens sent before the chunk reached the sink.
+
+Levels rise until one misses the target, then stop; every level is bounded in sessions and time.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from bench.contenders import our_client
+from bench.scenarios import scenario, token_words
+from bench.server import ServerProcess
+from bench.stats import percentile
+from voiceagent.agent import Agent
+from voiceagent.testing.sinks import RecordingSink
+from voiceagent.turn import TurnConfig
+
+CHUNK_DELAY = 1 / 30
+P99_TARGET_MS = 50.0
+START_SPREAD_S = 1.0
+LEVEL_TIMEOUT_S = 60.0
+
+# A session's sink events: (time the sink got the chunk, the chunk's text).
+SinkLog = list[tuple[float, str]]
+# Runs ``sessions`` concurrent sessions (tag, model); returns each tag's sink log.
+SessionRunner = Callable[[str, Sequence[tuple[str, str]], float], Awaitable[dict[str, SinkLog]]]
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    sessions: int
+    chunks: int  # spoken chunks measured
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    rss_per_session_kib: float
+    server_rate: float  # tokens/s per session the server achieved (30 when it kept up)
+    cpu_share: float  # client CPU seconds per wall second (2.0 = both cores)
+
+    @property
+    def ok(self) -> bool:
+        return self.p99_ms <= P99_TARGET_MS
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    contender: str
+    tokens: int
+    levels: tuple[LevelResult, ...]
+    heap_kib_per_session: float | None  # tracemalloc peak / sessions, from a separate run
+    note: str = ""
+
+    @property
+    def max_sessions(self) -> int:
+        """The most sessions of a level that met the target, 0 if none did."""
+        return max((level.sessions for level in self.levels if level.ok), default=0)
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def chunk_latencies(words: list[str], sink_log: SinkLog, sent: dict[int, float]) -> list[float]:
+    """Milliseconds from the trigger token's send to the sink, for every spoken chunk of one session."""
+    index_of = {w.strip(): i for i, w in enumerate(words)}
+    last_chunk = max(sent)
+    out: list[float] = []
+    for at, text in sink_log:
+        spoken = text.split()
+        if not spoken:
+            continue
+        last = index_of[spoken[-1]]
+        # Candidates: the chunk's last token, or the next one (look-ahead); past the last word, the
+        # stream's closing chunks.
+        candidates = [last, last + 1] if last + 1 < len(words) else [last, *range(len(words), last_chunk + 1)]
+        before = [sent[k] for k in candidates if k in sent and sent[k] <= at]
+        trigger = max(before) if before else sent[last]
+        out.append((at - trigger) * 1000)
+    return out
+
+
+async def run_ours(base_url: str, sessions: Sequence[tuple[str, str]], spread: float) -> dict[str, SinkLog]:
+    llm = our_client(base_url)
+    logs: dict[str, SinkLog] = {}
+    rng = random.Random(7)
+
+    async def session(tag: str, model: str, delay: float) -> None:
+        await anyio.sleep(delay)
+        sink = RecordingSink()
+        agent = Agent(llm=llm, sink=sink, system_prompt="bench", config=TurnConfig(params={"model": model}))
+        result = await agent.respond("Talk to me.")
+        if result.error:
+            raise RuntimeError(f"session {tag} failed: {result.error}")
+        logs[tag] = [(c.at, c.text) for c in sink.calls if c.kind == "speak_start"]
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for tag, model in sessions:
+                tg.start_soon(session, tag, model, rng.uniform(0, spread))
+    finally:
+        await llm.aclose()
+    return logs
+
+
+async def run_pipecat(
+    base_url: str, sessions: Sequence[tuple[str, str]], spread: float
+) -> dict[str, SinkLog]:
+    from bench.pipecat_harness import PipecatSession
+
+    rng = random.Random(7)
+    logs: dict[str, SinkLog] = {}
+
+    async def session(tag: str, model: str, delay: float, last_word: str) -> None:
+        bot = PipecatSession(base_url, model, seconds_per_char=0.0, tool_seconds=0.0)
+        async with bot.running():
+            await anyio.sleep(delay)
+            await bot.turn("Talk to me.", lambda log: any(last_word in t for _, t in log.tts_texts))
+        logs[tag] = list(bot.log.tts_texts)
+
+    async with anyio.create_task_group() as tg:
+        for tag, model in sessions:
+            tokens = int(model.rsplit("tokens=", 1)[1].split(",")[0])
+            last_word = token_words(tokens)[-1].strip()
+            tg.start_soon(session, tag, model, rng.uniform(0, spread), last_word)
+    return logs
+
+
+def run_level(
+    server: ServerProcess, runner: SessionRunner, name: str, sessions: int, tokens: int
+) -> LevelResult:
+    words = token_words(tokens)
+    specs = _specs(f"{name}-{sessions}", sessions, tokens)
+    server.send_log()
+    gc.collect()
+    rss_before = rss_kib()
+    peak = [rss_before]
+
+    async def level() -> dict[str, SinkLog]:
+        async def watch_rss() -> None:
+            while True:
+                peak[0] = max(peak[0], rss_kib())
+                await anyio.sleep(0.1)
+
+        with anyio.fail_after(LEVEL_TIMEOUT_S):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_rss)
+                logs = await runner(server.base_url, specs, START_SPREAD_S)
+                tg.cancel_scope.cancel()
+        return logs
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    logs = anyio.run(level)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    sent = server.send_log()
+    latencies: list[float] = []
+    rates: list[float] = []
+    for tag, _ in specs:
+        latencies += chunk_latencies(words, logs[tag], sent[tag])
+        times = [sent[tag][k] for k in range(len(words))]
+        rates.append((len(words) - 1) / (times[-1] - times[0]))
+    return LevelResult(
+        sessions=sessions,
+        chunks=len(latencies),
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        max_ms=max(latencies),
+        rss_per_session_kib=(peak[0] - rss_before) / sessions,
+        server_rate=sorted(rates)[len(rates) // 2],
+        cpu_share=cpu / wall,
+    )
+
+
+def _specs(prefix: str, sessions: int, tokens: int) -> list[tuple[str, str]]:
+    tags = [f"{prefix}-{i}" for i in range(sessions)]
+    return [(tag, scenario(tag, "text", tokens=tokens, delay=CHUNK_DELAY).model) for tag in tags]
+
+
+def heap_per_session(
+    server: ServerProcess, runner: SessionRunner, name: str, sessions: int, tokens: int
+) -> float:
+    """Peak Python heap (tracemalloc) per concurrent session, KiB."""
+    specs = _specs(f"{name}-mem", sessions, tokens)
+
+    async def run() -> float:
+        await runner(server.base_url, specs[:1], 0.0)  # imports and first-use caches are not per session
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            # All sessions start together so their peaks coincide.
+            await runner(server.base_url, specs, 0.0)
+            return (tracemalloc.get_traced_memory()[1] - base) / 1024 / sessions
+        finally:
+            tracemalloc.stop()
+
+    result = anyio.run(run)
+    server.send_log()
+    return result
+
+
+def measure_scale(
+    server: ServerProcess,
+    runners: dict[str, SessionRunner],
+    *,
+    levels: Sequence[int],
+    tokens: int,
+    memory_sessions: int,
+    budget_s: float,
+) -> list[ScaleResult]:
+    """Every contender at each level in turn (so load from elsewhere hits them alike), until it misses
+    the target; then each one's heap per session."""
+    for name, runner in runners.items():  # first use (imports, pools, caches) is not per-session cost
+        warm = [(f"{name}-warm", scenario(f"{name}-warm", "text", tokens=16).model)]
+        anyio.run(runner, server.base_url, warm, 0.0)
+    server.send_log()
+    started = time.perf_counter()
+    results: dict[str, list[LevelResult]] = {name: [] for name in runners}
+    notes = {name: "" for name in runners}
+    active = list(runners)
+    for sessions in levels:
+        if not active:
+            break
+        if time.perf_counter() - started > budget_s:
+            for name in active:
+                notes[name] = f"stopped at the {budget_s:.0f} s time budget"
+            break
+        for name in list(active):
+            result = run_level(server, runners[name], name, sessions, tokens)
+            results[name].append(result)
+            if not result.ok:
+                active.remove(name)
+    else:
+        for name in active:
+            notes[name] = f"met the target at every level run (up to {levels[-1]})"
+    return [
+        ScaleResult(
+            name,
+            tokens,
+            tuple(results[name]),
+            heap_per_session(server, runners[name], name, memory_sessions, min(tokens, 60)),
+            notes[name],
+        )
+        for name in runners
+    ]

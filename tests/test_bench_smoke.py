@@ -1,0 +1,109 @@
+"""The bench harness at tiny sizes: every measurement runs end to end and yields well-formed results.
+
+No timing assertions: only shapes, counts, finiteness and that the right text reached the right place.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's bench/ package
+
+from bench.latency import measure_latency
+from bench.overhead import CONTENDERS, FLOOR, measure_overhead
+from bench.pipecat_harness import pipecat_available
+from bench.run import QUICK, Report, render
+from bench.scale import chunk_latencies, heap_per_session, run_level, run_ours
+from bench.scenarios import parse_model, scenario, token_words
+from bench.server import ServerProcess, shared_clock
+from bench.stats import Summary, percentile, summarize
+from bench.turn_wall import OURS, SEQUENTIAL, TurnWallResult, ideal_seconds, ours_turn, sequential_turn
+
+pytestmark = pytest.mark.skipif(not shared_clock(), reason="the bench needs Linux's CLOCK_MONOTONIC")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess() as s:
+        yield s
+
+
+def finite(summary: Summary) -> bool:
+    values = (summary.median, summary.low, summary.high)
+    return all(math.isfinite(v) for v in values) and summary.low <= summary.median <= summary.high
+
+
+def test_scenario_names_round_trip() -> None:
+    spec = scenario("tag-1", "text", tokens=12, delay=0.5)
+    assert parse_model(spec.model) == spec
+    with pytest.raises(ValueError, match="not a bench model"):
+        parse_model("gpt-4o")
+
+
+def test_stats() -> None:
+    assert summarize([3.0, 1.0, 2.0]) == Summary(2.0, 1.0, 3.0, 3)
+    assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_chunk_latency_picks_the_token_that_completed_the_chunk() -> None:
+    words = token_words(16)  # "w0 " .. "w7. " .. "w15. "
+    sent = {i: float(i) for i in range(18)}  # 16 content chunks, finish, usage; one a second
+    # A look-ahead chunker emits "w0..w7." once "w8" arrived (t=8); a punctuation chunker at "w7." (t=7).
+    log = [(8.002, "".join(words[:8])), (17.001, "".join(words[8:]))]
+    assert chunk_latencies(words, log, sent) == pytest.approx([2.0, 1.0])
+    assert chunk_latencies(words, [(7.003, "".join(words[:8]))], sent) == pytest.approx([3.0])
+
+
+def test_overhead_harness(server: ServerProcess) -> None:
+    result = measure_overhead(server.base_url, tokens=40, reps=1)
+    assert set(result.cpu_ms_per_1k) == set(CONTENDERS)
+    assert result.ratio_to_floor[FLOOR].median == 1.0
+    assert all(finite(s) and s.count == 1 for s in result.cpu_ms_per_1k.values())
+
+
+def test_latency_harness(server: ServerProcess) -> None:
+    result = measure_latency(server, reps=2)
+    for summary in (result.ours_text_ms, result.ours_tool_ms, result.sdk_text_ms):
+        assert finite(summary) and summary.count == 2
+
+
+def test_turn_wall_contenders_speak_filler_and_answer(server: ServerProcess) -> None:
+    async def both() -> tuple[float, float]:
+        return await ours_turn(server.base_url, "smoke-ours"), await sequential_turn(
+            server.base_url, "smoke-seq"
+        )
+
+    ours, sequential = anyio.run(both)  # each raises if the wrong words were spoken
+    assert ours > 0 and sequential > 0 and ideal_seconds() > 0
+
+
+def test_scale_level_and_memory(server: ServerProcess) -> None:
+    level = run_level(server, run_ours, "smoke", sessions=2, tokens=16)
+    assert level.sessions == 2
+    assert level.chunks == 4  # two sentences of 8 words per session
+    assert level.p50_ms <= level.p99_ms <= level.max_ms
+    assert heap_per_session(server, run_ours, "smoke", sessions=2, tokens=8) > 0
+
+
+@pytest.mark.skipif(pipecat_available() is not None, reason="pipecat-ai==1.14.0 is not installed")
+def test_pipecat_turn(server: ServerProcess) -> None:
+    from bench.turn_wall import pipecat_turn
+
+    assert anyio.run(pipecat_turn, server.base_url, "smoke-pipecat") > 0
+
+
+def test_render_has_a_row_per_measurement() -> None:
+    walls = {OURS: summarize([2.0]), SEQUENTIAL: summarize([3.0])}
+    report = Report(QUICK, "test machine", (0.0, 0.0, 0.0), "not installed")
+    report.turn_wall = TurnWallResult(1, walls, 2.1, {"Pipecat 1.14": "not installed"})
+    text = render(report)
+    assert "| 3 | Turn wall time" in text and "Pipecat: not run (not installed)" in text
+    assert "| ours | 2.00 s (2.00–2.00) | 0.95x |" in text
