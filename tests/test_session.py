@@ -14,7 +14,6 @@ import pytest
 from voiceagent import Agent, LLMClient
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
-from voiceagent.audio import rms
 from voiceagent.session import BargeInPolicy, Session, is_backchannel
 from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply
 from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
@@ -29,12 +28,16 @@ LONG_ANSWER = (
     "One winter a ship came that had no name at all, and she waited for it until morning. "
     "The end."
 )
-SILENCE_100MS = b"\x00\x00" * 800  # PCM16 at 8 kHz
+# 128 ms of caller audio (PCM16 at 8 kHz): exactly one Pulse batch (1024 mu-law bytes), so each send
+# reaches the fake Pulse server at once and its scripted transcripts fire at known byte counts.
+AUDIO_128MS = b"\x00\x00" * 1024
+BATCH = 1024
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
+async def eventually(predicate: Callable[[], bool], limit: float = 20.0) -> None:
+    """Poll ``predicate``: the state it reads lives in several objects with no single event to wait on."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.02)
 
 
@@ -74,41 +77,42 @@ async def run_call(
 async def test_a_call_turn_speaks_into_the_phone_and_marks_confirm_it_was_heard() -> None:
     async with FakeOpenAIServer() as llm:
         llm.enqueue(text_reply("It is sunny in Paris, eighteen degrees."))
-        pulse = FakePulseServer([Emit(800, transcript("What's the weather in Paris?", is_final=True))])
+        pulse = FakePulseServer([Emit(BATCH, transcript("What's the weather in Paris?", is_final=True))])
 
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(SILENCE_100MS * 2, 8000)
+            await phone.send_pcm(AUDIO_128MS, 8000)
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
 
         sessions = await run_call(llm, pulse, script, playback_speed=20)
-        phone_audio_rms = None  # filled below from the session's output
         result = sessions[0].results[0]
         assert result.heard_text == "It is sunny in Paris, eighteen degrees."
         assert not result.interrupted
-        assert llm.requests[0].body["messages"][-1] == {"role": "user", "content": "What's the weather in Paris?"}
+        question = {"role": "user", "content": "What's the weather in Paris?"}
+        assert llm.requests[0].body["messages"][-1] == question
         assert [m["role"] for m in sessions[0].agent.conversation.history] == ["user", "assistant"]
         assert sessions[0].output is not None and sessions[0].output.played_seconds > 1.0
-        del phone_audio_rms
 
 
 @pytest.mark.anyio
 async def test_barge_in_clears_playback_and_keeps_only_what_the_caller_heard() -> None:
     async with FakeOpenAIServer() as llm:
         llm.enqueue(text_reply(LONG_ANSWER), text_reply("Sure, I'll stop."))
-        pulse = FakePulseServer([
-            Emit(800, transcript("Tell me a story.", is_final=True)),
-            Emit(2400, transcript("wait, stop")),
-            Emit(2400, transcript("wait, stop please", is_final=True)),
-        ])
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
+                Emit(2 * BATCH, transcript("wait, stop")),
+                Emit(2 * BATCH, transcript("wait, stop please", is_final=True)),
+            ]
+        )
         played_before_clear: list[int] = []
 
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(SILENCE_100MS, 8000)
+            await phone.send_pcm(AUDIO_128MS, 8000)
             # The bot is talking and the caller has heard some of it (marks echoed in real time)...
             await eventually(lambda: len(phone.echoed_marks) >= 2)
             played_before_clear.append(len(phone.played_mulaw))
             # ...then talks over it.
-            await phone.send_pcm(SILENCE_100MS * 2, 8000)
+            await phone.send_pcm(AUDIO_128MS, 8000)
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
 
         sessions = await run_call(llm, pulse, script, playback_speed=1)
@@ -130,16 +134,18 @@ async def test_barge_in_clears_playback_and_keeps_only_what_the_caller_heard() -
 async def test_backchannels_do_not_interrupt_the_bot() -> None:
     async with FakeOpenAIServer() as llm:
         llm.enqueue(text_reply("Sure. The lighthouse stood on a rock. Ships passed it every night."))
-        pulse = FakePulseServer([
-            Emit(800, transcript("Tell me about the lighthouse.", is_final=True)),
-            Emit(1600, transcript("mhm")),
-            Emit(1600, transcript("mhm, okay", is_final=True)),
-        ])
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)),
+                Emit(2 * BATCH, transcript("mhm")),
+                Emit(2 * BATCH, transcript("mhm, okay", is_final=True)),
+            ]
+        )
 
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(SILENCE_100MS, 8000)
+            await phone.send_pcm(AUDIO_128MS, 8000)
             await eventually(lambda: len(phone.echoed_marks) >= 1)
-            await phone.send_pcm(SILENCE_100MS, 8000)
+            await phone.send_pcm(AUDIO_128MS, 8000)
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
 
         sessions = await run_call(llm, pulse, script, playback_speed=2)
@@ -150,8 +156,16 @@ async def test_backchannels_do_not_interrupt_the_bot() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("mhm", True), ("Okay.", True), ("yeah, right", True), ("uh huh", True), ("ok wait", False),
-     ("stop", False), ("", False), ("yes please book it", False)],
+    [
+        ("mhm", True),
+        ("Okay.", True),
+        ("yeah, right", True),
+        ("uh huh", True),
+        ("ok wait", False),
+        ("stop", False),
+        ("", False),
+        ("yes please book it", False),
+    ],
 )
 def test_is_backchannel(text: str, expected: bool) -> None:
     assert is_backchannel(text) is expected

@@ -458,3 +458,25 @@ async def test_tts_sink_broken_for_good_during_a_tool_ends_the_turn_with_every_c
     assert history[1]["content"] is None  # "Searching now." was never heard
     assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
     assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_barge_in_drops_streamed_words_that_were_never_spoken(server: FakeOpenAIServer) -> None:
+    """Every queued chunk played in full, but the round had streamed more the chunker still held."""
+    hold = anyio.Event()
+    reply = text_reply("It's 16 degrees in Tokyo. The evening should stay clear", pieces=12)
+    # Everything up to "The evening should" arrives; the rest is held back until the test ends.
+    server.enqueue(gate_last(reply, hold, count=len(reply.events) - 9))
+    sink = RecordingSink()
+    agent = make_agent(server, sink)
+    turn = agent.new_turn()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(turn.run, "Weather in Tokyo?")
+        with anyio.fail_after(GATE_TIMEOUT):
+            while sink.text != "It's 16 degrees in Tokyo. ":  # noqa: ASYNC110 (the sink has no event per chunk)
+                await anyio.sleep(0.01)
+            await server.wait_for_requests(1)
+        turn.cancel()
+        hold.set()
+    assistant = agent.conversation.history[-1]
+    assert assistant == {"role": "assistant", "content": "It's 16 degrees in Tokyo."}

@@ -431,7 +431,9 @@ class Turn:
     def _truncate_to_heard(self, heard: int) -> None:
         """Keep what the listener heard of each round's words; answer every dispatched tool call."""
         state = self._current
+        cut_round = None
         if state is not None:  # the round in flight when the turn was cancelled
+            cut_round = state.number
             self._commit_interrupted_round(state)
         heard_by_round: dict[int, list[str]] = {}
         full_by_round: dict[int, bool] = {}
@@ -444,7 +446,9 @@ class Turn:
             heard_by_round.setdefault(u.round, []).append(kept)
             full_by_round[u.round] = full_by_round.get(u.round, True) and kept == u.text
         for number, at in self._assistant_at.items():
-            if full_by_round.get(number, True):
+            # The cut round may have streamed words the chunker still held: they were never spoken,
+            # so its message is only what was heard, even when every queued chunk played in full.
+            if number != cut_round and full_by_round.get(number, True):
                 continue
             message = self._pending[at]
             text = "".join(heard_by_round.get(number, [])).strip()
