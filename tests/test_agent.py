@@ -65,5 +65,5 @@ def test_readme_example_runs_against_a_local_server(capsys: pytest.CaptureFixtur
 
     anyio.run(run)
     out = capsys.readouterr().out
-    assert "Let me check.It's 18 degrees and sunny in Paris." in out
+    assert "Let me check. It's 18 degrees and sunny in Paris." in out
     assert 'get_weather {"city": "Paris"} -> Paris: 18 degrees, sunny' in out

@@ -289,7 +289,7 @@ def _drop_after_text(env: Env) -> Check:
         assert len(env.server.requests) == 1
         partial = result.rounds[0].content
         assert partial and ANSWER.startswith(partial) and partial != ANSWER
-        assert env.sink.text == partial + FALLBACK
+        assert env.sink.text == partial + " " + FALLBACK  # the fallback is spoken apart: spaced
         assert history_of(agent)[-1] == {"role": "assistant", "content": partial}
         assert result.usage.estimated and result.usage.completion_tokens > 0
 
@@ -687,7 +687,7 @@ def _error_after_tool(env: Env) -> Check:
 
     def check(agent: Agent, result: TurnResult) -> None:
         assert [m["role"] for m in history_of(agent)] == ["user", "assistant", "tool"]
-        assert env.sink.text == "Let me check." + FALLBACK
+        assert env.sink.text == "Let me check. " + FALLBACK
         assert "context too long" in (result.error or "")
 
     return check

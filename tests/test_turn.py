@@ -122,7 +122,8 @@ async def test_tool_starts_before_last_chunk_and_filler_reaches_sink_before_tool
     with anyio.fail_after(GATE_TIMEOUT * 2):
         result = await agent.respond("What's the weather in Paris?", on_event=events.append)
 
-    assert sink.text == "Let me check the weather for you.It's 18 degrees and sunny in Paris."
+    # The second round's words are spoken apart from the filler: a space keeps the text readable.
+    assert sink.text == "Let me check the weather for you. It's 18 degrees and sunny in Paris."
     started = next(e for e in events if isinstance(e, ToolStarted))
     finished = next(e for e in events if isinstance(e, ToolFinished))
     first_speech = next(e for e in events if isinstance(e, SpeechQueued))
@@ -226,7 +227,7 @@ async def test_tool_chain_is_bounded_by_max_rounds_then_fallback(server: FakeOpe
     result = await agent.respond("Loop forever")
     assert len(server.requests) == 3
     assert result.fallback_spoken
-    assert sink.spoken[-1] == "Sorry, that took too long."
+    assert sink.spoken[-1] == " Sorry, that took too long."  # spoken apart from the last round: spaced
     assert result.error == "tool chain reached max_rounds=3"
     assert_valid_conversation(agent)
 
@@ -312,7 +313,7 @@ async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(
     sink = RecordingSink()
     agent = make_agent(server, sink, fallback="Sorry, I lost the line.")
     result = await agent.respond("Question")
-    assert sink.spoken[-1] == "Sorry, I lost the line."
+    assert sink.spoken[-1] == " Sorry, I lost the line."
     assert result.rounds[0].usage.estimated
     assert result.rounds[0].usage.completion_tokens > 0
     assert len(server.requests) == 1  # content was already out: never retried

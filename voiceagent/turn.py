@@ -373,6 +373,11 @@ class Turn:
     def _queue(
         self, speech: MemoryObjectSendStream[_Utterance], number: int, text: str, filler: bool = False
     ) -> None:
+        last = self._utterances[-1] if self._utterances else None
+        if last is not None and (last.round != number or last.filler or filler):
+            # Spoken apart (filler, another round): keep a space between them, as a reader expects.
+            if last.text and not last.text[-1].isspace() and not text[:1].isspace():
+                text = " " + text
         utterance = _Utterance(number, text, filler)
         self._utterances.append(utterance)
         state = self._current
