@@ -15,7 +15,7 @@ import openai
 from voiceagent.audio import WavStreamDecoder
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
-from voiceagent.logs import get_logger, set_request_id
+from voiceagent.logs import get_logger, register_secret, set_request_id
 from voiceagent.sink_base import Delivery, StreamingSink
 from voiceagent.text_split import split_text
 from voiceagent.tts import AudioOutput
@@ -62,6 +62,7 @@ class OpenAISpeechSink(StreamingSink):
             raise ValueError(f"max_input_chars must be positive, got {max_input_chars}")
         self._own_client = client is None
         self.client = client or openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
+        register_secret(self.client.api_key)  # never in a log line
         self.model = model
         self.voice = voice
         self.speed = speed

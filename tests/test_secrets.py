@@ -156,3 +156,29 @@ def test_configure_installs_redaction_on_its_handler() -> None:
     finally:
         voiceagent_logger.handlers[:], level = saved
         voiceagent_logger.setLevel(level)
+
+
+TWILIO_TOKEN = "tw_authtoken_SECRET_7f3a9c"
+
+
+@pytest.mark.anyio
+async def test_twilio_auth_token_never_reaches_a_log_line(captured: Capture) -> None:
+    """A rejected upgrade is logged; the token that checked it must not be, even if code logs it."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
+    from voiceagent.logs import get_logger
+
+    async def handler(stream: TwilioMediaStream) -> None:
+        await stream.wait_closed()
+
+    public = "wss://bot.example.com/media"
+    async with TwilioServer(handler, auth_token=TWILIO_TOKEN, public_url=public) as server:
+        with pytest.raises(InvalidStatus):
+            await connect(server.url, additional_headers={"X-Twilio-Signature": "bogus"})
+    # The worst case: application code logging the token through a voiceagent logger.
+    get_logger("voiceagent.app").warning("token in use: %s", TWILIO_TOKEN)
+    texts = [logging.Formatter("%(message)s").format(r) for r in captured.records]
+    assert any("[REDACTED]" in t for t in texts)
+    assert not [t for t in texts if TWILIO_TOKEN in t]

@@ -41,7 +41,7 @@ from voiceagent.adapters.lightning.protocol import (
 )
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
-from voiceagent.logs import get_logger, set_request_id
+from voiceagent.logs import get_logger, register_secret, set_request_id
 from voiceagent.sink_base import Delivery, StreamingSink
 from voiceagent.tts import AudioOutput
 
@@ -79,6 +79,7 @@ def request_sample_rate(output_rate: int, requested: int | None) -> int:
 
 
 def check_common(model: str, speed: float, voice_id: str, api_key: str) -> None:
+    register_secret(api_key)  # never in a log line
     if model not in MODELS:
         raise ValueError(f"unknown Lightning model {model!r}; expected one of {MODELS}")
     if not 0.5 <= speed <= 2:

@@ -12,7 +12,7 @@ from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from voiceagent.logs import get_logger
+from voiceagent.logs import get_logger, register_secret
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
 
 from .._g711 import pcm16_to_alaw, pcm16_to_ulaw
@@ -62,6 +62,7 @@ class PulseSTT:
         self.options = options or PulseOptions()
         self.url = build_url(self.options, url)
         self._api_key = api_key
+        register_secret(api_key)  # never in a log line
         self._batch_bytes = batch_bytes
         self._flush_bytes = self.options.batch_size(batch_bytes, max_batch_ms)
         self._open_timeout = open_timeout

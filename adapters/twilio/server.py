@@ -13,7 +13,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from voiceagent.logs import get_logger, log_context
+from voiceagent.logs import get_logger, log_context, register_secret
 
 from .errors import TwilioProtocolError
 from .messages import MAX_FRAME_BYTES
@@ -60,6 +60,7 @@ class TwilioServer:
         self._handshake_timeout = handshake_timeout
         self._audio_buffer_frames = audio_buffer_frames
         self._auth_token = auth_token
+        register_secret(auth_token)  # never in a log line
         self._public_url = public_url
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
