@@ -40,7 +40,7 @@ case "${1:-}" in
     shift
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
-    .venv/bin/mypy voiceagent adapters
+    .venv/bin/mypy voiceagent adapters examples
     status=0
     .venv/bin/python -m pytest "$@" || status=$?
     if [ "$status" = 5 ]; then

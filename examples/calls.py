@@ -1,0 +1,81 @@
+"""What the phone and web example bots share: one call = STT + the weather agent + TTS, in a Session.
+
+Live parts need SMALLEST_API_KEY (Electron, Pulse, Lightning). The offline parts used by the bots'
+``--selftest`` are the project's own loopback fakes and the shipped recorded LLM session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from examples.weather_bot import build_agent
+from voiceagent.session import Session
+from voiceagent.stt import STTSource
+from voiceagent.transport import Transport
+from voiceagent.transport_output import TransportOutput
+from voiceagent.tts import AudioOutput, TTSSink
+from voiceagent.turn import ChatStreamer
+
+QUESTION = "What's the weather in Paris right now?"
+WEATHER_CASSETTE = Path(__file__).parent / "cassettes" / "weather.jsonl"
+
+SinkFactory = Callable[[AudioOutput], AbstractAsyncContextManager[TTSSink]]
+STTFactory = Callable[[], AbstractAsyncContextManager[STTSource]]
+
+
+def api_key() -> str:
+    key = os.environ.get("SMALLEST_API_KEY")
+    if not key:
+        raise SystemExit("SMALLEST_API_KEY is not set: export it, or run with --selftest (offline)")
+    return key
+
+
+@asynccontextmanager
+async def espeak_sink(output: AudioOutput) -> AsyncIterator[TTSSink]:
+    from voiceagent.adapters.espeak import EspeakSink
+
+    yield EspeakSink(output, words_per_minute=185)
+
+
+def lightning_sink(voice_id: str) -> SinkFactory:
+    from voiceagent.adapters.lightning import LightningSink
+
+    def make(output: AudioOutput) -> AbstractAsyncContextManager[TTSSink]:
+        sink: AbstractAsyncContextManager[TTSSink] = LightningSink(
+            output, api_key=api_key(), voice_id=voice_id
+        )
+        return sink
+
+    return make
+
+
+async def run_call(
+    transport: Transport,
+    sample_rate: int,
+    *,
+    llm: ChatStreamer,
+    stt: STTFactory,
+    tts: SinkFactory,
+    sessions: list[Session] | None = None,
+) -> None:
+    """Serve one call until the caller hangs up."""
+    output = TransportOutput(transport, sample_rate)
+    async with stt() as source, tts(output) as sink:
+        session = Session(agent=build_agent(llm, sink), transport=transport, stt=source, output=output)
+        if sessions is not None:
+            sessions.append(session)
+        await session.run()
+
+
+async def wait_for_first_answer(sessions: list[Session], limit: float = 60.0) -> Session:
+    """Self-tests: return the call's session once its first turn is over and the bot is quiet."""
+    with anyio.fail_after(limit):
+        # Polled: the state lives in the session the server's handler builds, after this call starts.
+        while not (sessions and sessions[0].results and not sessions[0].bot_speaking):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    return sessions[0]

@@ -1,0 +1,102 @@
+"""The weather bot on the phone: Twilio Media Streams + Pulse STT + Electron + Lightning (or espeak-ng).
+
+    python -m examples.twilio_phone_bot --port 8080 --public-url wss://your.host/media
+    python -m examples.twilio_phone_bot --selftest      # one offline call, every part on loopback
+
+Point your Twilio number's voice webhook at TwiML like the one this prints (a TLS proxy in front of the
+port: Twilio only dials wss on 443). With TWILIO_AUTH_TOKEN set, the upgrade's signature is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+import anyio
+
+from examples.calls import (
+    QUESTION,
+    WEATHER_CASSETTE,
+    api_key,
+    espeak_sink,
+    lightning_sink,
+    run_call,
+    wait_for_first_answer,
+)
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer, connect_stream_twiml
+from voiceagent.llm import LLMClient
+from voiceagent.session import Session
+
+
+async def serve(args: argparse.Namespace) -> None:
+    key = api_key()
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    handler = functools.partial(
+        _call,
+        llm=LLMClient.electron(plan=args.plan),
+        stt=lambda: PulseSTT(key, PulseOptions.for_twilio("en")),
+        tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
+    )
+    auth = {"auth_token": token, "public_url": args.public_url} if token else {}
+    async with TwilioServer(handler, host=args.host, port=args.port, **auth) as server:
+        print(f"listening on {server.url}\nTwiML for your number:\n{connect_stream_twiml(args.public_url)}")
+        await server.serve_forever()
+
+
+async def _call(stream: TwilioMediaStream, **parts: object) -> None:
+    await run_call(stream, 8000, **parts)  # type: ignore[arg-type]
+
+
+async def selftest() -> int:
+    """One call: a fake Twilio caller asks the question; fake Pulse transcribes it; the LLM side is the
+    recorded session on a local server; espeak-ng answers into the call."""
+    from voiceagent.cassette import Cassette
+    from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+    from voiceagent.testing.replay import ReplayServer
+    from voiceagent.testing.twilio_client import FakeTwilioCall
+
+    sessions: list[Session] = []
+    pulse = FakePulseServer([Emit(1024, transcript(QUESTION, is_final=True))])
+    async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
+        handler = functools.partial(
+            _call,
+            llm=replay.client(),
+            stt=lambda: PulseSTT("sk_test", PulseOptions.for_twilio("en"), url=pulse.url),
+            tts=espeak_sink,
+            sessions=sessions,
+        )
+        async with TwilioServer(handler) as server:
+            async with FakeTwilioCall(server.url, playback_speed=20) as phone:
+                await phone.send_pcm(b"\x00\x00" * 1024, 8000)  # 128 ms of caller audio
+                await wait_for_first_answer(sessions)
+                await phone.stop()
+        replay.check()
+    result = sessions[0].results[0]
+    print(f"caller asked: {result.user_text}")
+    print(f"caller heard: {result.heard_text}")
+    seconds = len(phone.played_mulaw) / 8000
+    print(f"audio played to the caller: {seconds:.2f} s, marks echoed: {len(phone.echoed_marks)}")
+    return 0 if result.heard_text and not result.error else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--public-url", default="wss://example.com/media", help="the wss URL Twilio dials")
+    parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
+    parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
+    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"))
+    args = parser.parse_args(argv)
+    if args.selftest:
+        return anyio.run(selftest)
+    anyio.run(serve, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The weather bot in the browser: the voiceagent web page + Pulse STT + Electron + Lightning.
+
+    python -m examples.web_bot --port 8080          # then open the printed URL and press Start
+    python -m examples.web_bot --selftest           # one offline call in headless Chromium
+
+Browsers allow the microphone only on http://localhost / 127.0.0.1 or over HTTPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+
+from examples.calls import (
+    QUESTION,
+    WEATHER_CASSETTE,
+    api_key,
+    espeak_sink,
+    lightning_sink,
+    run_call,
+    wait_for_first_answer,
+)
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.web import WebServer, WebSession
+from voiceagent.llm import LLMClient
+from voiceagent.session import Session
+
+SAMPLE_RATE = 16000  # the page sends and plays PCM16 mono at 16 kHz
+
+
+async def _call(session: WebSession, **parts: object) -> None:
+    await run_call(session, SAMPLE_RATE, **parts)  # type: ignore[arg-type]
+
+
+async def serve(args: argparse.Namespace) -> None:
+    key = api_key()
+    handler = functools.partial(
+        _call,
+        llm=LLMClient.electron(plan=args.plan),
+        stt=lambda: PulseSTT(key, PulseOptions(language="en", sample_rate=SAMPLE_RATE)),
+        tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
+    )
+    async with WebServer(handler, host=args.host, port=args.port) as server:
+        print(f"open {server.url} and press Start")
+        await server.serve_forever()
+
+
+async def selftest() -> int:
+    """Headless Chromium opens the page with espeak-ng's recording of the question as its microphone;
+    fake Pulse transcribes it; the LLM side is the recorded session; espeak-ng answers in the page."""
+    from voiceagent.cassette import Cassette
+    from voiceagent.testing.chromium import Chromium
+    from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+    from voiceagent.testing.replay import ReplayServer
+
+    sessions: list[Session] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        mic = Path(tmp) / "question.wav"
+        await anyio.run_process(["espeak-ng", "-w", str(mic), QUESTION])
+        # 256 ms of 16 kHz PCM16 from the mic, then the "transcript" of what it said.
+        pulse = FakePulseServer([Emit(8192, transcript(QUESTION, is_final=True))])
+        async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
+            handler = functools.partial(
+                _call,
+                llm=replay.client(),
+                stt=lambda: PulseSTT("sk_test", PulseOptions(language="en"), url=pulse.url),
+                tts=espeak_sink,
+                sessions=sessions,
+            )
+            async with WebServer(handler) as server, Chromium(fake_microphone=mic) as browser:
+                page = await browser.new_page(server.url)
+                await page.click("#start")
+                await page.wait_for("window.voiceagent.connected")
+                await wait_for_first_answer(sessions)
+                output = sessions[0].output
+                played = output.played_seconds if output is not None else 0.0
+                await page.click("#start")  # Stop: the page hangs up
+            replay.check()
+    result = sessions[0].results[0]
+    print(f"browser asked: {result.user_text}")
+    print(f"browser heard: {result.heard_text}")
+    print(f"audio played in the page (confirmed by its mark echoes): {played:.2f} s")
+    return 0 if result.heard_text and not result.error and played > 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
+    parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
+    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"))
+    args = parser.parse_args(argv)
+    if args.selftest:
+        return anyio.run(selftest)
+    anyio.run(serve, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
