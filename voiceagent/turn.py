@@ -348,22 +348,7 @@ class Turn:
                 done = state.results[call.id]  # the round's task group awaited every dispatched call
                 self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
                 self._tool_records.append(done)
-        record = RoundRecord(
-            round=state.number,
-            request_id=state.request_id,
-            attempts=state.attempts,
-            usage=usage,
-            finish_reason=state.acc.finish_reason,
-            content=state.acc.content,
-            tool_call_ids=tuple(c.id for c in calls),
-            started_at=state.started_at,
-            first_chunk_at=state.first_chunk_at,
-            first_text_at=state.first_text_at,
-            finished_at=self._now(),
-            cache_bust=state.cache_bust,
-            malformed_chunks=state.malformed_chunks,
-            error=str(state.error) if state.error else None,
-        )
+        record = self._round_record(state, calls, usage, str(state.error) if state.error else None)
         self._rounds.append(record)
         self._current = None
         self._emit(RoundFinished(state.number, state.request_id, state.acc.finish_reason, usage, self._now()))
@@ -485,26 +470,31 @@ class Turn:
             self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
             self._tool_records.append(done)
         self._rounds.append(
-            RoundRecord(
-                round=state.number,
-                request_id=state.request_id,
-                attempts=state.attempts,
-                usage=state.acc.usage or self._estimate_usage(state),
-                finish_reason=state.acc.finish_reason,
-                content=state.acc.content,
-                tool_call_ids=tuple(c.id for c in calls),
-                started_at=state.started_at,
-                first_chunk_at=state.first_chunk_at,
-                first_text_at=state.first_text_at,
-                finished_at=self._now(),
-                cache_bust=state.cache_bust,
-                malformed_chunks=state.malformed_chunks,
-                error="interrupted",
-            )
+            self._round_record(state, calls, state.acc.usage or self._estimate_usage(state), "interrupted")
         )
         self._current = None
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _round_record(
+        self, state: _RoundState, calls: Sequence[ToolCallReady], usage: Usage, error: str | None
+    ) -> RoundRecord:
+        return RoundRecord(
+            round=state.number,
+            request_id=state.request_id,
+            attempts=state.attempts,
+            usage=usage,
+            finish_reason=state.acc.finish_reason,
+            content=state.acc.content,
+            tool_call_ids=tuple(c.id for c in calls),
+            started_at=state.started_at,
+            first_chunk_at=state.first_chunk_at,
+            first_text_at=state.first_text_at,
+            finished_at=self._now(),
+            cache_bust=state.cache_bust,
+            malformed_chunks=state.malformed_chunks,
+            error=error,
+        )
 
     @staticmethod
     def _assistant_message(content: str, calls: Sequence[ToolCallReady]) -> Message:
