@@ -90,6 +90,8 @@ _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
 _CLAUSE_ENDS: Final = frozenset(",;:—–")
 # Every character _MarkdownFilter._step treats specially in inline mode (outside code and links).
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
+# \s is str.isspace() (both are Py_UNICODE_ISSPACE), so a match is a run no _char treats as whitespace.
+_NON_SPACE_RUN: Final = re.compile(r"\S*")
 
 
 class _MarkdownFilter:
@@ -372,10 +374,41 @@ class SpeechChunker:
         if not isinstance(delta, str):
             raise TypeError(f"delta must be str, got {type(delta).__name__}")
         text = self._markdown.feed(delta) if self._markdown is not None else delta
-        for char in text:
-            self._char(char)
+        self._feed(text)
         out, self._out = self._out, []
         return out
+
+    def _feed(self, text: str) -> None:
+        """``_feed_chars`` with a fast path: the rest of a word (non-whitespace after non-whitespace)
+        is never a word start, so it decides no boundary; unless it would trigger the first-chunk rule
+        or the length limit, it only extends the held text, which is done in one step."""
+        i, n = 0, len(text)
+        while i < n:
+            if self._prev_ws:
+                self._char(text[i])
+                i += 1
+                continue
+            end = _NON_SPACE_RUN.match(text, i).end()  # type: ignore[union-attr]  # \S* always matches
+            if end == i:
+                self._char(text[i])  # whitespace
+                i += 1
+                continue
+            if end + self._pos - i - self._start > self.max_chars or (
+                self._first
+                and self._first_boundary is not None
+                and len(self._held) + end - i >= self.min_first_chars
+            ):
+                self._feed_chars(text[i:end])
+            else:
+                self._held.extend(text[i:end])
+                self._pos += end - i
+                self._content_end = self._pos
+            i = end
+
+    def _feed_chars(self, text: str) -> None:
+        """The reference: one character at a time."""
+        for char in text:
+            self._char(char)
 
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
@@ -383,8 +416,7 @@ class SpeechChunker:
         The next push starts a new text: markdown state and the first-chunk rule are reset.
         """
         if self._markdown is not None:
-            for char in self._markdown.finish():
-                self._char(char)
+            self._feed(self._markdown.finish())
         if self._content_end > self._start:
             self._cut(self._pos)
         self._first = True
