@@ -90,8 +90,6 @@ _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
 _CLAUSE_ENDS: Final = frozenset(",;:—–")
 # Every character _MarkdownFilter._step treats specially in inline mode (outside code and links).
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
-# \s is str.isspace() (both are Py_UNICODE_ISSPACE), so a match is a run no _char treats as whitespace.
-_NON_SPACE_RUN: Final = re.compile(r"\S*")
 
 
 class _MarkdownFilter:
@@ -379,31 +377,22 @@ class SpeechChunker:
         return out
 
     def _feed(self, text: str) -> None:
-        """``_feed_chars`` with a fast path: the rest of a word (non-whitespace after non-whitespace)
-        is never a word start, so it decides no boundary; unless it would trigger the first-chunk rule
-        or the length limit, it only extends the held text, which is done in one step."""
-        i, n = 0, len(text)
-        while i < n:
-            if self._prev_ws:
-                self._char(text[i])
-                i += 1
-                continue
-            end = _NON_SPACE_RUN.match(text, i).end()  # type: ignore[union-attr]  # \S* always matches
-            if end == i:
-                self._char(text[i])  # whitespace
-                i += 1
-                continue
-            if end + self._pos - i - self._start > self.max_chars or (
-                self._first
-                and self._first_boundary is not None
-                and len(self._held) + end - i >= self.min_first_chars
+        """``_feed_chars`` with a fast path: a character inside a word (non-whitespace after
+        non-whitespace) is never a word start, so it decides no boundary; unless the first-chunk rule
+        or the length limit could fire, it only extends the held text (no ``_char`` call)."""
+        held = self._held
+        for char in text:
+            if (
+                self._prev_ws
+                or char.isspace()
+                or (self._first and self._first_boundary is not None)
+                or self._pos + 1 - self._start > self.max_chars
             ):
-                self._feed_chars(text[i:end])
+                self._char(char)
             else:
-                self._held.extend(text[i:end])
-                self._pos += end - i
+                held.append(char)
+                self._pos += 1
                 self._content_end = self._pos
-            i = end
 
     def _feed_chars(self, text: str) -> None:
         """The reference: one character at a time."""
