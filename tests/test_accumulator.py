@@ -4,7 +4,7 @@ import itertools
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voiceagent.accumulator import DeltaAccumulator
@@ -266,3 +266,105 @@ def test_feed_never_raises_on_arbitrary_dicts(chunks: list[dict[str, Any]]) -> N
     for c in chunks:
         acc.feed(c)
     acc.end()
+
+
+def _reference_choice_feed(acc: DeltaAccumulator, chunk: dict[str, Any]) -> list[Any]:
+    """feed() as first written (every shape through _dict/_list): the inlined checks must match it."""
+    from voiceagent.accumulator import _dict, _list
+
+    acc.chunks_seen += 1
+    events: list[Any] = []
+    if acc.response_id is None and isinstance(chunk.get("id"), str):
+        acc.response_id = chunk["id"]
+    if acc.model is None and isinstance(chunk.get("model"), str):
+        acc.model = chunk["model"]
+    for choice in _list(chunk.get("choices")):
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        delta = _dict(choice.get("delta"))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            acc.content_parts.append(content)
+            events.append(TextDelta(content))
+        for fragment in _list(delta.get("tool_calls")):
+            if isinstance(fragment, dict):
+                events.extend(acc._feed_tool_fragment(fragment))
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            events.extend(acc._dispatch_pending())
+            acc.finish_reason = reason
+            events.append(StreamFinished(reason))
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and "prompt_tokens" in usage:
+        acc.usage = Usage.from_dict(usage)
+        events.append(UsageReported(acc.usage))
+    return events
+
+
+# One branch for every odd (non-dict, non-list, wrong-type) value, so the real shapes stay likely.
+odd_values = st.sampled_from([None, 0, 1, -1, True, "", "x", 1.5])
+fragments = st.one_of(
+    odd_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "index": st.one_of(st.integers(0, 2), odd_values),
+            "id": st.one_of(st.sampled_from(["a", "b", ""]), odd_values),
+            "function": st.one_of(
+                odd_values,
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "name": st.one_of(st.sampled_from(["f", "g"]), odd_values),
+                        "arguments": st.one_of(st.sampled_from(["{", '"x": 1', "}", "{}", ""]), odd_values),
+                    },
+                ),
+            ),
+        },
+    ),
+)
+deltas = st.one_of(
+    odd_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "content": st.one_of(st.text(max_size=4), odd_values),
+            "tool_calls": st.one_of(st.lists(fragments, max_size=3), odd_values),
+        },
+    ),
+)
+choices = st.one_of(
+    odd_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "index": st.one_of(st.integers(0, 1), odd_values),
+            "delta": deltas,
+            "finish_reason": st.one_of(st.sampled_from(["stop", "tool_calls", ""]), odd_values),
+        },
+    ),
+)
+chunk_shapes = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.just("c1"), odd_values),
+        "choices": st.one_of(st.lists(choices, max_size=2), odd_values),
+        "usage": st.one_of(st.just({"prompt_tokens": 3, "completion_tokens": 2}), odd_values),
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(chunk_shapes, max_size=10))
+def test_feed_matches_the_reference_on_any_shape(chunks: list[dict[str, Any]]) -> None:
+    fast, slow = DeltaAccumulator(), DeltaAccumulator()
+    for c in chunks:
+        assert fast.feed(c) == _reference_choice_feed(slow, c)
+    assert fast.end() == slow.end()
+    assert (fast.content, fast.ready_calls, fast.late_fragments, fast.finish_reason, fast.usage) == (
+        slow.content,
+        slow.ready_calls,
+        slow.late_fragments,
+        slow.finish_reason,
+        slow.usage,
+    )

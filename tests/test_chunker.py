@@ -299,3 +299,29 @@ def test_markdown_filter_fast_path_is_taken_for_plain_inline_text() -> None:
     md.feed("x")  # leaves line start
     assert md._plain(" sunny today, 21 degrees.")
     assert not md._plain(" **bold**") and not md._plain("line\nbreak") and not md._plain("[link")
+
+
+@settings(max_examples=400, deadline=None)
+@given(split_text(), st.integers(1, 40), st.integers(0, 12), st.booleans())
+def test_chunker_word_run_fast_path_matches_the_character_machine(
+    split: tuple[str, list[str]], max_chars: int, min_first: int, markdown: bool
+) -> None:
+    _, deltas = split
+    kwargs = {"max_chars": max_chars, "min_first_chars": min_first, "strip_markdown": markdown}
+    fast, slow = SpeechChunker(**kwargs), SpeechChunker(**kwargs)  # type: ignore[arg-type]
+    slow._feed = slow._feed_chars  # type: ignore[method-assign]  # every character through _char
+    for delta in [*deltas, *deltas]:  # twice: the second text starts after a flush-free run
+        assert fast.push(delta) == slow.push(delta)
+        assert fast.pending == slow.pending
+    assert fast.flush() == slow.flush()
+    for delta in deltas:  # after a flush (first-chunk rule again)
+        assert fast.push(delta) == slow.push(delta)
+    assert fast.flush() == slow.flush()
+
+
+def test_chunker_fast_path_is_taken_inside_words() -> None:
+    chunker = SpeechChunker(strip_markdown=False)
+    chunker.push("Hello there, x")
+    chunker._char = None  # type: ignore[assignment,method-assign]  # any per-character step would fail
+    chunker.push("ylophone")
+    assert chunker.pending.endswith("xylophone")

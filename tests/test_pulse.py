@@ -29,8 +29,8 @@ from voiceagent.adapters.pulse import (
     build_url,
     parse_server_message,
 )
+from voiceagent.audio import pcm16_to_ulaw
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
-from voiceagent.testing._audioop import audioop
 from voiceagent.testing.pulse_server import (
     Emit,
     FakePulseServer,
@@ -182,7 +182,7 @@ async def test_twilio_mulaw_8k_is_encoded_and_sent_in_short_batches() -> None:
         events = await collect(stt)
     session = server.sessions[0]
     assert (session.query["encoding"], session.query["sample_rate"]) == ("mulaw", "8000")
-    assert bytes(session.audio) == audioop.lin2ulaw(pcm, 2)
+    assert bytes(session.audio) == pcm16_to_ulaw(pcm)
     assert session.frame_sizes == [1024, 1024, 352]  # 128 ms batches, not half-second 4096-byte ones
     assert events == [Transcript("yes", True)]
 

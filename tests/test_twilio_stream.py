@@ -22,7 +22,7 @@ from voiceagent.adapters.twilio import (
     TwilioStreamClosed,
     compute_signature,
 )
-from voiceagent.testing._audioop import audioop
+from voiceagent.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from voiceagent.testing.twilio_client import EchoedMark, FakeTwilioCall
 from voiceagent.transport import Transport
 from voiceagent.tts import AudioChunk
@@ -36,7 +36,7 @@ def tone(seconds: float, rate: int, freq: float = 440.0) -> bytes:
 
 
 def mulaw_roundtrip(pcm8k: bytes) -> bytes:
-    return audioop.ulaw2lin(audioop.lin2ulaw(pcm8k, 2), 2)
+    return ulaw_to_pcm16(pcm16_to_ulaw(pcm8k))
 
 
 Handler = Callable[[TwilioMediaStream], Awaitable[None]]
@@ -162,7 +162,7 @@ async def test_slow_audio_consumer_loses_oldest_frames_but_not_marks() -> None:
             await call.wait_closed()
 
     assert seen["dropped"] == 7
-    assert seen["frames"] == [audioop.ulaw2lin(f, 2) for f in frames[7:]]
+    assert seen["frames"] == [ulaw_to_pcm16(f) for f in frames[7:]]
 
 
 def _media(sid: str, payload: str) -> str:

@@ -8,7 +8,7 @@ from voiceagent.adapters.web.messages import (
     ProtocolViolationError,
     parse_browser_message,
 )
-from voiceagent.adapters.web.resample import Resampler
+from voiceagent.audio import Resampler
 
 SECRET = b"s" * 32
 
@@ -94,10 +94,20 @@ def test_bad_browser_messages_say_what_is_wrong(text: str, reason: str) -> None:
 
 
 def test_resampler_converts_rate_and_keeps_length_across_chunks() -> None:
-    resampler = Resampler(16000)
+    resampler = Resampler(24000, 16000)
     second_at_24k = b"\x10\x00" * 24000
-    out = b"".join(resampler.convert(second_at_24k[i : i + 960], 24000) for i in range(0, 48000, 960))
+    out = b"".join(resampler.process(second_at_24k[i : i + 960]) for i in range(0, 48000, 960))
     assert abs(len(out) // 2 - 16000) <= 2
-    assert resampler.convert(b"\x01\x00" * 10, 16000) == b"\x01\x00" * 10
+    assert Resampler(16000, 16000).process(b"\x01\x00" * 10) == b"\x01\x00" * 10
     with pytest.raises(ValueError, match="even"):
-        resampler.convert(b"\x00\x00\x00", 24000)
+        resampler.process(b"\x00\x00\x00")
+
+
+def test_resampler_carries_an_odd_byte_when_asked_and_reset_forgets_it() -> None:
+    pcm = bytes(range(200)) * 4
+    whole = Resampler(24000, 8000).process(pcm)
+    split = Resampler(24000, 8000, carry_odd_byte=True)
+    assert split.process(pcm[:301]) + split.process(pcm[301:]) == whole
+    split.process(b"\x01")
+    split.reset()
+    assert split.process(pcm) == whole

@@ -93,14 +93,18 @@ class DeltaAccumulator:
         for choice in _list(chunk.get("choices")):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n>1 is rejected by Electron; other choices are never ours
-            delta = _dict(choice.get("delta"))
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                self.content_parts.append(content)
-                events.append(TextDelta(content))
-            for fragment in _list(delta.get("tool_calls")):
-                if isinstance(fragment, dict):
-                    events.extend(self._feed_tool_fragment(fragment))
+            delta = choice.get("delta")
+            # Checked inline rather than through _dict/_list: this runs once per streamed token.
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if isinstance(content, str) and content:
+                    self.content_parts.append(content)
+                    events.append(TextDelta(content))
+                fragments = delta.get("tool_calls")
+                if isinstance(fragments, list):
+                    for fragment in fragments:
+                        if isinstance(fragment, dict):
+                            events.extend(self._feed_tool_fragment(fragment))
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
                 events.extend(self._dispatch_pending())

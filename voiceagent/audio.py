@@ -35,6 +35,7 @@ __all__ = [
     "duration_seconds",
     "frames",
     "parse_wav_header",
+    "pcm16_to_alaw",
     "pcm16_to_twilio",
     "pcm16_to_ulaw",
     "read_wav",
@@ -90,21 +91,37 @@ def frames(pcm16: bytes, sample_rate: int, frame_ms: int = 20, *, pad: bool = Fa
 
 class Resampler:
     """Streaming resampler: feed PCM16 pieces in order; filter state carries across pieces so the
-    joins are seamless (resampling pieces independently clicks at every boundary)."""
+    joins are seamless (resampling pieces independently clicks at every boundary).
 
-    def __init__(self, from_rate: int, to_rate: int) -> None:
+    With ``carry_odd_byte`` a piece may end mid-sample (byte streams split anywhere): the dangling
+    byte is held for the next piece instead of being an error.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int, *, carry_odd_byte: bool = False) -> None:
         _check_rate(from_rate, "from_rate")
         _check_rate(to_rate, "to_rate")
         self.from_rate = from_rate
         self.to_rate = to_rate
+        self._carry_odd_byte = carry_odd_byte
+        self._odd = b""
         self._state: Any = None
 
     def process(self, pcm16: bytes) -> bytes:
-        _check_pcm16(pcm16)
+        if self._carry_odd_byte:
+            pcm16 = self._odd + pcm16
+            cut = len(pcm16) - len(pcm16) % SAMPLE_WIDTH
+            pcm16, self._odd = pcm16[:cut], pcm16[cut:]
+        else:
+            _check_pcm16(pcm16)
         if self.from_rate == self.to_rate or not pcm16:
             return pcm16
         out, self._state = audioop.ratecv(pcm16, SAMPLE_WIDTH, 1, self.from_rate, self.to_rate, self._state)
         return bytes(out)
+
+    def reset(self) -> None:
+        """Forget the filter state (and any held byte): the next piece starts a new stream."""
+        self._state = None
+        self._odd = b""
 
 
 def resample(pcm16: bytes, from_rate: int, to_rate: int) -> bytes:
@@ -116,6 +133,12 @@ def pcm16_to_ulaw(pcm16: bytes) -> bytes:
     """G.711 mu-law encode (one byte per sample); the rate is unchanged."""
     _check_pcm16(pcm16)
     return bytes(audioop.lin2ulaw(pcm16, SAMPLE_WIDTH))
+
+
+def pcm16_to_alaw(pcm16: bytes) -> bytes:
+    """G.711 A-law encode (one byte per sample); the rate is unchanged."""
+    _check_pcm16(pcm16)
+    return bytes(audioop.lin2alaw(pcm16, SAMPLE_WIDTH))
 
 
 def ulaw_to_pcm16(ulaw: bytes) -> bytes:

@@ -372,10 +372,32 @@ class SpeechChunker:
         if not isinstance(delta, str):
             raise TypeError(f"delta must be str, got {type(delta).__name__}")
         text = self._markdown.feed(delta) if self._markdown is not None else delta
-        for char in text:
-            self._char(char)
+        self._feed(text)
         out, self._out = self._out, []
         return out
+
+    def _feed(self, text: str) -> None:
+        """``_feed_chars`` with a fast path: a character inside a word (non-whitespace after
+        non-whitespace) is never a word start, so it decides no boundary; unless the first-chunk rule
+        or the length limit could fire, it only extends the held text (no ``_char`` call)."""
+        held = self._held
+        for char in text:
+            if (
+                self._prev_ws
+                or char.isspace()
+                or (self._first and self._first_boundary is not None)
+                or self._pos + 1 - self._start > self.max_chars
+            ):
+                self._char(char)
+            else:
+                held.append(char)
+                self._pos += 1
+                self._content_end = self._pos
+
+    def _feed_chars(self, text: str) -> None:
+        """The reference: one character at a time."""
+        for char in text:
+            self._char(char)
 
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
@@ -383,8 +405,7 @@ class SpeechChunker:
         The next push starts a new text: markdown state and the first-chunk rule are reset.
         """
         if self._markdown is not None:
-            for char in self._markdown.finish():
-                self._char(char)
+            self._feed(self._markdown.finish())
         if self._content_end > self._start:
             self._cut(self._pos)
         self._first = True

@@ -12,10 +12,10 @@ from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from voiceagent.audio import pcm16_to_alaw, pcm16_to_ulaw
 from voiceagent.logs import get_logger, register_secret
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
 
-from .._g711 import pcm16_to_alaw, pcm16_to_ulaw
 from .errors import (
     PulseConcurrencyLimitError,
     PulseConnectionError,

@@ -11,10 +11,10 @@ import anyio
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
+from voiceagent.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from voiceagent.logs import get_logger
 from voiceagent.tts import AudioChunk
 
-from .._g711 import MULAW_SILENCE, PCM16Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from .errors import TwilioProtocolError, TwilioStreamClosed
 from .ledger import MarkOutcome, PlaybackLedger
 from .messages import (
@@ -35,6 +35,7 @@ logger = get_logger(__name__)
 
 TWILIO_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz: the frame size Twilio itself uses
+MULAW_SILENCE = b"\xff"
 
 
 async def read_start(ws: Connection, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> Start:
@@ -73,7 +74,7 @@ class TwilioMediaStream:
         self._ledger = PlaybackLedger()
         self._send_lock = anyio.Lock()
         self._pending = bytearray()  # mu-law not yet sent: less than one 20 ms frame
-        self._resampler: PCM16Resampler | None = None
+        self._resampler: Resampler | None = None
         self._closed = anyio.Event()
         self._audio_tx, self._audio_rx = anyio.create_memory_object_stream[bytes](audio_buffer_frames)
         self._marks_tx, self._marks_rx = anyio.create_memory_object_stream[str](math.inf)
@@ -168,8 +169,8 @@ class TwilioMediaStream:
     async def send_audio(self, chunk: AudioChunk) -> None:
         async with self._send_lock:
             if self._resampler is None or self._resampler.from_rate != chunk.sample_rate:
-                self._resampler = PCM16Resampler(chunk.sample_rate, TWILIO_RATE)
-            self._pending += pcm16_to_ulaw(self._resampler.convert(chunk.pcm16))
+                self._resampler = Resampler(chunk.sample_rate, TWILIO_RATE, carry_odd_byte=True)
+            self._pending += pcm16_to_ulaw(self._resampler.process(chunk.pcm16))
             self._ledger.audio_sent(chunk.duration, chunk.text_span)
             full = len(self._pending) - len(self._pending) % FRAME_BYTES
             frames, self._pending = bytes(self._pending[:full]), self._pending[full:]

@@ -12,6 +12,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
+from voiceagent.audio import Resampler, resample
 from voiceagent.errors import VoiceAgentError
 from voiceagent.logs import get_logger
 from voiceagent.tts import AudioChunk
@@ -27,7 +28,6 @@ from .messages import (
     parse_browser_message,
     transcript_message,
 )
-from .resample import Resampler
 
 log = get_logger(__name__)
 
@@ -70,7 +70,7 @@ class WebSession:
         self._ws = connection
         self.id = session_id
         self._rate = hello.sample_rate
-        self._resampler = Resampler(hello.sample_rate)
+        self._resampler: Resampler | None = None
         self._audio_tx: MemoryObjectSendStream[bytes]
         self._audio_rx: MemoryObjectReceiveStream[bytes]
         self._audio_tx, self._audio_rx = anyio.create_memory_object_stream[bytes](audio_buffer)
@@ -99,7 +99,12 @@ class WebSession:
         return self._audio_rx
 
     async def send_audio(self, chunk: AudioChunk) -> None:
-        pcm = self._resampler.convert(chunk.pcm16, chunk.sample_rate)
+        if chunk.sample_rate == self._rate:
+            pcm = resample(chunk.pcm16, self._rate, self._rate)  # checks, then passes through
+        else:
+            if self._resampler is None or self._resampler.from_rate != chunk.sample_rate:
+                self._resampler = Resampler(chunk.sample_rate, self._rate)
+            pcm = self._resampler.process(chunk.pcm16)
         if pcm:
             await self._send(pcm)
 
@@ -110,7 +115,8 @@ class WebSession:
         await self._send(mark_message(name))
 
     async def clear(self) -> None:
-        self._resampler.reset()
+        if self._resampler is not None:
+            self._resampler.reset()
         await self._send(clear_message())
 
     def played_marks(self) -> AsyncIterator[str]:

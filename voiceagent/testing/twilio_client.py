@@ -14,7 +14,6 @@ import binascii
 import itertools
 import json
 import math
-import wave
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voiceagent.testing._audioop import audioop
+from voiceagent.audio import pcm16_to_ulaw, read_wav, resample, ulaw_to_pcm16
 
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz
 
@@ -143,20 +142,10 @@ class FakeTwilioCall:
             self._media_ms += len(frame) // 8
 
     async def send_pcm(self, pcm16: bytes, sample_rate: int) -> None:
-        if sample_rate != 8000:
-            pcm16, _ = audioop.ratecv(pcm16, 2, 1, sample_rate, 8000, None)
-        await self.send_mulaw(audioop.lin2ulaw(pcm16, 2))
+        await self.send_mulaw(pcm16_to_ulaw(resample(pcm16, sample_rate, 8000)))
 
     async def send_wav(self, path: str | Path) -> None:
-        with wave.open(str(path), "rb") as wav:
-            if wav.getsampwidth() != 2:
-                raise ValueError(f"{path}: only 16-bit WAV is supported")
-            pcm = wav.readframes(wav.getnframes())
-            if wav.getnchannels() == 2:
-                pcm = audioop.tomono(pcm, 2, 0.5, 0.5)
-            elif wav.getnchannels() != 1:
-                raise ValueError(f"{path}: only mono or stereo WAV is supported")
-            rate = wav.getframerate()
+        pcm, rate = read_wav(path)
         await self.send_pcm(pcm, rate)
 
     async def send_dtmf(self, digit: str) -> None:
@@ -183,7 +172,7 @@ class FakeTwilioCall:
 
     @property
     def played_pcm16(self) -> bytes:
-        return audioop.ulaw2lin(bytes(self.played_mulaw), 2)
+        return ulaw_to_pcm16(bytes(self.played_mulaw))
 
     @property
     def received_mulaw(self) -> bytes:
