@@ -17,7 +17,6 @@ from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger, register_secret, set_request_id
 from voiceagent.sink_base import Delivery, StreamingSink
-from voiceagent.text_split import split_text
 from voiceagent.tts import AudioOutput
 
 __all__ = ["OpenAISpeechSink"]
@@ -86,16 +85,7 @@ class OpenAISpeechSink(StreamingSink):
         await self.aclose()
 
     async def _synthesize(self, text: str, delivery: Delivery) -> None:
-        for piece in split_text(text, self.max_input_chars):
-            if not piece.strip():
-                continue
-            if self.limiter is None:
-                await self._request(piece, delivery)
-                continue
-            async with self.limiter.slot():
-                if not delivery.bytes_delivered:
-                    delivery.restart_clock()  # TTFB counts from the request, not the slot wait
-                await self._request(piece, delivery)
+        await self._synthesize_in_pieces(text, delivery, self.max_input_chars, self.limiter, self._request)
 
     async def _request(self, text: str, delivery: Delivery) -> None:
         params: dict[str, Any] = {}

@@ -9,12 +9,15 @@ playback ledger (``played_chars``, ``spoken_spans``) and implements ``flush`` an
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 
 import anyio
 
 from voiceagent.audio import Resampler
+from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger
 from voiceagent.playback import PlaybackLedger
+from voiceagent.text_split import split_text
 from voiceagent.tts import AudioChunk, AudioOutput, SpokenSpan, TTFBRecord
 
 __all__ = ["Delivery", "StreamingSink"]
@@ -63,6 +66,27 @@ class StreamingSink(ABC):
         self._scope: anyio.CancelScope | None = None
         self._idle = anyio.Event()
         self._idle.set()
+
+    async def _synthesize_in_pieces(
+        self,
+        text: str,
+        delivery: Delivery,
+        max_chars: int,
+        limiter: Limiter | None,
+        request: Callable[[str, Delivery], Awaitable[None]],
+    ) -> None:
+        """For engines with a text-length limit: one ``request`` per piece, each holding a slot of the
+        account's limiter when there is one."""
+        for piece in split_text(text, max_chars):
+            if not piece.strip():
+                continue
+            if limiter is None:
+                await request(piece, delivery)
+                continue
+            async with limiter.slot():
+                if not delivery.bytes_delivered:
+                    delivery.restart_clock()  # TTFB counts from the request, not the slot wait
+                await request(piece, delivery)
 
     @abstractmethod
     async def _synthesize(self, text: str, delivery: Delivery) -> None:

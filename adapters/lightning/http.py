@@ -20,7 +20,6 @@ from voiceagent.adapters.lightning.protocol import (
     MAX_CHARS,
     error_frame,
     error_from_body,
-    split_text,
 )
 from voiceagent.adapters.lightning.websocket import check_common, request_sample_rate
 from voiceagent.audio import WavStreamDecoder
@@ -102,13 +101,7 @@ class LightningHTTPSink(StreamingSink):
         await self.aclose()
 
     async def _synthesize(self, text: str, delivery: Delivery) -> None:
-        for piece in split_text(text, self.max_chunk_chars):
-            if not piece.strip():
-                continue
-            async with self.limiter.slot():
-                if not delivery.bytes_delivered:
-                    delivery.restart_clock()  # TTFB counts from the request, not the slot wait
-                await self._request(piece, delivery)
+        await self._synthesize_in_pieces(text, delivery, self.max_chunk_chars, self.limiter, self._request)
 
     async def _request(self, text: str, delivery: Delivery) -> None:
         payload = {**self._payload, "text": text}
