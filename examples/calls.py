@@ -6,8 +6,9 @@ Live parts need SMALLEST_API_KEY (Electron, Pulse, Lightning). The offline parts
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -79,3 +80,30 @@ async def wait_for_first_answer(sessions: list[Session], limit: float = 60.0) ->
         while not (sessions and sessions[0].results and not sessions[0].bot_speaking):  # noqa: ASYNC110
             await anyio.sleep(0.05)
     return sessions[0]
+
+
+def bot_main(
+    description: str,
+    argv: Sequence[str] | None,
+    *,
+    serve: Callable[[argparse.Namespace], Awaitable[None]],
+    selftest: Callable[[], Awaitable[int]],
+    public_url: bool = False,
+) -> int:
+    """The example bots' command line: serve live calls, or ``--selftest`` one offline call."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    if public_url:
+        parser.add_argument(
+            "--public-url", default="wss://example.com/media", help="the wss URL Twilio dials"
+        )
+    parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
+    parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
+    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"))
+    args = parser.parse_args(argv)
+    if args.selftest:
+        return anyio.run(selftest)
+    anyio.run(serve, args)
+    return 0

@@ -14,19 +14,18 @@ import functools
 import os
 import sys
 
-import anyio
-
 from examples.calls import (
     QUESTION,
     WEATHER_CASSETTE,
     api_key,
+    bot_main,
     espeak_sink,
     lightning_sink,
     run_call,
     wait_for_first_answer,
 )
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
-from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer, connect_stream_twiml
+from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
 from voiceagent.llm import LLMClient
 from voiceagent.session import Session
 
@@ -35,7 +34,8 @@ async def serve(args: argparse.Namespace) -> None:
     key = api_key()
     token = os.environ.get("TWILIO_AUTH_TOKEN")
     handler = functools.partial(
-        _call,
+        run_call,
+        sample_rate=8000,
         llm=LLMClient.electron(plan=args.plan),
         stt=lambda: PulseSTT(key, PulseOptions.for_twilio("en")),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
@@ -44,10 +44,6 @@ async def serve(args: argparse.Namespace) -> None:
     async with TwilioServer(handler, host=args.host, port=args.port, **auth) as server:
         print(f"listening on {server.url}\nTwiML for your number:\n{connect_stream_twiml(args.public_url)}")
         await server.serve_forever()
-
-
-async def _call(stream: TwilioMediaStream, **parts: object) -> None:
-    await run_call(stream, 8000, **parts)  # type: ignore[arg-type]
 
 
 async def selftest() -> int:
@@ -62,7 +58,8 @@ async def selftest() -> int:
     pulse = FakePulseServer([Emit(1024, transcript(QUESTION, is_final=True))])
     async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
         handler = functools.partial(
-            _call,
+            run_call,
+            sample_rate=8000,
             llm=replay.client(),
             stt=lambda: PulseSTT("sk_test", PulseOptions.for_twilio("en"), url=pulse.url),
             tts=espeak_sink,
@@ -83,19 +80,9 @@ async def selftest() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--public-url", default="wss://example.com/media", help="the wss URL Twilio dials")
-    parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
-    parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
-    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"))
-    args = parser.parse_args(argv)
-    if args.selftest:
-        return anyio.run(selftest)
-    anyio.run(serve, args)
-    return 0
+    return bot_main(
+        __doc__.splitlines()[0] if __doc__ else "", argv, serve=serve, selftest=selftest, public_url=True
+    )
 
 
 if __name__ == "__main__":

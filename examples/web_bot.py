@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,27 +20,25 @@ from examples.calls import (
     QUESTION,
     WEATHER_CASSETTE,
     api_key,
+    bot_main,
     espeak_sink,
     lightning_sink,
     run_call,
     wait_for_first_answer,
 )
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
-from voiceagent.adapters.web import WebServer, WebSession
+from voiceagent.adapters.web import WebServer
 from voiceagent.llm import LLMClient
 from voiceagent.session import Session
 
 SAMPLE_RATE = 16000  # the page sends and plays PCM16 mono at 16 kHz
 
 
-async def _call(session: WebSession, **parts: object) -> None:
-    await run_call(session, SAMPLE_RATE, **parts)  # type: ignore[arg-type]
-
-
 async def serve(args: argparse.Namespace) -> None:
     key = api_key()
     handler = functools.partial(
-        _call,
+        run_call,
+        sample_rate=SAMPLE_RATE,
         llm=LLMClient.electron(plan=args.plan),
         stt=lambda: PulseSTT(key, PulseOptions(language="en", sample_rate=SAMPLE_RATE)),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
@@ -67,7 +64,8 @@ async def selftest() -> int:
         pulse = FakePulseServer([Emit(8192, transcript(QUESTION, is_final=True))])
         async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
             handler = functools.partial(
-                _call,
+                run_call,
+                sample_rate=SAMPLE_RATE,
                 llm=replay.client(),
                 stt=lambda: PulseSTT("sk_test", PulseOptions(language="en"), url=pulse.url),
                 tts=espeak_sink,
@@ -90,18 +88,7 @@ async def selftest() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
-    parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
-    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"))
-    args = parser.parse_args(argv)
-    if args.selftest:
-        return anyio.run(selftest)
-    anyio.run(serve, args)
-    return 0
+    return bot_main(__doc__.splitlines()[0] if __doc__ else "", argv, serve=serve, selftest=selftest)
 
 
 if __name__ == "__main__":
