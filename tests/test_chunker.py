@@ -211,16 +211,27 @@ def test_bad_arguments() -> None:
 
 MARKDOWNISH = "ab Z9.,;:!?*_`~#->+[]()!\n\t $—…'\"" + "é"
 PUNCTUATION_HEAVY = "aB1 .,;:!?-—…\n" + "Dr.e.g.No 3.14"
+# Words and separators that sit on the rules' edges (list numbers, initials, line breaks of every kind).
+WORDS = ["hello", "1.", "2", "3.14", "Dr.", "U.S.", "a.m.", "No.", "é2", "w7.", "foo,", "(yes)", '"ok"']
+WORDS += ["-", "—", "…", "...", "wow!", "why?", "snake_case", "**b**", "`c`", "[l](u)", "#", "*"]
+SEPARATORS = [" ", "  ", "\n", "\n\n", "\t", "\u00a0", "\u2028", ""]
+prose = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS)), max_size=60).map(
+    lambda pairs: "".join(word + separator for word, separator in pairs)
+)
 texts = st.one_of(
     st.text(alphabet=MARKDOWNISH, max_size=300),
     st.text(alphabet=PUNCTUATION_HEAVY, max_size=300),
     st.text(max_size=200),
+    prose,
 )
 
 
 @st.composite
 def split_text(draw: st.DrawFn) -> tuple[str, list[str]]:
     text = draw(texts)
+    if draw(st.booleans()):  # word-sized tokens, as LLMs stream them (" word" or "word ")
+        pattern = r"\s*\S+|\s+" if draw(st.booleans()) else r"\S+\s*|\s+"
+        return text, re.findall(pattern, text)
     cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=40)))
     bounds = [0, *cuts, len(text)]
     return text, [text[a:b] for a, b in itertools.pairwise(bounds)]
@@ -317,6 +328,15 @@ def test_chunker_word_run_fast_path_matches_the_character_machine(
     for delta in deltas:  # after a flush (first-chunk rule again)
         assert fast.push(delta) == slow.push(delta)
     assert fast.flush() == slow.flush()
+
+
+def test_chunker_delta_fast_path_is_taken_for_plain_words() -> None:
+    chunker = SpeechChunker(strip_markdown=False)
+    chunker.push("Hello there, how")  # the first chunk is cut; the text is past its line start
+    chunker._char = None  # type: ignore[assignment,method-assign]  # any per-character step would fail
+    for token in [" are", " you", " today"]:
+        assert chunker.push(token) == []
+    assert chunker.pending == "how are you today"
 
 
 def test_chunker_fast_path_is_taken_inside_words() -> None:

@@ -90,6 +90,12 @@ _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
 _CLAUSE_ENDS: Final = frozenset(",;:—–")
 # Every character _MarkdownFilter._step treats specially in inline mode (outside code and links).
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
+# Runs of whitespace and of non-whitespace, as str.isspace() sees them (so does \s for str patterns).
+_RUNS: Final = re.compile(r"\s+|\S+")
+_WORD_START: Final = re.compile(r"\s\S")
+# A character that can end a clause or a sentence (with the whitespace after it), or a line break: a delta
+# without one (and in a plain state) cannot decide a boundary.
+_DECIDING: Final = re.compile("[!?.\u2026,;:\u2014\u2013\\-" + "".join(sorted(_LINE_BREAKS)) + "]")
 
 
 class _MarkdownFilter:
@@ -118,11 +124,11 @@ class _MarkdownFilter:
         if text and self._plain(text):
             # Fast path (most deltas): inline, nothing pending, no character the filter acts on, so
             # every character would be emitted as is. Same output as the loop below, a fraction of the CPU.
-            self._out.append(text)
+            # (_out is always empty between calls.)
             self._prev = text[-1]
-        else:
-            for char in text:
-                self._char(char)
+            return text
+        for char in text:
+            self._char(char)
         out = "".join(self._out)
         self._out.clear()
         return out
@@ -351,12 +357,13 @@ class SpeechChunker:
         self._start = 0  # absolute index (in the filtered text) of _held[0]
         self._pos = 0  # absolute index of the next character
         self._content_end = 0  # absolute index just after the last non-whitespace character
-        self._word_start = 0
-        self._word_at_line_start = True
+        self._word_at_line_start = True  # the last word began a line
         self._prev_ws = True
         self._ws_newline = False  # the current whitespace run holds a line break
         self._at_line_start = True
-        self._cands: list[tuple[int, int]] = []  # (absolute word-start index, boundary kind), held only
+        # Held boundaries: (absolute word-start index, _CLAUSE or _SENTENCE). Plain word starts are not
+        # kept: only a chunk over max_chars needs one, and it finds the last one in the held text.
+        self._cands: list[tuple[int, int]] = []
         self._first_boundary: int | None = None  # earliest held clause boundary (first-chunk rule)
         self._first = True
         self._out: list[str] = []
@@ -373,25 +380,72 @@ class SpeechChunker:
             raise TypeError(f"delta must be str, got {type(delta).__name__}")
         text = self._markdown.feed(delta) if self._markdown is not None else delta
         self._feed(text)
+        if not self._out:
+            return []
         out, self._out = self._out, []
         return out
 
     def _feed(self, text: str) -> None:
-        """``_feed_chars`` with a fast path: a character inside a word (non-whitespace after
-        non-whitespace) is never a word start, so it decides no boundary; unless the first-chunk rule
-        or the length limit could fire, it only extends the held text (no ``_char`` call)."""
-        held = self._held
-        for char in text:
-            if (
-                self._prev_ws
-                or char.isspace()
-                or (self._first and self._first_boundary is not None)
-                or self._pos + 1 - self._start > self.max_chars
+        """``_feed_chars``, with two shortcuts that give the same result (a property test holds them to it).
+
+        1. A whole delta that cannot decide or force a cut is appended as is: the first-chunk rule is not
+           armed, it stays within ``max_chars``, it holds no character that can end a clause or a
+           sentence (nor a line break), the word before it ends in a letter or digit, and the text is not
+           at a line start (where ``1.`` is a list number). Any word starts in it are plain ones.
+        2. Otherwise a run at a time: only a word start (the first character of a run of non-whitespace
+           after whitespace) decides a boundary, so
+           - a whitespace run only extends the held text; the first-chunk rule, checked after each of
+             its characters, fires at most once and cuts at the same place whenever it fires, so it is
+             checked once after the run;
+           - the rest of a word run extends the held text unless the first-chunk rule is armed or the
+             run would pass ``max_chars``; then it goes through ``_char``.
+        """
+        if not text:
+            return
+        start = self._start
+        if (
+            _DECIDING.search(text) is None
+            and not (self._first and self._first_boundary is not None)
+            and not self._at_line_start
+            and not self._ws_newline
+            and self._pos + len(text) - start <= self.max_chars
+            and (self._content_end <= start or self._held[self._content_end - start - 1].isalnum())
+        ):
+            at = self._pos
+            self._held.extend(text)
+            self._pos += len(text)
+            content = len(text.rstrip())
+            if content:
+                if self._word_at_line_start and (
+                    (self._prev_ws and not text[0].isspace()) or _WORD_START.search(text, 0, content)
+                ):
+                    self._word_at_line_start = False  # a new word, not at a line start
+                self._content_end = at + content
+            self._prev_ws = text[-1].isspace()
+            return
+        for run in _RUNS.findall(text):
+            if run[0].isspace():
+                self._held.extend(run)
+                self._pos += len(run)
+                if not _LINE_BREAKS.isdisjoint(run):
+                    self._ws_newline = self._at_line_start = True
+                self._prev_ws = True
+                if self._first:
+                    self._first_rule()
+                continue
+            if self._prev_ws:
+                self._char(run[0])
+                run = run[1:]
+                if not run:
+                    continue
+            if (self._first and self._first_boundary is not None) or (
+                self._pos + len(run) - self._start > self.max_chars
             ):
-                self._char(char)
+                for char in run:
+                    self._char(char)
             else:
-                held.append(char)
-                self._pos += 1
+                self._held.extend(run)
+                self._pos += len(run)
                 self._content_end = self._pos
 
     def _feed_chars(self, text: str) -> None:
@@ -424,12 +478,24 @@ class SpeechChunker:
         del self._held[:count]
         self._start = at
         self._first = False
-        self._cands = [cand for cand in self._cands if cand[0] > at]
+        if self._cands:
+            self._cands = [cand for cand in self._cands if cand[0] > at]
+
+    def _last_word_start(self) -> int | None:
+        """The absolute index of the last held word start with text before it, if any."""
+        held = self._held
+        for i in range(len(held) - 1, 0, -1):
+            if held[i - 1].isspace() and not held[i].isspace():
+                if any(not char.isspace() for char in held[: i - 1]):
+                    return self._start + i
+                return None
+        return None
 
     def _char(self, char: str) -> None:
         index = self._pos
         self._pos += 1
-        self._held.append(char)
+        held = self._held
+        held.append(char)
         if char.isspace():
             if char in _LINE_BREAKS:
                 self._ws_newline = self._at_line_start = True
@@ -439,14 +505,17 @@ class SpeechChunker:
             return
         kind = _NONE
         if self._prev_ws:
-            if self._content_end > self._start:
-                begin = max(self._word_start, self._start) - self._start
-                word = "".join(self._held[begin : self._content_end - self._start])
-                kind = _classify(word, self._ws_newline, char, self._word_at_line_start)
-                self._cands.append((index, kind))
-                if kind != _NONE and self._first_boundary is None:
-                    self._first_boundary = index
-            self._word_start = index
+            end = self._content_end - self._start
+            # (A word ending in a letter or digit ends nothing: it is not even built.)
+            if end > 0 and (self._ws_newline or not held[end - 1].isalnum()):
+                begin = end - 1
+                while begin > 0 and not held[begin - 1].isspace():
+                    begin -= 1
+                kind = _classify("".join(held[begin:end]), self._ws_newline, char, self._word_at_line_start)
+                if kind != _NONE:
+                    self._cands.append((index, kind))
+                    if self._first_boundary is None:
+                        self._first_boundary = index
             self._word_at_line_start = self._at_line_start
             self._at_line_start = self._ws_newline = self._prev_ws = False
         content_before = self._content_end > self._start
@@ -456,9 +525,7 @@ class SpeechChunker:
         elif kind == _SENTENCE:
             self._cut(index)
         while self._content_end - self._start > self.max_chars:
-            at = next((pos for pos, k in reversed(self._cands) if k != _NONE), None)
-            if at is None and self._cands:
-                at = self._cands[-1][0]
+            at = self._cands[-1][0] if self._cands else self._last_word_start()
             if at is None:
                 if not content_before:
                     break  # only leading whitespace before this character: nothing to emit yet
