@@ -218,6 +218,8 @@ class LLMStream:
             except _TRANSPORT_ERRORS as exc:
                 await self._on_break(exc)
                 continue
+            if not line:
+                continue  # the blank line after every event: the commonest line, skipped inline
             chunk = self._parse_line(line)
             if chunk is None:
                 continue
@@ -234,7 +236,7 @@ class LLMStream:
             self.done = True
             return None
         try:
-            chunk = json.loads(payload)
+            chunk: Any = json.loads(payload)
         except ValueError:
             self.malformed_chunks += 1
             logger.warning("skipping malformed stream chunk: %.200s", payload)
@@ -249,7 +251,7 @@ class LLMStream:
             raise StreamProtocolError(
                 f"error event in stream: {message or error}", request_id=self.request_id
             )
-        return cast(dict[str, Any], chunk)
+        return chunk
 
     async def _on_break(self, exc: BaseException) -> None:
         """The body broke. Before the first chunk it is retried; after, what arrived is kept and we stop."""

@@ -45,6 +45,7 @@ from voiceagent.events import (
     RoundStarted,
     SpeechQueued,
     StreamEvent,
+    StreamFinished,
     TextDelta,
     ToolCallReady,
     ToolCallStarted,
@@ -281,7 +282,11 @@ class Turn:
                         if state.first_chunk_at is None:
                             state.first_chunk_at = self._now()
                         for event in state.acc.feed(chunk):
-                            self._on_stream_event(event, state, chunker, speech, tools)
+                            if type(event) is TextDelta:  # the per-token case, kept off the call below
+                                for text in chunker.push(event.text):
+                                    self._queue(speech, state.number, text)
+                            else:
+                                self._on_stream_event(event, state, chunker, speech, tools)
                     for event in state.acc.end():
                         self._on_stream_event(event, state, chunker, speech, tools)
                 finally:
@@ -314,6 +319,10 @@ class Turn:
         elif isinstance(event, ToolCallReady):
             state.ready_at[event.id] = self._now()
             tools.start_soon(self._run_tool, state, event)
+        elif isinstance(event, StreamFinished):
+            # The text is final: its last words are speakable now, not a usage chunk and [DONE] later.
+            for text in chunker.flush():
+                self._queue(speech, state.number, text)
 
     async def _run_tool(self, state: _RoundState, call: ToolCallReady) -> None:
         started = self._now()
