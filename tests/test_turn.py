@@ -92,6 +92,22 @@ async def test_text_turn_streams_to_sink_and_records_usage_and_request_id(server
 
 
 @pytest.mark.anyio
+async def test_last_words_are_spoken_at_finish_reason_not_after_the_usage_chunk(
+    server: FakeOpenAIServer,
+) -> None:
+    sink = RecordingSink()
+    # "now." ends the text but no word start after it decides that: only the finish chunk says the text
+    # is final. The usage chunk is held until the last words are at the sink: waiting for it (or for
+    # [DONE]) to flush would deadlock and time out.
+    server.enqueue(gate_last(text_reply("It is 21 degrees and sunny right now."), sink.first_text))
+    agent = make_agent(server, sink)
+    with anyio.fail_after(GATE_TIMEOUT):
+        result = await agent.respond("Weather?")
+    assert sink.text == "It is 21 degrees and sunny right now."
+    assert result.usage == Usage(10, 5, 0)  # the usage chunk still counts
+
+
+@pytest.mark.anyio
 async def test_tool_starts_before_last_chunk_and_filler_reaches_sink_before_tool_finishes(
     server: FakeOpenAIServer,
 ) -> None:
