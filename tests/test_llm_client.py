@@ -75,6 +75,28 @@ async def test_request_always_streams_with_usage_and_merges_params() -> None:
 
 
 @pytest.mark.anyio
+async def test_request_options_are_options_and_the_body_is_sent_as_built() -> None:
+    async with FakeOpenAIServer() as server:
+        server.enqueue(text_reply("ok"))
+        client = _client(server)
+        stream = client.stream(
+            MESSAGES, extra_headers={"X-Trace": "t-1"}, extra_body={"top_k": 3}, timeout=30.0, seed=7
+        )
+        async with stream:
+            await _collect(stream)
+    request = server.requests[0]
+    assert request.headers["x-trace"] == "t-1"
+    assert request.body == {
+        "model": "electron",
+        "messages": MESSAGES,
+        "seed": 7,
+        "top_k": 3,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+@pytest.mark.anyio
 async def test_chunks_come_back_as_dicts_in_order_with_request_id(caplog: pytest.LogCaptureFixture) -> None:
     reply = text_reply("one two three", usage=(20, 3, 16))
     async with FakeOpenAIServer() as server:
