@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anyio
@@ -203,3 +204,26 @@ async def test_hangup_closes_the_connection_before_any_header() -> None:
             with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
                 await stream.receive()
         assert len(server.requests) == 1 and server.in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_chunk_delays_keep_a_schedule_that_restarts_after_a_gate() -> None:
+    delay, slack = 0.02, 0.002
+    gate = anyio.Event()
+    chunks = [e for e in text_reply("a b c d", chunk_delay=delay).events if isinstance(e, Chunk)]
+    chunks[2] = Chunk(chunks[2].data, delay=delay, gate=gate)
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=chunks))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_lines, server)
+            while len(server.send_started_log) < 2:
+                await anyio.lowlevel.checkpoint()
+            await anyio.sleep(3 * delay)  # the gate opens well after chunk 2 was due
+            opened = time.perf_counter()
+            gate.set()
+    sent = [at for _, _, at in server.send_started_log]
+    assert sent[1] - sent[0] >= delay - slack
+    # After the gate, the next chunk still waits its delay (no burst to catch up), and the ones after
+    # it keep to the schedule from there.
+    assert sent[2] - opened >= delay - slack
+    assert sent[3] - opened >= 2 * delay - slack

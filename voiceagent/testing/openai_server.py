@@ -56,7 +56,9 @@ _ERROR_TYPES = {
 @dataclass(frozen=True)
 class Chunk:
     """One SSE event. A dict is sent as ``data: <json>``; a str is sent verbatim (``\\n\\n`` appended if it
-    does not end with a newline), for malformed-chunk tests. ``gate``: wait for it before sending."""
+    does not end with a newline), for malformed-chunk tests. ``gate``: wait for it before sending.
+    ``delay``: seconds after the previous event was due (the headers, or the end of a gate's wait): events
+    keep to that schedule, as tokens from a model do, so timer overshoot does not add up over a stream."""
 
     data: dict[str, Any] | str
     delay: float = 0.0
@@ -463,11 +465,14 @@ class FakeOpenAIServer:
         events: Sequence[Chunk | Drop],
         state: _ResponseState,
     ) -> None:
+        due = anyio.current_time()
         for chunk_index, event in enumerate(events):
             if event.gate is not None:
                 await event.gate.wait()
+                due = max(due, anyio.current_time())
             if event.delay:
-                await anyio.sleep(event.delay)
+                due += event.delay
+                await anyio.sleep_until(due)
             if isinstance(event, Drop):
                 state.ended = True
                 await stream.aclose()
