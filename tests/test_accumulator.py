@@ -270,7 +270,10 @@ def test_feed_never_raises_on_arbitrary_dicts(chunks: list[dict[str, Any]]) -> N
 
 def _reference_choice_feed(acc: DeltaAccumulator, chunk: dict[str, Any]) -> list[Any]:
     """feed() as first written (every shape through _dict/_list): the inlined checks must match it."""
-    from voiceagent.accumulator import _dict, _list
+    from voiceagent.accumulator import _dict
+
+    def _list(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else []
 
     acc.chunks_seen += 1
     events: list[Any] = []

@@ -48,10 +48,6 @@ class _PendingCall:
         return "".join(self.arguments)
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -90,11 +86,12 @@ class DeltaAccumulator:
             self.response_id = chunk["id"]
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
-        for choice in _list(chunk.get("choices")):
+        # Checked inline rather than through _dict/_list: this runs once per streamed token.
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n>1 is rejected by Electron; other choices are never ours
             delta = choice.get("delta")
-            # Checked inline rather than through _dict/_list: this runs once per streamed token.
             if isinstance(delta, dict):
                 content = delta.get("content")
                 if isinstance(content, str) and content:
