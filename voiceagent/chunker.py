@@ -93,9 +93,12 @@ _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
 # Runs of whitespace and of non-whitespace, as str.isspace() sees them (so does \s for str patterns).
 _RUNS: Final = re.compile(r"\s+|\S+")
 _WORD_START: Final = re.compile(r"\s\S")
-# A character that can end a clause or a sentence (with the whitespace after it), or a line break: a delta
-# without one (and in a plain state) cannot decide a boundary.
-_DECIDING: Final = re.compile("[!?.\u2026,;:\u2014\u2013\\-" + "".join(sorted(_LINE_BREAKS)) + "]")
+# In a delta: a character that can end a clause or a sentence with a word start after it (which decides
+# that boundary), or a line break. A delta without a match (in a plain state) decides nothing: "Paris. "
+# only ends a word, whose boundary the next word start decides.
+_DECIDING: Final = re.compile(
+    "[!?.\u2026,;:\u2014\u2013\\-].*?\\s\\S|[" + "".join(sorted(_LINE_BREAKS)) + "]", re.DOTALL
+)
 
 
 class _MarkdownFilter:
@@ -389,9 +392,10 @@ class SpeechChunker:
         """``_feed_chars``, with two shortcuts that give the same result (a property test holds them to it).
 
         1. A whole delta that cannot decide or force a cut is appended as is: the first-chunk rule is not
-           armed, it stays within ``max_chars``, it holds no character that can end a clause or a
-           sentence (nor a line break), the word before it ends in a letter or digit, and the text is not
-           at a line start (where ``1.`` is a list number). Any word starts in it are plain ones.
+           armed, it stays within ``max_chars``, it holds no line break and no character that can end a
+           clause or a sentence before one of its word starts, the word before it ends in a letter or
+           digit, and the text is not at a line start (where ``1.`` is a list number). Any word starts
+           in it are plain ones; a boundary its last word may end is decided by the next word start.
         2. Otherwise a run at a time: only a word start (the first character of a run of non-whitespace
            after whitespace) decides a boundary, so
            - a whitespace run only extends the held text; the first-chunk rule, checked after each of
