@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -75,15 +76,24 @@ async def selftest() -> int:
                 page = await browser.new_page(server.url)
                 await page.click("#start")
                 await page.wait_for("window.voiceagent.connected")
-                await wait_for_first_answer(sessions)
-                output = sessions[0].output
+                session = await wait_for_first_answer(sessions)
+                output = session.output
                 played = output.played_seconds if output is not None else 0.0
+                # The page shows the conversation: the caller's words, then the agent's.
+                answer_end = " ".join(session.results[0].spoken_text.split()[-3:])
+                wanted = json.dumps([QUESTION, answer_end])
+                shown = await page.wait_for(
+                    f"(t => {wanted}.every(w => t.includes(w)) && t)"
+                    "(document.getElementById('transcript').textContent)",
+                    wait_seconds=10,
+                )
                 await page.click("#start")  # Stop: the page hangs up
             replay.check()
     result = sessions[0].results[0]
     print(f"browser asked: {result.user_text}")
     print(f"browser heard: {result.heard_text}")
     print(f"audio played in the page (confirmed by its mark echoes): {played:.2f} s")
+    print(f"the page shows: {shown}")
     return 0 if result.heard_text and not result.error and played > 0 else 1
 
 

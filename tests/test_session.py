@@ -48,6 +48,7 @@ async def run_call(
     *,
     playback_speed: float,
     policy: BargeInPolicy | None = None,
+    wrap: Callable[[TwilioMediaStream], Any] = lambda stream: stream,
 ) -> list[Session]:
     from voiceagent.adapters.espeak import EspeakSink
 
@@ -61,7 +62,7 @@ async def run_call(
                 sink=EspeakSink(output, words_per_minute=220),
                 system_prompt="You are a phone storyteller.",
             )
-            session = Session(agent=agent, transport=stream, stt=stt, output=output, policy=policy)
+            session = Session(agent=agent, transport=wrap(stream), stt=stt, output=output, policy=policy)
             sessions.append(session)
             await session.run()
 
@@ -91,6 +92,68 @@ async def test_a_call_turn_speaks_into_the_phone_and_marks_confirm_it_was_heard(
         assert llm.requests[0].body["messages"][-1] == question
         assert [m["role"] for m in sessions[0].agent.conversation.history] == ["user", "assistant"]
         assert sessions[0].output is not None and sessions[0].output.played_seconds > 1.0
+
+
+class Captioned:
+    """A phone stream with a text display bolted on, as a web page has one; it records what it shows."""
+
+    def __init__(self, stream: TwilioMediaStream, *, broken: bool = False) -> None:
+        self.stream = stream
+        self.broken = broken
+        self.shown: list[tuple[str, str, bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    async def send_transcript(self, text: str, *, is_final: bool) -> None:
+        self.shown.append(("caller", text, is_final))
+
+    async def send_agent_text(self, text: str, *, final: bool = True) -> None:
+        if self.broken:
+            raise ConnectionResetError("the page went away")
+        self.shown.append(("agent", text, final))
+
+
+@pytest.mark.parametrize("broken", [False, True])
+@pytest.mark.anyio
+async def test_a_transport_that_shows_text_gets_transcripts_and_the_agents_words(
+    broken: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    displays: list[Captioned] = []
+
+    def wrap(stream: TwilioMediaStream) -> Captioned:
+        displays.append(Captioned(stream, broken=broken))
+        return displays[-1]
+
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("It is sunny in Paris, eighteen degrees. Anything else?"))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("What's the", is_final=False)),
+                Emit(BATCH, transcript("What's the weather?", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+            if not broken:
+                await eventually(lambda: displays[0].shown[-1] == ("agent", "", True))
+
+        sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
+    assert sessions[0].results[0].heard_text == "It is sunny in Paris, eighteen degrees. Anything else?"
+    callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
+    assert callers == [("What's the", False), ("What's the weather?", True)]
+    agent = [(text, final) for who, text, final in displays[0].shown if who == "agent"]
+    if broken:  # the call went on; the failure was said once and no more text was tried
+        assert agent == []
+        assert sum("could not show text" in r.getMessage() for r in caplog.records) == 1
+    else:
+        assert (
+            " ".join(text for text, _ in agent).split()
+            == "It is sunny in Paris, eighteen degrees. Anything else?".split()
+        )
+        assert [final for _, final in agent] == [False] * (len(agent) - 1) + [True]
 
 
 @pytest.mark.anyio

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
-from voiceagent.transport import Transport
+from voiceagent.transport import TextDisplay, Transport
 from voiceagent.tts import AudioChunk
 
 FRAME = bytes(range(256)) * 2 + b"\x00\x01" * 64  # 640 bytes: 20 ms at 16 kHz
@@ -124,6 +124,7 @@ async def test_audio_marks_clear_and_display_messages_round_trip() -> None:
 
     async def handler(session: WebSession) -> None:
         results["is_transport"] = isinstance(session, Transport)
+        results["shows_text"] = isinstance(session, TextDisplay)
         audio = session.audio_in()
         received.append(await anext(audio))
         received.append(await anext(audio))
@@ -168,7 +169,7 @@ async def test_audio_marks_clear_and_display_messages_round_trip() -> None:
             )
         )
         await done.wait()
-    assert results["is_transport"]
+    assert results["is_transport"] and results["shows_text"]
     assert results["pending"] == ["m1"]
     assert results["played"] == "m1"
     assert results["cleared"].dropped_marks == ("m2",)

@@ -26,7 +26,7 @@ from voiceagent.retry import RetryPolicy
 from voiceagent.stt import STTSource, Transcript
 from voiceagent.tool_runner import ToolResult, ToolRunner
 from voiceagent.tools import Tool, tool
-from voiceagent.transport import Transport
+from voiceagent.transport import TextDisplay, Transport
 from voiceagent.tts import AudioChunk, TTSSink
 from voiceagent.turn import Turn, TurnConfig
 
@@ -52,6 +52,7 @@ __all__ = [
     "StreamInterruptedError",
     "StreamProtocolError",
     "TTSSink",
+    "TextDisplay",
     "Tool",
     "ToolCallRecord",
     "ToolDefinitionError",

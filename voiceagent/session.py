@@ -17,10 +17,11 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from voiceagent.agent import Agent
+from voiceagent.events import SpeechQueued, TurnEvent, TurnFinished
 from voiceagent.logs import get_logger, log_context
 from voiceagent.results import TurnResult
 from voiceagent.stt import SpeechStarted, STTEvent, STTSource, Transcript
-from voiceagent.transport import Transport
+from voiceagent.transport import TextDisplay, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.turn import Turn
 
@@ -82,6 +83,9 @@ class Session:
         self.barge_ins = 0
         self.results: list[TurnResult] = []
         self._turn: Turn | None = None
+        # What a TextDisplay transport shows: (caller?, text, final). Queued, so showing text never
+        # holds up the STT events or the turn.
+        self._display: MemoryObjectSendStream[tuple[bool, str, bool]] | None = None
 
     @property
     def bot_speaking(self) -> bool:
@@ -94,6 +98,10 @@ class Session:
             async with anyio.create_task_group() as tg:
                 if self.output is not None:
                     tg.start_soon(self.output.run)
+                if isinstance(self.transport, TextDisplay):
+                    lines, shown = anyio.create_memory_object_stream[tuple[bool, str, bool]](math.inf)
+                    self._display = lines
+                    tg.start_soon(self._show, self.transport, shown)
                 send, receive = anyio.create_memory_object_stream[str](math.inf)
                 tg.start_soon(self._pump_audio)
                 tg.start_soon(self._run_turns, receive)
@@ -118,6 +126,7 @@ class Session:
             return
         if not isinstance(event, Transcript) or not event.text.strip():
             return
+        self._queue_display(True, event.text.strip(), event.is_final)
         backchannel = is_backchannel(event.text, self.policy.backchannels)
         if self.bot_speaking and backchannel:
             return  # "mhm" while the bot talks: keep talking, and it is no turn of its own
@@ -144,7 +153,7 @@ class Session:
                         parts.append(texts.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                turn = self._turn = self.agent.new_turn()
+                turn = self._turn = self.agent.new_turn(self._on_turn_event)
                 try:
                     result = await turn.run(" ".join(parts))
                 finally:
@@ -153,5 +162,34 @@ class Session:
                 self.agent.results.append(result)
 
     async def _speak_greeting(self, text: str) -> None:
+        self._queue_display(False, text, True)
         await self.agent.sink.speak(text)
         await self.agent.sink.flush()
+
+    # -- text display ------------------------------------------------------------------------------
+
+    def _on_turn_event(self, event: TurnEvent) -> None:
+        if isinstance(event, SpeechQueued):
+            self._queue_display(False, event.text.strip(), False)
+        elif isinstance(event, TurnFinished):
+            self._queue_display(False, "", True)
+
+    def _queue_display(self, caller: bool, text: str, final: bool) -> None:
+        if self._display is not None:
+            self._display.send_nowait((caller, text, final))
+
+    async def _show(
+        self, display: TextDisplay, lines: MemoryObjectReceiveStream[tuple[bool, str, bool]]
+    ) -> None:
+        async with lines:
+            async for caller, text, final in lines:
+                try:
+                    if caller:
+                        await display.send_transcript(text, is_final=final)
+                    else:
+                        await display.send_agent_text(text, final=final)
+                except Exception as exc:
+                    # Text is a nicety: a page that cannot show it must not end the call.
+                    log.warning("could not show text on the transport (%r); no more text is sent", exc)
+                    self._display = None
+                    return

@@ -30,3 +30,17 @@ class Transport(Protocol):
     def played_marks(self) -> AsyncIterator[str]:
         """Names of marks as the far end reports them played."""
         ...
+
+
+@runtime_checkable
+class TextDisplay(Protocol):
+    """A transport that can also show the conversation as text (the web page does; a phone cannot).
+    ``Session`` sends it the caller's transcripts and the agent's words as they are queued to speak."""
+
+    async def send_transcript(self, text: str, *, is_final: bool) -> None:
+        """What the caller is saying (partial) or said (final)."""
+        ...
+
+    async def send_agent_text(self, text: str, *, final: bool = True) -> None:
+        """More of the agent's reply; ``final`` ends the reply."""
+        ...

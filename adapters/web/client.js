@@ -101,7 +101,7 @@
   function showAgentText(text, isFinal) {
     if (!agentLine) agentLine = addLine("Agent", "agent");
     const span = agentLine.querySelector(".text");
-    span.textContent = span.textContent ? `${span.textContent} ${text}` : text;
+    if (text) span.textContent = span.textContent ? `${span.textContent} ${text}` : text;
     if (isFinal) agentLine = null;
     transcriptEl.scrollTop = transcriptEl.scrollHeight;
   }
