@@ -365,6 +365,52 @@ async def test_barge_in_keeps_only_what_was_heard(server: FakeOpenAIServer) -> N
 
 
 @pytest.mark.anyio
+async def test_a_turn_cancelled_from_outside_keeps_what_was_heard(server: FakeOpenAIServer) -> None:
+    text = "First sentence here. Then a second sentence that takes a good while to say out loud."
+    server.enqueue(text_reply(text))
+    sink = RecordingSink(seconds_per_char=0.01)
+    agent = make_agent(server, sink)
+    with anyio.CancelScope() as outer:  # a scope around the turn, as a hang-up or a deadline would be
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent.respond, "Tell me")
+            with anyio.fail_after(GATE_TIMEOUT):
+                while not sink.spoken:  # noqa: ASYNC110  # the first sentence has played in full
+                    await anyio.sleep(0.005)
+            outer.cancel()
+    assert outer.cancelled_caught
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[1]["content"].startswith("First sentence here.")
+    assert text.startswith(history[1]["content"]) and len(history[1]["content"]) < len(text)
+    assert any(c.kind == "cancel" for c in sink.calls)
+
+
+@pytest.mark.anyio
+async def test_a_tool_call_cancelled_from_outside_is_answered(server: FakeOpenAIServer) -> None:
+    entered = anyio.Event()
+
+    @tool
+    async def slow_search(q: str) -> str:
+        """Search slowly."""
+        entered.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    server.enqueue(tool_reply([("slow_search", {"q": "x"})], filler="Searching now."))
+    agent = make_agent(server, RecordingSink(), [slow_search])
+    with anyio.CancelScope() as outer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent.respond, "search x")
+            with anyio.fail_after(GATE_TIMEOUT):
+                await entered.wait()
+            outer.cancel()
+    history = agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
 async def test_barge_in_during_a_tool_answers_every_call(server: FakeOpenAIServer) -> None:
     entered = anyio.Event()
 

@@ -172,22 +172,28 @@ class Turn:
         self._pending = [{"role": "user", "content": user_text}]
         played_before = self._sink.played_chars
         with log_context(turn=self.index, round="-", request_id="-"):
-            with self._scope:
-                async with anyio.create_task_group() as tg:
-                    send, receive = anyio.create_memory_object_stream[_Utterance](math.inf)
-                    tg.start_soon(self._speak_all, receive)
-                    async with send:
-                        await self._run_rounds(send)
+            try:
+                with self._scope:
+                    async with anyio.create_task_group() as tg:
+                        send, receive = anyio.create_memory_object_stream[_Utterance](math.inf)
+                        tg.start_soon(self._speak_all, receive)
+                        async with send:
+                            await self._run_rounds(send)
+            except anyio.get_cancelled_exc_class():
+                # Cancelled from outside (the call hung up, a deadline passed): the conversation still
+                # keeps what was heard, every tool call answered, before the cancellation goes on.
+                with anyio.CancelScope(shield=True):
+                    await self._cancel_sink()
+                self._commit(self._heard_chars(self._sink.played_chars - played_before, True), True)
+                log.info("turn cancelled from outside; kept what was heard")
+                raise
             stopped = self._scope.cancelled_caught or self._scope.cancel_called
             interrupted = stopped and self._sink_error is None
             if stopped:
                 with anyio.CancelScope(shield=True):
                     await self._cancel_sink()
             heard = self._heard_chars(self._sink.played_chars - played_before, stopped)
-            if stopped:
-                self._truncate_to_heard(heard)
-            for message in self._pending:
-                self._append(message)
+            self._commit(heard, stopped)
             heard_text = "".join(u.text for u in self._utterances)[:heard]
             if self._sink_error is not None:
                 heard_text += await self._fallback_after_sink_failure()
@@ -426,6 +432,13 @@ class Turn:
     def _heard_chars(self, played: int, interrupted: bool) -> int:
         total = sum(len(u.text) for u in self._utterances)
         return total if not interrupted else max(0, min(played, total))
+
+    def _commit(self, heard: int, stopped: bool) -> None:
+        """Append the turn's messages to the conversation; a stopped turn keeps only what was heard."""
+        if stopped:
+            self._truncate_to_heard(heard)
+        for message in self._pending:
+            self._append(message)
 
     def _truncate_to_heard(self, heard: int) -> None:
         """Keep what the listener heard of each round's words; answer every dispatched tool call."""
