@@ -18,7 +18,6 @@ interrupt.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -380,13 +379,15 @@ class Turn:
                 text = " " + text
         utterance = _Utterance(number, text, filler)
         self._utterances.append(utterance)
+        now = self._now()
         state = self._current
         if state is not None and state.first_text_at is None:
-            state.first_text_at = self._now()
-        # The speaker is gone only after the sink failed; the turn is being stopped then.
-        with contextlib.suppress(anyio.BrokenResourceError):
+            state.first_text_at = now
+        try:
             speech.send_nowait(utterance)
-        self._emit(SpeechQueued(number, text, self._now(), filler))
+        except anyio.BrokenResourceError:
+            pass  # the speaker is gone only after the sink failed; the turn is being stopped then
+        self._emit(SpeechQueued(number, text, now, filler))
 
     def _say_fallback(self, speech: MemoryObjectSendStream[_Utterance], number: int) -> None:
         self._fallback_spoken = True
