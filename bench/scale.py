@@ -70,6 +70,11 @@ class ScaleResult:
         """The most sessions of a level that met the target, 0 if none did."""
         return max((level.sessions for level in self.levels if level.ok), default=0)
 
+    @property
+    def saturated(self) -> bool:
+        """A level missed the target: ``max_sessions`` is this contender's limit, not the bench's."""
+        return any(not level.ok for level in self.levels)
+
 
 def rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -107,3 +107,29 @@ def test_render_has_a_row_per_measurement() -> None:
     text = render(report)
     assert "| 3 | Turn wall time" in text and "Pipecat: not run (not installed)" in text
     assert "| ours | 2.00 s (2.00–2.00) | 0.95x |" in text
+
+
+@pytest.mark.parametrize(
+    ("ours_p99", "theirs_p99", "verdict"),
+    [
+        ([5.0, 9.0], [5.0, 80.0], "| yes |"),  # Pipecat missed the second level, we held it
+        ([5.0, 80.0], [5.0, 90.0], "| **no** |"),  # both stopped at the first level: a tie is no win
+        ([5.0, 9.0], [5.0, 9.0], "| not separated: both held every level run |"),
+    ],
+)
+def test_scale_verdict_says_when_the_levels_did_not_separate_the_contenders(
+    ours_p99: list[float], theirs_p99: list[float], verdict: str
+) -> None:
+    from bench.scale import LevelResult, ScaleResult
+    from bench.turn_wall import PIPECAT
+
+    def result(name: str, p99s: list[float]) -> ScaleResult:
+        levels = tuple(
+            LevelResult(n, 10, 1.0, p99, p99, 0.0, 30.0, 0.5) for n, p99 in zip((5, 20), p99s, strict=True)
+        )
+        return ScaleResult(name, 30, levels, 50.0)
+
+    report = Report(QUICK, "test machine", (0.0, 0.0, 0.0), None)
+    report.scale = [result(OURS, ours_p99), result(PIPECAT, theirs_p99)]
+    row = next(line for line in render(report).splitlines() if line.startswith("| 4a |"))
+    assert row.endswith(verdict)
