@@ -181,18 +181,12 @@ class Turn:
             except anyio.get_cancelled_exc_class():
                 # Cancelled from outside (the call hung up, a deadline passed): the conversation still
                 # keeps what was heard, every tool call answered, before the cancellation goes on.
-                with anyio.CancelScope(shield=True):
-                    await self._cancel_sink()
-                self._commit(self._heard_chars(self._sink.played_chars - played_before, True), True)
+                await self._commit(played_before, stopped=True)
                 log.info("turn cancelled from outside; kept what was heard")
                 raise
             stopped = self._scope.cancelled_caught or self._scope.cancel_called
             interrupted = stopped and self._sink_error is None
-            if stopped:
-                with anyio.CancelScope(shield=True):
-                    await self._cancel_sink()
-            heard = self._heard_chars(self._sink.played_chars - played_before, stopped)
-            self._commit(heard, stopped)
+            heard = await self._commit(played_before, stopped=stopped)
             heard_text = "".join(u.text for u in self._utterances)[:heard]
             if self._sink_error is not None:
                 heard_text += await self._fallback_after_sink_failure()
@@ -287,11 +281,7 @@ class Turn:
                         if state.first_chunk_at is None:
                             state.first_chunk_at = self._now()
                         for event in state.acc.feed(chunk):
-                            if type(event) is TextDelta:  # the per-token case, kept off the call below
-                                for text in chunker.push(event.text):
-                                    self._queue(speech, state.number, text)
-                            else:
-                                self._on_stream_event(event, state, chunker, speech, tools)
+                            self._on_stream_event(event, state, chunker, speech, tools)
                     for event in state.acc.end():
                         self._on_stream_event(event, state, chunker, speech, tools)
                 finally:
@@ -434,12 +424,18 @@ class Turn:
         total = sum(len(u.text) for u in self._utterances)
         return total if not interrupted else max(0, min(played, total))
 
-    def _commit(self, heard: int, stopped: bool) -> None:
-        """Append the turn's messages to the conversation; a stopped turn keeps only what was heard."""
+    async def _commit(self, played_before: int, *, stopped: bool) -> int:
+        """Append the turn's messages to the conversation and return how many characters were heard. A
+        stopped turn silences the sink first and keeps only what was heard."""
+        if stopped:
+            with anyio.CancelScope(shield=True):
+                await self._cancel_sink()
+        heard = self._heard_chars(self._sink.played_chars - played_before, stopped)
         if stopped:
             self._truncate_to_heard(heard)
         for message in self._pending:
             self._append(message)
+        return heard
 
     def _truncate_to_heard(self, heard: int) -> None:
         """Keep what the listener heard of each round's words; answer every dispatched tool call."""
