@@ -46,9 +46,8 @@ API_KEY_ENV = "SMALLEST_API_KEY"
 # What can fail while reading a response body: the SDK only wraps errors raised while the request is sent.
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (_http.RequestError, anyio.EndOfStream)
 
-# Parameters the SDK's create() accepts by name; anything else goes to extra_body, because Electron forwards
-# unknown fields to the model and other OpenAI-compatible servers have their own.
-# Arguments of create() that are request options, not body fields.
+# Arguments of create() that are request options, not body fields. Every other parameter is a body field
+# and goes out as given (Electron forwards fields unknown to the SDK to the model; see _create).
 _REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 
 # One limiter per account and server, shared by every client of the process (Electron counts concurrency per
