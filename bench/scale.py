@@ -242,46 +242,35 @@ def measure_scale(
     gc.collect()
     gc.freeze()
     try:
-        return _levels_then_heap(server, runners, levels, tokens, memory_sessions, budget_s)
+        server.send_log()
+        started = time.perf_counter()
+        results: dict[str, list[LevelResult]] = {name: [] for name in runners}
+        notes = {name: "" for name in runners}
+        active = list(runners)
+        for sessions in levels:
+            if not active:
+                break
+            if time.perf_counter() - started > budget_s:
+                for name in active:
+                    notes[name] = f"stopped at the {budget_s:.0f} s time budget"
+                break
+            for name in list(active):
+                result = run_level(server, runners[name], name, sessions, tokens)
+                results[name].append(result)
+                if not result.ok:
+                    active.remove(name)
+        else:
+            for name in active:
+                notes[name] = f"met the target at every level run (up to {levels[-1]})"
+        return [
+            ScaleResult(
+                name,
+                tokens,
+                tuple(results[name]),
+                heap_per_session(server, runners[name], name, memory_sessions, min(tokens, 60)),
+                notes[name],
+            )
+            for name in runners
+        ]
     finally:
         gc.unfreeze()
-
-
-def _levels_then_heap(
-    server: ServerProcess,
-    runners: dict[str, SessionRunner],
-    levels: Sequence[int],
-    tokens: int,
-    memory_sessions: int,
-    budget_s: float,
-) -> list[ScaleResult]:
-    server.send_log()
-    started = time.perf_counter()
-    results: dict[str, list[LevelResult]] = {name: [] for name in runners}
-    notes = {name: "" for name in runners}
-    active = list(runners)
-    for sessions in levels:
-        if not active:
-            break
-        if time.perf_counter() - started > budget_s:
-            for name in active:
-                notes[name] = f"stopped at the {budget_s:.0f} s time budget"
-            break
-        for name in list(active):
-            result = run_level(server, runners[name], name, sessions, tokens)
-            results[name].append(result)
-            if not result.ok:
-                active.remove(name)
-    else:
-        for name in active:
-            notes[name] = f"met the target at every level run (up to {levels[-1]})"
-    return [
-        ScaleResult(
-            name,
-            tokens,
-            tuple(results[name]),
-            heap_per_session(server, runners[name], name, memory_sessions, min(tokens, 60)),
-            notes[name],
-        )
-        for name in runners
-    ]
