@@ -336,8 +336,12 @@ async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(
     assert agent.conversation.history[1]["content"] == result.rounds[0].content
 
 
+STOPPED_BY = ["barge-in", "outer scope"]  # Turn.cancel(), or a scope around the turn (hang-up, deadline)
+
+
+@pytest.mark.parametrize("stopped_by", STOPPED_BY)
 @pytest.mark.anyio
-async def test_barge_in_keeps_only_what_was_heard(server: FakeOpenAIServer) -> None:
+async def test_a_stopped_turn_keeps_only_what_was_heard(server: FakeOpenAIServer, stopped_by: str) -> None:
     text = "First sentence is short. " + "Then a much longer second sentence follows here, " * 4 + "the end."
     server.enqueue(text_reply(text, pieces=40))
     sink = RecordingSink(seconds_per_char=0.01)
@@ -348,70 +352,32 @@ async def test_barge_in_keeps_only_what_was_heard(server: FakeOpenAIServer) -> N
     async def run() -> None:
         result_box.append(await turn.run("Tell me something long"))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        with anyio.fail_after(GATE_TIMEOUT):
-            await sink.first_text.wait()
-        await anyio.sleep(0.1)  # the caller hears a bit, then talks over the bot
-        turn.cancel()
-    result = result_box[0]
-    assert result.interrupted
-    assert 0 < len(result.heard_text) < len(text)
+    with anyio.CancelScope() as outer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            with anyio.fail_after(GATE_TIMEOUT):
+                while not sink.spoken:  # noqa: ASYNC110  # the first sentence has played in full
+                    await anyio.sleep(0.005)
+            turn.cancel() if stopped_by == "barge-in" else outer.cancel()
+    if stopped_by == "barge-in":
+        result = result_box[0]
+        assert result.interrupted
+        assert 0 < len(result.heard_text) < len(text)
+    else:  # the cancellation went on past the turn, which returned nothing
+        assert outer.cancelled_caught and result_box == []
     assistant = agent.conversation.history[-1]
     assert assistant["role"] == "assistant"
+    assert assistant["content"].startswith("First sentence is short.")
     assert text.startswith(assistant["content"])
     assert len(assistant["content"]) < len(text)
     assert any(c.kind == "cancel" for c in sink.calls)
 
 
+@pytest.mark.parametrize("stopped_by", STOPPED_BY)
 @pytest.mark.anyio
-async def test_a_turn_cancelled_from_outside_keeps_what_was_heard(server: FakeOpenAIServer) -> None:
-    text = "First sentence here. Then a second sentence that takes a good while to say out loud."
-    server.enqueue(text_reply(text))
-    sink = RecordingSink(seconds_per_char=0.01)
-    agent = make_agent(server, sink)
-    with anyio.CancelScope() as outer:  # a scope around the turn, as a hang-up or a deadline would be
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(agent.respond, "Tell me")
-            with anyio.fail_after(GATE_TIMEOUT):
-                while not sink.spoken:  # noqa: ASYNC110  # the first sentence has played in full
-                    await anyio.sleep(0.005)
-            outer.cancel()
-    assert outer.cancelled_caught
-    history = agent.conversation.history
-    assert [m["role"] for m in history] == ["user", "assistant"]
-    assert history[1]["content"].startswith("First sentence here.")
-    assert text.startswith(history[1]["content"]) and len(history[1]["content"]) < len(text)
-    assert any(c.kind == "cancel" for c in sink.calls)
-
-
-@pytest.mark.anyio
-async def test_a_tool_call_cancelled_from_outside_is_answered(server: FakeOpenAIServer) -> None:
-    entered = anyio.Event()
-
-    @tool
-    async def slow_search(q: str) -> str:
-        """Search slowly."""
-        entered.set()
-        await anyio.sleep_forever()
-        return "never"
-
-    server.enqueue(tool_reply([("slow_search", {"q": "x"})], filler="Searching now."))
-    agent = make_agent(server, RecordingSink(), [slow_search])
-    with anyio.CancelScope() as outer:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(agent.respond, "search x")
-            with anyio.fail_after(GATE_TIMEOUT):
-                await entered.wait()
-            outer.cancel()
-    history = agent.conversation.history
-    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
-    assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
-    assert_valid_conversation(agent)
-
-
-@pytest.mark.anyio
-async def test_barge_in_during_a_tool_answers_every_call(server: FakeOpenAIServer) -> None:
+async def test_a_turn_stopped_during_a_tool_answers_every_call(
+    server: FakeOpenAIServer, stopped_by: str
+) -> None:
     entered = anyio.Event()
 
     @tool
@@ -425,11 +391,12 @@ async def test_barge_in_during_a_tool_answers_every_call(server: FakeOpenAIServe
     sink = RecordingSink()
     agent = make_agent(server, sink, [slow_search])
     turn = agent.new_turn()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(turn.run, "search x")
-        with anyio.fail_after(GATE_TIMEOUT):
-            await entered.wait()
-        turn.cancel()
+    with anyio.CancelScope() as outer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(turn.run, "search x")
+            with anyio.fail_after(GATE_TIMEOUT):
+                await entered.wait()
+            turn.cancel() if stopped_by == "barge-in" else outer.cancel()
     history = agent.conversation.history
     assert [m["role"] for m in history] == ["user", "assistant", "tool"]
     assert history[2]["content"] == INTERRUPTED_TOOL_RESULT
