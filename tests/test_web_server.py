@@ -406,3 +406,12 @@ async def test_a_page_token_opens_one_session_on_its_own_path_only() -> None:
         other = server.tokens.issue("/admin")
         assert await upgrade_status(server.ws_url(other), origin=server.origin) == 403
         assert server.rejected_upgrades == 2
+
+
+@pytest.mark.anyio
+async def test_token_endpoint_gives_the_page_a_fresh_token_for_its_next_start() -> None:
+    async with running(echo_bot) as server:
+        status, headers, body = await anyio.to_thread.run_sync(http_get, server.url + "token")
+        assert status == 200 and headers["Cache-Control"] == "no-store"
+        async with connect(server.ws_url(body.strip()), origin=server.origin):
+            pass

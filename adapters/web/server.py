@@ -1,7 +1,8 @@
 """``WebServer``: serves the browser page and its WebSocket on one port, one task per session.
 
 Plain HTTP GETs are answered from websockets' ``process_request`` hook (no web framework): ``/``
-returns the page with a fresh signed token, ``/client.js`` and ``/capture-worklet.js`` its scripts.
+returns the page with a fresh signed token, ``/token`` another one (for the page's next Start),
+``/client.js`` and ``/capture-worklet.js`` its scripts.
 ``/ws?token=...`` upgrades to the session socket: 401 without a token, 403 with a bad, expired or
 used one. Every request must carry an expected ``Host`` (an IP literal, ``localhost`` or one of
 ``allowed_hosts``: a DNS-rebinding page on some other name never gets a token), and the upgrade an
@@ -205,6 +206,10 @@ class WebServer:
         if url.path in ("/", "/index.html"):
             page = self._page.replace(_TOKEN_PLACEHOLDER, html.escape(self.tokens.issue(self.ws_path)))
             return self._respond(connection, 200, page, "text/html; charset=utf-8")
+        if url.path == "/token":  # a fresh token for the page's next Start (same exposure as the page)
+            return self._respond(
+                connection, 200, self.tokens.issue(self.ws_path), "text/plain; charset=utf-8"
+            )
         if url.path in self._scripts:
             return self._respond(connection, 200, self._scripts[url.path], "text/javascript; charset=utf-8")
         return self._respond(connection, 404, "not found\n", "text/plain; charset=utf-8")
