@@ -20,7 +20,7 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer, TwilioStreamClosed
 from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
+from voiceagent.testing.raw_websocket import RawSocket, raw_upgrade
 from voiceagent.testing.twilio_client import FakeTwilioCall, twilio_signature
 from voiceagent.tts import AudioChunk
 from voiceagent.ws_safety import MAX_CLOSE_REASON_BYTES, close_reason
@@ -42,88 +43,6 @@ ATTACK_SECONDS = 20  # bound on any one attack; each normally takes well under a
 STALL_SECONDS = 0.5  # the servers' send deadline in these tests (default 5 s)
 FRAME_PCM8K = struct.pack("<160h", *(int(6000 * math.sin(i / 3)) for i in range(160)))  # 20 ms
 FRAME_PCM16K = FRAME_PCM8K * 2  # 20 ms at 16 kHz (the content does not matter)
-
-
-# ---- a WebSocket client written by hand: it sends what websockets' client never would -------------
-
-
-@dataclass
-class RawSocket:
-    sock: socket.socket
-    status: int
-
-    def send_frame(self, opcode: int, payload: bytes, *, claimed_length: int | None = None) -> None:
-        """One masked client frame; ``claimed_length`` announces more bytes than are sent."""
-        length = len(payload) if claimed_length is None else claimed_length
-        head = bytes([0x80 | opcode])
-        if length < 126:
-            head += bytes([0x80 | length])
-        elif length < 1 << 16:
-            head += bytes([0x80 | 126]) + struct.pack("!H", length)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
-
-    def send_text(self, text: str | bytes) -> None:
-        self.send_frame(0x1, text.encode() if isinstance(text, str) else text)
-
-    def read_close(self) -> tuple[int | None, bytes]:
-        """Read until the server's close frame (code, raw reason) or EOF (None)."""
-        data = b""
-        while True:
-            while len(data) >= 2:
-                opcode, length, start = data[0] & 0x0F, data[1] & 0x7F, 2
-                if length == 126:
-                    length, start = struct.unpack("!H", data[2:4])[0], 4
-                elif length == 127:
-                    length, start = struct.unpack("!Q", data[2:10])[0], 10
-                if len(data) < start + length:
-                    break
-                payload, data = data[start : start + length], data[start + length :]
-                if opcode == 0x8:
-                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                    return code, payload[2:]
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                return None, b""
-            if not chunk:
-                return None, b""
-            data += chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def raw_upgrade(
-    port: int, path: str, headers: Sequence[tuple[str, str]] = (), *, rcvbuf: int | None = None
-) -> RawSocket:
-    """A blocking upgrade (run it in a thread): the status line is read, nothing after it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:  # before connect, so the advertised window is small too
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(ATTACK_SECONDS)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-        *(f"{name}: {value}" for name, value in headers),
-    ]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        byte = sock.recv(1)
-        if not byte:
-            break
-        response += byte
-    return RawSocket(sock, int(response.split(b" ", 2)[1]) if response else 0)
 
 
 # ---- round trips of the good call ------------------------------------------------------------------

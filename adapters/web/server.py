@@ -322,8 +322,10 @@ class WebServer:
                         await self._handler(session)
                     except SessionClosedError:
                         await anyio.sleep_forever()  # the browser left: the reader reports why
-                    except Exception:
-                        log.exception("session handler failed")
+                    except BaseException as exc:  # SystemExit from argparse in a handler too
+                        if is_cancellation(exc):
+                            raise
+                        log.error("session handler failed", exc_info=exc)
                         return CloseReason(1011, "internal error", clean=False)
                     return CloseReason(1000, "handler finished")
 
