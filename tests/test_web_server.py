@@ -381,6 +381,11 @@ async def test_a_named_host_must_be_allowed_explicitly() -> None:
     async with running(echo_bot, allowed_hosts=["Bot.Example.com"]) as server:
         other_url, sock = as_host("other.example.com", server.ws_url(server.tokens.issue()))
         assert await upgrade_status(other_url, sock=sock, origin="https://other.example.com") == 403
+        # A proxy that passes "Host: bot.example.com:443" for the page https://bot.example.com.
+        via_proxy = f"ws://bot.example.com:443/ws?token={server.tokens.issue()}"
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        async with connect(via_proxy, sock=sock, origin="https://bot.example.com"):  # type: ignore[arg-type]
+            pass
         named_url, sock = as_host("bot.example.com", server.ws_url(server.tokens.issue()))
         origin = f"https://bot.example.com:{server.port}"  # the page as the proxy serves it
         async with connect(named_url, sock=sock, origin=origin):  # type: ignore[arg-type]

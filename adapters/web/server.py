@@ -220,9 +220,11 @@ class WebServer:
 
     def _origin_allowed(self, origin: str, host_header: str) -> bool:
         origin = origin.lower().rstrip("/")
-        host = host_header.lower()
+        host = host_header.strip().lower()
         # The page's own origin: Host already passed its check, so no other site can be served on it.
-        return origin in (f"http://{host}", f"https://{host}") or origin in self.allowed_origins
+        # Browsers leave a default port out of Origin; some clients put it in Host.
+        own = {f"http://{host.removesuffix(':80')}", f"https://{host.removesuffix(':443')}"}
+        return origin in own or origin in self.allowed_origins
 
     def _authorize_upgrade(
         self, connection: ServerConnection, request: Request, host: str, query: str
