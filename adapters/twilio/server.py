@@ -168,7 +168,7 @@ class TwilioServer:
             return self._reject(connection, why)
         url = self._public_url or f"wss://{hosts[0]}{request.path}"
         if not validate_signature(self._auth_token, url, {}, signatures[0]):
-            return self._reject(connection, f"bad {SIGNATURE_HEADER} for {url}")
+            return self._reject(connection, f"bad {SIGNATURE_HEADER} for {url[:200]}")
         return None
 
     def _reject(self, connection: ServerConnection, why: str) -> Response:
