@@ -4,14 +4,14 @@
     python -m examples.twilio_phone_bot --selftest      # one offline call, every part on loopback
 
 Point your Twilio number's voice webhook at TwiML like the one this prints (a TLS proxy in front of the
-port: Twilio only dials wss on 443). With TWILIO_AUTH_TOKEN set, the upgrade's signature is checked.
+port: Twilio only dials wss on 443). Set TWILIO_AUTH_TOKEN: every upgrade's X-Twilio-Signature is
+checked against it and --public-url, and the server refuses to start without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 
 from examples.calls import (
@@ -29,10 +29,11 @@ from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
 from voiceagent.llm import LLMClient
 from voiceagent.session import Session
 
+SELFTEST_TOKEN = "selftest-auth-token"
+
 
 async def serve(args: argparse.Namespace) -> None:
     key = api_key()
-    token = os.environ.get("TWILIO_AUTH_TOKEN")
     handler = functools.partial(
         run_call,
         sample_rate=8000,
@@ -40,8 +41,9 @@ async def serve(args: argparse.Namespace) -> None:
         stt=lambda: PulseSTT(key, PulseOptions.for_twilio("en")),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
     )
-    auth = {"auth_token": token, "public_url": args.public_url} if token else {}
-    async with TwilioServer(handler, host=args.host, port=args.port, **auth) as server:
+    # The Auth Token comes from TWILIO_AUTH_TOKEN; Twilio signed exactly the URL in the TwiML.
+    server = TwilioServer(handler, host=args.host, port=args.port, public_url=args.public_url)
+    async with server:
         print(f"listening on {server.url}\nTwiML for your number:\n{connect_stream_twiml(args.public_url)}")
         await server.serve_forever()
 
@@ -65,8 +67,9 @@ async def selftest() -> int:
             tts=espeak_sink,
             sessions=sessions,
         )
-        async with TwilioServer(handler) as server:
-            async with FakeTwilioCall(server.url, playback_speed=20) as phone:
+        # Signed like a live call: the fake Twilio signs the upgrade with a test Auth Token.
+        async with TwilioServer(handler, auth_token=SELFTEST_TOKEN) as server:
+            async with FakeTwilioCall(server.url, auth_token=SELFTEST_TOKEN, playback_speed=20) as phone:
                 await phone.send_pcm(b"\x00\x00" * 1024, 8000)  # 128 ms of caller audio
                 await wait_for_first_answer(sessions)
                 await phone.stop()

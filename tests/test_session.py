@@ -66,8 +66,10 @@ async def run_call(
             sessions.append(session)
             await session.run()
 
-    async with pulse, TwilioServer(call) as server:
-        async with FakeTwilioCall(server.url, playback_speed=playback_speed) as phone:
+    async with pulse, TwilioServer(call, auth_token="test-auth-token") as server:
+        async with FakeTwilioCall(
+            server.url, auth_token="test-auth-token", playback_speed=playback_speed
+        ) as phone:
             await script(phone, sessions)
             await phone.stop()
         await eventually(lambda: bool(sessions) and not sessions[0].bot_speaking)

@@ -181,9 +181,12 @@ async def test_browser_call_mic_playback_marks_clear_and_token(tmp_path: Path) -
 async def test_echo_demo_plays_back_what_the_microphone_said(tmp_path: Path) -> None:
     mic_wav = write_voice_like_wav(tmp_path / "utterance.wav", seconds=1.0, pause=2.0)
     sessions: list[WebSession] = []
+    second_session = anyio.Event()
 
     async def handler(session: WebSession) -> None:
         sessions.append(session)
+        if len(sessions) == 2:
+            second_session.set()
         await echo_bot(session)
 
     async with WebServer(handler) as server, Chromium(fake_microphone=mic_wav) as browser:
@@ -193,6 +196,15 @@ async def test_echo_demo_plays_back_what_the_microphone_said(tmp_path: Path) -> 
             await page.wait_for("document.getElementById('transcript').textContent.includes('s of speech')")
             with anyio.fail_after(30):
                 assert await anext(sessions[0].played_marks()) == "echo-1"
+            # The page's token opened that session and is used up; Start again gets a fresh one.
+            rejected = server.rejected_upgrades
+            await page.click("#start")
+            await page.wait_for("window.voiceagent.status === 'Stopped'")
+            await page.click("#start")
+            await page.wait_for("window.voiceagent.connected")
+            with anyio.fail_after(30):
+                await second_session.wait()
+            assert server.rejected_upgrades == rejected
         except BaseException:
             print("chromium log tail:\n" + browser.log_tail())
             raise

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,7 +34,7 @@ async def running(
 
 
 async def open_client(server: WebServer, *, hello: bool = True) -> ClientConnection:
-    client = await connect(server.ws_url(server.tokens.issue()))
+    client = await connect(server.ws_url(server.tokens.issue()), origin=server.origin)
     if hello:
         await client.send(json.dumps({"type": "hello", "sample_rate": 16000}))
         ready = json.loads(await client.recv())
@@ -55,7 +57,7 @@ async def echo_bot(session: WebSession) -> None:
         await session.send_audio(AudioChunk(pcm, session.input_sample_rate))
 
 
-def http_get(url: str) -> tuple[int, dict[str, str], str]:
+def http_get(url: str | urllib.request.Request) -> tuple[int, dict[str, str], str]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, dict(response.headers), response.read().decode()
@@ -71,7 +73,7 @@ async def test_page_and_scripts_are_served_with_a_valid_token() -> None:
         assert headers["Content-Type"].startswith("text/html")
         assert headers["Cache-Control"] == "no-store"
         token = page.split('name="voiceagent-token" content="', 1)[1].split('"', 1)[0]
-        server.tokens.verify(token)
+        server.tokens.check(token)
         for script in ("client.js", "capture-worklet.js"):
             status, headers, body = await anyio.to_thread.run_sync(http_get, server.url + script)
             assert status == 200
@@ -92,19 +94,19 @@ async def test_upgrade_needs_a_genuine_unexpired_token() -> None:
     async with running(handler, token_ttl=30, clock=lambda: time.time() + offset[0]) as server:
         base = f"ws://127.0.0.1:{server.port}/ws"
         with pytest.raises(InvalidStatus) as missing:
-            await connect(base)
+            await connect(base, origin=server.origin)
         assert missing.value.response.status_code == 401
 
         forged = WebServer(handler, secret=b"other" * 8).tokens.issue()
         with pytest.raises(InvalidStatus) as bad:
-            await connect(f"{base}?token={forged}")
+            await connect(f"{base}?token={forged}", origin=server.origin)
         assert bad.value.response.status_code == 403
         assert b"signature" in bad.value.response.body
 
         token = server.tokens.issue()
         offset[0] = 31
         with pytest.raises(InvalidStatus) as expired:
-            await connect(f"{base}?token={token}")
+            await connect(f"{base}?token={token}", origin=server.origin)
         assert expired.value.response.status_code == 403
         assert b"expired" in expired.value.response.body
 
@@ -319,3 +321,102 @@ async def test_stopping_the_server_ends_every_session(caplog: pytest.LogCaptureF
         assert code == 1001
     assert len(ended) == 3
     assert sum("server shutting down" in r.getMessage() for r in caplog.records) == 3
+
+
+def as_host(host: str, url: str) -> tuple[str, socket.socket]:
+    """``url`` rewritten to name ``host`` (sent as Host), with a socket that still reaches the server:
+    a browser whose DNS answered 127.0.0.1 for ``host`` (DNS rebinding) looks exactly like this."""
+    parts = urllib.parse.urlsplit(url)
+    assert parts.port is not None
+    sock = socket.create_connection(("127.0.0.1", parts.port))
+    return parts._replace(netloc=f"{host}:{parts.port}").geturl(), sock
+
+
+async def upgrade_status(url: str, **options: Any) -> int:
+    """The HTTP status of a refused upgrade (fails the test if the upgrade is accepted)."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, **options):
+            pass
+    return refused.value.response.status_code
+
+
+@pytest.mark.anyio
+async def test_upgrade_is_refused_for_a_foreign_origin_or_host() -> None:
+    handled: list[WebSession] = []
+
+    async def handler(session: WebSession) -> None:
+        handled.append(session)
+
+    async with running(handler, allowed_origins=["https://app.example.com"]) as server:
+
+        def url() -> str:
+            return server.ws_url(server.tokens.issue())
+
+        # Another site's page opening a session in the visitor's browser (cross-site WebSocket hijack).
+        assert await upgrade_status(url(), origin="http://evil.test") == 403
+        assert await upgrade_status(url(), origin="null") == 403
+        assert await upgrade_status(url()) == 403  # no Origin at all
+        assert await upgrade_status(url(), origin=f"http://127.0.0.1:{server.port + 1}") == 403
+        assert await upgrade_status(url(), additional_headers=[("Origin", server.origin)] * 2) == 403
+        # DNS rebinding: evil.test resolves to 127.0.0.1, so Origin and Host both say evil.test.
+        evil_url, sock = as_host("evil.test", url())
+        assert await upgrade_status(evil_url, sock=sock, origin=f"http://evil.test:{server.port}") == 403
+        assert server.rejected_upgrades == 6
+        # The page itself is not served on an unexpected Host either (it would leak a token).
+        request = urllib.request.Request(server.url, headers={"Host": f"evil.test:{server.port}"})
+        status, _, body = await anyio.to_thread.run_sync(http_get, request)
+        assert status == 403 and "voiceagent-token" not in body
+
+        for origin in (server.origin, f"https://127.0.0.1:{server.port}", "https://app.example.com"):
+            async with connect(url(), origin=origin):  # type: ignore[arg-type]
+                pass
+        local_url, sock = as_host("localhost", url())
+        async with connect(local_url, sock=sock, origin=f"http://localhost:{server.port}"):  # type: ignore[arg-type]
+            pass
+    assert len(handled) <= 4
+
+
+@pytest.mark.anyio
+async def test_a_named_host_must_be_allowed_explicitly() -> None:
+    async with running(echo_bot, allowed_hosts=["Bot.Example.com"]) as server:
+        other_url, sock = as_host("other.example.com", server.ws_url(server.tokens.issue()))
+        assert await upgrade_status(other_url, sock=sock, origin="https://other.example.com") == 403
+        # A proxy that passes "Host: bot.example.com:443" for the page https://bot.example.com.
+        via_proxy = f"ws://bot.example.com:443/ws?token={server.tokens.issue()}"
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        async with connect(via_proxy, sock=sock, origin="https://bot.example.com"):  # type: ignore[arg-type]
+            pass
+        named_url, sock = as_host("bot.example.com", server.ws_url(server.tokens.issue()))
+        origin = f"https://bot.example.com:{server.port}"  # the page as the proxy serves it
+        async with connect(named_url, sock=sock, origin=origin):  # type: ignore[arg-type]
+            pass
+
+
+@pytest.mark.anyio
+async def test_page_may_only_be_framed_by_itself() -> None:
+    async with running(echo_bot) as server:
+        status, headers, _ = await anyio.to_thread.run_sync(http_get, server.url)
+        assert status == 200
+        assert "frame-ancestors 'self'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+@pytest.mark.anyio
+async def test_a_page_token_opens_one_session_on_its_own_path_only() -> None:
+    async with running(echo_bot) as server:
+        token = server.tokens.issue()
+        async with connect(server.ws_url(token), origin=server.origin):
+            pass
+        assert await upgrade_status(server.ws_url(token), origin=server.origin) == 403  # replayed
+        other = server.tokens.issue("/admin")
+        assert await upgrade_status(server.ws_url(other), origin=server.origin) == 403
+        assert server.rejected_upgrades == 2
+
+
+@pytest.mark.anyio
+async def test_token_endpoint_gives_the_page_a_fresh_token_for_its_next_start() -> None:
+    async with running(echo_bot) as server:
+        status, headers, body = await anyio.to_thread.run_sync(http_get, server.url + "token")
+        assert status == 200 and headers["Cache-Control"] == "no-store"
+        async with connect(server.ws_url(body.strip()), origin=server.origin):
+            pass

@@ -25,12 +25,12 @@ def test_issued_token_verifies_until_it_expires() -> None:
     clock = Clock()
     signer = TokenSigner(SECRET, ttl=60, clock=clock)
     token = signer.issue()
-    signer.verify(token)
+    signer.check(token)
     clock.now += 59
-    signer.verify(token)
+    signer.check(token)
     clock.now += 1
     with pytest.raises(InvalidTokenError, match="expired"):
-        signer.verify(token)
+        signer.check(token)
 
 
 def test_tampered_or_foreign_tokens_are_rejected() -> None:
@@ -39,18 +39,49 @@ def test_tampered_or_foreign_tokens_are_rejected() -> None:
     version, expiry, nonce, signature = token.split(".")
     longer = f"{version}.{int(expiry) + 3600}.{nonce}.{signature}"
     with pytest.raises(InvalidTokenError, match="signature"):
-        signer.verify(longer)
+        signer.check(longer)
     with pytest.raises(InvalidTokenError, match="signature"):
-        TokenSigner(b"x" * 32).verify(token)
+        TokenSigner(b"x" * 32).check(token)
     flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
     with pytest.raises(InvalidTokenError, match="signature"):
-        signer.verify(f"{version}.{expiry}.{nonce}.{flipped}")
+        signer.check(f"{version}.{expiry}.{nonce}.{flipped}")
 
 
-@pytest.mark.parametrize("token", ["", "abc", "v1.x.n.s", "v2.1.n.s", "v1.1.n", "v1.1.n.s.extra", "v1.1.ñ.s"])
+@pytest.mark.parametrize("token", ["", "abc", "v2.x.n.s", "v1.1.n.s", "v2.1.n", "v2.1.n.s.extra", "v2.1.ñ.s"])
 def test_malformed_tokens_are_rejected(token: str) -> None:
     with pytest.raises(InvalidTokenError, match="malformed"):
-        TokenSigner(SECRET).verify(token)
+        TokenSigner(SECRET).check(token)
+
+
+def test_a_token_opens_only_its_own_path_and_only_once() -> None:
+    clock = Clock()
+    signer = TokenSigner(SECRET, ttl=60, clock=clock)
+    token = signer.issue("/ws")
+    with pytest.raises(InvalidTokenError, match="signature"):
+        signer.redeem(token, "/admin")
+    signer.redeem(token, "/ws")
+    with pytest.raises(InvalidTokenError, match="already used"):
+        signer.redeem(token, "/ws")
+    with pytest.raises(InvalidTokenError, match="already used"):
+        signer.check(token, "/ws")
+    clock.now += 61
+    with pytest.raises(InvalidTokenError, match="expired"):  # and its nonce is forgotten
+        signer.redeem(token, "/ws")
+    signer.redeem(signer.issue("/ws"), "/ws")
+    assert len(signer._redeemed) == 1
+
+
+def test_redeemed_nonces_are_bounded() -> None:
+    clock = Clock()
+    signer = TokenSigner(SECRET, ttl=10, clock=clock, max_redeemed=3)
+    for _ in range(3):
+        signer.redeem(signer.issue())
+    with pytest.raises(InvalidTokenError, match="too many"):
+        signer.redeem(signer.issue())
+    clock.now += 11  # the old ones expire, their room comes back
+    fresh = signer.issue()
+    signer.redeem(fresh)
+    assert list(signer._redeemed) == [fresh.split(".")[2]]
 
 
 def test_short_secret_is_refused() -> None:

@@ -1,7 +1,8 @@
 """Twilio Media Streams wire messages (PROTOCOLS.md §4): pure parsing and building, no I/O.
 
-Inbound: connected, start, media, mark, stop, dtmf. Outbound (bidirectional streams): media, mark and
-clear only; Twilio answers anything else with error 31924, so no other builder exists.
+Inbound: connected, start, media, mark, stop, dtmf; any other event type parses as ``UnknownEvent``.
+Outbound (bidirectional streams): media, mark and clear only; Twilio answers anything else with
+error 31924, so no other builder exists.
 """
 
 from __future__ import annotations
@@ -79,7 +80,14 @@ class Dtmf:
     digit: str
 
 
-InboundEvent = Connected | Start | Media | Mark | Stop | Dtmf
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """An event type this adapter does not know: Twilio adds events, so it is ignored, never a hang-up."""
+
+    event: str
+
+
+InboundEvent = Connected | Start | Media | Mark | Stop | Dtmf | UnknownEvent
 
 
 def parse_inbound(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> InboundEvent:
@@ -98,7 +106,7 @@ def parse_inbound(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Inbo
         raise TwilioProtocolError("frame has no string 'event' field")
     parser = _PARSERS.get(event)
     if parser is None:
-        raise TwilioProtocolError(f"unknown event {event[:40]!r}")
+        return UnknownEvent(event[:64])
     return parser(doc)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -14,27 +15,45 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voiceagent.logs import get_logger, log_context, register_secret
+from voiceagent.ws_safety import (
+    DEFAULT_SEND_TIMEOUT,
+    DEFAULT_WRITE_LIMIT,
+    close_bounded,
+    contained,
+    is_cancellation,
+)
 
 from .errors import TwilioProtocolError
 from .messages import MAX_FRAME_BYTES
-from .signature import validate_signature
+from .signature import SIGNATURE_HEADER, validate_signature
 from .stream import TwilioMediaStream, describe_close, read_start
 
 logger = get_logger(__name__)
 
 CallHandler = Callable[[TwilioMediaStream], Awaitable[None]]
 
+AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
+_FROM_ENV = "from-env"
+
 
 class TwilioServer:
     """Accepts Media Stream WebSocket connections on ``path`` and runs ``handler(stream)`` for each call.
 
     Each call runs in its own task in the server's task group. A call's bad input (garbage or
-    oversized frames, unknown events), an abrupt disconnect or a failing handler ends THAT call with a
-    logged reason; the other calls carry on. Leaving the ``async with`` cancels the calls still running.
+    oversized frames, a close reason that does not fit), an abrupt disconnect, a peer that stops
+    reading or a failing handler ends THAT call with a logged reason; the other calls carry on.
+    Unknown event types are ignored (Twilio adds events). Leaving the ``async with`` cancels the
+    calls still running.
 
-    ``auth_token`` with ``public_url`` (the ``wss://`` URL Twilio was given) turns on
-    X-Twilio-Signature checking of the upgrade request (Twilio signs the URL only; PROTOCOLS.md §4
-    marks this as unconfirmed, so it is off by default).
+    Upgrades are signature-checked: Twilio signs the ``wss://`` URL it dials with your Auth Token
+    (``X-Twilio-Signature``). ``auth_token`` defaults to ``$TWILIO_AUTH_TOKEN``; ``public_url`` is the
+    URL in your TwiML (default: ``wss://`` + the request's Host header + ``path``, right behind a
+    proxy that keeps Host). Without a token the server refuses to start unless you pass
+    ``allow_unsigned=True`` (then anyone who learns the URL can run up your STT, LLM and TTS bills).
+
+    Memory per call is bounded: inbound frames over ``max_frame_bytes`` close the call (1009), the
+    outbound buffer holds ``write_limit`` bytes, and a send blocked for ``send_timeout`` seconds
+    drops the connection.
     """
 
     def __init__(
@@ -47,11 +66,22 @@ class TwilioServer:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout: float = 10.0,
         audio_buffer_frames: int = 500,
-        auth_token: str | None = None,
+        auth_token: str | None = _FROM_ENV,
         public_url: str | None = None,
+        allow_unsigned: bool = False,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        write_limit: int = DEFAULT_WRITE_LIMIT,
     ) -> None:
-        if (auth_token is None) != (public_url is None):
-            raise ValueError("auth_token and public_url go together")
+        if auth_token == _FROM_ENV:
+            auth_token = os.environ.get(AUTH_TOKEN_ENV) or None
+        if auth_token is None and not allow_unsigned:
+            raise ValueError(
+                f"TwilioServer needs your Twilio Auth Token to check X-Twilio-Signature: pass auth_token= "
+                f"or set {AUTH_TOKEN_ENV}. To accept unsigned upgrades (anyone who learns the URL can "
+                "then place calls on your bill) pass allow_unsigned=True."
+            )
+        if public_url is not None and not public_url.startswith(("wss://", "ws://")):
+            raise ValueError(f"public_url must be the wss:// URL Twilio dials: {public_url!r}")
         self._handler = handler
         self._host = host
         self._port = port
@@ -62,11 +92,19 @@ class TwilioServer:
         self._auth_token = auth_token
         register_secret(auth_token)  # never in a log line
         self._public_url = public_url
+        self._send_timeout = send_timeout
+        self._write_limit = write_limit
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._server: Server | None = None
         self._ids = itertools.count(1)
         self.active_calls = 0
+        self.rejected_upgrades = 0
+
+    @property
+    def signed(self) -> bool:
+        """Whether upgrades are signature-checked."""
+        return self._auth_token is not None
 
     @property
     def port(self) -> int:
@@ -79,14 +117,21 @@ class TwilioServer:
         return f"ws://{self._host}:{self.port}{self.path}"
 
     async def __aenter__(self) -> TwilioServer:
+        if self._auth_token is None:
+            logger.warning(
+                "TwilioServer is accepting UNSIGNED upgrades (allow_unsigned=True): anyone who learns the "
+                "URL can place calls on your STT, LLM and TTS bills. Pass auth_token= or set %s.",
+                AUTH_TOKEN_ENV,
+            )
         async with AsyncExitStack() as stack:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
-            # Twilio never sends frames anywhere near this; websockets fails bigger ones with 1009.
+            # Twilio never sends frames anywhere near max_size; websockets fails bigger ones with 1009.
             self._server = await serve(
                 self._on_connection,
                 self._host,
                 self._port,
                 max_size=self._max_frame_bytes,
+                write_limit=self._write_limit,
                 process_request=self._check_request,
             )
             self._stack = stack.pop_all()
@@ -112,26 +157,51 @@ class TwilioServer:
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?", 1)[0] != self.path:
             return connection.respond(404, "Not Found\n")
-        if self._auth_token is not None and self._public_url is not None:
-            signature = request.headers.get("X-Twilio-Signature", "")
-            if not validate_signature(self._auth_token, self._public_url, {}, signature):
-                logger.warning("rejected Media Stream upgrade: bad X-Twilio-Signature")
-                return connection.respond(403, "Forbidden\n")
+        if self._auth_token is None:
+            return None
+        signatures = request.headers.get_all(SIGNATURE_HEADER)
+        hosts = request.headers.get_all("Host")
+        if len(signatures) != 1 or (self._public_url is None and len(hosts) != 1):
+            why = (
+                f"{len(signatures)} {SIGNATURE_HEADER} headers" if len(signatures) != 1 else "no single Host"
+            )
+            return self._reject(connection, why)
+        url = self._public_url or f"wss://{hosts[0]}{request.path}"
+        if not validate_signature(self._auth_token, url, {}, signatures[0]):
+            return self._reject(connection, f"bad {SIGNATURE_HEADER} for {url[:200]}")
         return None
+
+    def _reject(self, connection: ServerConnection, why: str) -> Response:
+        self.rejected_upgrades += 1
+        logger.warning("rejected Media Stream upgrade (403): %s, from %s", why, connection.remote_address)
+        return connection.respond(403, "Forbidden\n")
 
     async def _on_connection(self, ws: ServerConnection) -> None:
         # websockets runs this in its own task; the call itself is owned by our task group.
         assert self._tg is not None
         done = anyio.Event()
-        self._tg.start_soon(self._run_call, ws, done)
+        try:
+            self._tg.start_soon(self._run_call, ws, done)
+        except RuntimeError:  # the task group is shutting down
+            await close_bounded(ws, 1001, "server shutting down")
+            return
         await done.wait()
 
     async def _run_call(self, ws: ServerConnection, done: anyio.Event) -> None:
         connection_id = f"ws-{next(self._ids)}"
         self.active_calls += 1
         try:
-            with log_context(session=connection_id):
-                await self._serve_call(ws)
+            with log_context(session=connection_id), contained(logger, f"call on {connection_id}"):
+                try:
+                    await self._serve_call(ws)
+                except BaseException as exc:
+                    # However the call ended (a bug in this adapter included), its socket goes too.
+                    shutdown = is_cancellation(exc)
+                    with anyio.CancelScope(shield=True):
+                        await close_bounded(
+                            ws, *((1001, "server shutting down") if shutdown else (1011, "internal error"))
+                        )
+                    raise
         finally:
             self.active_calls -= 1
             done.set()
@@ -142,14 +212,14 @@ class TwilioServer:
                 start = await read_start(ws, max_frame_bytes=self._max_frame_bytes)
         except TwilioProtocolError as exc:
             logger.warning("closing connection before start: protocol error: %s", exc.reason)
-            await ws.close(1008, exc.reason[:120])
+            await close_bounded(ws, 1008, exc.reason)
             return
         except ConnectionClosed as exc:
             logger.warning("connection ended before start: %s", describe_close(exc))
             return
         except TimeoutError:
             logger.warning("closing connection: no start within %.1f s", self._handshake_timeout)
-            await ws.close(1008, "no start event")
+            await close_bounded(ws, 1008, "no start event")
             return
         with log_context(session=start.call_sid):
             logger.info("call %s started (stream %s)", start.call_sid, start.stream_sid)
@@ -159,11 +229,11 @@ class TwilioServer:
                 start,
                 max_frame_bytes=self._max_frame_bytes,
                 audio_buffer_frames=self._audio_buffer_frames,
+                send_timeout=self._send_timeout,
             ) as stream:
-                try:
-                    await self._handler(stream)
-                except Exception:
-                    logger.exception("call handler failed; closing the call")
+                with contained(logger, "call handler"):
                     failed = True
-            await (ws.close(1011, "handler failed") if failed else ws.close())
+                    await self._handler(stream)
+                    failed = False
+            await (close_bounded(ws, 1011, "handler failed") if failed else close_bounded(ws))
             logger.info("call %s finished: %s", start.call_sid, stream.close_reason)

@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from voiceagent.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from voiceagent.logs import get_logger
 from voiceagent.tts import AudioChunk
+from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, SendStalledError, close_bounded, send_bounded
 
 from .errors import TwilioProtocolError, TwilioStreamClosed
 from .ledger import MarkOutcome, PlaybackLedger
@@ -25,6 +26,7 @@ from .messages import (
     Media,
     Start,
     Stop,
+    UnknownEvent,
     build_clear,
     build_mark,
     build_media,
@@ -36,6 +38,7 @@ logger = get_logger(__name__)
 TWILIO_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz: the frame size Twilio itself uses
 MULAW_SILENCE = b"\xff"
+DTMF_BUFFER = 64  # digits held for an app that has not read them yet; more are dropped
 
 
 async def read_start(ws: Connection, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> Start:
@@ -43,6 +46,9 @@ async def read_start(ws: Connection, *, max_frame_bytes: int = MAX_FRAME_BYTES) 
     seen_connected = False
     while True:
         event = parse_inbound(await ws.recv(), max_bytes=max_frame_bytes)
+        if isinstance(event, UnknownEvent):
+            logger.debug("ignoring unknown event %r before start", event.event)
+            continue
         if isinstance(event, Start):
             if (
                 event.media_format.encoding != "audio/x-mulaw"
@@ -66,8 +72,17 @@ class TwilioMediaStream:
     and ``close_reason`` says which.
     """
 
-    def __init__(self, ws: Connection, start: Start, *, audio_buffer_frames: int = 500) -> None:
+    def __init__(
+        self,
+        ws: Connection,
+        start: Start,
+        *,
+        audio_buffer_frames: int = 500,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    ) -> None:
         self._ws = ws
+        self._send_timeout = send_timeout
+        self._stalled: str | None = None  # set when a send timed out and the connection was dropped
         self.start = start
         self.close_reason: str | None = None
         self.dropped_audio_frames = 0
@@ -78,7 +93,8 @@ class TwilioMediaStream:
         self._closed = anyio.Event()
         self._audio_tx, self._audio_rx = anyio.create_memory_object_stream[bytes](audio_buffer_frames)
         self._marks_tx, self._marks_rx = anyio.create_memory_object_stream[str](math.inf)
-        self._dtmf_tx, self._dtmf_rx = anyio.create_memory_object_stream[str](math.inf)
+        # Bounded: a caller (or anyone on the socket) can press keys faster than an app reads them.
+        self._dtmf_tx, self._dtmf_rx = anyio.create_memory_object_stream[str](DTMF_BUFFER)
 
     @classmethod
     @asynccontextmanager
@@ -89,9 +105,13 @@ class TwilioMediaStream:
         *,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         audio_buffer_frames: int = 500,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> AsyncIterator[TwilioMediaStream]:
-        """Run the stream's reader for the body (the start event must already have been read)."""
-        stream = cls(ws, start, audio_buffer_frames=audio_buffer_frames)
+        """Run the stream's reader for the body (the start event must already have been read).
+
+        A send blocked for ``send_timeout`` seconds (Twilio, or whoever holds the socket, stopped
+        reading) drops the connection: the call ends with a reason instead of buffering audio."""
+        stream = cls(ws, start, audio_buffer_frames=audio_buffer_frames, send_timeout=send_timeout)
         async with anyio.create_task_group() as tg:
             tg.start_soon(stream._read_loop, max_frame_bytes)
             try:
@@ -202,7 +222,7 @@ class TwilioMediaStream:
             await self._send(build_clear(self.stream_sid))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self._ws.close(code, reason)
+        await close_bounded(self._ws, code, reason)
 
     async def _flush_pending(self) -> None:
         if self._pending:
@@ -214,8 +234,12 @@ class TwilioMediaStream:
         if self.closed:
             raise TwilioStreamClosed(f"stream {self.stream_sid} is closed: {self.close_reason}")
         try:
-            await self._ws.send(message)
+            await send_bounded(self._ws, message, seconds=self._send_timeout)
         except ConnectionClosed as exc:
+            raise TwilioStreamClosed(f"stream {self.stream_sid} is closed: {exc}") from None
+        except SendStalledError as exc:
+            self._stalled = str(exc)
+            logger.warning("dropping stream %s: %s", self.stream_sid, exc)
             raise TwilioStreamClosed(f"stream {self.stream_sid} is closed: {exc}") from None
 
     # ---- reader -----------------------------------------------------------------------------------
@@ -233,10 +257,9 @@ class TwilioMediaStream:
         except TwilioProtocolError as exc:
             reason = f"protocol error: {exc.reason}"
             logger.warning("closing stream %s: %s", self.stream_sid, reason)
-            # 1008 (policy violation); the close reason must fit in a control frame.
-            await self._ws.close(1008, exc.reason[:120])
+            await close_bounded(self._ws, 1008, exc.reason)  # 1008: policy violation
         except ConnectionClosed as exc:
-            reason = describe_close(exc)
+            reason = self._stalled or describe_close(exc)
             if exc.rcvd is None or exc.rcvd.code not in (1000, 1001):
                 logger.warning("stream %s ended without stop: %s", self.stream_sid, reason)
         finally:
@@ -256,7 +279,12 @@ class TwilioMediaStream:
                 logger.warning("echo of unknown mark %r ignored", event.name[:80])
         elif isinstance(event, Dtmf):
             self._check_sid(event.stream_sid)
-            self._dtmf_tx.send_nowait(event.digit)
+            try:
+                self._dtmf_tx.send_nowait(event.digit)
+            except anyio.WouldBlock:
+                logger.warning("dtmf consumer is behind; dropping digit %r", event.digit)
+        elif isinstance(event, UnknownEvent):
+            logger.debug("ignoring unknown event %r", event.event)  # Twilio adds event types
         else:
             raise TwilioProtocolError(f"unexpected {type(event).__name__.lower()!r} after start")
 

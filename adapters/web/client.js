@@ -6,7 +6,8 @@
   const FRAME_SAMPLES = 320;   // 20 ms mic frames
   const START_LEAD = 0.05;     // seconds of slack before the first buffer of a burst plays
 
-  const token = document.querySelector('meta[name="voiceagent-token"]').content;
+  const pageToken = document.querySelector('meta[name="voiceagent-token"]').content;
+  let pageTokenUsed = false;   // tokens open one session: a second Start asks the server for a new one
   const button = document.getElementById("start");
   const statusEl = document.getElementById("status");
   const levelEl = document.getElementById("level");
@@ -149,6 +150,19 @@
       await stop();
       return;
     }
+    let token = pageToken;
+    if (pageTokenUsed) {
+      try {
+        const response = await fetch("/token", { cache: "no-store" });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        token = (await response.text()).trim();
+      } catch (err) {
+        setStatus(`Disconnected: no session token (${err.message || err}); reload the page`);
+        await stop();
+        return;
+      }
+    }
+    pageTokenUsed = true;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     ws = new WebSocket(`${scheme}//${location.host}/ws?token=${encodeURIComponent(token)}`);
     ws.binaryType = "arraybuffer";
@@ -163,7 +177,7 @@
       }
     };
     ws.onclose = (ev) => {
-      const why = ev.code === 1006 ? "connection refused or lost (reload the page for a fresh token)"
+      const why = ev.code === 1006 ? "connection refused or lost"
         : `closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`;
       ws = null;
       stop().then(() => setStatus(`Disconnected: ${why}`));

@@ -60,7 +60,7 @@ def _name(value: Any, what: str) -> str:
 def parse_browser_message(text: str) -> BrowserMessage:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays or objects
         raise ProtocolViolationError("text frame is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolViolationError("control message is not a JSON object")

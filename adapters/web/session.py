@@ -16,6 +16,7 @@ from voiceagent.audio import Resampler, resample
 from voiceagent.errors import VoiceAgentError
 from voiceagent.logs import get_logger
 from voiceagent.tts import AudioChunk
+from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, SendStalledError, send_bounded
 
 from .messages import (
     Hello,
@@ -65,9 +66,17 @@ class WebSession:
     """
 
     def __init__(
-        self, connection: ServerConnection, session_id: str, hello: Hello, *, audio_buffer: int
+        self,
+        connection: ServerConnection,
+        session_id: str,
+        hello: Hello,
+        *,
+        audio_buffer: int,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self._ws = connection
+        self._send_timeout = send_timeout
+        self._stalled: CloseReason | None = None  # set when a send timed out and the socket was dropped
         self.id = session_id
         self._rate = hello.sample_rate
         self._resampler: Resampler | None = None
@@ -162,9 +171,14 @@ class WebSession:
         if self._closed:
             raise SessionClosedError(f"session {self.id} is closed")
         try:
-            await self._ws.send(message)
+            await send_bounded(self._ws, message, seconds=self._send_timeout)
         except ConnectionClosed as exc:
             raise SessionClosedError(f"session {self.id}: browser disconnected ({exc})") from exc
+        except SendStalledError as exc:
+            # The page stopped reading: its socket is already dropped, the reader reports this reason.
+            self._stalled = CloseReason(None, str(exc), clean=False)
+            log.warning("dropping session %s: %s", self.id, exc)
+            raise SessionClosedError(f"session {self.id}: {exc}") from exc
 
     async def read_loop(self) -> CloseReason:
         """Read frames until the browser leaves or breaks the protocol; return why it ended."""
@@ -175,15 +189,15 @@ class WebSession:
                 else:
                     self._on_control(parse_browser_message(message))
         except ConnectionClosed as exc:
-            return describe_close(exc)
+            return self._stalled or describe_close(exc)
         except ProtocolViolationError as exc:
             return CloseReason(1008, str(exc), clean=False)
-        return describe_close(self._ws.protocol.close_exc)
+        return self._stalled or describe_close(self._ws.protocol.close_exc)
 
     async def watch_connection(self) -> CloseReason:
         """Notice a disconnect even while ``read_loop`` waits for the app to take audio."""
         await self._ws.wait_closed()
-        return describe_close(self._ws.protocol.close_exc)
+        return self._stalled or describe_close(self._ws.protocol.close_exc)
 
     async def _on_audio(self, pcm: bytes) -> None:
         if not pcm or len(pcm) % 2:

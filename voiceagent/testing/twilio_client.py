@@ -5,12 +5,17 @@ caller audio as 20 ms mu-law media frames, sends dtmf and stop, and "plays" the 
 consumed in order at ``playback_speed`` times real time (``math.inf``: instantly), and each mark is
 echoed once the audio before it has played. ``clear`` drops unplayed audio and echoes pending marks,
 as Twilio does. Playback can be paused so tests can order events without timing.
+
+With ``auth_token`` it signs the upgrade as Twilio does: ``X-Twilio-Signature`` is the HMAC-SHA1 of
+``public_url`` (default: ``url`` with its scheme made ``wss``, the URL Twilio would have dialed).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import itertools
 import json
 import math
@@ -32,6 +37,13 @@ from voiceagent.audio import pcm16_to_ulaw, read_wav, resample, ulaw_to_pcm16
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz
 
 
+def twilio_signature(auth_token: str, url: str) -> str:
+    """What Twilio puts in ``X-Twilio-Signature`` for a request to ``url`` without parameters
+    (written here from the documented algorithm, not taken from the adapter it tests)."""
+    mac = hmac.new(auth_token.encode("utf-8"), url.encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
 @dataclass(frozen=True, slots=True)
 class EchoedMark:
     name: str
@@ -50,8 +62,12 @@ class FakeTwilioCall:
         playback_speed: float = math.inf,
         start_paused: bool = False,
         handshake: bool = True,
+        auth_token: str | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.url = url
+        self.auth_token = auth_token
+        self.public_url = public_url or "wss://" + url.split("://", 1)[1]
         self.custom_parameters = dict(custom_parameters or {})
         self.stream_sid = stream_sid
         self.call_sid = call_sid
@@ -80,7 +96,10 @@ class FakeTwilioCall:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     async def __aenter__(self) -> FakeTwilioCall:
-        self._ws = await connect(self.url)
+        headers = {}
+        if self.auth_token is not None:
+            headers["X-Twilio-Signature"] = twilio_signature(self.auth_token, self.public_url)
+        self._ws = await connect(self.url, additional_headers=headers)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_loop)
