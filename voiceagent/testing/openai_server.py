@@ -442,7 +442,8 @@ class FakeOpenAIServer:
                         pass
                 except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     pass
-                state.disconnected = not state.ended
+                # The sender may have seen the break first (and marked the reply ended): keep its verdict.
+                state.disconnected = state.disconnected or not state.ended
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch_for_disconnect)
