@@ -4,9 +4,13 @@ A contextvar holds the current values; ``get_logger`` returns a logger whose fil
 each record, so the fields survive any handler or formatter the application installs.
 
 Secrets never reach a log line through voiceagent: every voiceagent logger, and the handler
-``configure()`` installs, redact ``sk-``/``sk_`` keys, ``Bearer`` tokens, ``Authorization``/``api_key``/
-``auth_token`` values and any value passed to ``register_secret`` (``LLMClient`` registers its API key),
-in the message and in the traceback text. Add ``RedactingFilter()`` to your own handlers to cover
+``configure()`` installs, redact (``redact``) any value passed to ``register_secret`` (``LLMClient``,
+``TwilioServer`` and the vendor adapters register their keys) and every known token shape: ``sk-``/``sk_``
+keys, ``Bearer``/``Basic`` credentials, ``Authorization``/``api_key``/``auth_token``/``token``/``secret``/
+``password`` values, credentials inside URLs (``https://user:pass@host``), Twilio account and API key SIDs
+(``AC…``/``SK…``), AWS access key ids, GitHub, Slack and Google API tokens and JWTs, in the message and in
+the traceback text. Cassettes, ``TurnResult.error``, round records and tool errors sent to the model are
+redacted the same way. Add ``RedactingFilter()`` to your own handlers to cover
 other libraries' records too (a server error message may echo the key).
 """
 
@@ -74,10 +78,24 @@ _FILTER = ContextFilter()
 REDACTED = "[REDACTED]"
 _PATTERN = re.compile(
     r"(?P<key>\bsk[-_][A-Za-z0-9_\-]{6,})"
-    r"|(?P<bearer>\bBearer\s+)[^\s'\",;]+"
-    r"|(?P<field>\b(?:authorization|api[-_]?key|auth[-_]?token|access[-_]?token)['\"]?\s*[:=]\s*['\"]?)"
-    r"(?!\[REDACTED\])(?:(?:bearer|basic|token)\s+)?[^\s'\",;}]+",
+    r"|(?P<bearer>\b(?:Bearer|Basic)\s+)(?!\[REDACTED\])[^\s'\",;]+"
+    r"|(?P<field>\b(?:authorization|api[-_]?key|auth[-_]?token|access[-_]?token|refresh[-_]?token|token"
+    r"|client[-_]?secret|secret[-_]?key|secret|password|passwd|aws[-_]?secret[-_]?access[-_]?key)"
+    r"['\"]?\s*[:=]\s*['\"]?)"
+    r"(?!\[REDACTED\])(?:(?:bearer|basic|token)\s+)?[^\s'\",;}&]+"
+    r"|(?P<url>\b[a-z][a-z0-9+.\-]*://)[^\s/@:'\"]*:[^\s/@'\"]+@",
     re.IGNORECASE,
+)
+# Token shapes that are case-sensitive (an uppercase prefix): matched apart so that hex digests and ids,
+# which are lowercase, are never taken for one.
+_SHAPES = re.compile(
+    r"\b(?:AC|SK)[0-9a-f]{32}\b"  # Twilio account SID, API key SID
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key id
+    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{20,}"  # GitHub tokens
+    r"|\bxox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack tokens
+    r"|\bAIza[0-9A-Za-z_\-]{35}"  # Google API keys
+    r"|\b[rp]k_(?:live|test)_[A-Za-z0-9]{10,}"  # Stripe-style restricted / publishable keys
+    r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWTs
 )
 _secrets: set[str] = set()
 
@@ -89,18 +107,26 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
-def redact(text: str) -> str:
-    """``text`` with every known secret and every key/token-looking value replaced by [REDACTED]."""
+def redact_secrets(text: str) -> str:
+    """``text`` with every value given to ``register_secret`` replaced by [REDACTED], and nothing else
+    touched (for text that is data, such as a tool's result, where a shape could be a false positive)."""
     for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret and every key/token-looking value replaced by [REDACTED]."""
 
     def replace(match: re.Match[str]) -> str:
         if match["key"]:
             return REDACTED
+        if match["url"]:
+            return match["url"] + REDACTED + "@"
         return (match["bearer"] or match["field"]) + REDACTED
 
-    return _PATTERN.sub(replace, text)
+    return _SHAPES.sub(REDACTED, _PATTERN.sub(replace, redact_secrets(text)))
 
 
 class RedactingFilter(logging.Filter):

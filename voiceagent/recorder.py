@@ -351,7 +351,12 @@ class RecordingToolRunner(ToolRunner):
     """Runs tools through ``inner`` and writes each call and its result."""
 
     def __init__(self, inner: ToolRunner, writer: CassetteWriter) -> None:
-        super().__init__(inner.tools, default_timeout=inner.default_timeout)
+        super().__init__(
+            inner.tools,
+            default_timeout=inner.default_timeout,
+            max_threads=inner.max_threads,
+            max_result_chars=inner.max_result_chars,
+        )
         self.inner = inner
         self.writer = writer
 
