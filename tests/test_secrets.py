@@ -7,6 +7,7 @@ import io
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,85 @@ async def test_twilio_auth_token_never_reaches_a_log_line(captured: Capture) -> 
     texts = [logging.Formatter("%(message)s").format(r) for r in captured.records]
     assert any("[REDACTED]" in t for t in texts)
     assert not [t for t in texts if TWILIO_TOKEN in t]
+
+
+# ---- secrets in cassettes, results, round records and what the model reads ------------------------
+
+TW_TOKEN = "9c1f0e7d2b3a4c5d6e7f8091a2b3c4d5"  # Twilio auth tokens are 32 hex digits: no shape to spot
+TW_SID = "AC" + "5f" * 16
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+@pytest.mark.anyio
+async def test_a_recorded_session_holds_no_registered_secret_or_token_shape(tmp_path: Path) -> None:
+    """A Twilio token given to register_secret, and token shapes nobody registered, reach every place a
+    cassette records: the prompt, a tool's exception, the stream, an HTTP error body. None is written;
+    the error strings of the result and its round records, and the tool error the model reads, neither."""
+    from voiceagent.cassette import Cassette, CassetteWriter
+    from voiceagent.recorder import Recorder
+
+    register_secret(TW_TOKEN)
+    url = f"https://{TW_SID}:{TW_TOKEN}@api.twilio.com/2010-04-01/Accounts/{TW_SID}/Messages.json"
+
+    @tool
+    def send_sms(to: str) -> str:
+        """Text the caller."""
+        raise ConnectionError(f"POST {url} failed")
+
+    # Streamed a word per chunk: each token is whole in its chunk (see docs/reliability.md on split ones).
+    leaky_words = f"Your key {AWS_KEY} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlXyQ are safe."
+    async with FakeOpenAIServer() as server:
+        server.enqueue(
+            tool_reply([("send_sms", {"to": "+33612345678"})], filler="One moment."),
+            text_reply(leaky_words),
+            error_reply(401, f"Incorrect API key provided: {KEY}; account {TW_SID} token {TW_TOKEN}"),
+        )
+        llm = LLMClient(base_url=server.base_url, api_key=KEY, retry=RetryPolicy(max_attempts=1))
+        agent = Agent(
+            llm=llm,
+            sink=RecordingSink(),
+            system_prompt=f"You work for account {TW_SID} (auth token {TW_TOKEN}).",
+            tools=[send_sms],
+        )
+        path = tmp_path / "session.jsonl"
+        with CassetteWriter(path) as writer:
+            recorder = Recorder(writer)
+            recorder.attach(agent)
+            first = await recorder.respond(agent, "Text me the details.")
+            rejected = await recorder.respond(agent, "Again?")
+        await llm.aclose()
+        tool_message = server.requests[1].body["messages"][-1]
+
+    text = path.read_text()
+    cassette = Cassette.load(path)
+    assert cassette.tools and cassette.turns and len(cassette.exchanges) == 3  # it all was recorded
+    for secret in (TW_TOKEN, TW_SID, AWS_KEY, KEY, "eyJzdWIiOiIx", "SECRET123"):
+        assert secret not in text, secret
+    assert REDACTED in text and "api.twilio.com" in text
+    # What the model read of the tool's failure, and the errors the app sees.
+    assert tool_message["role"] == "tool" and "ConnectionError" in tool_message["content"]
+    assert TW_TOKEN not in tool_message["content"] and TW_SID not in tool_message["content"]
+    assert first.tool_calls[0].is_error and TW_TOKEN not in first.tool_calls[0].result
+    assert rejected.error is not None and "401" in rejected.error
+    for error in (rejected.error, *(r.error or "" for r in rejected.rounds)):
+        assert KEY not in error and TW_TOKEN not in error and TW_SID not in error and REDACTED in error
+
+
+def test_redact_knows_common_token_shapes_and_leaves_digests_alone() -> None:
+    digest = "ac" + "0f" * 31  # a sha256 digest (lowercase) that begins like a Twilio SID
+    cases = {
+        f"sid {TW_SID}.": f"sid {REDACTED}.",
+        f"id {AWS_KEY}": f"id {REDACTED}",
+        "https://bob:hunter2@example.com/x": f"https://{REDACTED}@example.com/x",
+        "redis://:pw123456@10.0.0.1:6379/0": f"redis://{REDACTED}@10.0.0.1:6379/0",
+        "Authorization: Basic dXNlcjpwYXNz": f"Authorization: {REDACTED}",
+        "?token=abc123&page=2": f"?token={REDACTED}&page=2",
+        "password: hunter2": f"password: {REDACTED}",
+        "ghp_" + "a" * 36: REDACTED,
+        "xoxb-1234567890-abcdef": REDACTED,
+        digest: digest,
+        "prompt_tokens=10 completion_tokens=5": "prompt_tokens=10 completion_tokens=5",
+        "https://example.com/a:b@c": "https://example.com/a:b@c",  # no credentials before the host
+    }
+    for raw, clean in cases.items():
+        assert redact(raw) == clean, raw

@@ -60,6 +60,11 @@ class SpeechLimitError(LLMError):
     """A round's answer reached ``TurnConfig.max_round_chars``: the stream was closed, the rest unspoken."""
 
 
+class TurnInProgressError(VoiceAgentError):
+    """``Agent.respond()`` was called while another turn of the same agent was still running: two turns on
+    one conversation would interleave into one garbled history, so the second is refused, not queued."""
+
+
 class ToolDefinitionError(VoiceAgentError):
     """A function cannot be turned into a tool (unsupported parameter type, missing name...)."""
 
