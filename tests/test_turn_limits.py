@@ -7,9 +7,8 @@ resets it), close the stream, and say why in ``TurnResult.error`` and the round 
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, overload
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -19,46 +18,19 @@ from voiceagent.events import SpeechQueued, TurnEvent
 from voiceagent.llm import LLMClient
 from voiceagent.retry import RetryPolicy
 from voiceagent.testing.checks import assert_valid_conversation
-from voiceagent.testing.openai_server import Chunk, FakeOpenAIServer, Reply, _ChunkFactory, text_reply
+from voiceagent.testing.openai_server import (
+    Chunk,
+    FakeOpenAIServer,
+    Reply,
+    drip_reply,
+    endless_text_reply,
+    text_reply,
+)
 from voiceagent.testing.sinks import RecordingSink
 from voiceagent.turn import TurnConfig
 
 GATE_TIMEOUT = 10.0  # a generous bound: only reached when the behaviour under test is broken
 FALLBACK = "Sorry, I couldn't manage that just now. Could you try again?"
-
-
-class Endless(Sequence[Chunk]):
-    """A reply's events that never run out: ``make(i)`` is event number ``i``."""
-
-    def __init__(self, make: Callable[[int], Chunk]) -> None:
-        self._make = make
-
-    def __len__(self) -> int:
-        return sys.maxsize
-
-    @overload
-    def __getitem__(self, index: int) -> Chunk: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Chunk]: ...
-    def __getitem__(self, index: int | slice) -> Chunk | Sequence[Chunk]:
-        if isinstance(index, slice):
-            raise TypeError("an endless reply cannot be sliced")
-        return self._make(index)
-
-
-def drip(every: float, *, after: Sequence[Chunk] = ()) -> Reply:
-    """``after``'s events, then one byte (a blank SSE line) every ``every`` seconds, forever."""
-    head = list(after)
-
-    def make(i: int) -> Chunk:
-        return head[i] if i < len(head) else Chunk("\n", delay=every)
-
-    return Reply(events=Endless(make))
-
-
-def endless_answer() -> Reply:
-    factory = _ChunkFactory("electron")
-    return Reply(events=Endless(lambda i: Chunk(factory.chunk({"content": "blah "}))))
 
 
 @pytest.fixture
@@ -104,7 +76,7 @@ async def test_headers_then_silence_ends_in_the_fallback_at_the_first_token_dead
 async def test_a_slow_drip_before_the_first_token_ends_at_the_first_token_deadline(
     server: FakeOpenAIServer,
 ) -> None:
-    server.enqueue(drip(0.05))
+    server.enqueue(drip_reply(0.05))
     agent = make_agent(server, first_token_timeout=0.5)
     with anyio.fail_after(GATE_TIMEOUT):
         result = await agent.respond("Hello?")
@@ -118,7 +90,7 @@ async def test_a_slow_drip_after_the_first_words_ends_at_the_round_deadline(
     server: FakeOpenAIServer,
 ) -> None:
     words = [e for e in text_reply("It is sunny. And then", pieces=3).events[:3] if isinstance(e, Chunk)]
-    server.enqueue(drip(0.05, after=words))
+    server.enqueue(drip_reply(0.05, after=words))
     agent = make_agent(server, round_timeout=1.5)
     with anyio.fail_after(GATE_TIMEOUT):
         result = await agent.respond("Weather?")
@@ -158,7 +130,7 @@ async def test_an_endless_answer_into_a_stuck_sink_stops_at_max_round_chars(serv
             await self.release.wait()
             await super().speak(text)
 
-    server.enqueue(endless_answer())
+    server.enqueue(endless_text_reply())
     sink = StuckSink()
     agent = make_agent(server, sink, max_round_chars=500)
     queued: list[SpeechQueued] = []
