@@ -265,3 +265,13 @@ def test_redact_knows_common_token_shapes_and_leaves_digests_alone() -> None:
     }
     for raw, clean in cases.items():
         assert redact(raw) == clean, raw
+
+
+def test_secrets_in_the_environment_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voiceagent.logs import register_env_secrets
+
+    token = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", token)
+    monkeypatch.setenv("VOICEAGENT_TEST_DEBUG", "verbose-enough")  # not named like a secret: kept
+    assert register_env_secrets() >= 1
+    assert redact(f"401 for {token}: verbose-enough") == f"401 for {REDACTED}: verbose-enough"

@@ -5,7 +5,8 @@ each record, so the fields survive any handler or formatter the application inst
 
 Secrets never reach a log line through voiceagent: every voiceagent logger, and the handler
 ``configure()`` installs, redact (``redact``) any value passed to ``register_secret`` (``LLMClient``,
-``TwilioServer`` and the vendor adapters register their keys) and every known token shape: ``sk-``/``sk_``
+``TwilioServer`` and the vendor adapters register their keys, and ``register_env_secrets`` every
+environment variable named like a secret, at import) and every known token shape: ``sk-``/``sk_``
 keys, ``Bearer``/``Basic`` credentials, ``Authorization``/``api_key``/``auth_token``/``token``/``secret``/
 ``password`` values, credentials inside URLs (``https://user:pass@host``), Twilio account and API key SIDs
 (``AC…``/``SK…``), AWS access key ids, GitHub, Slack and Google API tokens and JWTs, in the message and in
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +109,23 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
+# Environment variables whose names say they hold a secret (TWILIO_AUTH_TOKEN, SMALLEST_API_KEY,
+# AWS_SECRET_ACCESS_KEY...): a tool's client library reads them, and its error text may echo them.
+_SECRET_ENV_SUFFIXES = ("_API_KEY", "_APIKEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD", "_PASSWD")
+
+
+def register_env_secrets() -> int:
+    """Register the value of every environment variable named like a secret (``*_API_KEY``, ``*_TOKEN``,
+    ``*_SECRET``, ``*_SECRET_KEY``, ``*_PASSWORD``; values of 8 characters or more). Done once at import;
+    call it again after loading a ``.env`` file. Returns how many values were registered."""
+    found = 0
+    for name, value in os.environ.items():
+        if name.upper().endswith(_SECRET_ENV_SUFFIXES) and len(value) >= 8:
+            register_secret(value)
+            found += 1
+    return found
+
+
 def redact_secrets(text: str) -> str:
     """``text`` with every value given to ``register_secret`` replaced by [REDACTED], and nothing else
     touched (for text that is data, such as a tool's result, where a shape could be a false positive)."""
@@ -169,3 +188,6 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger("voiceagent")
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+register_env_secrets()
