@@ -165,3 +165,42 @@ async def test_an_endless_answer_into_a_stuck_sink_stops_at_max_round_chars(serv
 def test_bad_limits_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         TurnConfig(**bad)
+
+
+@pytest.mark.anyio
+async def test_the_chunk_that_reaches_max_round_chars_still_dispatches_the_tool_call_it_completes(
+    server: FakeOpenAIServer,
+) -> None:
+    from voiceagent.testing.openai_server import _ChunkFactory
+    from voiceagent.tools import tool
+
+    ran: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        ran.append(city)
+        return f"{city}: sunny"
+
+    factory = _ChunkFactory("electron")
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    both = factory.chunk({"role": "assistant", "content": "Let me check the weather. ", "tool_calls": [call]})
+    server.enqueue(Reply(events=(Chunk(both), Chunk(factory.chunk({}, "tool_calls")))))
+    llm = LLMClient(base_url=server.base_url, api_key="sk_test")
+    agent = Agent(
+        llm=llm,
+        sink=RecordingSink(),
+        system_prompt="Be brief.",
+        tools=[get_weather],
+        config=TurnConfig(fallback=FALLBACK, max_round_chars=10),
+    )
+    with anyio.fail_after(GATE_TIMEOUT):
+        result = await agent.respond("Weather?")
+    await llm.aclose()
+    assert ran == ["Oslo"] and result.tool_calls[0].result == "Oslo: sunny"
+    assert "max_round_chars=10" in (result.error or "") and result.fallback_spoken
+    history = agent.conversation.history
+    assert history[1]["content"] == "Let me che" and history[1]["tool_calls"][0]["id"] == "call_1"
+    assert history[2] == {"role": "tool", "tool_call_id": "call_1", "content": "Oslo: sunny"}
+    assert_valid_conversation(history)

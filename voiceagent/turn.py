@@ -340,6 +340,7 @@ class Turn:
                                 state.first_token_scope.deadline = math.inf
                         for event in state.acc.feed(chunk):
                             self._on_stream_event(event, state, chunker, speech, tools)
+                        self._check_caps(state)
                     for event in state.acc.end():
                         self._on_stream_event(event, state, chunker, speech, tools)
                 finally:
@@ -365,15 +366,11 @@ class Turn:
             state.text_chars += len(delta)
             for text in chunker.push(delta) if delta else ():
                 self._queue(speech, state.number, text)
-            if len(delta) < len(event.text):
-                # An answer that never ends stops here: what fit is spoken (flushed by _round), the
-                # stream is closed on the way out, and the conversation keeps only those words.
+            if len(delta) < len(event.text) and state.capped_content is None:
+                # An answer that never ends stops here: what fit is spoken (flushed by _round), and the
+                # conversation keeps only those words. The stream is closed once the chunk's other
+                # events (a tool call it completes) are handled: see _check_caps.
                 state.capped_content = state.acc.content[: self._config.max_round_chars]
-                raise SpeechLimitError(
-                    f"the answer reached max_round_chars={self._config.max_round_chars}; "
-                    "the stream was closed",
-                    request_id=state.request_id,
-                )
         elif isinstance(event, ToolCallStarted):
             # Say what was said so far before the tool's silence; fill that silence if nothing was.
             for text in chunker.flush():
@@ -388,6 +385,13 @@ class Turn:
             # The text is final: its last words are speakable now, not a usage chunk and [DONE] later.
             for text in chunker.flush():
                 self._queue(speech, state.number, text)
+
+    def _check_caps(self, state: _RoundState) -> None:
+        if state.capped_content is not None:
+            raise SpeechLimitError(
+                f"the answer reached max_round_chars={self._config.max_round_chars}; the stream was closed",
+                request_id=state.request_id,
+            )
 
     async def _run_tool(self, state: _RoundState, call: ToolCallReady) -> None:
         started = self._now()
