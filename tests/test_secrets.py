@@ -275,3 +275,93 @@ def test_secrets_in_the_environment_are_registered(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("VOICEAGENT_TEST_DEBUG", "verbose-enough")  # not named like a secret: kept
     assert register_env_secrets() >= 1
     assert redact(f"401 for {token}: verbose-enough") == f"401 for {REDACTED}: verbose-enough"
+
+
+@pytest.mark.anyio
+async def test_a_secret_the_model_streams_split_over_chunks_is_masked_in_every_chunk(tmp_path: Path) -> None:
+    """The model repeats a registered token from its prompt, and a Bearer credential, a few characters per
+    chunk, and passes the token to a tool in argument fragments: no piece of either reaches the cassette,
+    and the recorded chunks still join into the (redacted) answer."""
+    from voiceagent.cassette import Cassette, CassetteWriter
+    from voiceagent.recorder import Recorder
+
+    register_secret(TW_TOKEN)
+
+    @tool
+    def send(token: str) -> str:
+        """Send it."""
+        return "sent"
+
+    answer = f"Your token is {TW_TOKEN} and the header is Bearer abcDEF123456ghiJKL789 okay."
+    async with FakeOpenAIServer() as server:
+        server.enqueue(
+            tool_reply([("send", {"token": TW_TOKEN})], arg_pieces=9),
+            text_reply(answer, pieces=len(answer) // 5),  # 5 characters a chunk
+        )
+        llm = LLMClient(base_url=server.base_url, api_key=KEY)
+        agent = Agent(llm=llm, sink=RecordingSink(), system_prompt=f"Token {TW_TOKEN}.", tools=[send])
+        path = tmp_path / "split.jsonl"
+        with CassetteWriter(path) as writer:
+            recorder = Recorder(writer)
+            recorder.attach(agent)
+            result = await recorder.respond(agent, "What is my token?")
+        await llm.aclose()
+
+    assert result.heard_text.endswith(answer)  # the caller heard the model: redaction is for records only
+    assert TW_TOKEN not in path.read_text()
+    exchanges = Cassette.load(path).exchanges
+
+    def joined(n: int, field: str) -> str:
+        deltas = [c.data["choices"][0].get("delta", {}) for c in exchanges[n].chunks if c.data.get("choices")]
+        if field == "content":
+            return "".join(d.get("content") or "" for d in deltas)
+        return "".join(t["function"].get("arguments", "") for d in deltas for t in d.get("tool_calls", ()))
+
+    # Each chunk alone holds only a few harmless characters; joined, the stream must still hold none.
+    assert joined(1, "content") == f"Your token is {REDACTED} and the header is Bearer {REDACTED} okay."
+    assert TW_TOKEN not in joined(0, "arguments") and REDACTED in joined(0, "arguments")
+    assert exchanges[1].end is not None and exchanges[1].end.chunks == len(exchanges[1].chunks)
+
+
+def test_split_secret_guard_masks_a_secret_wherever_the_stream_is_cut() -> None:
+    from voiceagent.cassette import ChunkRecord
+    from voiceagent.recorder import _SplitSecretGuard
+
+    register_secret(TW_TOKEN)
+    text = f"a {TW_TOKEN} b Bearer xyz123456 c"
+    expected = f"a {REDACTED} b Bearer {REDACTED} c"
+
+    def chunk(piece: str) -> dict[str, object]:
+        return {"choices": [{"index": 0, "delta": {"content": piece}}]}
+
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1, 3):
+            written: list[ChunkRecord] = []
+            guard = _SplitSecretGuard(written.append)
+            pieces = [text[:i], text[i:j], text[j:]]
+            for k, piece in enumerate(pieces):
+                guard.add(ChunkRecord(1, float(k), chunk(piece)))
+            guard.close()
+            assert len(written) == 3 and [r.t for r in written] == [0.0, 1.0, 2.0]
+            assert "".join(r.data["choices"][0]["delta"]["content"] for r in written) == expected, (i, j)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11, 40])
+def test_split_secret_guard_on_a_long_stream_released_as_it_goes(size: int) -> None:
+    from voiceagent.cassette import ChunkRecord
+    from voiceagent.recorder import _SplitSecretGuard
+
+    register_secret(TW_TOKEN)
+    filler = "lorem ipsum dolor sit amet " * 4  # longer than the hold window: records are let go early
+    text = f"{filler}{TW_TOKEN}{filler}Bearer xyz123456789 {filler}{AWS_KEY} {filler}end"
+    expected = f"{filler}{REDACTED}{filler}Bearer {REDACTED} {filler}{REDACTED} {filler}end"
+    written: list[ChunkRecord] = []
+    guard = _SplitSecretGuard(written.append)
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    for k, piece in enumerate(pieces):
+        guard.add(ChunkRecord(1, float(k), {"choices": [{"index": 0, "delta": {"content": piece}}]}))
+        assert len(written) <= k + 1
+    early = len(written)
+    guard.close()
+    assert 0 < early < len(pieces) == len(written)  # written as the stream went, all of it at the end
+    assert "".join(r.data["choices"][0]["delta"]["content"] for r in written) == expected

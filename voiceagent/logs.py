@@ -148,6 +148,37 @@ def redact(text: str) -> str:
     return _SHAPES.sub(REDACTED, _PATTERN.sub(replace, redact_secrets(text)))
 
 
+def secret_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``redact`` would replace something in ``text``: sorted, merged ``(start, end)`` spans. Lets a
+    caller that holds text in pieces (a recorded stream's chunks) mask a secret split across them."""
+    spans: list[tuple[int, int]] = []
+    for secret in _secrets:
+        start = text.find(secret)
+        while start >= 0:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    for match in _PATTERN.finditer(text):
+        if match["key"]:
+            spans.append(match.span())
+        elif match["url"]:
+            spans.append((match.end("url"), match.end() - 1))  # keep the "@"
+        else:
+            spans.append((match.end("bearer" if match["bearer"] else "field"), match.end()))
+    spans.extend(match.span() for match in _SHAPES.finditer(text))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        elif end > start:
+            merged.append((start, end))
+    return merged
+
+
+def longest_secret() -> int:
+    """The length of the longest registered secret (0 if none)."""
+    return max(map(len, _secrets), default=0)
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites a record's message and traceback text with ``redact`` (it never drops a record)."""
 
