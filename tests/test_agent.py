@@ -67,3 +67,47 @@ def test_readme_example_runs_against_a_local_server(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "Let me check. It's 18 degrees and sunny in Paris." in out
     assert 'get_weather {"city": "Paris"} -> Paris: 18 degrees, sunny' in out
+
+
+@pytest.mark.anyio
+async def test_a_second_respond_while_a_turn_runs_is_refused_and_the_first_goes_on() -> None:
+    from voiceagent.errors import TurnInProgressError
+    from voiceagent.testing.checks import assert_valid_conversation
+    from voiceagent.testing.openai_server import Chunk, Reply
+
+    gate = anyio.Event()
+    reply = text_reply("The first answer.", pieces=3)
+    events = list(reply.events)
+    events[1] = Chunk(events[1].data, gate=gate)  # type: ignore[union-attr]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=tuple(events)), text_reply("The second answer."))
+        llm = LLMClient(base_url=server.base_url, api_key="sk_test")
+        agent = Agent(llm=llm, sink=RecordingSink(), system_prompt="Be brief.")
+        results: list[TurnResult] = []
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def first() -> None:
+                    results.append(await agent.respond("First question"))
+
+                tg.start_soon(first)
+                await server.wait_for_requests(1)
+                assert agent.responding
+                with pytest.raises(TurnInProgressError, match="already running a turn"):
+                    await agent.respond("Second question")
+                with pytest.raises(TurnInProgressError):
+                    async with agent.events("Third question"):
+                        pass
+                gate.set()
+            assert not agent.responding
+            second = await agent.respond("Second question")  # once the first is over: fine
+        await llm.aclose()
+    assert results[0].heard_text == "The first answer." and second.heard_text == "The second answer."
+    assert [m["content"] for m in agent.conversation.history] == [
+        "First question",
+        "The first answer.",
+        "Second question",
+        "The second answer.",
+    ]
+    assert_valid_conversation(agent.conversation.history)
+    assert len(server.requests) == 2

@@ -41,6 +41,8 @@ from voiceagent.testing.openai_server import (
     FakeOpenAIServer,
     Reply,
     _ChunkFactory,
+    drip_reply,
+    endless_text_reply,
     error_reply,
     text_reply,
     tool_reply,
@@ -72,6 +74,7 @@ class Env:
     tool_timeout: float = 10.0
     llm_timeout: float = 30.0
     base_url: str | None = None
+    turn_config: dict[str, Any] = field(default_factory=dict)  # more TurnConfig fields
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -756,6 +759,160 @@ def _tts_dead(env: Env) -> Check:
     return check
 
 
+# ---- deadlines, caps and hostile tools (hardening) ---------------------------------------------
+
+
+@fault(
+    "headers-then-silence",
+    "200 and headers, then nothing (the SDK read timeout is 30 s)",
+    "first_token_timeout ends the round; stream closed; fallback line",
+)
+def _headers_then_silence(env: Env) -> Check:
+    env.turn_config = {"first_token_timeout": 0.5}
+    never = anyio.Event()
+    env.server.enqueue(Reply(events=(Chunk({"choices": []}, gate=never),)))
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert len(env.server.requests) == 1 and "first_token_timeout" in (result.error or "")
+
+    return check
+
+
+@fault(
+    "slow-drip-before-first-token",
+    "one byte every 50 ms, never a chunk (each byte resets the read timeout)",
+    "first_token_timeout ends the round; fallback line",
+)
+def _drip_before_first(env: Env) -> Check:
+    env.turn_config = {"first_token_timeout": 0.5}
+    env.server.enqueue(drip_reply(0.05))
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert len(env.server.requests) == 1 and "first_token_timeout" in (result.error or "")
+
+    return check
+
+
+@fault(
+    "slow-drip-after-text",
+    "a few words, then one byte every 50 ms forever",
+    "round_timeout ends the round; words so far, then the fallback",
+)
+def _drip_after_text(env: Env) -> Check:
+    env.turn_config = {"round_timeout": 1.5}
+    words = [e for e in answer().events[:3] if isinstance(e, Chunk)]
+    env.server.enqueue(drip_reply(0.05, after=words))
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert "round_timeout" in (result.error or "") and result.usage.estimated
+        assert history_of(agent)[1]["content"] == result.rounds[0].content != ""
+
+    return check
+
+
+@fault(
+    "endless-answer",
+    "content deltas forever, as fast as they are read",
+    "cut at max_round_chars; stream closed; the words that fit, then the fallback",
+)
+def _endless_answer(env: Env) -> Check:
+    env.turn_config = {"max_round_chars": 400}
+    env.server.enqueue(endless_text_reply())
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert "max_round_chars=400" in (result.error or "")
+        assert history_of(agent)[1]["content"] == "blah " * 80 == result.rounds[0].content
+
+    return check
+
+
+@fault(
+    "tool-raises-system-exit",
+    "a sync tool raises SystemExit (argparse inside a tool)",
+    "error tool message; the process and the turn go on; answered",
+    heard="answer",
+)
+def _tool_system_exit(env: Env) -> Check:
+    @tool
+    def cli(args: str) -> str:
+        """Run a command line."""
+        raise SystemExit(2)
+
+    env.tools.append(cli)
+    env.server.enqueue(tool_call(("cli", {"args": "--help"})), answer())
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert tool_messages(agent)[0]["content"] == "Error: cli failed: SystemExit: 2"
+
+    return check
+
+
+@fault(
+    "tool-raises-cancelled-error",
+    "an async tool raises CancelledError by itself (nobody cancelled the turn)",
+    "error tool message; the user's message kept; answered",
+    heard="answer",
+)
+def _tool_cancelled_itself(env: Env) -> Check:
+    @tool
+    async def lookup(order: str) -> str:
+        """Look up an order."""
+        raise asyncio.CancelledError()
+
+    env.tools.append(lookup)
+    env.server.enqueue(tool_call(("lookup", {"order": "A1"})), answer())
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert result.tool_calls[0].is_error and "CancelledError" in tool_messages(agent)[0]["content"]
+        assert not result.interrupted
+
+    return check
+
+
+@fault(
+    "tool-huge-result",
+    "a tool returns 10 MB",
+    "cut to 16,000 characters with a note; the next request stays small; answered",
+    heard="answer",
+)
+def _tool_huge_result(env: Env) -> Check:
+    @tool
+    def dump() -> str:
+        """Dump the table."""
+        return "row\n" * 2_500_000
+
+    env.tools.append(dump)
+    env.server.enqueue(tool_call(("dump", {})), answer())
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        content = tool_messages(agent)[0]["content"]
+        assert len(content) < 16_200 and content.endswith("only the first 16,000 are shown]")
+        assert len(json.dumps(env.server.requests[1].body)) < 40_000  # not 10 MB (HTTP 400 next)
+
+    return check
+
+
+@fault(
+    "tool-nan-result",
+    "a tool returns NaN and infinity",
+    "valid JSON (null) in the tool message; answered",
+    heard="answer",
+)
+def _tool_nan(env: Env) -> Check:
+    @tool
+    def sensor() -> dict[str, float]:
+        """Read the sensor."""
+        return {"temp": float("nan"), "max": float("inf")}
+
+    env.tools.append(sensor)
+    env.server.enqueue(tool_call(("sensor", {})), answer())
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert tool_messages(agent)[0]["content"] == '{"temp": null, "max": null}'
+
+    return check
+
+
 # ---- the harness -------------------------------------------------------------------------------
 
 
@@ -847,7 +1004,7 @@ async def test_fault(case: Fault) -> None:
             sink=env.sink,
             system_prompt="You are a concise phone assistant.",
             tools=env.tools,
-            config=TurnConfig(max_rounds=env.max_rounds, fallback=FALLBACK),
+            config=TurnConfig(max_rounds=env.max_rounds, fallback=FALLBACK, **env.turn_config),
             tool_timeout=env.tool_timeout,
         )
         try:

@@ -7,6 +7,7 @@ import io
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,185 @@ async def test_twilio_auth_token_never_reaches_a_log_line(captured: Capture) -> 
     texts = [logging.Formatter("%(message)s").format(r) for r in captured.records]
     assert any("[REDACTED]" in t for t in texts)
     assert not [t for t in texts if TWILIO_TOKEN in t]
+
+
+# ---- secrets in cassettes, results, round records and what the model reads ------------------------
+
+TW_TOKEN = "9c1f0e7d2b3a4c5d6e7f8091a2b3c4d5"  # Twilio auth tokens are 32 hex digits: no shape to spot
+TW_SID = "AC" + "5f" * 16
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+@pytest.mark.anyio
+async def test_a_recorded_session_holds_no_registered_secret_or_token_shape(tmp_path: Path) -> None:
+    """A Twilio token given to register_secret, and token shapes nobody registered, reach every place a
+    cassette records: the prompt, a tool's exception, the stream, an HTTP error body. None is written;
+    the error strings of the result and its round records, and the tool error the model reads, neither."""
+    from voiceagent.cassette import Cassette, CassetteWriter
+    from voiceagent.recorder import Recorder
+
+    register_secret(TW_TOKEN)
+    url = f"https://{TW_SID}:{TW_TOKEN}@api.twilio.com/2010-04-01/Accounts/{TW_SID}/Messages.json"
+
+    @tool
+    def send_sms(to: str) -> str:
+        """Text the caller."""
+        raise ConnectionError(f"POST {url} failed")
+
+    # Streamed a word per chunk: each token is whole in its chunk (see docs/reliability.md on split ones).
+    leaky_words = f"Your key {AWS_KEY} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlXyQ are safe."
+    async with FakeOpenAIServer() as server:
+        server.enqueue(
+            tool_reply([("send_sms", {"to": "+33612345678"})], filler="One moment."),
+            text_reply(leaky_words),
+            error_reply(401, f"Incorrect API key provided: {KEY}; account {TW_SID} token {TW_TOKEN}"),
+        )
+        llm = LLMClient(base_url=server.base_url, api_key=KEY, retry=RetryPolicy(max_attempts=1))
+        agent = Agent(
+            llm=llm,
+            sink=RecordingSink(),
+            system_prompt=f"You work for account {TW_SID} (auth token {TW_TOKEN}).",
+            tools=[send_sms],
+        )
+        path = tmp_path / "session.jsonl"
+        with CassetteWriter(path) as writer:
+            recorder = Recorder(writer)
+            recorder.attach(agent)
+            first = await recorder.respond(agent, "Text me the details.")
+            rejected = await recorder.respond(agent, "Again?")
+        await llm.aclose()
+        tool_message = server.requests[1].body["messages"][-1]
+
+    text = path.read_text()
+    cassette = Cassette.load(path)
+    assert cassette.tools and cassette.turns and len(cassette.exchanges) == 3  # it all was recorded
+    for secret in (TW_TOKEN, TW_SID, AWS_KEY, KEY, "eyJzdWIiOiIx", "SECRET123"):
+        assert secret not in text, secret
+    assert REDACTED in text and "api.twilio.com" in text
+    # What the model read of the tool's failure, and the errors the app sees.
+    assert tool_message["role"] == "tool" and "ConnectionError" in tool_message["content"]
+    assert TW_TOKEN not in tool_message["content"] and TW_SID not in tool_message["content"]
+    assert first.tool_calls[0].is_error and TW_TOKEN not in first.tool_calls[0].result
+    assert rejected.error is not None and "401" in rejected.error
+    for error in (rejected.error, *(r.error or "" for r in rejected.rounds)):
+        assert KEY not in error and TW_TOKEN not in error and TW_SID not in error and REDACTED in error
+
+
+def test_redact_knows_common_token_shapes_and_leaves_digests_alone() -> None:
+    digest = "ac" + "0f" * 31  # a sha256 digest (lowercase) that begins like a Twilio SID
+    cases = {
+        f"sid {TW_SID}.": f"sid {REDACTED}.",
+        f"id {AWS_KEY}": f"id {REDACTED}",
+        "https://bob:hunter2@example.com/x": f"https://{REDACTED}@example.com/x",
+        "redis://:pw123456@10.0.0.1:6379/0": f"redis://{REDACTED}@10.0.0.1:6379/0",
+        "Authorization: Basic dXNlcjpwYXNz": f"Authorization: {REDACTED}",
+        "?token=abc123&page=2": f"?token={REDACTED}&page=2",
+        "password: hunter2": f"password: {REDACTED}",
+        "ghp_" + "a" * 36: REDACTED,
+        "xoxb-1234567890-abcdef": REDACTED,
+        digest: digest,
+        "prompt_tokens=10 completion_tokens=5": "prompt_tokens=10 completion_tokens=5",
+        "https://example.com/a:b@c": "https://example.com/a:b@c",  # no credentials before the host
+    }
+    for raw, clean in cases.items():
+        assert redact(raw) == clean, raw
+
+
+def test_secrets_in_the_environment_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voiceagent.logs import register_env_secrets
+
+    token = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", token)
+    monkeypatch.setenv("VOICEAGENT_TEST_DEBUG", "verbose-enough")  # not named like a secret: kept
+    assert register_env_secrets() >= 1
+    assert redact(f"401 for {token}: verbose-enough") == f"401 for {REDACTED}: verbose-enough"
+
+
+@pytest.mark.anyio
+async def test_a_secret_the_model_streams_split_over_chunks_is_masked_in_every_chunk(tmp_path: Path) -> None:
+    """The model repeats a registered token from its prompt, and a Bearer credential, a few characters per
+    chunk, and passes the token to a tool in argument fragments: no piece of either reaches the cassette,
+    and the recorded chunks still join into the (redacted) answer."""
+    from voiceagent.cassette import Cassette, CassetteWriter
+    from voiceagent.recorder import Recorder
+
+    register_secret(TW_TOKEN)
+
+    @tool
+    def send(token: str) -> str:
+        """Send it."""
+        return "sent"
+
+    answer = f"Your token is {TW_TOKEN} and the header is Bearer abcDEF123456ghiJKL789 okay."
+    async with FakeOpenAIServer() as server:
+        server.enqueue(
+            tool_reply([("send", {"token": TW_TOKEN})], arg_pieces=9),
+            text_reply(answer, pieces=len(answer) // 5),  # 5 characters a chunk
+        )
+        llm = LLMClient(base_url=server.base_url, api_key=KEY)
+        agent = Agent(llm=llm, sink=RecordingSink(), system_prompt=f"Token {TW_TOKEN}.", tools=[send])
+        path = tmp_path / "split.jsonl"
+        with CassetteWriter(path) as writer:
+            recorder = Recorder(writer)
+            recorder.attach(agent)
+            result = await recorder.respond(agent, "What is my token?")
+        await llm.aclose()
+
+    assert result.heard_text.endswith(answer)  # the caller heard the model: redaction is for records only
+    assert TW_TOKEN not in path.read_text()
+    exchanges = Cassette.load(path).exchanges
+
+    def joined(n: int, field: str) -> str:
+        deltas = [c.data["choices"][0].get("delta", {}) for c in exchanges[n].chunks if c.data.get("choices")]
+        if field == "content":
+            return "".join(d.get("content") or "" for d in deltas)
+        return "".join(t["function"].get("arguments", "") for d in deltas for t in d.get("tool_calls", ()))
+
+    # Each chunk alone holds only a few harmless characters; joined, the stream must still hold none.
+    assert joined(1, "content") == f"Your token is {REDACTED} and the header is Bearer {REDACTED} okay."
+    assert TW_TOKEN not in joined(0, "arguments") and REDACTED in joined(0, "arguments")
+    assert exchanges[1].end is not None and exchanges[1].end.chunks == len(exchanges[1].chunks)
+
+
+def test_split_secret_guard_masks_a_secret_wherever_the_stream_is_cut() -> None:
+    from voiceagent.cassette import ChunkRecord
+    from voiceagent.recorder import _SplitSecretGuard
+
+    register_secret(TW_TOKEN)
+    text = f"a {TW_TOKEN} b Bearer xyz123456 c"
+    expected = f"a {REDACTED} b Bearer {REDACTED} c"
+
+    def chunk(piece: str) -> dict[str, object]:
+        return {"choices": [{"index": 0, "delta": {"content": piece}}]}
+
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1, 3):
+            written: list[ChunkRecord] = []
+            guard = _SplitSecretGuard(written.append)
+            pieces = [text[:i], text[i:j], text[j:]]
+            for k, piece in enumerate(pieces):
+                guard.add(ChunkRecord(1, float(k), chunk(piece)))
+            guard.close()
+            assert len(written) == 3 and [r.t for r in written] == [0.0, 1.0, 2.0]
+            assert "".join(r.data["choices"][0]["delta"]["content"] for r in written) == expected, (i, j)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11, 40])
+def test_split_secret_guard_on_a_long_stream_released_as_it_goes(size: int) -> None:
+    from voiceagent.cassette import ChunkRecord
+    from voiceagent.recorder import _SplitSecretGuard
+
+    register_secret(TW_TOKEN)
+    filler = "lorem ipsum dolor sit amet " * 4  # longer than the hold window: records are let go early
+    text = f"{filler}{TW_TOKEN}{filler}Bearer xyz123456789 {filler}{AWS_KEY} {filler}end"
+    expected = f"{filler}{REDACTED}{filler}Bearer {REDACTED} {filler}{REDACTED} {filler}end"
+    written: list[ChunkRecord] = []
+    guard = _SplitSecretGuard(written.append)
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    for k, piece in enumerate(pieces):
+        guard.add(ChunkRecord(1, float(k), {"choices": [{"index": 0, "delta": {"content": piece}}]}))
+        assert len(written) <= k + 1
+    early = len(written)
+    guard.close()
+    assert 0 < early < len(pieces) == len(written)  # written as the stream went, all of it at the end
+    assert "".join(r.data["choices"][0]["delta"]["content"] for r in written) == expected

@@ -34,6 +34,7 @@ from voiceagent.testing.checks import assert_valid_conversation
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply, text_reply, tool_reply
 from voiceagent.testing.sinks import RecordingSink
 from voiceagent.tools import tool
+from voiceagent.turn import TurnConfig
 
 CALLS = int(os.environ.get("VOICEAGENT_SOAK_CALLS", "200"))
 TURNS = int(os.environ.get("VOICEAGENT_SOAK_TURNS", "2"))
@@ -44,6 +45,11 @@ CHUNK_DELAY = 0.004
 PEAK_BYTES_PER_CALL = 256 * 1024  # generous: measured figures are printed
 FILLER = "Let me look that up. "
 USAGE = Usage(180, 40, 128)
+
+# Every call starts at once on a few shared cores: a first token can then take longer than the default
+# first_token_timeout (10 s), which is what that deadline is for, not what this soak measures. The deadline
+# scopes stay on (generous), so their cancel scopes are part of what is checked for leaks.
+CONFIG = TurnConfig(first_token_timeout=120.0, round_timeout=240.0)
 
 _ASKED = re.compile(r"call (\d+) turn (\d+)")
 
@@ -121,7 +127,7 @@ def check_interrupted_turn(agent: Agent, start: int, call: int, turn: int, resul
 
 async def one_call(call: int, rng: random.Random, llm: LLMClient, figures: Figures) -> Agent:
     sink = RecordingSink(seconds_per_char=SECONDS_PER_CHAR)
-    agent = Agent(llm=llm, sink=sink, system_prompt="You track orders.", tools=[track_order])
+    agent = Agent(llm=llm, sink=sink, system_prompt="You track orders.", tools=[track_order], config=CONFIG)
     for turn in range(1, TURNS + 1):
         barge = rng.random() < BARGE_IN_RATE
         at_event = rng.randint(1, 12)

@@ -5,7 +5,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional, TypedDict
+from typing import Annotated, Any, Literal, Optional, TypedDict
 
 import anyio
 import anyio.from_thread
@@ -189,7 +189,7 @@ def test_unsupported_type_names_the_parameter() -> None:
 # ---- runner ----------------------------------------------------------------------------------
 
 
-async def run_one(t: Tool, arguments: str | dict[str, object], **kw: float) -> ToolResult:
+async def run_one(t: Tool, arguments: str | dict[str, object], **kw: Any) -> ToolResult:
     text = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return await ToolRunner([t], **kw).run("call_1", t.name, text)
 
@@ -482,3 +482,192 @@ async def test_logs_never_carry_argument_values_at_info(caplog: pytest.LogCaptur
 def test_duplicate_tool_names_are_rejected() -> None:
     with pytest.raises(ToolDefinitionError, match="two tools are named 'get_weather'"):
         ToolRunner([get_weather, get_weather])
+
+
+# ---- hardening: thread budget, any BaseException, result size, JSON, redaction ---------------------
+
+GATE_TIMEOUT = 10.0  # a generous bound: only reached when the behaviour under test is broken
+
+
+@tool
+def hello() -> str:
+    """Say hello."""
+    return "hello"
+
+
+@pytest.mark.anyio
+async def test_one_calls_stuck_sync_tools_do_not_delay_another_calls_instant_tool() -> None:
+    """40 sync tools of one call stuck in threads (anyio's process-wide default is 40 threads): another
+    call's instant sync tool still runs at once, from its own runner's budget."""
+    release = threading.Event()
+    lock = threading.Lock()
+    started = 0
+    budget_full = anyio.Event()
+
+    @tool(timeout=60)
+    def stuck() -> str:
+        """Block on an upstream that never answers."""
+        nonlocal started
+        with lock:
+            started += 1
+            if started == busy_call.max_threads:
+                anyio.from_thread.run_sync(budget_full.set)
+        release.wait(GATE_TIMEOUT * 3)
+        return "late"
+
+    @tool
+    def instant() -> str:
+        """Answer at once."""
+        return "now"
+
+    busy_call, other_call = ToolRunner([stuck]), ToolRunner([instant])
+    results: list[ToolResult] = []
+
+    async def run_stuck(i: int) -> None:
+        results.append(await busy_call.run(f"a{i}", "stuck", "{}"))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(run_stuck, i)
+            with anyio.fail_after(GATE_TIMEOUT):
+                await budget_full.wait()  # the busy call's whole budget is stuck
+                other = await other_call.run("b1", "instant", "{}")
+            assert other.content == "now" and not other.is_error
+            assert started == busy_call.max_threads  # the budget held: no 9th thread for the busy call
+            release.set()
+    finally:
+        release.set()
+    assert len(results) == 40 and all(r.content == "late" for r in results)  # the queued ones ran too
+
+
+class Fatal(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("is_async", [False, True], ids=["thread", "async"])
+@pytest.mark.parametrize("exc", [SystemExit(2), KeyboardInterrupt(), Fatal("boom")], ids=repr)
+async def test_any_base_exception_from_a_tool_is_an_error_result(is_async: bool, exc: BaseException) -> None:
+    def fail() -> str:
+        raise exc
+
+    async def fail_async() -> str:
+        raise exc
+
+    t = tool(name="cli", description="Run argparse.")(fail_async if is_async else fail)
+    result = await run_one(t, "{}")
+    assert result.is_error and result.content.startswith(f"Error: cli failed: {type(exc).__name__}")
+
+
+@pytest.mark.anyio
+async def test_a_tool_raising_cancelled_error_by_itself_is_an_error_result() -> None:
+    @tool
+    async def flaky() -> str:
+        """Call a client library that leaks its own cancellation."""
+        raise anyio.get_cancelled_exc_class()()
+
+    result = await run_one(flaky, "{}")
+    assert result.is_error and "CancelledError" in result.content
+    # The runner, and the task, go on as usual afterwards.
+    await anyio.lowlevel.checkpoint()
+    assert (await run_one(hello, "{}")).content == "hello"
+
+
+@pytest.mark.anyio
+async def test_a_real_cancellation_during_a_tool_that_swallows_and_reraises_still_propagates() -> None:
+    started = anyio.Event()
+
+    @tool
+    async def wrapper() -> str:
+        """Re-raise a cancellation as a fresh CancelledError, as some client libraries do."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            raise anyio.get_cancelled_exc_class()() from None
+        return ""
+
+    runner = ToolRunner([wrapper])
+    outcome: list[ToolResult] = []
+    with anyio.fail_after(GATE_TIMEOUT):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    outcome.append(await runner.run("c1", "wrapper", "{}"))
+
+                tg.start_soon(call)
+                await started.wait()
+                scope.cancel()
+    assert scope.cancelled_caught and outcome == []
+
+
+@pytest.mark.anyio
+async def test_a_huge_result_is_cut_with_a_note() -> None:
+    @tool
+    def dump() -> str:
+        """Return everything."""
+        return "x" * 10_000_000
+
+    result = await run_one(dump, "{}", max_result_chars=1000)
+    assert not result.is_error and result.content.startswith("x" * 1000)
+    assert result.content[1000:] == (
+        "\n[truncated: the tool returned 10,000,000 characters; only the first 1,000 are shown]"
+    )
+    default = await run_one(dump, "{}")
+    assert default.content.startswith("x" * 16_000) and "only the first 16,000" in default.content
+    assert (await run_one(hello, "{}", max_result_chars=5)).content == "hello"  # at the cap: kept whole
+
+
+@pytest.mark.anyio
+async def test_nan_and_infinity_in_a_result_still_give_valid_json() -> None:
+    @dataclass
+    class Reading:
+        temp: float
+        history: list[float]
+
+    @tool
+    def sensor() -> dict[str, object]:
+        """Read the sensor."""
+        return {"now": Reading(float("nan"), [1.5, float("inf"), -float("inf")]), "ok": True}
+
+    result = await run_one(sensor, "{}")
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    assert not result.is_error
+    assert json.loads(result.content, parse_constant=refuse) == {
+        "now": {"temp": None, "history": [1.5, None, None]},
+        "ok": True,
+    }
+
+
+@pytest.mark.anyio
+async def test_tool_error_text_sent_to_the_model_is_redacted() -> None:
+    from voiceagent.logs import REDACTED, register_secret
+
+    token = "f3a9c0d1e2b34567a8b9c0d1e2f3a4b5"  # a Twilio auth token: 32 hex digits, no prefix
+    register_secret(token)
+    sid = "AC" + "0123456789abcdef" * 2
+
+    @tool
+    def send_sms(to: str) -> str:
+        """Send a text message."""
+        raise ConnectionError(
+            f"POST https://{sid}:{token}@api.twilio.com/2010-04-01 failed; sk_live_ABCDEF12"
+        )
+
+    @tool
+    def whoami() -> str:
+        """Say which account this is."""
+        return f"account {sid}, token {token}"
+
+    result = await run_one(send_sms, {"to": "+33612345678"})
+    assert result.is_error and token not in result.content and sid not in result.content
+    assert "sk_live_ABCDEF12" not in result.content and "api.twilio.com" in result.content
+    assert REDACTED in result.content
+    ok = await run_one(whoami, "{}")
+    # A successful result is data: only registered secrets are replaced there, never a mere shape.
+    assert ok.content == f"account {sid}, token {REDACTED}"

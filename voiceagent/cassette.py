@@ -16,13 +16,15 @@ The first line is the header, ``{"type": "header", "version": 1, ...}``. Every o
 - ``turn``: the per-turn summary (what was said and heard, usage per round, request ids, timings).
 
 Times named ``at`` are seconds since the session (the writer) started. Secrets are never written: keys that
-name credentials are dropped and anything shaped like an ``sk_...`` key is masked, wherever it appears.
+name credentials are dropped, and every string is redacted with ``voiceagent.logs.redact``: each value given
+to ``register_secret()`` (a Twilio auth token, an API key of any shape) and every known token shape (``sk_``
+keys, Bearer/Basic credentials, credentials in URLs, Twilio SIDs, AWS key ids, ``token=``/``password=``
+fields...) becomes ``[REDACTED]``, wherever it appears.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -32,7 +34,9 @@ from types import TracebackType
 from typing import IO, Any, ClassVar, Literal, TypeVar
 
 from voiceagent.errors import VoiceAgentError
+from voiceagent.logs import REDACTED as REDACTED
 from voiceagent.logs import get_logger
+from voiceagent.logs import redact as redact_text
 
 log = get_logger(__name__)
 
@@ -43,9 +47,21 @@ _R = TypeVar("_R")
 EndHow = Literal["done", "dropped", "cancelled", "error"]
 END_HOWS: tuple[str, ...] = ("done", "dropped", "cancelled", "error")
 
-_SECRET_KEYS = frozenset({"authorization", "api_key", "apikey", "api-key", "x-api-key", "password", "secret"})
-_SECRET_VALUE = re.compile(r"\bsk[_-][A-Za-z0-9_\-]{6,}")
-REDACTED = "[REDACTED]"
+_SECRET_KEYS = frozenset(
+    {
+        "authorization",
+        "api_key",
+        "apikey",
+        "api-key",
+        "x-api-key",
+        "password",
+        "secret",
+        "auth_token",
+        "authtoken",
+        "access_token",
+        "client_secret",
+    }
+)
 
 
 class CassetteError(VoiceAgentError):
@@ -210,13 +226,13 @@ RECORD_TYPES: dict[str, type[Any]] = {
 
 
 def redact(value: Any) -> Any:
-    """A copy of ``value`` with credential-named keys dropped and ``sk_...``-shaped strings masked."""
+    """A copy of ``value`` with credential-named keys dropped and every string redacted (``logs.redact``)."""
     if isinstance(value, Mapping):
         return {k: redact(v) for k, v in value.items() if str(k).lower() not in _SECRET_KEYS}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value)
+        return redact_text(value)
     return value
 
 

@@ -51,6 +51,20 @@ class StreamProtocolError(LLMError):
     """The server sent an error event inside a 200 stream."""
 
 
+class LLMDeadlineError(LLMError):
+    """A round's stream missed a deadline (``TurnConfig.first_token_timeout`` or ``round_timeout``): a server
+    that sends headers and then nothing, or drips bytes, ends in the fallback line instead of dead air."""
+
+
+class SpeechLimitError(LLMError):
+    """A round's answer reached ``TurnConfig.max_round_chars``: the stream was closed, the rest unspoken."""
+
+
+class TurnInProgressError(VoiceAgentError):
+    """``Agent.respond()`` was called while another turn of the same agent was still running: two turns on
+    one conversation would interleave into one garbled history, so the second is refused, not queued."""
+
+
 class ToolDefinitionError(VoiceAgentError):
     """A function cannot be turned into a tool (unsupported parameter type, missing name...)."""
 

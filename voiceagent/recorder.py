@@ -3,13 +3,17 @@ and the tool runner that pass everything through unchanged and write what went b
 
 ``Recorder(writer).attach(agent)`` wraps an agent's parts in place; ``await recorder.respond(agent, text)``
 runs a turn and writes its summary. Apps that drive turns themselves pass ``on_event=recorder.on_event``.
+
+A stream's chunk records are written a little behind the stream (until 64 characters of text follow them),
+so that a secret the model streams split over chunks is masked in every chunk; each keeps its own time.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +35,7 @@ from voiceagent.cassette import (
 )
 from voiceagent.errors import LLMError, LLMStatusError, StreamInterruptedError
 from voiceagent.events import TurnEvent, TurnFinished
+from voiceagent.logs import REDACTED, longest_secret, secret_spans
 from voiceagent.logs import current as current_log_context
 from voiceagent.results import TurnResult
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
@@ -154,6 +159,111 @@ class _RecordingStreamContext:
                 self._stream.end("cancelled", None if cancelled else (str(exc) or type(exc).__name__))
 
 
+# Text a stream's chunk records are held back for, at least: a secret starting in a chunk shows in full
+# within this many characters (or the longest registered secret's length, if longer).
+_HOLD_CHARS = 64
+
+_Path = tuple[str | int, ...]
+
+
+def _text_pieces(data: dict[str, Any]) -> list[tuple[str, _Path, str]]:
+    """The streamed text of one chunk, as (channel, path in the chunk, text): choice 0's content and each
+    tool call's argument fragment. A secret may be split across consecutive pieces of one channel."""
+    pieces: list[tuple[str, _Path, str]] = []
+    choices = data.get("choices")
+    for c, choice in enumerate(choices if isinstance(choices, list) else ()):
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            continue
+        if isinstance(delta.get("content"), str):
+            pieces.append(("content", ("choices", c, "delta", "content"), delta["content"]))
+        calls = delta.get("tool_calls")
+        for f, fragment in enumerate(calls if isinstance(calls, list) else ()):
+            function = fragment.get("function") if isinstance(fragment, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                path: _Path = ("choices", c, "delta", "tool_calls", f, "function", "arguments")
+                pieces.append((f"arguments {fragment.get('index', f)}", path, function["arguments"]))
+    return pieces
+
+
+def _set_path(data: Any, path: _Path, value: str) -> None:
+    for key in path[:-1]:
+        data = data[key]
+    data[path[-1]] = value
+
+
+class _SplitSecretGuard:
+    """Writes a stream's chunk records with every secret masked, a secret split over several chunks
+    included (the cassette writer redacts each string alone, which cannot see one): records are held
+    until enough text follows them to show any secret that starts in them, then written, in order."""
+
+    def __init__(self, write: Callable[[ChunkRecord], None]) -> None:
+        self._write = write
+        self._held: list[tuple[ChunkRecord, list[tuple[str, _Path, str]]]] = []
+        self._written: dict[str, str] = {}  # channel -> the end of its text already written (context)
+
+    def add(self, record: ChunkRecord) -> None:
+        self._held.append((record, _text_pieces(record.data)))
+        self._release(final=False)
+
+    def close(self) -> None:
+        self._release(final=True)
+
+    def _release(self, *, final: bool) -> None:
+        hold = max(_HOLD_CHARS, longest_secret())
+        count = len(self._held)
+        if not final:
+            after = 0  # text that follows each record, from the newest back
+            count = 0
+            for i in range(len(self._held) - 1, -1, -1):
+                if after >= hold:
+                    count = i + 1
+                    break
+                after += sum(len(text) for _, _, text in self._held[i][1])
+        if not count:
+            return
+        # Per channel: the written context, then every held piece; spans in the held part get masked.
+        texts: dict[str, list[str]] = {}
+        for _, pieces in self._held:
+            for channel, _, text in pieces:
+                texts.setdefault(channel, [self._written.get(channel, "")]).append(text)
+        spans = {channel: secret_spans("".join(parts)) for channel, parts in texts.items()}
+        offsets = {channel: len(parts[0]) for channel, parts in texts.items()}
+        released, self._held = self._held[:count], self._held[count:]
+        for record, pieces in released:
+            data: dict[str, Any] | None = None
+            for channel, path, text in pieces:
+                start = offsets[channel]
+                offsets[channel] = start + len(text)
+                masked = _mask(text, start, spans[channel])
+                if masked != text:
+                    data = data if data is not None else copy.deepcopy(record.data)
+                    _set_path(data, path, masked)
+                self._written[channel] = (self._written.get(channel, "") + text)[-hold:]
+            self._write(record if data is None else ChunkRecord(record.n, record.t, data))
+        # Later offsets count from the new context: rebuild on the next release.
+
+
+def _mask(text: str, start: int, spans: list[tuple[int, int]]) -> str:
+    """``text`` (at ``start`` in its channel) with each span's characters cut out; a span beginning in it
+    leaves one [REDACTED]."""
+    end = start + len(text)
+    out: list[str] = []
+    at = start
+    for s, e in spans:
+        if e <= start or s >= end:
+            continue
+        if s > at:
+            out.append(text[at - start : s - start])
+        if s >= start:
+            out.append(REDACTED)
+        at = max(at, min(e, end))
+    out.append(text[at - start :])
+    return "".join(out)
+
+
 class _RecordingStream:
     def __init__(self, owner: RecordingLLM, n: int, inner: ChatStream, started: float) -> None:
         self._owner = owner
@@ -161,6 +271,7 @@ class _RecordingStream:
         self._inner = inner
         self._started = started
         self._count = 0
+        self._guard = _SplitSecretGuard(owner.writer.write)
         self._iterator: AsyncIterator[dict[str, Any]] = inner.__aiter__()
         self.ended = False
 
@@ -185,6 +296,7 @@ class _RecordingStream:
             return
         self.ended = True
         t = round(time.perf_counter() - self._started, 6)
+        self._guard.close()
         self._owner.writer.write(EndRecord(self._n, how, t, self._count, error))
 
     def __aiter__(self) -> _RecordingStream:
@@ -205,7 +317,7 @@ class _RecordingStream:
             raise
         t = round(time.perf_counter() - self._started, 6)
         self._count += 1
-        self._owner.writer.write(ChunkRecord(self._n, t, chunk))
+        self._guard.add(ChunkRecord(self._n, t, chunk))
         self._owner._on_chunk()
         return chunk
 
@@ -351,7 +463,12 @@ class RecordingToolRunner(ToolRunner):
     """Runs tools through ``inner`` and writes each call and its result."""
 
     def __init__(self, inner: ToolRunner, writer: CassetteWriter) -> None:
-        super().__init__(inner.tools, default_timeout=inner.default_timeout)
+        super().__init__(
+            inner.tools,
+            default_timeout=inner.default_timeout,
+            max_threads=inner.max_threads,
+            max_result_chars=inner.max_result_chars,
+        )
         self.inner = inner
         self.writer = writer
 

@@ -1,31 +1,42 @@
 """ToolRunner: runs one model-requested tool call and always returns a result the model can read.
 
 Every tool problem (unknown name, bad JSON, bad arguments, the tool raising or timing out) becomes an error
-``ToolResult`` so the turn can go on; only cancellation propagates. Starting calls concurrently is the
+``ToolResult`` so the turn can go on; only the turn's own cancellation propagates. "Raising" means any
+``BaseException``: ``SystemExit`` (argparse inside a tool), ``KeyboardInterrupt``, and a ``CancelledError``
+the tool raised by itself while nobody cancelled it (then the user's message is not lost). The error text
+the model reads is redacted (``logs.redact``: registered secrets, keys, credentials in URLs).
+
+Bounds: sync tools run in threads from this runner's own budget (``max_threads``, default 8), not anyio's
+process-wide 40, so one call's stuck tools never delay another call's; a result longer than
+``max_result_chars`` (default 16,000) is cut, with a note saying so. Starting calls concurrently is the
 caller's job (the turn starts each call in its own task group as soon as its arguments are complete);
 ``run`` keeps no per-call state on the runner, so any number of calls may run at once.
 
 Result content: a ``str`` return value is sent as-is; anything else, ``None`` included (-> ``null``), is
 JSON: dataclasses via ``asdict``, pydantic-style models via ``model_dump``, enums by value, and any other
-object by ``str()``.
+object by ``str()``; NaN and infinities become ``null`` (the JSON stays valid). Registered secrets
+(``register_secret``) are replaced in every result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import functools
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from voiceagent.errors import ToolDefinitionError
-from voiceagent.logs import get_logger
+from voiceagent.logs import get_logger, redact, redact_secrets
 from voiceagent.tools import Tool, ToolArgumentError
 
 logger = get_logger(__name__)
@@ -51,9 +62,23 @@ class ToolResult:
 
 
 class ToolRunner:
-    def __init__(self, tools: Sequence[Tool], *, default_timeout: float = 10.0) -> None:
+    """Runs one conversation's tool calls. Make one per call (an ``Agent`` does): its thread budget is
+    that call's alone."""
+
+    def __init__(
+        self,
+        tools: Sequence[Tool],
+        *,
+        default_timeout: float = 10.0,
+        max_threads: int = 8,
+        max_result_chars: int = 16_000,
+    ) -> None:
         if not default_timeout > 0:
             raise ValueError("default_timeout must be a positive number of seconds")
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, got {max_threads}")
+        if max_result_chars < 1:
+            raise ValueError(f"max_result_chars must be at least 1, got {max_result_chars}")
         by_name: dict[str, Tool] = {}
         for t in tools:
             if t.name in by_name:
@@ -61,6 +86,10 @@ class ToolRunner:
             by_name[t.name] = t
         self._tools = by_name
         self.default_timeout = default_timeout
+        self.max_threads = max_threads
+        self.max_result_chars = max_result_chars
+        # A tool that times out gives its token back at once (its thread is abandoned and runs on).
+        self.thread_limiter = anyio.CapacityLimiter(max_threads)
 
     @property
     def tools(self) -> list[Tool]:
@@ -101,15 +130,24 @@ class ToolRunner:
             return f"Error: {exc}", True
 
         timeout = tool.timeout if tool.timeout is not None else self.default_timeout
-        failure: Exception | None = None
+        failure: BaseException | None = None
         value: Any = None
         # "finish" shields the call from the caller's cancellation; the timeout scope sits inside the
         # shield, so a timeout still stops (or, for a thread, abandons) it.
         with anyio.CancelScope(shield=tool.on_cancel == "finish"):
             with anyio.move_on_after(timeout) as deadline:
                 try:
-                    value = await _call(tool, kwargs)
-                except Exception as exc:  # the tool's own failure; cancellation is a BaseException
+                    value = await _call(tool, kwargs, self.thread_limiter)
+                except Exception as exc:  # the tool's own failure
+                    failure = exc
+                except anyio.get_cancelled_exc_class() as exc:
+                    if _really_cancelled():
+                        raise  # the turn's cancellation (barge-in, hang-up) or the timeout above
+                    await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled scope re-raises here
+                    failure = exc  # the tool raised CancelledError by itself: its failure, not ours
+                except GeneratorExit:
+                    raise  # this coroutine is being closed: nothing may run after it
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt...: must not end the process
                     failure = exc
         if deadline.cancelled_caught:
             return f"Error: {tool.name} timed out after {_seconds(timeout)} s.", True
@@ -118,9 +156,10 @@ class ToolRunner:
             logger.debug("tool %s traceback", tool.name, exc_info=failure)
             return f"Error: {tool.name} failed: {_short(failure)}", True
         try:
-            return _to_content(value), False
-        except (TypeError, ValueError) as exc:
+            content = redact_secrets(_to_content(value))
+        except (TypeError, ValueError, RecursionError) as exc:
             return f"Error: {tool.name} returned a value that cannot be sent as JSON: {_short(exc)}", True
+        return _capped(content, self.max_result_chars), False
 
 
 def _parse_arguments(tool: Tool, arguments: str) -> dict[str, Any]:
@@ -141,12 +180,32 @@ def _parse_arguments(tool: Tool, arguments: str) -> dict[str, Any]:
         raise ToolArgumentError(f"invalid arguments for {tool.name}: {exc}.") from exc
 
 
-async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
+async def _call(tool: Tool, kwargs: dict[str, Any], limiter: anyio.CapacityLimiter) -> Any:
     if tool.is_async:
         return await tool.fn(**kwargs)
     # A thread cannot be stopped: on timeout or cancel ("cancel" policy) it is abandoned and runs on
     # unobserved; under "finish" only the timeout can reach it (see _run_tool).
-    return await anyio.to_thread.run_sync(functools.partial(tool.fn, **kwargs), abandon_on_cancel=True)
+    call = functools.partial(tool.fn, **kwargs)
+    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
+
+
+def _really_cancelled() -> bool:
+    """Whether a CancelledError caught around a tool is a cancellation of this task (not one the tool
+    raised by itself). On asyncio a cancelled task has a pending cancel request; trio's Cancelled cannot
+    be raised by user code, so there it is always real."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop: trio
+        return True
+    return task is None or task.cancelling() > 0
+
+
+def _capped(content: str, limit: int) -> str:
+    # A huge result would stay in the history and make every later request too big (HTTP 400).
+    if len(content) <= limit:
+        return content
+    note = f"\n[truncated: the tool returned {len(content):,} characters; only the first {limit:,} are shown]"
+    return content[:limit] + note
 
 
 def _seconds(value: float) -> str:
@@ -155,14 +214,35 @@ def _seconds(value: float) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ raises still gets reported by its type
+        message = ""
+    # Redacted before it is cut, so a secret can never be half-cut past recognition.
+    text = redact(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
 def _to_content(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=_json_default)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except ValueError:
+        # NaN or an infinity somewhere (json would write NaN/Infinity, which is not JSON): round-trip
+        # through plain JSON types and write those as null. Any other ValueError (a cycle) raises again.
+        plain = json.loads(json.dumps(value, ensure_ascii=False, default=_json_default))
+        return json.dumps(_finite(plain), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -9,6 +9,12 @@ Speech goes through a queue to one speaker task, so a slow sink never delays rea
 starting a tool. The turn's messages are committed to the conversation when the turn ends: history
 stays append-only, and a barge-in can still keep only what the listener actually heard.
 
+Every wait and buffer is bounded (``TurnConfig``): a round must see its first chunk within
+``first_token_timeout`` and end its stream within ``round_timeout`` (a server that sends headers and then
+nothing, or drips a byte at a time, gets the fallback line, not dead air); a round speaks at most
+``max_round_chars`` of the model's words (an endless answer is cut there and its stream closed). The speech
+queue holds no more than those caps allow. Error strings in the result are redacted (``logs.redact``).
+
 If the sink raises (a TTS socket dropped mid-utterance), nobody hears the rest of the answer: the turn
 stops as a barge-in would (stream closed, tools cancelled per policy, only what was heard kept, every
 tool call answered), reports the failure in ``TurnResult.error`` and tries the fallback line once on the
@@ -37,7 +43,7 @@ from voiceagent.accumulator import DeltaAccumulator
 from voiceagent.cache_guard import CacheGuard
 from voiceagent.chunker import SpeechChunker
 from voiceagent.conversation import Conversation, Message, tool_call_message
-from voiceagent.errors import LLMError, StreamInterruptedError
+from voiceagent.errors import LLMDeadlineError, LLMError, SpeechLimitError, StreamInterruptedError
 from voiceagent.events import (
     CacheBusted,
     RoundFinished,
@@ -54,7 +60,7 @@ from voiceagent.events import (
     TurnFinished,
     Usage,
 )
-from voiceagent.logs import get_logger, log_context, set_request_id
+from voiceagent.logs import get_logger, log_context, redact, set_request_id
 from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
 from voiceagent.tool_runner import ToolRunner
 from voiceagent.tools import tools_schema
@@ -91,10 +97,24 @@ class TurnConfig:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     max_chunk_chars: int = 140
     min_first_chunk_chars: int = 8
+    # Deadlines in seconds (None: no deadline). First token: from the round's start (limiter wait and
+    # retries included) to its first chunk; a healthy Electron answers in well under a second, and 10 s
+    # still leaves room for a few 503 retries. Round: from the round's start to the end of its stream
+    # (its tools have their own timeouts); 30 s streams far more than one spoken answer.
+    first_token_timeout: float | None = 10.0
+    round_timeout: float | None = 30.0
+    # The model's words spoken per round at most (~3 minutes of speech); past it the stream is closed.
+    max_round_chars: int = 3000
 
     def __post_init__(self) -> None:
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, got {self.max_rounds}")
+        for name in ("first_token_timeout", "round_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        if self.max_round_chars < 1:
+            raise ValueError(f"max_round_chars must be at least 1, got {self.max_round_chars}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +138,13 @@ class _RoundState:
     results: dict[str, ToolCallRecord] = field(default_factory=dict)
     error: LLMError | None = None
     cache_bust: str | None = None
+    text_chars: int = 0  # the model's characters handed to the chunker (max_round_chars counts these)
+    capped_content: str | None = None  # the content kept when max_round_chars cut the answer
+    first_token_scope: anyio.CancelScope | None = None  # its deadline is lifted by the first chunk
+
+    @property
+    def content(self) -> str:
+        return self.acc.content if self.capped_content is None else self.capped_content
 
 
 class Turn:
@@ -174,7 +201,9 @@ class Turn:
             try:
                 with self._scope:
                     async with anyio.create_task_group() as tg:
-                        send, receive = anyio.create_memory_object_stream[_Utterance](math.inf)
+                        send, receive = anyio.create_memory_object_stream[_Utterance](
+                            _speech_queue_size(self._config)
+                        )
                         tg.start_soon(self._speak_all, receive)
                         async with send:
                             await self._run_rounds(send)
@@ -218,7 +247,7 @@ class Turn:
             state = await self._round(number, speech)
             calls = state.acc.ready_calls
             if state.error is not None:
-                self._error = str(state.error)
+                self._error = redact(str(state.error))
                 # A stream cut after tools were dispatched still has their results: let the model go on.
                 if isinstance(state.error, StreamInterruptedError) and calls:
                     continue
@@ -270,6 +299,33 @@ class Turn:
         speech: MemoryObjectSendStream[_Utterance],
         tools: TaskGroup,
     ) -> None:
+        """Read the round's stream within its deadlines; a missed one is an LLMDeadlineError (the stream is
+        closed on the way out, tools already started keep running)."""
+        first_token, whole = self._config.first_token_timeout, self._config.round_timeout
+        start = anyio.current_time()
+        with anyio.CancelScope(deadline=_deadline(start, whole)) as round_scope:
+            with anyio.CancelScope(deadline=_deadline(start, first_token)) as first_scope:
+                state.first_token_scope = first_scope
+                await self._read_stream(state, messages, chunker, speech, tools)
+        if first_scope.cancelled_caught:
+            raise LLMDeadlineError(
+                f"no first token within first_token_timeout={first_token} s; the stream was closed",
+                request_id=state.request_id,
+            )
+        if round_scope.cancelled_caught:
+            raise LLMDeadlineError(
+                f"the stream did not end within round_timeout={whole} s; it was closed",
+                request_id=state.request_id,
+            )
+
+    async def _read_stream(
+        self,
+        state: _RoundState,
+        messages: list[Message],
+        chunker: SpeechChunker,
+        speech: MemoryObjectSendStream[_Utterance],
+        tools: TaskGroup,
+    ) -> None:
         params = dict(self._config.params)
         opening = self._llm.stream(messages, tools=self._tools_schema, **params)
         try:
@@ -280,8 +336,11 @@ class Turn:
                     async for chunk in stream:
                         if state.first_chunk_at is None:
                             state.first_chunk_at = self._now()
+                            if state.first_token_scope is not None:
+                                state.first_token_scope.deadline = math.inf
                         for event in state.acc.feed(chunk):
                             self._on_stream_event(event, state, chunker, speech, tools)
+                        self._check_caps(state)
                     for event in state.acc.end():
                         self._on_stream_event(event, state, chunker, speech, tools)
                 finally:
@@ -302,8 +361,16 @@ class Turn:
         tools: TaskGroup,
     ) -> None:
         if isinstance(event, TextDelta):
-            for text in chunker.push(event.text):
+            room = self._config.max_round_chars - state.text_chars
+            delta = event.text[:room]
+            state.text_chars += len(delta)
+            for text in chunker.push(delta) if delta else ():
                 self._queue(speech, state.number, text)
+            if len(delta) < len(event.text) and state.capped_content is None:
+                # An answer that never ends stops here: what fit is spoken (flushed by _round), and the
+                # conversation keeps only those words. The stream is closed once the chunk's other
+                # events (a tool call it completes) are handled: see _check_caps.
+                state.capped_content = state.acc.content[: self._config.max_round_chars]
         elif isinstance(event, ToolCallStarted):
             # Say what was said so far before the tool's silence; fill that silence if nothing was.
             for text in chunker.flush():
@@ -318,6 +385,13 @@ class Turn:
             # The text is final: its last words are speakable now, not a usage chunk and [DONE] later.
             for text in chunker.flush():
                 self._queue(speech, state.number, text)
+
+    def _check_caps(self, state: _RoundState) -> None:
+        if state.capped_content is not None:
+            raise SpeechLimitError(
+                f"the answer reached max_round_chars={self._config.max_round_chars}; the stream was closed",
+                request_id=state.request_id,
+            )
 
     async def _run_tool(self, state: _RoundState, call: ToolCallReady) -> None:
         started = self._now()
@@ -345,14 +419,14 @@ class Turn:
     def _commit_round(self, state: _RoundState) -> None:
         calls = state.acc.ready_calls
         usage = state.acc.usage or self._estimate_usage(state)
-        if calls or state.acc.content:
+        if calls or state.content:
             self._assistant_at[state.number] = len(self._pending)
-            self._pending.append(self._assistant_message(state.acc.content, calls))
+            self._pending.append(self._assistant_message(state.content, calls))
             for call in calls:
                 done = state.results[call.id]  # the round's task group awaited every dispatched call
                 self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
                 self._tool_records.append(done)
-        record = self._round_record(state, usage, str(state.error) if state.error else None)
+        record = self._round_record(state, usage, redact(str(state.error)) if state.error else None)
         self._rounds.append(record)
         self._current = None
         self._emit(RoundFinished(state.number, state.request_id, state.acc.finish_reason, usage, self._now()))
@@ -377,6 +451,8 @@ class Turn:
             speech.send_nowait(utterance)
         except anyio.BrokenResourceError:
             pass  # the speaker is gone only after the sink failed; the turn is being stopped then
+        except anyio.WouldBlock:  # cannot happen within the caps (_speech_queue_size); never grow past it
+            log.error("speech queue full; dropped %d characters", len(text))
         self._emit(SpeechQueued(number, text, now, filler))
 
     def _say_fallback(self, speech: MemoryObjectSendStream[_Utterance], number: int) -> None:
@@ -403,7 +479,7 @@ class Turn:
 
     async def _fallback_after_sink_failure(self) -> str:
         """Report the sink failure and try the fallback line once; return what was heard of it."""
-        failure = f"TTS sink failed: {self._sink_error!r}"
+        failure = redact(f"TTS sink failed: {self._sink_error!r}")
         self._error = f"{self._error}; {failure}" if self._error else failure
         self._fallback_spoken = False  # anything queued before the failure may never have played
         number = len(self._rounds)
@@ -472,7 +548,7 @@ class Turn:
     def _commit_interrupted_round(self, state: _RoundState) -> None:
         calls = state.acc.ready_calls
         self._assistant_at[state.number] = len(self._pending)
-        self._pending.append(self._assistant_message(state.acc.content, calls))
+        self._pending.append(self._assistant_message(state.content, calls))
         now = self._now()
         for call in calls:
             done = state.results.get(call.id) or ToolCallRecord(
@@ -499,7 +575,7 @@ class Turn:
             attempts=state.attempts,
             usage=usage,
             finish_reason=state.acc.finish_reason,
-            content=state.acc.content,
+            content=state.content,
             tool_call_ids=tuple(c.id for c in state.acc.ready_calls),
             started_at=state.started_at,
             first_chunk_at=state.first_chunk_at,
@@ -542,3 +618,14 @@ class Turn:
     def _emit(self, event: TurnEvent) -> None:
         if self._on_event is not None:
             self._on_event(event)
+
+
+def _deadline(start: float, seconds: float | None) -> float:
+    return math.inf if seconds is None else start + seconds
+
+
+def _speech_queue_size(config: TurnConfig) -> int:
+    """The speech queue's bound. Each queued chunk holds at least one character of the model's words, a
+    round queues at most ``max_round_chars`` of them, and a turn adds at most one filler and one fallback:
+    the queue can never need more, whatever the stream sends or however slow the sink."""
+    return config.max_rounds * config.max_round_chars + 2

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, overload
 
 import anyio
 import anyio.abc
@@ -249,6 +250,45 @@ def tool_reply(
     return Reply(events=tuple(Chunk(c, delay=chunk_delay) for c in chunks))
 
 
+# ---- hostile shapes: streams that never end ------------------------------------------------------
+
+
+class EndlessEvents(Sequence[Chunk]):
+    """Reply events that never run out (the server iterates them lazily): event ``i`` is ``make(i)``."""
+
+    def __init__(self, make: Callable[[int], Chunk]) -> None:
+        self._make = make
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    @overload
+    def __getitem__(self, index: int) -> Chunk: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Chunk]: ...
+    def __getitem__(self, index: int | slice) -> Chunk | Sequence[Chunk]:
+        if isinstance(index, slice):
+            raise TypeError("endless events cannot be sliced")
+        return self._make(index)
+
+
+def drip_reply(every: float, *, after: Sequence[Chunk] = ()) -> Reply:
+    """A slow-drip attack: ``after``'s events, then one byte (a blank SSE line) every ``every`` seconds,
+    forever. Each byte resets an HTTP read timeout, so only a deadline of the reader's own ends it."""
+    head = list(after)
+
+    def make(i: int) -> Chunk:
+        return head[i] if i < len(head) else Chunk("\n", delay=every)
+
+    return Reply(events=EndlessEvents(make))
+
+
+def endless_text_reply(piece: str = "blah ", *, model: str = "electron") -> Reply:
+    """An answer that never finishes: ``piece`` as a content delta, again and again, as fast as it is read."""
+    factory = _ChunkFactory(model)
+    return Reply(events=EndlessEvents(lambda i: Chunk(factory.chunk({"content": piece}))))
+
+
 # ---- the server --------------------------------------------------------------------------------
 
 
@@ -442,7 +482,8 @@ class FakeOpenAIServer:
                         pass
                 except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     pass
-                state.disconnected = not state.ended
+                # The sender may have seen the break first (and marked the reply ended): keep its verdict.
+                state.disconnected = state.disconnected or not state.ended
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch_for_disconnect)
