@@ -282,6 +282,10 @@ class RedisConcurrencyLimiter:
         # unreachable this is the whole limit.
         self._local = anyio.CapacityLimiter(limit)
         self._held: set[str] = set()
+        # Leases that may be in Redis but could not be released (or whose acquire failed in flight):
+        # released by the first heartbeat that reaches Redis. Stamped with monotonic time; one older
+        # than a TTL has expired by itself and is dropped, so this stays bounded.
+        self._unreleased: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._down_since: float | None = None  # monotonic time of the outage's first failure
         self._retry_redis_at = 0.0  # while down, acquires skip Redis until then
@@ -307,13 +311,15 @@ class RedisConcurrencyLimiter:
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
+    ) -> None:
         task_group, self._task_group = self._task_group, None
         try:
-            if task_group is None:
-                return None
-            task_group.cancel_scope.cancel()
-            return await task_group.__aexit__(exc_type, exc, tb)
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                # Not the body's exception: the heartbeat never raises, and passing it would wrap the
+                # body's own error in an ExceptionGroup. Its True (it caught its own cancellation) is
+                # no verdict on the body's exception, which always propagates.
+                await task_group.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
@@ -385,7 +391,9 @@ class RedisConcurrencyLimiter:
         """Take ``lease`` in Redis; while Redis is unreachable, the local token already held is the slot."""
         if self._down_since is not None and time.monotonic() < self._retry_redis_at:
             if self.fallback == "fail":
-                raise LimiterUnavailableError(f"Redis at {self.url} is unreachable", url=self.url)
+                down_for = time.monotonic() - self._down_since
+                message = f"cannot reach Redis at {self.url} (unreachable for {down_for:.1f} s)"
+                raise LimiterUnavailableError(message, url=self.url)
             return
         try:
             await self._acquire_in_redis(lease)
@@ -413,7 +421,7 @@ class RedisConcurrencyLimiter:
                 with anyio.CancelScope(shield=True):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
         except LimiterUnavailableError as exc:
-            self._mark_down(exc)  # before the release below, which then skips an unreachable Redis
+            self._mark_down(exc)  # before the release below, which then defers to the heartbeat
             raise
         finally:
             if not granted:
@@ -428,15 +436,25 @@ class RedisConcurrencyLimiter:
 
     async def _release(self, leases: list[str]) -> None:
         if self._down_since is not None and time.monotonic() < self._retry_redis_at:
-            return  # Redis is unreachable: the leases expire on their own within one TTL
+            self._defer_release(leases)  # no dead air waiting on an unreachable Redis
+            return
         # Shielded and bounded: runs during cancellation and must not add dead air if Redis hangs.
+        released = False
         with anyio.CancelScope(shield=True), anyio.move_on_after(2 * self._op_timeout):
             try:
                 args = [self.keys.released_channel, *leases]
                 await self._call(self._release_script, keys=self.keys.script_keys, args=args)
+                released = True
             except LimiterUnavailableError as exc:
                 # Never mask the body's own outcome over a failed release.
-                log.debug("could not release limiter leases %s (they expire on their own): %s", leases, exc)
+                self._mark_down(exc)
+        if not released:
+            self._defer_release(leases)
+
+    def _defer_release(self, leases: list[str]) -> None:
+        now = time.monotonic()
+        for lease in leases:
+            self._unreleased[lease] = now
 
     async def _heartbeat(self) -> None:
         """Renew every lease this process holds, once per ``lease_ttl / 3``; while Redis is down, probe it.
@@ -448,7 +466,7 @@ class RedisConcurrencyLimiter:
             if not first:
                 await anyio.sleep(self._heartbeat_interval)
             held = list(self._held)
-            if not (first or held or self._down_since is not None):
+            if not (first or held or self._unreleased or self._down_since is not None):
                 continue
             first = False
             try:
@@ -468,6 +486,9 @@ class RedisConcurrencyLimiter:
             # A slot that ended while the renewal was in flight may have been put back after its
             # release: release it again, now that the renewal has landed.
             gone = [lease for lease in held if lease not in self._held]
+            cutoff = time.monotonic() - self.lease_ttl
+            gone += [lease for lease, at in self._unreleased.items() if at > cutoff]
+            self._unreleased.clear()
             if gone:
                 await self._release(gone)
 
