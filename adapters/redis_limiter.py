@@ -8,10 +8,11 @@ Per account (keyed by a hash of the API key, never the key itself) Redis holds:
 - ``queue`` / ``queue_exp``: waiters scored by arrival ticket / by expiry, so slots go out first come,
   first served, and a dead waiter drops out of line after the TTL.
 - ``ticket``: arrival counter; ``released``: pub/sub channel that wakes waiters on release.
-- ``epoch``: when Redis last started keeping this account's state. A Redis that restarted (or failed
-  over, or was flushed) has lost every lease while the requests behind them are still in flight, so for
-  ``restart_grace`` after a new epoch no slot is granted: every live holder re-registers its lease on
-  its next heartbeat first. Without that, a restart hands out the plan a second time (HTTP 429s).
+- ``epoch``: when Redis started keeping this account's state. A Redis that restarted without
+  persistence has lost every lease while the requests behind them are still in flight, so for
+  ``restart_grace`` after its start (``LASTSAVE``) no slot is granted: every live holder re-registers
+  its lease on its next heartbeat first. Without that, a restart hands out the plan a second time
+  (HTTP 429s). A fresh account on a Redis that has been up for longer pays no grace.
 Every change runs in one Lua script, so prune-count-grant is atomic across processes.
 
 One background task per limiter (started by ``async with limiter:``) renews every lease this process
@@ -84,13 +85,16 @@ local function keep_alive(ttl)
   end
 end
 local function recovering(grace)
-  -- A missing epoch means this Redis lost (or never had) the account's state: start one now.
   local born = redis.call('GET', KEYS[5])
   if born then
     redis.call('PEXPIRE', KEYS[5], EPOCH_TTL)
   else
-    born = now
-    redis.call('SET', KEYS[5], now, 'PX', EPOCH_TTL)
+    -- No epoch: this Redis lost the account's state or never had it. Only one that started within
+    -- the grace can have lost leases still in flight; without saves, LASTSAVE is its start time
+    -- (whole seconds, so rounded up). Otherwise the new epoch is already past its grace.
+    local started = (redis.call('LASTSAVE') + 1) * 1000
+    if now - started < grace then born = started else born = now - grace end
+    redis.call('SET', KEYS[5], born, 'PX', EPOCH_TTL)
   end
   return now < tonumber(born) + grace
 end
@@ -460,7 +464,7 @@ class RedisConcurrencyLimiter:
         """Renew every lease this process holds, once per ``lease_ttl / 3``; while Redis is down, probe it.
 
         The first beat runs at once, held leases or not: it opens the account's epoch if Redis has none,
-        so a fresh deployment's restart grace runs while the worker starts, not during its first call."""
+        so a restart grace runs while the worker starts, not during its first call."""
         first = True
         while True:
             if not first:

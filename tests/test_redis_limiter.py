@@ -2,9 +2,7 @@
 
 No wall-clock assertions: every "wait until" polls Redis state under a generous bound, and ordering
 claims (the dead lease expired before the next grant) are checked with the Redis server's own clock.
-Tests not about restarts pass ``restart_grace=0``: each test flushes Redis, which would otherwise open a
-restart grace (one lease TTL without grants) at every test's first slot. The restart test and the
-end-to-end tests keep the default.
+Every limiter runs with the default settings a deployment gets.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -56,7 +55,10 @@ pytestmark = pytest.mark.skipif(redis_server_path() is None, reason="redis-serve
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
+    # A Redis that has been up for a while, as a deployment's is: in its first restart_grace after a
+    # start, a Redis may have lost leases still in flight, and grants nothing new.
     with running_redis_server() as url:
+        time.sleep(DEFAULT_LEASE_TTL + 1)
         yield url
 
 
@@ -97,7 +99,6 @@ async def llm_server() -> AsyncIterator[FakeOpenAIServer]:
 
 
 def make(url: str, account: str, limit: int = 1, **kwargs: Any) -> RedisConcurrencyLimiter:
-    kwargs.setdefault("restart_grace", 0)
     return RedisConcurrencyLimiter(limit, url, account=account, **kwargs)
 
 
@@ -195,9 +196,7 @@ async def test_turns_behind_the_redis_limiter_answer_or_speak_the_fallback(
         error_reply(503, "busy"),
         text_reply("Back again."),
     )
-    async with RedisConcurrencyLimiter.for_plan(
-        "standard", redis_url, account=account, restart_grace=0
-    ) as limiter:
+    async with RedisConcurrencyLimiter.for_plan("standard", redis_url, account=account) as limiter:
         async with llm_client(llm_server, limiter) as llm:
             bot = agent(llm)
             with anyio.fail_after(PATIENCE):
@@ -403,6 +402,18 @@ async def test_a_hung_redis_degrades_instead_of_blocking_and_recovers(
 
 
 @pytest.mark.anyio
+async def test_a_new_account_on_a_long_running_redis_pays_no_restart_grace(
+    redis_url: str, account: str, book: aioredis.Redis
+) -> None:
+    async with make(redis_url, account) as limiter:
+        async with limiter.slot():
+            seconds, micros = await book.time()
+            now_ms = seconds * 1000 + micros // 1000
+            born = int(await book.get(limiter.keys.epoch))
+            assert born + round(limiter.restart_grace * 1000) <= now_ms  # the grace is already over
+
+
+@pytest.mark.anyio
 async def test_a_redis_restart_never_hands_out_the_plan_twice(own_redis: RedisServer, account: str) -> None:
     # Default restart grace (one lease TTL): the holders re-register before anyone new is let in.
     async with (
@@ -505,7 +516,7 @@ async def test_three_worker_processes_share_the_limit(
 ) -> None:
     limit, demand, tag = 3, 9, "fleet"
     for _ in range(3):
-        spawn(processes, "gated", redis_url, account, limit, tag, "--tasks", "3", "--grace", "0")
+        spawn(processes, "gated", redis_url, account, limit, tag, "--tasks", "3")
     probe = RedisConcurrencyLimiter(limit, redis_url, account=account)
     remaining = demand
     while remaining:
@@ -538,11 +549,11 @@ async def test_a_killed_workers_slot_comes_back_within_seconds(
 ) -> None:
     tag = "crash"  # the default lease TTL: what a deployment gets
     probe = RedisConcurrencyLimiter(1, redis_url, account=account)
-    holder = spawn(processes, "hold", redis_url, account, 1, tag, "--grace", "0")
+    holder = spawn(processes, "hold", redis_url, account, 1, tag)
     await book.blpop([f"test:{tag}:events"], timeout=PATIENCE)
     [dead_lease] = await book.zrange(probe.keys.leases, 0, -1)
 
-    waiter = spawn(processes, "enter", redis_url, account, 1, tag, "--grace", "0")
+    waiter = spawn(processes, "enter", redis_url, account, 1, tag)
 
     async def queued() -> bool:
         return await probe.waiting() == 1
