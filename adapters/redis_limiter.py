@@ -21,10 +21,12 @@ scope and given back in another (``LLMStream`` closes it in a shielded scope). A
 renewing and its slots free themselves after ``lease_ttl`` (3 s by default). Expiry uses the Redis
 server clock, so worker clocks may disagree.
 
-When Redis cannot be reached (down, hung, restarting) the limiter degrades to the in-process limit (at
-most ``limit`` slots in this process; ``fallback="fail"`` raises ``LimiterUnavailableError`` instead),
-logs one warning per outage, and goes back to the shared count as soon as Redis answers again; slots
-taken meanwhile are registered in Redis by the next heartbeat. See docs/reliability.md, "Fleet limiter".
+When Redis cannot be reached (down, hung, restarting), a slot keeps trying it for ``fallback_after``
+(2 s: a restart's down window, so no local slot lands on top of leases about to be re-registered),
+then the limiter degrades to the in-process limit (at most ``limit`` slots in this process;
+``fallback="fail"`` raises ``LimiterUnavailableError`` instead), logs one warning per outage, and goes
+back to the shared count as soon as Redis answers again; slots taken meanwhile are registered in Redis
+by the next heartbeat. See docs/reliability.md, "Fleet limiter".
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ T = TypeVar("T")
 DEFAULT_LEASE_TTL = 3.0
 DEFAULT_ACQUIRE_TIMEOUT = 10.0
 DEFAULT_SOCKET_TIMEOUT = 1.0
+DEFAULT_FALLBACK_AFTER = 2.0
 DEFAULT_KEY_PREFIX = "voiceagent:limiter"
 _EPOCH_TTL_MS = 24 * 3600 * 1000  # outlives any idle spell worth a grace; only a real loss resets it
 
@@ -226,9 +229,10 @@ class RedisConcurrencyLimiter:
     process's leases alive; ``slot()`` refuses to run outside it. ``account`` is the API key (or any
     account identifier); only its hash is stored. Waiters are served first come, first served; a wait
     longer than ``acquire_timeout`` raises ``SlotTimeoutError``. ``lease_ttl``: how long a dead worker's
-    slot stays taken. ``fallback``: what to do while Redis cannot be reached, ``"local"`` (the
-    in-process limit, a warning) or ``"fail"`` (``LimiterUnavailableError``). ``restart_grace``
-    (default ``lease_ttl``): how long after Redis lost its state no slot is granted. asyncio only.
+    slot stays taken. ``fallback``: what to do once Redis has been unreachable for ``fallback_after``
+    seconds, ``"local"`` (the in-process limit, a warning) or ``"fail"`` (``LimiterUnavailableError``).
+    ``restart_grace`` (default ``lease_ttl``): how long after a restart of Redis no slot is granted.
+    ``socket_timeout`` bounds each Redis command (a hung Redis). asyncio only.
     """
 
     def __init__(
@@ -240,6 +244,7 @@ class RedisConcurrencyLimiter:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
         fallback: Fallback = "local",
+        fallback_after: float = DEFAULT_FALLBACK_AFTER,
         restart_grace: float | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         max_poll_interval: float = 0.5,
@@ -259,6 +264,7 @@ class RedisConcurrencyLimiter:
         self.lease_ttl = lease_ttl
         self.acquire_timeout = acquire_timeout
         self.fallback: Fallback = fallback
+        self.fallback_after = max(0.0, fallback_after)
         self.restart_grace = lease_ttl if restart_grace is None else max(0.0, restart_grace)
         self.url = redact_url(redis_url)
         self.account = account_id(account)
@@ -291,8 +297,8 @@ class RedisConcurrencyLimiter:
         # than a TTL has expired by itself and is dropped, so this stays bounded.
         self._unreleased: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._down_since: float | None = None  # monotonic time of the outage's first failure
-        self._retry_redis_at = 0.0  # while down, acquires skip Redis until then
+        self._degraded_since: float | None = None  # monotonic start of a declared outage
+        self._retry_redis_at = 0.0  # while degraded, acquires skip Redis until then
 
     @classmethod
     def for_plan(cls, plan: str, redis_url: str, *, account: str, **kwargs: Any) -> RedisConcurrencyLimiter:
@@ -337,7 +343,7 @@ class RedisConcurrencyLimiter:
     @property
     def degraded(self) -> bool:
         """True while Redis is unreachable and slots come from the in-process limit."""
-        return self._down_since is not None
+        return self._degraded_since is not None
 
     @property
     def held(self) -> int:
@@ -392,23 +398,39 @@ class RedisConcurrencyLimiter:
                 self._local.release_on_behalf_of(borrower)
 
     async def _acquire(self, lease: str) -> None:
-        """Take ``lease`` in Redis; while Redis is unreachable, the local token already held is the slot."""
-        if self._down_since is not None and time.monotonic() < self._retry_redis_at:
-            if self.fallback == "fail":
-                down_for = time.monotonic() - self._down_since
-                message = f"cannot reach Redis at {self.url} (unreachable for {down_for:.1f} s)"
-                raise LimiterUnavailableError(message, url=self.url)
+        """Take ``lease`` in Redis; once Redis has been unreachable for ``fallback_after``, the local
+        token already held is the slot (or, with ``fallback="fail"``, LimiterUnavailableError)."""
+        if self._degraded_since is not None and time.monotonic() < self._retry_redis_at:
+            self._fall_back(None)
             return
-        try:
-            await self._acquire_in_redis(lease)
-        except LimiterUnavailableError:
-            if self.fallback == "fail":
-                raise
+        # A restart's down window is short: keep trying Redis for a while before falling back, or the
+        # local slots would come on top of the leases the holders are about to re-register (429s).
+        patience = 0.0 if self._degraded_since is not None else self.fallback_after
+        give_up_at = time.monotonic() + patience
+        while True:
+            try:
+                await self._acquire_in_redis(lease)
+            except LimiterUnavailableError as exc:
+                now = time.monotonic()
+                if now < give_up_at:
+                    await anyio.sleep(min(0.1, give_up_at - now))
+                    continue
+                self._mark_down(exc)
+                self._fall_back(exc)
+                return
+            self._mark_up()
             return
-        self._mark_up()
+
+    def _fall_back(self, cause: LimiterUnavailableError | None) -> None:
+        if self.fallback == "fail":
+            assert self._degraded_since is not None
+            down_for = time.monotonic() - self._degraded_since
+            message = f"cannot reach Redis at {self.url} (unreachable for {down_for:.1f} s)"
+            raise LimiterUnavailableError(message, url=self.url) from cause
 
     async def _acquire_in_redis(self, lease: str) -> None:
         granted = False
+        unreachable = False
         try:
             granted = await self._try_acquire(lease)
             if granted:
@@ -424,14 +446,17 @@ class RedisConcurrencyLimiter:
             finally:
                 with anyio.CancelScope(shield=True):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-        except LimiterUnavailableError as exc:
-            self._mark_down(exc)  # before the release below, which then defers to the heartbeat
+        except LimiterUnavailableError:
+            unreachable = True
             raise
         finally:
             if not granted:
                 # Cancelled, timed out or failed while queued: leave neither a waiter nor a lease whose
-                # grant reply was lost in flight.
-                await self._release([lease])
+                # grant reply was lost in flight. An unreachable Redis gets it from the heartbeat later.
+                if unreachable:
+                    self._defer_release([lease])
+                else:
+                    await self._release([lease])
 
     async def _try_acquire(self, lease: str) -> bool:
         args = [self.limit, self._ttl_ms, lease, self._grace_ms]
@@ -439,7 +464,7 @@ class RedisConcurrencyLimiter:
         return bool(result)
 
     async def _release(self, leases: list[str]) -> None:
-        if self._down_since is not None and time.monotonic() < self._retry_redis_at:
+        if self._degraded_since is not None and time.monotonic() < self._retry_redis_at:
             self._defer_release(leases)  # no dead air waiting on an unreachable Redis
             return
         # Shielded and bounded: runs during cancellation and must not add dead air if Redis hangs.
@@ -451,7 +476,7 @@ class RedisConcurrencyLimiter:
                 released = True
             except LimiterUnavailableError as exc:
                 # Never mask the body's own outcome over a failed release.
-                self._mark_down(exc)
+                log.debug("could not release limiter leases %s (retried by the heartbeat): %s", leases, exc)
         if not released:
             self._defer_release(leases)
 
@@ -470,15 +495,19 @@ class RedisConcurrencyLimiter:
             if not first:
                 await anyio.sleep(self._heartbeat_interval)
             held = list(self._held)
-            if not (first or held or self._unreleased or self._down_since is not None):
+            if not (first or held or self._unreleased or self._degraded_since is not None):
                 continue
             first = False
             try:
                 args = [self._ttl_ms, self._grace_ms, *held]
                 lapsed = await self._call(self._renew_script, keys=self.keys.script_keys, args=args)
             except LimiterUnavailableError as exc:
-                # The requests go on; the next beat retries.
-                self._mark_down(exc)
+                # The requests go on; the next beat retries. One failed beat is no outage (a restart
+                # blips); only an acquire that waited fallback_after declares one.
+                if self._degraded_since is not None:
+                    self._mark_down(exc)
+                else:
+                    log.info("could not renew limiter leases (retrying next beat): %s", exc)
                 continue
             self._mark_up()
             if lapsed:
@@ -499,8 +528,8 @@ class RedisConcurrencyLimiter:
     def _mark_down(self, exc: LimiterUnavailableError) -> None:
         now = time.monotonic()
         self._retry_redis_at = now + self._heartbeat_interval
-        if self._down_since is None:
-            self._down_since = now
+        if self._degraded_since is None:
+            self._degraded_since = now
             policy = (
                 f"falling back to the in-process limit of {self.limit}"
                 if self.fallback == "local"
@@ -509,9 +538,9 @@ class RedisConcurrencyLimiter:
             log.warning("fleet limiter: %s; %s until Redis answers again", exc, policy)
 
     def _mark_up(self) -> None:
-        if self._down_since is not None:
-            outage = time.monotonic() - self._down_since
-            self._down_since = None
+        if self._degraded_since is not None:
+            outage = time.monotonic() - self._degraded_since
+            self._degraded_since = None
             log.warning(
                 "fleet limiter: Redis at %s answers again after %.1f s; shared limit restored",
                 self.url,
