@@ -94,7 +94,9 @@ async def faults(server: RedisServer) -> dict[str, float]:
         out["Redis up, free slot (median of 50)"] = statistics.median(up)
 
         await anyio.to_thread.run_sync(server.stop)
-        out["Redis down: first slot (finds the outage, falls back)"] = await slot_seconds(limiter)
+        out["Redis down: first slot (tries Redis for fallback_after, then falls back)"] = await slot_seconds(
+            limiter
+        )
         out["Redis down: next slot (in-process limit)"] = await slot_seconds(limiter)
         await anyio.to_thread.run_sync(server.start)
         await until_recovered(limiter)
@@ -102,7 +104,9 @@ async def faults(server: RedisServer) -> dict[str, float]:
         server.pause()
         try:
             await anyio.sleep(limiter.lease_ttl / 3 + 0.1)  # past the fast path's retry point
-            out["Redis hung (SIGSTOP): first slot (socket timeout, falls back)"] = await slot_seconds(limiter)
+            out[
+                "Redis hung (SIGSTOP): first slot (1 s socket timeouts for fallback_after, then falls back)"
+            ] = await slot_seconds(limiter)
             out["Redis hung: next slot"] = await slot_seconds(limiter)
         finally:
             server.resume()
