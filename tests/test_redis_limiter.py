@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -213,6 +214,37 @@ async def test_turns_behind_the_redis_limiter_answer_or_speak_the_fallback(
                 assert retried.heard_text == "Back again." and retried.rounds[0].attempts == 2
                 assert limiter.held == 0 and await limiter.in_flight() == 0
     assert llm_server.max_in_flight == 1
+
+
+@pytest.mark.anyio
+async def test_the_readme_redis_block_runs(
+    redis_url: str,
+    account: str,
+    llm_server: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's Redis wiring, with Electron swapped for the local server: it must stay runnable."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(
+        r"## Sharing one plan limit across worker processes \(Redis\)\n.*?```python\n(.*?)```", readme, re.S
+    )
+    assert block is not None
+    source = block.group(1)
+    assert source.endswith("anyio.run(main)\n") and "LLMClient(api_key=KEY, limiter=limiter)" in source
+    source = source.removesuffix("anyio.run(main)\n").replace(
+        "LLMClient(api_key=KEY, limiter=limiter)",
+        f'LLMClient(base_url="{llm_server.base_url}", api_key=KEY, limiter=limiter)',
+    )
+    monkeypatch.setenv("SMALLEST_API_KEY", account)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    llm_server.enqueue(text_reply("Hello! How can I help?"))
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    with anyio.fail_after(PATIENCE):
+        await namespace["main"]()
+    assert capsys.readouterr().out == "Hello! How can I help?\n"
+    assert len(llm_server.requests) == 1
 
 
 @pytest.mark.anyio
