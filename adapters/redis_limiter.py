@@ -298,7 +298,6 @@ class RedisConcurrencyLimiter:
         self._unreleased: dict[str, float] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._degraded_since: float | None = None  # monotonic start of a declared outage
-        self._retry_redis_at = 0.0  # while degraded, acquires skip Redis until then
 
     @classmethod
     def for_plan(cls, plan: str, redis_url: str, *, account: str, **kwargs: Any) -> RedisConcurrencyLimiter:
@@ -400,19 +399,19 @@ class RedisConcurrencyLimiter:
     async def _acquire(self, lease: str) -> None:
         """Take ``lease`` in Redis; once Redis has been unreachable for ``fallback_after``, the local
         token already held is the slot (or, with ``fallback="fail"``, LimiterUnavailableError)."""
-        if self._degraded_since is not None and time.monotonic() < self._retry_redis_at:
+        if self._degraded_since is not None:
+            # A declared outage: only the heartbeat probes Redis, so no slot pays a socket timeout.
             self._fall_back(None)
             return
         # A restart's down window is short: keep trying Redis for a while before falling back, or the
         # local slots would come on top of the leases the holders are about to re-register (429s).
-        patience = 0.0 if self._degraded_since is not None else self.fallback_after
-        give_up_at = time.monotonic() + patience
+        give_up_at = time.monotonic() + self.fallback_after
         while True:
             try:
                 await self._acquire_in_redis(lease)
             except LimiterUnavailableError as exc:
                 now = time.monotonic()
-                if now < give_up_at:
+                if now < give_up_at and self._degraded_since is None:  # another slot may declare it
                     await anyio.sleep(min(0.1, give_up_at - now))
                     continue
                 self._mark_down(exc)
@@ -464,7 +463,7 @@ class RedisConcurrencyLimiter:
         return bool(result)
 
     async def _release(self, leases: list[str]) -> None:
-        if self._degraded_since is not None and time.monotonic() < self._retry_redis_at:
+        if self._degraded_since is not None:
             self._defer_release(leases)  # no dead air waiting on an unreachable Redis
             return
         # Shielded and bounded: runs during cancellation and must not add dead air if Redis hangs.
@@ -504,9 +503,7 @@ class RedisConcurrencyLimiter:
             except LimiterUnavailableError as exc:
                 # The requests go on; the next beat retries. One failed beat is no outage (a restart
                 # blips); only an acquire that waited fallback_after declares one.
-                if self._degraded_since is not None:
-                    self._mark_down(exc)
-                else:
+                if self._degraded_since is None:
                     log.info("could not renew limiter leases (retrying next beat): %s", exc)
                 continue
             self._mark_up()
@@ -526,10 +523,8 @@ class RedisConcurrencyLimiter:
                 await self._release(gone)
 
     def _mark_down(self, exc: LimiterUnavailableError) -> None:
-        now = time.monotonic()
-        self._retry_redis_at = now + self._heartbeat_interval
         if self._degraded_since is None:
-            self._degraded_since = now
+            self._degraded_since = time.monotonic()
             policy = (
                 f"falling back to the in-process limit of {self.limit}"
                 if self.fallback == "local"
