@@ -1,7 +1,7 @@
 """A worker process for tests/test_redis_limiter.py: takes slots from a shared RedisConcurrencyLimiter.
 
 Usage: python redis_limiter_worker.py MODE REDIS_URL ACCOUNT LIMIT TAG [--ttl S] [--grace S] [--tasks N]
-       [--base-url URL]
+       [--acquire-timeout S] [--base-url URL]
 Bookkeeping keys live under ``test:{TAG}:``.
 - gated: TASKS tasks each take a slot, INCR ``holders`` and push the new count onto ``observed``, then
   wait for one token on ``go`` before DECR and leaving. The test hands out tokens one at a time.
@@ -47,7 +47,12 @@ async def run_turns(
 async def main(args: argparse.Namespace) -> None:
     prefix = f"test:{args.tag}"
     limiter = RedisConcurrencyLimiter(
-        args.limit, args.url, account=args.account, lease_ttl=args.ttl, restart_grace=args.grace
+        args.limit,
+        args.url,
+        account=args.account,
+        lease_ttl=args.ttl,
+        restart_grace=args.grace,
+        acquire_timeout=args.acquire_timeout,
     )
     async with limiter:
         # No socket timeout: BLPOP below legitimately blocks for as long as the test holds its token.
@@ -93,6 +98,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("tag")
     parser.add_argument("--ttl", type=float, default=3.0)
     parser.add_argument("--grace", type=float, default=None)
+    parser.add_argument("--acquire-timeout", type=float, default=10.0)
     parser.add_argument("--tasks", type=int, default=1)
     parser.add_argument("--base-url", default="")
     return parser.parse_args(argv)

@@ -130,8 +130,10 @@ def spawn(
     tag: str,
     *extra: str,
 ) -> subprocess.Popen[bytes]:
+    # The tests keep workers queued while they hand out slots or wait for the fleet to start: on a
+    # loaded machine that can pass the default 10 s slot deadline, which these tests are not about.
     args = [sys.executable, str(WORKER), mode, url, account, str(limit), tag, *extra]
-    proc = subprocess.Popen(args)
+    proc = subprocess.Popen([*args, "--acquire-timeout", str(PATIENCE)])
     started.append(proc)
     return proc
 
