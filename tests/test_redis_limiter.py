@@ -456,10 +456,13 @@ async def test_a_redis_restart_never_hands_out_the_plan_twice(
 ) -> None:
     # Default restart grace (one lease TTL): the holders re-register before anyone new is let in. A
     # newcomer arriving while Redis is down keeps trying Redis instead of taking a local slot on top
-    # (fallback_after; raised from its 2 s default only because a loaded machine may restart slowly).
+    # (fallback_after; raised from its 2 s default, and the slot deadline with it, only because a loaded
+    # machine may restart Redis slowly).
     async with (
         RedisConcurrencyLimiter(2, own_redis.url, account=account) as holder,
-        RedisConcurrencyLimiter(2, own_redis.url, account=account, fallback_after=PATIENCE) as newcomer,
+        RedisConcurrencyLimiter(
+            2, own_redis.url, account=account, fallback_after=PATIENCE, acquire_timeout=PATIENCE
+        ) as newcomer,
     ):
         release = anyio.Event()
         entered = anyio.Event()
