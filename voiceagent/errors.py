@@ -65,6 +65,21 @@ class TurnInProgressError(VoiceAgentError):
     one conversation would interleave into one garbled history, so the second is refused, not queued."""
 
 
+class LimiterUnavailableError(LLMError):
+    """A shared limiter's store (Redis) could not be reached: refused, timed out, auth failed.
+
+    An ``LLMError``, so a turn that cannot get a slot speaks its fallback line instead of going silent.
+    ``url`` is the store's address with any password masked."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class SlotTimeoutError(LLMError):
+    """No concurrency slot came free within the limiter's deadline; the request was never sent."""
+
+
 class ToolDefinitionError(VoiceAgentError):
     """A function cannot be turned into a tool (unsupported parameter type, missing name...)."""
 

@@ -92,6 +92,8 @@ class TurnConfig:
     max_rounds: int = 4
     # Spoken at once when a round asks for tools without saying anything (OpenAI returns null content).
     filler: str | None = "One moment."
+    # Also spoken when opening a round's stream (waiting for a limiter slot, retrying) takes longer.
+    filler_after: float | None = 1.0
     # Spoken instead of dead air: tool chain too long, LLM unreachable, or nothing was said.
     fallback: str = "Sorry, I couldn't manage that just now. Could you try again?"
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -328,8 +330,12 @@ class Turn:
     ) -> None:
         params = dict(self._config.params)
         opening = self._llm.stream(messages, tools=self._tools_schema, **params)
+        opened = anyio.Event()
+        if self._config.filler and self._config.filler_after is not None and not self._filler_spoken:
+            tools.start_soon(self._filler_if_slow, state.number, speech, opened)
         try:
             async with opening as stream:
+                opened.set()
                 state.request_id = stream.request_id
                 set_request_id(stream.request_id)
                 try:
@@ -347,10 +353,21 @@ class Turn:
                     state.attempts = stream.attempts
                     state.malformed_chunks = stream.malformed_chunks
         finally:
+            opened.set()
             # An LLMStream is its own context manager: its attempts count when no attempt ever opened.
             attempts = getattr(opening, "attempts", None)
             if isinstance(attempts, int):
                 state.attempts = max(state.attempts, attempts)
+
+    async def _filler_if_slow(
+        self, number: int, speech: MemoryObjectSendStream[_Utterance], opened: anyio.Event
+    ) -> None:
+        """No dead air while the stream opens slowly: say the filler once the wait passes filler_after."""
+        with anyio.move_on_after(self._config.filler_after):
+            await opened.wait()
+        if not opened.is_set() and self._config.filler and not self._filler_spoken:
+            self._filler_spoken = True
+            self._queue(speech, number, self._config.filler, filler=True)
 
     def _on_stream_event(
         self,
