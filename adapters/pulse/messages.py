@@ -15,11 +15,9 @@ class PulseTranscript:
     is_final: bool
     is_last: bool
     from_finalize: bool = False
-    speech_final: bool = (
-        False  # the server says the speaker paused (not documented by Pulse; LiveKit reads it)
-    )
     language: str | None = None  # only on finals
     session_id: str | None = None
+    speech_final: bool = False  # the speaker paused (undocumented for Pulse; LiveKit reads it)
 
 
 @dataclass(frozen=True, slots=True)
