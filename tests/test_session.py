@@ -4,8 +4,9 @@ server; espeak-ng speaks into the call through TransportOutput; marks tell what 
 
 from __future__ import annotations
 
+import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -14,10 +15,19 @@ import pytest
 from voiceagent import Agent, LLMClient
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
+from voiceagent.endpointing import EndpointingDetector
 from voiceagent.session import BargeInPolicy, Session, is_backchannel
-from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply
-from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
+from voiceagent.testing.pulse_server import (
+    Emit,
+    FakePulseServer,
+    Speech,
+    speech_ended,
+    speech_started,
+    transcript,
+)
 from voiceagent.testing.twilio_client import FakeTwilioCall
+from voiceagent.tools import Tool, tool
 from voiceagent.transport_output import TransportOutput
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -49,6 +59,8 @@ async def run_call(
     playback_speed: float,
     policy: BargeInPolicy | None = None,
     wrap: Callable[[TwilioMediaStream], Any] = lambda stream: stream,
+    endpointing: Callable[[], EndpointingDetector] | None = None,
+    tools: Sequence[Tool] = (),
 ) -> list[Session]:
     from voiceagent.adapters.espeak import EspeakSink
 
@@ -61,8 +73,16 @@ async def run_call(
                 llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
                 sink=EspeakSink(output, words_per_minute=220),
                 system_prompt="You are a phone storyteller.",
+                tools=tools,
             )
-            session = Session(agent=agent, transport=wrap(stream), stt=stt, output=output, policy=policy)
+            session = Session(
+                agent=agent,
+                transport=wrap(stream),
+                stt=stt,
+                output=output,
+                policy=policy,
+                endpointing=endpointing() if endpointing else None,
+            )
             sessions.append(session)
             await session.run()
 
@@ -232,3 +252,170 @@ async def test_backchannels_do_not_interrupt_the_bot() -> None:
 )
 def test_is_backchannel(text: str, expected: bool) -> None:
     assert is_backchannel(text) is expected
+
+
+# ---- turn-taking on real-behaving Pulse: segment finals, VAD events, finalize ------------------------
+
+SENTENCE = "I would like to book a table for two people at eight tonight please"  # 14 words
+
+
+def silence(seconds: float) -> bytes:
+    return b"\x00\x00" * int(seconds * 8000)
+
+
+@pytest.mark.anyio
+async def test_a_three_segment_utterance_is_one_user_turn_with_the_whole_text_and_one_reply() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Booked: a table for two at eight."))
+        pulse = FakePulseServer([Speech(SENTENCE, 0.2, 3.0)], max_words=5)
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(silence(3.5), 8000)  # past speech_ended (0.3 s after the words)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=20)
+    session = sessions[0]
+    finals = [m["transcript"] for m in pulse.sessions[0].sent if m.get("is_final") and m["transcript"]]
+    assert len(finals) == 3  # Pulse cut the sentence in three segments...
+    (result,) = session.results  # ...and it is still one turn, one reply
+    assert result.user_text == SENTENCE
+    assert len(llm.requests) == 1 and llm.requests[0].body["messages"][-1] == {
+        "role": "user",
+        "content": SENTENCE,
+    }
+    assert [m["role"] for m in session.agent.conversation.history] == ["user", "assistant"]
+    assert result.heard_text == "Booked: a table for two at eight." and not result.interrupted
+    assert "finalize" in pulse.sessions[0].controls  # the open segment was asked for at speech_ended
+
+
+@pytest.mark.anyio
+async def test_a_pause_within_the_endpointing_delay_is_one_turn_and_the_early_reply_leaves_no_trace() -> None:
+    first, rest = "I would like to book a table", "for two people at eight tonight please"
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("A table, certainly."), text_reply("Booked: a table for two at eight."))
+        # A 0.7 s breath between the two halves: Pulse's VAD says speech_ended (after 0.3 s) and
+        # speech_started again; the caller has not finished.
+        pulse = FakePulseServer([Speech(first, 0.2, 1.3), Speech(rest, 2.0, 3.5)], max_words=4)
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            # Up to the pause (Pulse gets 128 ms batches: 1.79 s of these 1.9): speech_ended, early reply.
+            await phone.send_pcm(silence(1.9), 8000)
+            with anyio.fail_after(20):
+                await llm.wait_for_requests(1)
+            await phone.send_pcm(silence(2.5), 8000)  # the caller goes on
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(
+            llm, pulse, script, playback_speed=20, endpointing=lambda: EndpointingDetector(delay=3.0)
+        )
+    session = sessions[0]
+    (result,) = session.results
+    assert result.user_text == f"{first} {rest}"
+    # The early reply was generated for the first half, then dropped: never spoken, never committed.
+    assert len(llm.requests) == 2
+    early, final = (r.body["messages"] for r in llm.requests)
+    assert early[-1] == {"role": "user", "content": first}
+    assert early[:-1] == final[:-1]  # the cached prefix is the same across the restart
+    assert session.agent.guard.busts == 0
+    assert [m["content"] for m in session.agent.conversation.history] == [
+        f"{first} {rest}",
+        "Booked: a table for two at eight.",
+    ]
+    assert result.spoken_text == "Booked: a table for two at eight."
+    assert len(session.discarded) == 1 and session.discarded[0].spoken_text == ""
+    assert [r.speculative for r in result.speculative_rounds] == [True]
+    assert [r.speculative for r in result.rounds] == [False]
+    assert session.barge_ins == 0
+
+
+@pytest.mark.anyio
+async def test_a_cough_while_the_bot_speaks_does_not_cut_it_off() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Sure. The lighthouse stood on a rock. Ships passed it every night."))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)),
+                Emit(2 * BATCH, speech_started(0.3)),  # VAD speech, and no words: a cough
+                Emit(2 * BATCH, speech_ended(0.4)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 1)
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=2)
+    assert sessions[0].barge_ins == 0 and not sessions[0].results[0].interrupted
+    assert len(llm.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_barge_in_waits_for_the_minimum_number_of_words(caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Of course."))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
+                Emit(2 * BATCH, transcript("hold")),
+                Emit(2 * BATCH, transcript("hold on")),
+                Emit(2 * BATCH, transcript("hold on a second", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 2)
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
+
+        with caplog.at_level(logging.INFO, logger="voiceagent.session"):
+            sessions = await run_call(llm, pulse, script, playback_speed=1, policy=BargeInPolicy(min_words=3))
+    barge_ins = [r.getMessage() for r in caplog.records if r.getMessage().startswith("barge-in")]
+    assert barge_ins == ["barge-in: caller said 4 word(s)"]  # not at "hold", nor at "hold on"
+    assert sessions[0].results[0].interrupted
+    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": "hold on a second"}
+
+
+@pytest.mark.anyio
+async def test_caller_speaking_during_the_filler_keeps_the_running_tools_result() -> None:
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    @tool
+    async def find_table(city: str) -> str:
+        """Find a free table."""
+        started.set()
+        await gate.wait()
+        return f"a table at eight in {city}"
+
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(
+            tool_reply([("find_table", {"city": "Paris"})]), text_reply("Found one at eight in Paris.")
+        )
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Find me a table in Paris.", is_final=True)),
+                Emit(2 * BATCH, transcript("and for two people", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            with anyio.fail_after(20):
+                await started.wait()  # the filler is playing, the tool runs
+            await phone.send_pcm(AUDIO_128MS, 8000)  # the caller talks over the filler
+            await eventually(lambda: sessions[0].barge_ins == 1)
+            gate.set()  # only now does the tool finish
+            await eventually(lambda: len(sessions[0].results) == 2)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=20, tools=[find_table])
+    first = sessions[0].results[0]
+    assert first.interrupted
+    assert [c.result for c in first.tool_calls] == ["a table at eight in Paris"]
+    history = sessions[0].agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "user", "assistant"]
+    assert history[1]["tool_calls"][0]["id"] == history[2]["tool_call_id"]
+    assert history[2]["content"] == "a table at eight in Paris"  # the real result, not "Cancelled"
+    assert history[3] == {"role": "user", "content": "and for two people"}

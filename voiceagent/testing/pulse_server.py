@@ -244,12 +244,15 @@ class FakePulseServer:
         vad = self.vad_events and query.get("vad_events", "true") != "false"
         silence = _ms(query.get("endpointing_timeout"), self.vad_silence)
         eou = _ms(query.get("eou_timeout_ms"), self.eou_timeout)
+
+        def at(seconds: float) -> int:
+            return max(1, round(seconds * rate))
+
         steps: list[Emit] = []
         for item in self.script:
             if isinstance(item, Emit):
                 steps.append(item)
                 continue
-            at = lambda seconds: max(1, round(seconds * rate))  # noqa: E731
             words = item.text.split()
             if vad:
                 steps.append(Emit(at(item.start), speech_started(item.start)))
