@@ -10,10 +10,10 @@ the LLM is ``FakeOpenAIServer`` with a first-token delay (``--ttft``, default 0.
 20 ms); espeak-ng speaks into the call. "Last word" is when the phone sent the end of the caller's
 last word; "first audio" is when the phone received the bot's first media frame.
 
-Two callers: one who says a sentence and stops, and one who takes a 0.5 s breath mid-sentence (inside
-the endpointing delay: still one turn). Per speculation mode and endpointing delay: the latency
-(median, min-max over ``--reps``) and the LLM requests per user turn (more than 1 is what speculation
-costs).
+Two callers: one who says a sentence and stops, and one who takes a 0.5 s breath mid-sentence (0.2 s
+of it after Pulse's speech_ended). Per speculation mode and endpointing delay: the latency (median,
+min-max over ``--reps``; "split" when the breath ended the turn) and the LLM requests per user turn
+(more than 1 is what speculation costs).
 """
 
 from __future__ import annotations
@@ -91,14 +91,12 @@ async def one_call(script: list[Speech], speculate: Speculate, delay: float, ttf
                 async def stream_audio() -> None:
                     nonlocal sent_last_word
                     start = time.perf_counter()
-                    for i in range(int((last_word + 4.0) / 0.02)):
+                    for i in range(int((last_word + 2.0) / 0.02)):  # the words, then 2 s of quiet
                         due = start + i * 0.02
                         await anyio.sleep(max(0.0, due - time.perf_counter()))
                         await phone.send_pcm(FRAME, 8000)
                         if math.isnan(sent_last_word) and (i + 1) * 0.02 >= last_word:
                             sent_last_word = time.perf_counter()
-                        if not math.isnan(first_audio):
-                            return
 
                 async def watch() -> None:
                     nonlocal first_audio
@@ -109,18 +107,22 @@ async def one_call(script: list[Speech], speculate: Speculate, delay: float, ttf
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(stream_audio)
                         tg.start_soon(watch)
-                    while not sessions or not sessions[0].results:  # noqa: ASYNC110 - let the reply finish
+                    while not sessions or sessions[0].bot_speaking:  # noqa: ASYNC110 - let the reply finish
                         await anyio.sleep(0.05)
                 await phone.stop()
             with anyio.fail_after(20):
                 while not sessions or sessions[0].bot_speaking:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
         session = sessions[0]
-        return Run(first_audio - sent_last_word, len(llm.requests), len(session.results))
+        turns = sum(m["role"] == "user" for m in session.agent.conversation.history)
+        return Run(first_audio - sent_last_word, len(llm.requests), turns)
 
 
-def summary(values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
+def summary(runs: list[Run]) -> str:
+    if any(r.turns != 1 or not r.latency > 0 for r in runs):
+        split = sum(r.turns != 1 for r in runs)
+        return f"split into 2 turns in {split}/{len(runs)} runs: the bot answered the first half"
+    ms = [r.latency * 1000 for r in runs]
     return f"{statistics.median(ms):.0f} ms ({min(ms):.0f}-{max(ms):.0f})"
 
 
@@ -134,19 +136,15 @@ async def amain(reps: int, ttft: float, delays: list[float]) -> None:
         for delay in delays:
             for speculate in ("off", "speech_ended", "final"):
                 runs = [await one_call(script, speculate, delay, ttft) for _ in range(reps)]
-                turns = {r.turns for r in runs}
-                requests = statistics.mean(r.requests for r in runs)
-                note = "" if turns == {1} else f" (turns: {sorted(turns)})"
-                latency = summary([r.latency for r in runs])
-                print(
-                    f"| {caller} | {speculate} | {delay * 1000:.0f} ms | {latency} | {requests:.1f}{note} |"
-                )
+                requests = statistics.mean(r.requests / max(1, r.turns) for r in runs)
+                latency = summary(runs)
+                print(f"| {caller} | {speculate} | {delay * 1000:.0f} ms | {latency} | {requests:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--ttft", type=float, default=0.35)
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:

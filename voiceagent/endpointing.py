@@ -12,6 +12,7 @@ and asks it when the turn ends and whether the words are final enough to start a
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Protocol, runtime_checkable
 
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
@@ -24,6 +25,9 @@ DEFAULT_DELAY = 0.4
 # How long after the end of speech to wait for the final of words still open (we ask the STT to
 # finalize them at speech_ended) before taking the last partial as it is.
 DEFAULT_FINAL_WAIT = 1.0
+# A VAD that never hears the speech end (webrtcvad in 10 dB of noise, bench/vad.py) must not hold the
+# turn forever: this long after the last words with no end of speech, the utterance is over anyway.
+DEFAULT_WORDS_TIMEOUT = 2.5
 
 Speculate = Literal["off", "final", "speech_ended"]
 
@@ -69,15 +73,18 @@ class EndpointingDetector:
         vad: bool = True,
         speculate: Speculate = "speech_ended",
         final_wait: float = DEFAULT_FINAL_WAIT,
+        words_timeout: float = DEFAULT_WORDS_TIMEOUT,
     ) -> None:
-        if delay < 0 or final_wait < 0:
-            raise ValueError("delay and final_wait must not be negative")
+        if delay < 0 or final_wait < 0 or words_timeout <= 0:
+            raise ValueError("delay and final_wait must not be negative, words_timeout must be positive")
         if speculate not in ("off", "final", "speech_ended"):
             raise ValueError('speculate must be "off", "final" or "speech_ended"')
         self.delay = delay
         self.vad = vad
         self.speculate = speculate
         self.final_wait = final_wait
+        self.words_timeout = words_timeout
+        self._words_at = 0.0  # when the last transcript came
         self._finals: list[str] = []
         self._open = ""  # the latest partial, not final yet
         self._ended_at: float | None = None  # last end-of-utterance signal, None while speaking
@@ -94,6 +101,7 @@ class EndpointingDetector:
             return bool(self._open)
         if not isinstance(event, Transcript) or not event.text.strip():
             return False
+        self._words_at = now
         if event.is_final:
             self._finals.append(event.text.strip())
             self._open = ""
@@ -110,8 +118,11 @@ class EndpointingDetector:
         return False
 
     def ends_at(self) -> float | None:
-        if self._ended_at is None or not (self._finals or self._open):
-            return None  # still speaking, or a false start (speech without words)
+        if not (self._finals or self._open):
+            return None  # nothing said yet, or a false start (speech without words)
+        if self._ended_at is None:  # still speaking, says the VAD; unless no words came for too long
+            stuck = self.vad and math.isfinite(self.words_timeout)
+            return self._words_at + self.words_timeout if stuck else None
         if self._open:
             return self._ended_at + max(self.delay, self.final_wait)
         return self._ended_at + self.delay

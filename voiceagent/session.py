@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -42,7 +43,7 @@ from voiceagent.stt import (
 from voiceagent.transport import TextDisplay, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.turn import Turn
-from voiceagent.vad import VoiceActivityDetector
+from voiceagent.vad import VoiceActivityDetector, default_vad
 
 log = get_logger(__name__)
 
@@ -113,11 +114,12 @@ class Session:
         policy: BargeInPolicy | None = None,
         greeting: str | None = None,
         endpointing: EndOfTurnDetector | None = None,
-        vad: VoiceActivityDetector | None = None,
+        vad: VoiceActivityDetector | Literal["auto"] | None = "auto",
     ) -> None:
         """``output``: the ``TransportOutput`` the agent's sink writes to; the session follows its marks.
         ``endpointing``: the end-of-turn policy (default ``EndpointingDetector``). ``vad``: a local VAD on
-        the caller's audio, used only when the STT sends no speech events of its own."""
+        the caller's audio, used only when the STT sends no speech events of its own; "auto" picks
+        ``voiceagent.vad.default_vad()``, None runs none (then each final ends an utterance)."""
         self.agent = agent
         self.transport = transport
         self.stt = stt
@@ -125,7 +127,7 @@ class Session:
         self.policy = policy or BargeInPolicy()
         self.greeting = greeting
         stt_vad = isinstance(stt, ReportsSpeech) and stt.vad_events
-        self.vad = None if stt_vad else vad
+        self.vad = None if stt_vad else default_vad() if vad == "auto" else vad
         self.detector = endpointing or EndpointingDetector(vad=stt_vad or vad is not None)
         self.barge_ins = 0
         self.results: list[TurnResult] = []

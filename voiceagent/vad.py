@@ -101,13 +101,28 @@ class WebRtcVad(FrameVad):
 
 
 def silero_model_path() -> str | None:
-    """The Silero ONNX file shipped by an installed ``silero-vad`` package, found without importing it
-    (its ``__init__`` imports torch), or None."""
+    """The Silero ONNX file: ``$VOICEAGENT_SILERO_MODEL``, or the one shipped by an installed
+    ``silero-vad`` package (``pip install --no-deps silero-vad``), found without importing it (its
+    ``__init__`` imports torch); None when there is neither."""
+    configured = os.environ.get("VOICEAGENT_SILERO_MODEL")
+    if configured:
+        return configured
     spec = importlib.util.find_spec("silero_vad")
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         path = os.path.join(folder, "data", "silero_vad.onnx")
         if os.path.exists(path):
             return path
+    return None
+
+
+def default_vad() -> VoiceActivityDetector | None:
+    """The local VAD a session uses when its STT sends no speech events: Silero when onnxruntime and a
+    model are installed (it still hears the end of speech in 5-10 dB of noise, where webrtcvad hears
+    speech forever; bench/vad.py), else webrtcvad, else None (then every final ends an utterance)."""
+    if silero_model_path() is not None and importlib.util.find_spec("onnxruntime") is not None:
+        return SileroVad()
+    if importlib.util.find_spec("webrtcvad") is not None:
+        return WebRtcVad()
     return None
 
 
