@@ -201,6 +201,8 @@ class Session:
             return
         if self.detector.observe(event, now):
             self._finalize = True
+        if isinstance(event, SpeechEnded) and not self.detector.heard():
+            self._utterance_at = None  # speech with no words (a cough, a dropped "mhm"): not an utterance
         if isinstance(event, Transcript) and self.bot_speaking and self._enough_to_interrupt(now):
             self._barge_in(f"caller said {len(self.detector.heard().split())} word(s)")
         self._wake.set()
@@ -299,18 +301,16 @@ class Session:
     async def _drive(self, running: _Running) -> None:
         try:
             result = await running.turn.run(running.text)
+            if not running.turn.discarded:
+                result = replace(result, speculative_rounds=running.speculative_rounds)
+                self.results.append(result)
+                self.agent.results.append(result)
+            running.result = result  # before done: whoever waits on done reads it
         finally:
             running.done.set()
             if self._current is running:
                 self._current = self._turn = None
             self._wake.set()
-        if running.turn.discarded:
-            running.result = result
-            return
-        result = replace(result, speculative_rounds=running.speculative_rounds)
-        running.result = result
-        self.results.append(result)
-        self.agent.results.append(result)
 
     async def _speak_greeting(self, text: str) -> None:
         self._queue_display(False, text, True)
