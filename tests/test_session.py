@@ -163,7 +163,8 @@ async def test_a_transport_that_shows_text_gets_transcripts_and_the_agents_words
         sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
     assert sessions[0].results[0].heard_text == "It is sunny in Paris, eighteen degrees. Anything else?"
     callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
-    assert callers == [("What's the", False), ("What's the weather?", True)]
+    # One line for the caller's turn: what was heard so far, then the turn's text as final.
+    assert callers == [("What's the", False), ("What's the weather?", False), ("What's the weather?", True)]
     agent = [(text, final) for who, text, final in displays[0].shown if who == "agent"]
     if broken:  # the call went on; the failure was said once and no more text was tried
         assert agent == []
@@ -269,12 +270,22 @@ async def test_a_three_segment_utterance_is_one_user_turn_with_the_whole_text_an
         llm.enqueue(text_reply("Booked: a table for two at eight."))
         pulse = FakePulseServer([Speech(SENTENCE, 0.2, 3.0)], max_words=5)
 
+        displays: list[Captioned] = []
+
+        def wrap(stream: TwilioMediaStream) -> Captioned:
+            displays.append(Captioned(stream))
+            return displays[-1]
+
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
             await phone.send_pcm(silence(3.5), 8000)  # past speech_ended (0.3 s after the words)
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
 
-        sessions = await run_call(llm, pulse, script, playback_speed=20)
+        sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
     session = sessions[0]
+    # A page shows one caller line, growing, final once with the whole sentence.
+    callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
+    assert [text for text, final in callers if final] == [SENTENCE]
+    assert all(SENTENCE.startswith(text) for text, _ in callers)
     finals = [m["transcript"] for m in pulse.sessions[0].sent if m.get("is_final") and m["transcript"]]
     assert len(finals) == 3  # Pulse cut the sentence in three segments...
     (result,) = session.results  # ...and it is still one turn, one reply

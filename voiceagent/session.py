@@ -191,9 +191,9 @@ class Session:
             text = event.text.strip()
             if not text:
                 return
-            self._queue_display(True, text, event.is_final)
             backchannel = is_backchannel(text, self.policy.backchannels)
             if self.bot_speaking and backchannel:
+                self._queue_display(True, text, event.is_final)
                 return  # "mhm" while the bot talks: keep talking, and it is no turn of its own
             if self._utterance_at is None:
                 self._utterance_at = now
@@ -201,6 +201,9 @@ class Session:
             return
         if self.detector.observe(event, now):
             self._finalize = True
+        if isinstance(event, Transcript):
+            # One caller line per turn: everything heard so far, final only when the turn ends.
+            self._queue_display(True, self.detector.heard(), False)
         if isinstance(event, SpeechEnded) and not self.detector.heard():
             self._utterance_at = None  # speech with no words (a cough, a dropped "mhm"): not an utterance
         if isinstance(event, Transcript) and self.bot_speaking and self._enough_to_interrupt(now):
@@ -237,7 +240,9 @@ class Session:
             ends = self.detector.ends_at()
             if ends is not None and anyio.current_time() >= ends:
                 self._utterance_at = None
-                await self._confirm(self.detector.take(), tg)
+                text = self.detector.take()
+                self._queue_display(True, text, True)
+                await self._confirm(text, tg)
                 continue
             with anyio.move_on_after(math.inf if ends is None else ends - anyio.current_time()):
                 await self._wake.wait()
