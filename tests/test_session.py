@@ -12,11 +12,13 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.test_vad import speech
 from voiceagent import Agent, LLMClient
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
 from voiceagent.endpointing import EndpointingDetector
 from voiceagent.session import BargeInPolicy, Session, is_backchannel
+from voiceagent.stt import SpeechEnded, SpeechStarted
 from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
 from voiceagent.testing.pulse_server import (
     Emit,
@@ -26,9 +28,11 @@ from voiceagent.testing.pulse_server import (
     speech_started,
     transcript,
 )
+from voiceagent.testing.sinks import RecordingSink
 from voiceagent.testing.twilio_client import FakeTwilioCall
 from voiceagent.tools import Tool, tool
 from voiceagent.transport_output import TransportOutput
+from voiceagent.vad import VoiceActivityDetector, WebRtcVad
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -61,13 +65,15 @@ async def run_call(
     wrap: Callable[[TwilioMediaStream], Any] = lambda stream: stream,
     endpointing: Callable[[], EndpointingDetector] | None = None,
     tools: Sequence[Tool] = (),
+    options: PulseOptions | None = None,
+    vad: Callable[[], Any] | None = None,
 ) -> list[Session]:
     from voiceagent.adapters.espeak import EspeakSink
 
     sessions: list[Session] = []
 
     async def call(stream: TwilioMediaStream) -> None:
-        async with PulseSTT("sk_test", PulseOptions.for_twilio("en"), url=pulse.url) as stt:
+        async with PulseSTT("sk_test", options or PulseOptions.for_twilio("en"), url=pulse.url) as stt:
             output = TransportOutput(stream, 8000)
             agent = Agent(
                 llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
@@ -82,6 +88,7 @@ async def run_call(
                 output=output,
                 policy=policy,
                 endpointing=endpointing() if endpointing else None,
+                **({"vad": vad()} if vad else {}),
             )
             sessions.append(session)
             await session.run()
@@ -430,3 +437,85 @@ async def test_caller_speaking_during_the_filler_keeps_the_running_tools_result(
     assert history[1]["tool_calls"][0]["id"] == history[2]["tool_call_id"]
     assert history[2]["content"] == "a table at eight in Paris"  # the real result, not "Cancelled"
     assert history[3] == {"role": "user", "content": "and for two people"}
+
+
+@pytest.mark.anyio
+async def test_a_short_utterance_below_the_minimum_still_interrupts_when_its_turn_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Stopping."))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
+                Emit(2 * BATCH, transcript("stop")),
+                Emit(2 * BATCH, transcript("stop", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 2)
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
+
+        policy = BargeInPolicy(min_speech_seconds=60.0)  # never long enough on its own
+        with caplog.at_level(logging.INFO, logger="voiceagent.session"):
+            sessions = await run_call(llm, pulse, script, playback_speed=1, policy=policy)
+    barge_ins = [r.getMessage() for r in caplog.records if r.getMessage().startswith("barge-in")]
+    assert barge_ins == ["barge-in: the caller's turn ended"]
+    assert sessions[0].results[0].interrupted
+    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": "stop"}
+
+
+class RecordedVad:
+    """A real webrtcvad whose events the test can read afterwards."""
+
+    def __init__(self) -> None:
+        self.vad = WebRtcVad()
+        self.events: list[Any] = []
+
+    def process(self, pcm: bytes, sample_rate: int) -> list[Any]:
+        events = self.vad.process(pcm, sample_rate)
+        self.events += events
+        return events
+
+
+@pytest.mark.anyio
+async def test_an_stt_without_vad_events_gets_a_local_vad_on_the_callers_audio() -> None:
+    pytest.importorskip("webrtcvad")
+    words = speech("what is the weather in Paris")
+    vads: list[RecordedVad] = []
+
+    def make_vad() -> RecordedVad:
+        vads.append(RecordedVad())
+        return vads[-1]
+
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Sunny."))
+        seconds = len(words) / 2 / 8000
+        pulse = FakePulseServer(
+            [Speech("what is the weather in Paris", 0.5, 0.5 + seconds)], vad_events=False
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(silence(0.5) + words + silence(1.5), 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        options = PulseOptions(language="en", encoding="mulaw", sample_rate=8000, vad_events=False)
+        sessions = await run_call(llm, pulse, script, playback_speed=20, options=options, vad=make_vad)
+    assert not any(m.get("type") == "speech_started" for m in pulse.sessions[0].sent)  # Pulse sent none
+    assert [type(e) for e in vads[0].events] == [SpeechStarted, SpeechEnded]  # the local VAD heard it
+    (result,) = sessions[0].results
+    assert result.user_text == "what is the weather in Paris" and result.heard_text == "Sunny."
+
+
+def test_the_session_runs_a_local_vad_only_for_an_stt_without_speech_events() -> None:
+    llm = LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test")  # never called
+    agent = Agent(llm=llm, sink=RecordingSink(), system_prompt="")
+    with_vad = PulseSTT("sk_test", PulseOptions(vad_events=True))
+    without = PulseSTT("sk_test", PulseOptions(vad_events=False))
+    assert Session(agent=agent, transport=None, stt=with_vad).vad is None  # type: ignore[arg-type]
+    local = Session(agent=agent, transport=None, stt=without).vad  # type: ignore[arg-type]
+    assert isinstance(local, VoiceActivityDetector)
+    assert Session(agent=agent, transport=None, stt=without, vad=None).vad is None  # type: ignore[arg-type]
