@@ -52,12 +52,13 @@ async def selftest() -> int:
     """One call: a fake Twilio caller asks the question; fake Pulse transcribes it; the LLM side is the
     recorded session on a local server; espeak-ng answers into the call."""
     from voiceagent.cassette import Cassette
-    from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+    from voiceagent.testing.pulse_server import FakePulseServer, Speech
     from voiceagent.testing.replay import ReplayServer
     from voiceagent.testing.twilio_client import FakeTwilioCall
 
     sessions: list[Session] = []
-    pulse = FakePulseServer([Emit(1024, transcript(QUESTION, is_final=True))])
+    # Heard as real Pulse does: VAD events, a final every few words, finalize at speech_ended.
+    pulse = FakePulseServer([Speech(QUESTION, 0.1, 0.8)])
     async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
         handler = functools.partial(
             run_call,
@@ -70,7 +71,7 @@ async def selftest() -> int:
         # Signed like a live call: the fake Twilio signs the upgrade with a test Auth Token.
         async with TwilioServer(handler, auth_token=SELFTEST_TOKEN) as server:
             async with FakeTwilioCall(server.url, auth_token=SELFTEST_TOKEN, playback_speed=20) as phone:
-                await phone.send_pcm(b"\x00\x00" * 1024, 8000)  # 128 ms of caller audio
+                await phone.send_pcm(b"\x00\x00" * 12000, 8000)  # 1.5 s of caller audio
                 await wait_for_first_answer(sessions)
                 await phone.stop()
         replay.check()

@@ -54,15 +54,16 @@ async def selftest() -> int:
     fake Pulse transcribes it; the LLM side is the recorded session; espeak-ng answers in the page."""
     from voiceagent.cassette import Cassette
     from voiceagent.testing.chromium import Chromium
-    from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+    from voiceagent.testing.pulse_server import FakePulseServer, Speech
     from voiceagent.testing.replay import ReplayServer
 
     sessions: list[Session] = []
     with tempfile.TemporaryDirectory() as tmp:
         mic = Path(tmp) / "question.wav"
         await anyio.run_process(["espeak-ng", "-w", str(mic), QUESTION])
-        # 256 ms of 16 kHz PCM16 from the mic, then the "transcript" of what it said.
-        pulse = FakePulseServer([Emit(8192, transcript(QUESTION, is_final=True))])
+        # The mic's audio heard as real Pulse does: VAD events, a final every few words, finalize at
+        # speech_ended (1.8 s into the mic's audio).
+        pulse = FakePulseServer([Speech(QUESTION, 0.1, 1.5)])
         async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
             handler = functools.partial(
                 run_call,

@@ -34,6 +34,7 @@ from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Tran
 from voiceagent.testing.pulse_server import (
     Emit,
     FakePulseServer,
+    Speech,
     error_message,
     speech_ended,
     speech_started,
@@ -165,7 +166,9 @@ async def test_finalize_forces_a_final_and_keeps_the_stream_open() -> None:
             assert await anext(events) == Transcript("good morn", False)
             assert await anext(events) == Transcript("good morning", False)
             await stt.finalize()
-            assert await anext(events) == Transcript("good morning", True)
+            assert await anext(events) == Transcript(
+                "good morning", True, end_of_turn=True
+            )  # answers our finalize
             await stt.send_audio(tone(0.05, 16000))
         assert [e async for e in events] == []  # is_last carried no new words
     assert server.sessions[0].controls == ["finalize", "close_stream"]
@@ -265,3 +268,103 @@ async def test_unreachable_server_is_a_connection_error() -> None:
     with pytest.raises(PulseConnectionError):
         async with PulseSTT(KEY, url=url):
             pass
+
+
+# ---- the fake hears speech as real Pulse does (segments, VAD, EOU, finalize) ---------------------------
+
+SENTENCE = "please book a table for two at eight tonight in Paris"  # 10 words
+
+
+async def hear(server: FakePulseServer, options: PulseOptions, seconds: float) -> list[STTEvent]:
+    async with PulseSTT(KEY, options, url=server.url) as stt:
+        await stt.send_audio(b"\x00\x00" * int(seconds * options.sample_rate))
+    return await collect(stt)
+
+
+@pytest.mark.anyio
+async def test_speech_is_heard_as_segment_finals_every_few_words_with_vad_events_around_them() -> None:
+    async with FakePulseServer([Speech(SENTENCE, 0.2, 2.2)], max_words=4) as server:
+        events = await hear(server, PulseOptions(), 3.5)
+    finals = [e.text for e in events if isinstance(e, Transcript) and e.is_final]
+    assert finals == ["please book a table", "for two at eight", "tonight in Paris"]
+    assert events[0] == SpeechStarted(0.2)
+    assert events[1] == Transcript("please", False)
+    ended = events.index(SpeechEnded(2.5))  # 0.3 s of trailing audio after the last word
+    # The open segment is made final only after the end-of-utterance timeout (0.8 s), after speech_ended.
+    assert events[ended + 1 :] == [Transcript("tonight in Paris", True)]
+    assert not any(isinstance(e, Transcript) and e.end_of_turn for e in events)
+
+
+@pytest.mark.anyio
+async def test_finalize_on_speech_ended_closes_the_open_segment_once() -> None:
+    async with FakePulseServer([Speech(SENTENCE, 0.0, 2.0)], max_words=4) as server:
+        async with PulseSTT(KEY, url=server.url) as stt:
+            events = stt.events()
+            await stt.send_audio(b"\x00\x00" * int(2.4 * 16000))
+            seen = [await anext(events)]
+            while seen[-1] != SpeechEnded(2.3):
+                seen.append(await anext(events))
+            await stt.finalize()
+            assert await anext(events) == Transcript("tonight in Paris", True, end_of_turn=True)
+            await stt.send_audio(b"\x00\x00" * 16000)  # past the EOU timeout: nothing is left open
+        assert [e async for e in events] == []
+    assert [m.get("from_finalize") for m in server.sessions[0].sent if m.get("is_final")] == [
+        False, False, True, False  # two segments, the answer to finalize, is_last (empty)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("server_options", "options"),
+    [
+        ({"finals": "utterance", "vad_events": False}, PulseOptions()),  # this fake's old behaviour
+        ({}, PulseOptions(vad_events=False, extra={"finalize_on_words": False})),  # asked for in the query
+    ],
+)
+@pytest.mark.anyio
+async def test_one_transcript_per_utterance_and_no_vad_events_on_request(
+    server_options: dict[str, Any], options: PulseOptions
+) -> None:
+    async with FakePulseServer([Speech("good morning to you", 0.0, 1.0)], **server_options) as server:
+        events = await hear(server, options, 2.0)
+    assert events == [
+        Transcript("good", False),
+        Transcript("good morning", False),
+        Transcript("good morning to", False),
+        Transcript("good morning to you", False),
+        Transcript("good morning to you", True),
+    ]
+
+
+@pytest.mark.anyio
+async def test_max_words_in_the_query_sets_the_segment_length() -> None:
+    async with FakePulseServer([Speech("one two three four five six", 0.0, 1.0)]) as server:
+        events = await hear(server, PulseOptions(vad_events=False, extra={"max_words": 3}), 2.0)
+    assert [e.text for e in events if isinstance(e, Transcript) and e.is_final] == [
+        "one two three",
+        "four five six",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_punctuation_only_transcript_is_no_words() -> None:
+    script = [Emit(1, transcript("yes", is_final=True)), Emit(2, transcript("।", is_final=True))]
+    async with FakePulseServer(script) as server:
+        events = await hear(server, PulseOptions(), 0.01)
+    assert events == [Transcript("yes", True)]
+
+
+@pytest.mark.anyio
+async def test_every_message_the_fake_sends_for_speech_parses_with_the_official_sdk() -> None:
+    from smallestai.waves.speech_to_text.types.transcription_event import TranscriptionEvent
+
+    async with FakePulseServer([Speech(SENTENCE, 0.0, 2.0)]) as server:
+        await hear(server, PulseOptions(), 3.0)
+    sent = server.sessions[0].sent
+    transcripts = [m for m in sent if m.get("type") == "transcription"]
+    assert {m["type"] for m in sent} == {"transcription", "speech_started", "speech_ended"}
+    for message in transcripts:
+        event = TranscriptionEvent.model_validate(message)
+        assert event.transcript == event.transcription == message["transcript"]
+        assert event.is_final is message["is_final"] and event.is_last is message["is_last"]
+        if event.is_final:
+            assert event.language == "en"

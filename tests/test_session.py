@@ -4,21 +4,35 @@ server; espeak-ng speaks into the call through TransportOutput; marks tell what 
 
 from __future__ import annotations
 
+import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 import pytest
 
+from tests.test_vad import speech
 from voiceagent import Agent, LLMClient
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
+from voiceagent.endpointing import EndpointingDetector
 from voiceagent.session import BargeInPolicy, Session, is_backchannel
-from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply
-from voiceagent.testing.pulse_server import Emit, FakePulseServer, transcript
+from voiceagent.stt import SpeechEnded, SpeechStarted
+from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
+from voiceagent.testing.pulse_server import (
+    Emit,
+    FakePulseServer,
+    Speech,
+    speech_ended,
+    speech_started,
+    transcript,
+)
+from voiceagent.testing.sinks import RecordingSink
 from voiceagent.testing.twilio_client import FakeTwilioCall
+from voiceagent.tools import Tool, tool
 from voiceagent.transport_output import TransportOutput
+from voiceagent.vad import VoiceActivityDetector, WebRtcVad
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -49,20 +63,33 @@ async def run_call(
     playback_speed: float,
     policy: BargeInPolicy | None = None,
     wrap: Callable[[TwilioMediaStream], Any] = lambda stream: stream,
+    endpointing: Callable[[], EndpointingDetector] | None = None,
+    tools: Sequence[Tool] = (),
+    options: PulseOptions | None = None,
+    vad: Callable[[], Any] | None = None,
 ) -> list[Session]:
     from voiceagent.adapters.espeak import EspeakSink
 
     sessions: list[Session] = []
 
     async def call(stream: TwilioMediaStream) -> None:
-        async with PulseSTT("sk_test", PulseOptions.for_twilio("en"), url=pulse.url) as stt:
+        async with PulseSTT("sk_test", options or PulseOptions.for_twilio("en"), url=pulse.url) as stt:
             output = TransportOutput(stream, 8000)
             agent = Agent(
                 llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
                 sink=EspeakSink(output, words_per_minute=220),
                 system_prompt="You are a phone storyteller.",
+                tools=tools,
             )
-            session = Session(agent=agent, transport=wrap(stream), stt=stt, output=output, policy=policy)
+            session = Session(
+                agent=agent,
+                transport=wrap(stream),
+                stt=stt,
+                output=output,
+                policy=policy,
+                endpointing=endpointing() if endpointing else None,
+                **({"vad": vad()} if vad else {}),
+            )
             sessions.append(session)
             await session.run()
 
@@ -145,7 +172,8 @@ async def test_a_transport_that_shows_text_gets_transcripts_and_the_agents_words
         sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
     assert sessions[0].results[0].heard_text == "It is sunny in Paris, eighteen degrees. Anything else?"
     callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
-    assert callers == [("What's the", False), ("What's the weather?", True)]
+    # One line for the caller's turn: what was heard so far, then the turn's text as final.
+    assert callers == [("What's the", False), ("What's the weather?", False), ("What's the weather?", True)]
     agent = [(text, final) for who, text, final in displays[0].shown if who == "agent"]
     if broken:  # the call went on; the failure was said once and no more text was tried
         assert agent == []
@@ -234,3 +262,262 @@ async def test_backchannels_do_not_interrupt_the_bot() -> None:
 )
 def test_is_backchannel(text: str, expected: bool) -> None:
     assert is_backchannel(text) is expected
+
+
+# ---- turn-taking on real-behaving Pulse: segment finals, VAD events, finalize ------------------------
+
+SENTENCE = "I would like to book a table for two people at eight tonight please"  # 14 words
+
+
+def silence(seconds: float) -> bytes:
+    return b"\x00\x00" * int(seconds * 8000)
+
+
+@pytest.mark.anyio
+async def test_a_three_segment_utterance_is_one_user_turn_with_the_whole_text_and_one_reply() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Booked: a table for two at eight."))
+        pulse = FakePulseServer([Speech(SENTENCE, 0.2, 3.0)], max_words=5)
+
+        displays: list[Captioned] = []
+
+        def wrap(stream: TwilioMediaStream) -> Captioned:
+            displays.append(Captioned(stream))
+            return displays[-1]
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(silence(3.5), 8000)  # past speech_ended (0.3 s after the words)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
+    session = sessions[0]
+    # A page shows one caller line, growing, final once with the whole sentence.
+    callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
+    assert [text for text, final in callers if final] == [SENTENCE]
+    assert all(SENTENCE.startswith(text) for text, _ in callers)
+    finals = [m["transcript"] for m in pulse.sessions[0].sent if m.get("is_final") and m["transcript"]]
+    assert len(finals) == 3  # Pulse cut the sentence in three segments...
+    (result,) = session.results  # ...and it is still one turn, one reply
+    assert result.user_text == SENTENCE
+    assert len(llm.requests) == 1 and llm.requests[0].body["messages"][-1] == {
+        "role": "user",
+        "content": SENTENCE,
+    }
+    assert [m["role"] for m in session.agent.conversation.history] == ["user", "assistant"]
+    assert result.heard_text == "Booked: a table for two at eight." and not result.interrupted
+    assert "finalize" in pulse.sessions[0].controls  # the open segment was asked for at speech_ended
+
+
+@pytest.mark.anyio
+async def test_a_pause_within_the_endpointing_delay_is_one_turn_and_the_early_reply_leaves_no_trace() -> None:
+    first, rest = "I would like to book a table", "for two people at eight tonight please"
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("A table, certainly."), text_reply("Booked: a table for two at eight."))
+        # A 0.7 s breath between the two halves: Pulse's VAD says speech_ended (after 0.3 s) and
+        # speech_started again; the caller has not finished.
+        pulse = FakePulseServer([Speech(first, 0.2, 1.3), Speech(rest, 2.0, 3.5)], max_words=4)
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            # Up to the pause (Pulse gets 128 ms batches: 1.79 s of these 1.9): speech_ended, early reply.
+            await phone.send_pcm(silence(1.9), 8000)
+            with anyio.fail_after(20):
+                await llm.wait_for_requests(1)
+            await phone.send_pcm(silence(2.5), 8000)  # the caller goes on
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(
+            llm, pulse, script, playback_speed=20, endpointing=lambda: EndpointingDetector(delay=3.0)
+        )
+    session = sessions[0]
+    (result,) = session.results
+    assert result.user_text == f"{first} {rest}"
+    # The early reply was generated for the first half, then dropped: never spoken, never committed.
+    assert len(llm.requests) == 2
+    early, final = (r.body["messages"] for r in llm.requests)
+    assert early[-1] == {"role": "user", "content": first}
+    assert early[:-1] == final[:-1]  # the cached prefix is the same across the restart
+    assert session.agent.guard.busts == 0
+    assert [m["content"] for m in session.agent.conversation.history] == [
+        f"{first} {rest}",
+        "Booked: a table for two at eight.",
+    ]
+    assert result.spoken_text == "Booked: a table for two at eight."
+    assert len(session.discarded) == 1 and session.discarded[0].spoken_text == ""
+    assert [r.speculative for r in result.speculative_rounds] == [True]
+    assert [r.speculative for r in result.rounds] == [False]
+    assert session.barge_ins == 0
+
+
+@pytest.mark.anyio
+async def test_a_cough_while_the_bot_speaks_does_not_cut_it_off() -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Sure. The lighthouse stood on a rock. Ships passed it every night."))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)),
+                Emit(2 * BATCH, speech_started(0.3)),  # VAD speech, and no words: a cough
+                Emit(2 * BATCH, speech_ended(0.4)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 1)
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=2)
+    assert sessions[0].barge_ins == 0 and not sessions[0].results[0].interrupted
+    assert len(llm.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_barge_in_waits_for_the_minimum_number_of_words(caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Of course."))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
+                Emit(2 * BATCH, transcript("hold")),
+                Emit(2 * BATCH, transcript("hold on")),
+                Emit(2 * BATCH, transcript("hold on a second", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 2)
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
+
+        with caplog.at_level(logging.INFO, logger="voiceagent.session"):
+            sessions = await run_call(llm, pulse, script, playback_speed=1, policy=BargeInPolicy(min_words=3))
+    barge_ins = [r.getMessage() for r in caplog.records if r.getMessage().startswith("barge-in")]
+    assert barge_ins == ["barge-in: caller said 4 word(s)"]  # not at "hold", nor at "hold on"
+    assert sessions[0].results[0].interrupted
+    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": "hold on a second"}
+
+
+@pytest.mark.anyio
+async def test_caller_speaking_during_the_filler_keeps_the_running_tools_result() -> None:
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    @tool
+    async def find_table(city: str) -> str:
+        """Find a free table."""
+        started.set()
+        await gate.wait()
+        return f"a table at eight in {city}"
+
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(
+            tool_reply([("find_table", {"city": "Paris"})]), text_reply("Found one at eight in Paris.")
+        )
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Find me a table in Paris.", is_final=True)),
+                Emit(2 * BATCH, transcript("and for two people", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            with anyio.fail_after(20):
+                await started.wait()  # the filler is playing, the tool runs
+            await phone.send_pcm(AUDIO_128MS, 8000)  # the caller talks over the filler
+            await eventually(lambda: sessions[0].barge_ins == 1)
+            gate.set()  # only now does the tool finish
+            await eventually(lambda: len(sessions[0].results) == 2)
+
+        sessions = await run_call(llm, pulse, script, playback_speed=20, tools=[find_table])
+    first = sessions[0].results[0]
+    assert first.interrupted
+    assert [c.result for c in first.tool_calls] == ["a table at eight in Paris"]
+    history = sessions[0].agent.conversation.history
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "user", "assistant"]
+    assert history[1]["tool_calls"][0]["id"] == history[2]["tool_call_id"]
+    assert history[2]["content"] == "a table at eight in Paris"  # the real result, not "Cancelled"
+    assert history[3] == {"role": "user", "content": "and for two people"}
+
+
+@pytest.mark.anyio
+async def test_a_short_utterance_below_the_minimum_still_interrupts_when_its_turn_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Stopping."))
+        pulse = FakePulseServer(
+            [
+                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
+                Emit(2 * BATCH, transcript("stop")),
+                Emit(2 * BATCH, transcript("stop", is_final=True)),
+            ]
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: len(phone.echoed_marks) >= 2)
+            await phone.send_pcm(AUDIO_128MS, 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
+
+        policy = BargeInPolicy(min_speech_seconds=60.0)  # never long enough on its own
+        with caplog.at_level(logging.INFO, logger="voiceagent.session"):
+            sessions = await run_call(llm, pulse, script, playback_speed=1, policy=policy)
+    barge_ins = [r.getMessage() for r in caplog.records if r.getMessage().startswith("barge-in")]
+    assert barge_ins == ["barge-in: the caller's turn ended"]
+    assert sessions[0].results[0].interrupted
+    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": "stop"}
+
+
+class RecordedVad:
+    """A real webrtcvad whose events the test can read afterwards."""
+
+    def __init__(self) -> None:
+        self.vad = WebRtcVad()
+        self.events: list[Any] = []
+
+    def process(self, pcm: bytes, sample_rate: int) -> list[Any]:
+        events = self.vad.process(pcm, sample_rate)
+        self.events += events
+        return events
+
+
+@pytest.mark.anyio
+async def test_an_stt_without_vad_events_gets_a_local_vad_on_the_callers_audio() -> None:
+    pytest.importorskip("webrtcvad")
+    words = speech("what is the weather in Paris")
+    vads: list[RecordedVad] = []
+
+    def make_vad() -> RecordedVad:
+        vads.append(RecordedVad())
+        return vads[-1]
+
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply("Sunny."))
+        seconds = len(words) / 2 / 8000
+        pulse = FakePulseServer(
+            [Speech("what is the weather in Paris", 0.5, 0.5 + seconds)], vad_events=False
+        )
+
+        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+            await phone.send_pcm(silence(0.5) + words + silence(1.5), 8000)
+            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
+
+        options = PulseOptions(language="en", encoding="mulaw", sample_rate=8000, vad_events=False)
+        sessions = await run_call(llm, pulse, script, playback_speed=20, options=options, vad=make_vad)
+    assert not any(m.get("type") == "speech_started" for m in pulse.sessions[0].sent)  # Pulse sent none
+    assert [type(e) for e in vads[0].events] == [SpeechStarted, SpeechEnded]  # the local VAD heard it
+    (result,) = sessions[0].results
+    assert result.user_text == "what is the weather in Paris" and result.heard_text == "Sunny."
+
+
+def test_the_session_runs_a_local_vad_only_for_an_stt_without_speech_events() -> None:
+    llm = LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test")  # never called
+    agent = Agent(llm=llm, sink=RecordingSink(), system_prompt="")
+    with_vad = PulseSTT("sk_test", PulseOptions(vad_events=True))
+    without = PulseSTT("sk_test", PulseOptions(vad_events=False))
+    assert Session(agent=agent, transport=None, stt=with_vad).vad is None  # type: ignore[arg-type]
+    local = Session(agent=agent, transport=None, stt=without).vad  # type: ignore[arg-type]
+    assert isinstance(local, VoiceActivityDetector)
+    assert Session(agent=agent, transport=None, stt=without, vad=None).vad is None  # type: ignore[arg-type]

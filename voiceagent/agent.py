@@ -62,8 +62,9 @@ class Agent:
         self.results: list[TurnResult] = []
         self._responding = False
 
-    def new_turn(self, on_event: Any = None) -> Turn:
-        """A turn you can ``cancel()`` (barge-in) while ``run()`` is in progress in another task."""
+    def new_turn(self, on_event: Any = None, *, held: bool = False) -> Turn:
+        """A turn you can ``cancel()`` (barge-in) while ``run()`` is in progress in another task.
+        ``held``: speculative, silent until ``release()`` (see ``Turn``)."""
         self.turns += 1
         return Turn(
             llm=self.llm,
@@ -74,6 +75,7 @@ class Agent:
             guard=self.guard,
             index=self.turns,
             on_event=on_event,
+            held=held,
         )
 
     @property

@@ -29,6 +29,14 @@ class CacheGuard:
         self._tools: str | None = None
         self.busts = 0
 
+    def state(self) -> tuple[list[str], str | None]:
+        """What the guard remembers, to ``restore`` when a request is taken back (a discarded
+        speculative reply): the next request is then compared with the one before it."""
+        return list(self._messages), self._tools
+
+    def restore(self, state: tuple[list[str], str | None]) -> None:
+        self._messages, self._tools = list(state[0]), state[1]
+
     def check(
         self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
     ) -> CacheBust | None:

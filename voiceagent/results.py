@@ -36,6 +36,7 @@ class RoundRecord:
     cache_bust: str | None = None
     malformed_chunks: int = 0
     error: str | None = None
+    speculative: bool = False  # started before the caller was done, then discarded (never heard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class TurnResult:
     interrupted: bool = False
     fallback_spoken: bool = False
     error: str | None = None
+    # Requests started early for this user turn and discarded because the caller went on.
+    speculative_rounds: tuple[RoundRecord, ...] = ()
 
     @property
     def usage(self) -> Usage:

@@ -9,8 +9,13 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
+    """``is_final``: this segment will not be revised. A final is the end of a *segment*, not of the
+    user's turn (Pulse cuts finals every few words); ``end_of_turn`` is set when the STT itself says the
+    speaker is done (Pulse: ``is_last``, ``from_finalize``, ``speech_final``)."""
+
     text: str
     is_final: bool
+    end_of_turn: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +42,20 @@ class STTSource(Protocol):
     def events(self) -> AsyncIterator[STTEvent]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsSpeech(Protocol):
+    """An STT that may send ``SpeechStarted``/``SpeechEnded`` (its own VAD). When ``vad_events`` is
+    False (or the STT is not one of these) the session runs a local VAD on the caller's audio, if it has
+    one, else every final counts as the end of an utterance."""
+
+    @property
+    def vad_events(self) -> bool: ...
+
+
+@runtime_checkable
+class Finalizes(Protocol):
+    """An STT that can be asked to make the words it still holds final now (Pulse's ``finalize``)."""
+
+    async def finalize(self) -> None: ...

@@ -25,6 +25,7 @@ interrupt.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -161,7 +162,10 @@ class Turn:
         guard: CacheGuard | None = None,
         index: int = 1,
         on_event: Callable[[TurnEvent], None] | None = None,
+        held: bool = False,
     ) -> None:
+        """``held``: a speculative turn (the caller may not be done): it streams, but speaks nothing and
+        starts no tool until ``release()``; ``discard()`` drops it without a trace in the conversation."""
         self._llm = llm
         self._conversation = conversation
         self._sink = sink
@@ -184,10 +188,41 @@ class Turn:
         self._error: str | None = None
         self._sink_error: Exception | None = None
         self._llm_done_at = 0.0
+        self._released = anyio.Event()
+        if not held:
+            self._released.set()
+        self._discarded = False
+        self._stop_after_tools = False
 
-    def cancel(self) -> None:
-        """Barge-in: stop the stream, the speech and (per tool policy) the tools, now."""
+    def cancel(self, *, keep_tools: bool = False) -> None:
+        """Barge-in: stop the stream, the speech and (per tool policy) the tools, now. ``keep_tools``:
+        when tools are running, let them finish and commit their results first, then stop (the caller
+        spoke during the filler: the answer is worth keeping and every tool_call_id gets its own)."""
+        state = self._current
+        if keep_tools and state is not None and any(c.id not in state.results for c in state.acc.ready_calls):
+            self._stop_after_tools = True
+            return
         self._scope.cancel()
+
+    def release(self) -> None:
+        """The turn is confirmed: a held turn starts speaking (and running tools) now."""
+        self._released.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
+    def discard(self) -> None:
+        """Drop a speculative turn: nothing is spoken, nothing is committed; its rounds are recorded
+        with ``speculative=True``. Only for a turn that was never released."""
+        if self.released:
+            raise RuntimeError("a released turn cannot be discarded; cancel() it")
+        self._discarded = True
+        self._scope.cancel()
+
+    @property
+    def discarded(self) -> bool:
+        return self._discarded
 
     @property
     def cancelled(self) -> bool:
@@ -199,6 +234,7 @@ class Turn:
         self._t0 = time.perf_counter()
         self._pending = [{"role": "user", "content": user_text}]
         played_before = self._sink.played_chars
+        guard_before = self._guard.state()
         with log_context(turn=self.index, round="-", request_id="-"):
             try:
                 with self._scope:
@@ -210,11 +246,18 @@ class Turn:
                         async with send:
                             await self._run_rounds(send)
             except anyio.get_cancelled_exc_class():
+                if self._discarded:
+                    self._guard.restore(guard_before)
+                    raise
                 # Cancelled from outside (the call hung up, a deadline passed): the conversation still
                 # keeps what was heard, every tool call answered, before the cancellation goes on.
                 await self._commit(played_before, stopped=True)
                 log.info("turn cancelled from outside; kept what was heard")
                 raise
+            if self._discarded:
+                # As if it never ran: the next request is compared with the one before this one.
+                self._guard.restore(guard_before)
+                return self._discarded_result(user_text)
             stopped = self._scope.cancelled_caught or self._scope.cancel_called
             interrupted = stopped and self._sink_error is None
             heard = await self._commit(played_before, stopped=stopped)
@@ -243,6 +286,27 @@ class Turn:
             )
             self._emit(TurnFinished(result))
             return result
+
+    def _discarded_result(self, user_text: str) -> TurnResult:
+        if self._current is not None:  # the round in flight: its request was made, record it
+            state = self._current
+            self._rounds.append(
+                self._round_record(state, state.acc.usage or self._estimate_usage(state), "discarded")
+            )
+            self._current = None
+        rounds = tuple(dataclasses.replace(r, speculative=True) for r in self._rounds)
+        log.info("speculative turn discarded after %d request(s)", len(rounds))
+        return TurnResult(
+            user_text=user_text,
+            spoken_text="",
+            heard_text="",
+            rounds=rounds,
+            tool_calls=(),
+            time_to_first_text=None,
+            llm_done_at=self._now(),
+            total=self._now(),
+            interrupted=True,
+        )
 
     async def _run_rounds(self, speech: MemoryObjectSendStream[_Utterance]) -> None:
         for number in range(1, self._config.max_rounds + 1):
@@ -291,6 +355,9 @@ class Turn:
             # interrupted path in run() does that, answering unfinished calls.
             await anyio.lowlevel.checkpoint_if_cancelled()
             self._commit_round(state)
+            if self._stop_after_tools:  # the caller spoke while the tools ran: results kept, stop now
+                self._scope.cancel()
+                await anyio.lowlevel.checkpoint()
         return state
 
     async def _stream_round(
@@ -411,6 +478,7 @@ class Turn:
             )
 
     async def _run_tool(self, state: _RoundState, call: ToolCallReady) -> None:
+        await self._released.wait()  # a speculative turn does nothing the caller could notice
         started = self._now()
         self._emit(ToolStarted(state.number, call.id, call.name, call.arguments, started))
         if self._runner is None:
@@ -478,6 +546,7 @@ class Turn:
 
     async def _speak_all(self, utterances: MemoryObjectReceiveStream[_Utterance]) -> None:
         try:
+            await self._released.wait()  # a speculative turn's words wait for the end of the turn
             async with utterances:
                 async for utterance in utterances:
                     await self._sink.speak(utterance.text)

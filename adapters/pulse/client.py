@@ -24,7 +24,7 @@ from .errors import (
     PulseProtocolError,
     PulseServerError,
 )
-from .messages import PulseErrorMessage, PulseSpeechEvent, PulseTranscript, parse_server_message
+from .messages import PulseErrorMessage, PulseSpeechEvent, PulseTranscript, has_words, parse_server_message
 from .options import DEFAULT_URL, PulseOptions, build_url
 
 logger = get_logger(__name__)
@@ -78,6 +78,11 @@ class PulseSTT:
         self._failure: PulseError | None = None
         self.frames_sent = 0
         self.bytes_sent = 0
+
+    @property
+    def vad_events(self) -> bool:
+        """True when Pulse was asked for ``speech_started``/``speech_ended`` (``options.vad_events``)."""
+        return self.options.vad_events
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -209,8 +214,13 @@ class PulseSTT:
             async for raw in self._ws:
                 message = parse_server_message(raw)
                 if isinstance(message, PulseTranscript):
-                    if message.text:
-                        self._events_tx.send_nowait(Transcript(message.text, message.is_final))
+                    # A final is the end of a segment; the server ends the turn only on is_last, an
+                    # answer to finalize, or speech_final (LiveKit's plugin reads the same flags).
+                    end = message.is_final and (
+                        message.is_last or message.from_finalize or message.speech_final
+                    )
+                    if has_words(message.text):
+                        self._events_tx.send_nowait(Transcript(message.text, message.is_final, end))
                     if message.is_last:
                         self._got_last = True
                         break

@@ -17,6 +17,7 @@ class PulseTranscript:
     from_finalize: bool = False
     language: str | None = None  # only on finals
     session_id: str | None = None
+    speech_final: bool = False  # the speaker paused (undocumented for Pulse; LiveKit reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +67,16 @@ def parse_server_message(raw: str | bytes) -> PulseMessage:
             is_final=doc.get("is_final") is True,
             is_last=doc.get("is_last") is True,
             from_finalize=doc.get("from_finalize") is True,
+            speech_final=doc.get("speech_final") is True,
             language=language if isinstance(language, str) else None,
             session_id=session_id if isinstance(session_id, str) else None,
         )
     return PulseOtherMessage(str(kind))
+
+
+def has_words(text: str) -> bool:
+    """False for a transcript of punctuation alone ("." or "।" in a chunk of its own): no words said."""
+    return any(ch.isalnum() for ch in text)
 
 
 def _number(value: Any) -> float:

@@ -6,6 +6,15 @@ audio bytes, frame sizes, control messages), and plays a script: each ``Emit`` i
 session has received ``after_bytes`` of audio, so tests order events by audio, not by time.
 ``finalize`` turns the pending partial into a final (``from_finalize``); ``close_stream`` sends the
 final with ``is_last`` and closes. ``max_sessions`` simulates the plan's concurrency limit (close 1008).
+
+A ``Speech`` script item is a caller saying words over a stretch of audio, and the fake "hears" it as
+real Pulse does (PROTOCOLS.md section 0; LiveKit's Smallest STT plugin): ``speech_started`` when it
+begins, a growing partial per word, a segment final every ``max_words`` words (``finalize_on_words``,
+the real default), ``speech_ended`` after ``vad_silence`` seconds of trailing audio, and a final of the
+words still open after the end-of-utterance timeout (``eou_timeout_ms``) unless the client asked for
+it sooner with ``{"type":"finalize"}``. ``finals="utterance"`` (or the query's
+``finalize_on_words=false``) keeps one transcript open per utterance instead, as this fake did before;
+``vad_events=false`` in the query (or ``vad_events=False`` here) sends no VAD events.
 """
 
 from __future__ import annotations
@@ -49,6 +58,26 @@ class Emit:
     close_reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """The caller says ``text`` from ``start`` to ``end`` seconds of the stream's audio (its timeline is
+    the audio received, converted with the session's encoding and sample rate)."""
+
+    text: str
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.end:
+            raise ValueError("Speech needs 0 <= start <= end")
+
+
+ScriptItem = Emit | Speech
+BYTES_PER_SAMPLE = {"linear16": 2, "linear32": 4, "alaw": 1, "mulaw": 1}
+# Internal markers the hearing expands a Speech into; never sent as they are.
+_WORD, _EOU = "_fake_word", "_fake_eou"
+
+
 def transcript(text: str, *, is_final: bool = False, language: str = "en") -> dict[str, Any]:
     message: dict[str, Any] = {
         "type": "transcription",
@@ -89,16 +118,53 @@ class PulseSession:
     closed_by_close_stream: bool = False
 
 
+class _Hearing:
+    """The words of the segment still open, and how finals are cut (pure; one per session)."""
+
+    def __init__(self, max_words: int | None, language: str) -> None:
+        self.max_words = max_words  # None: one transcript per utterance
+        self.language = language
+        self.open: list[str] = []
+
+    def word(self, word: str) -> dict[str, Any]:
+        self.open.append(word)
+        if self.max_words is not None and len(self.open) >= self.max_words:
+            return self.final()
+        return transcript(" ".join(self.open))
+
+    def final(self, *, from_finalize: bool = False) -> dict[str, Any]:
+        text, self.open = " ".join(self.open), []
+        return transcript(text, is_final=True, language=self.language) | {"from_finalize": from_finalize}
+
+
 class FakePulseServer:
     def __init__(
         self,
-        script: Sequence[Emit] = (),
+        script: Sequence[ScriptItem] = (),
         *,
         api_key: str = "sk_test",
         legacy_shape: bool = False,
         max_sessions: int | None = None,
+        finals: str = "segments",
+        max_words: int = 4,
+        vad_events: bool = True,
+        vad_silence: float = 0.3,
+        eou_timeout: float = 0.8,
     ) -> None:
+        """``finals``: "segments" (real Pulse: a final every ``max_words`` words) or "utterance" (one per
+        utterance). ``vad_silence``: trailing audio before ``speech_ended`` (the query's
+        ``endpointing_timeout`` overrides it); ``eou_timeout``: before the open words are made final (the
+        query's ``eou_timeout_ms`` overrides it). Both in seconds of received audio."""
+        if finals not in ("segments", "utterance"):
+            raise ValueError('finals must be "segments" or "utterance"')
+        if max_words < 1:
+            raise ValueError("max_words must be at least 1")
         self.script = list(script)
+        self.finals = finals
+        self.max_words = max_words
+        self.vad_events = vad_events
+        self.vad_silence = vad_silence
+        self.eou_timeout = eou_timeout
         self.api_key = api_key
         self.legacy_shape = legacy_shape
         self.max_sessions = max_sessions
@@ -168,9 +234,39 @@ class FakePulseServer:
         finally:
             self._active -= 1
 
+    def _expand(self, query: Mapping[str, str]) -> tuple[list[Emit], _Hearing]:
+        """The script in audio order, each ``Speech`` as the events real Pulse would send for it."""
+        rate = int(query.get("sample_rate", "16000")) * BYTES_PER_SAMPLE.get(
+            query.get("encoding", "linear16"), 2
+        )
+        segments = self.finals == "segments" and query.get("finalize_on_words", "true") != "false"
+        max_words = int(query["max_words"]) if query.get("max_words", "").isdigit() else self.max_words
+        vad = self.vad_events and query.get("vad_events", "true") != "false"
+        silence = _ms(query.get("endpointing_timeout"), self.vad_silence)
+        eou = _ms(query.get("eou_timeout_ms"), self.eou_timeout)
+
+        def at(seconds: float) -> int:
+            return max(1, round(seconds * rate))
+
+        steps: list[Emit] = []
+        for item in self.script:
+            if isinstance(item, Emit):
+                steps.append(item)
+                continue
+            words = item.text.split()
+            if vad:
+                steps.append(Emit(at(item.start), speech_started(item.start)))
+            for i, word in enumerate(words, 1):
+                steps.append(Emit(at(item.start + (item.end - item.start) * i / len(words)), {_WORD: word}))
+            if vad:
+                steps.append(Emit(at(item.end + silence), speech_ended(item.end + silence)))
+            steps.append(Emit(at(item.end + eou), {_EOU: True}))
+        steps.sort(key=lambda step: step.after_bytes)  # stable: same-byte steps keep script order
+        language = query.get("language", "en")
+        return steps, _Hearing(max_words if segments else None, language)
+
     async def _run(self, ws: ServerConnection, session: PulseSession) -> None:
-        script = list(self.script)
-        pending = ""  # the latest partial not yet made final
+        script, hearing = self._expand(session.query)
         while True:
             raw = await ws.recv()
             if isinstance(raw, bytes):
@@ -183,8 +279,14 @@ class FakePulseServer:
                         return
                     assert step.message is not None
                     message = dict(step.message)
-                    if "transcript" in message:
-                        pending = "" if message.get("is_final") else str(message["transcript"])
+                    if _WORD in message:
+                        message = hearing.word(str(message[_WORD]))
+                    elif _EOU in message:
+                        if not hearing.open:
+                            continue  # the client finalized these words already
+                        message = hearing.final()
+                    elif "transcript" in message:
+                        hearing.open = [] if message.get("is_final") else str(message["transcript"]).split()
                     await self._send(ws, session, message)
                 continue
             try:
@@ -194,11 +296,9 @@ class FakePulseServer:
                 kind = None
             session.controls.append(str(kind))
             if kind == "finalize":
-                final = transcript(pending, is_final=True) | {"from_finalize": True}
-                pending = ""
-                await self._send(ws, session, final)
+                await self._send(ws, session, hearing.final(from_finalize=True))
             elif kind == "close_stream":
-                last = transcript(pending, is_final=True) | {"is_last": True}
+                last = hearing.final() | {"is_last": True}
                 await self._send(ws, session, last)
                 session.closed_by_close_stream = True
                 await ws.close()
@@ -211,3 +311,7 @@ class FakePulseServer:
             message = {k: v for k, v in message.items() if k not in ("type", "status")}
         session.sent.append(message)
         await ws.send(json.dumps(message))
+
+
+def _ms(value: str | None, default: float) -> float:
+    return int(value) / 1000 if value is not None and value.isdigit() else default
