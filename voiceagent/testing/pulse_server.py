@@ -6,6 +6,7 @@ audio bytes, frame sizes, control messages), and plays a script: each ``Emit`` i
 session has received ``after_bytes`` of audio, so tests order events by audio, not by time.
 ``finalize`` turns the pending partial into a final (``from_finalize``); ``close_stream`` sends the
 final with ``is_last`` and closes. ``max_sessions`` simulates the plan's concurrency limit (close 1008).
+``{"type": "keepalive"}`` is answered with ``{"type": "pong"}``, as the public API does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 PATH = "/waves/v1/stt/live"
+# Streaming models: "pulse", and the English-only "pulse-2" that Pipecat streams with. "pulse-pro" has
+# no streaming worker (the SDK documents a 400 before the upgrade).
+STREAMING_MODELS = {"pulse", "pulse-2"}
 ENCODINGS = {"linear16", "linear32", "alaw", "mulaw", "opus", "ogg_opus"}
 SAMPLE_RATES = {"8000", "16000", "22050", "24000", "44100", "48000"}
 BOOLEAN_PARAMS = {
@@ -131,8 +135,12 @@ class FakePulseServer:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._reject(connection, HTTPStatus.UNAUTHORIZED, "invalid or missing API key")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        if query.get("model") != "pulse":
-            return self._reject(connection, HTTPStatus.BAD_REQUEST, "model is required and must be 'pulse'")
+        if query.get("model") not in STREAMING_MODELS:
+            return self._reject(
+                connection,
+                HTTPStatus.BAD_REQUEST,
+                f"model is required and must be one of {sorted(STREAMING_MODELS)}",
+            )
         if not query.get("language"):
             return self._reject(connection, HTTPStatus.BAD_REQUEST, "language is required")
         if query.get("encoding", "linear16") not in ENCODINGS:
@@ -203,6 +211,8 @@ class FakePulseServer:
                 session.closed_by_close_stream = True
                 await ws.close()
                 return
+            elif kind == "keepalive":
+                await self._send(ws, session, {"type": "pong"})  # what the public API answers (LiveKit)
             else:
                 await self._send(ws, session, error_message(f"unsupported message: {raw[:60]!r}"))
 
