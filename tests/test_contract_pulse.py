@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 from smallestai import AsyncSmallestAI
+from smallestai.core.api_error import ApiError
 from smallestai.environment import SmallestAIEnvironment
 from smallestai.waves.helpers.streaming_stt import stream_speech_to_text
 from smallestai.waves.speech_to_text.types.close_stream import CloseStream
@@ -109,9 +110,10 @@ async def test_sdk_stream_reads_the_fakes_error_as_its_error_event() -> None:
 
 async def test_the_fake_refuses_what_the_sdk_says_the_service_refuses() -> None:
     async with FakePulseServer(api_key=KEY) as server:
-        with pytest.raises(Exception, match="400|Unexpected error"):
+        with pytest.raises(ApiError) as info:
             async with stream_speech_to_text(sdk_client(server), language="en", model="pulse-pro"):
                 pass
+    assert info.value.status_code == 400
     assert server.rejected and server.rejected[0][0] == 400
 
 
