@@ -19,7 +19,7 @@ import pytest
 from smallestai import AsyncSmallestAI
 from smallestai.core.api_error import ApiError
 from smallestai.environment import SmallestAIEnvironment
-from smallestai.waves.helpers.streaming_stt import stream_speech_to_text
+from smallestai.waves.helpers.streaming_stt import build_stt_stream_query, stream_speech_to_text
 from smallestai.waves.speech_to_text.types.close_stream import CloseStream
 from smallestai.waves.speech_to_text.types.finalize_signal import FinalizeSignal
 from smallestai.waves.speech_to_text.types.transcription_error_event import TranscriptionErrorEvent
@@ -27,6 +27,7 @@ from smallestai.waves.speech_to_text.types.transcription_event import Transcript
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.sdk_schemas import schema_problems
 from voiceagent.adapters.pulse import (
     PulseErrorMessage,
     PulseOptions,
@@ -179,3 +180,33 @@ async def test_a_self_hosted_servers_bare_error_frame_surfaces_from_events() -> 
                     async for event in stt.events():
                         got.append(event)
     assert got == [Transcript("partial", False)]
+
+
+# ---- what the adapter sends validates against the SDK's own request side --------------------------------
+
+
+def test_the_adapters_query_is_what_the_sdks_typed_helper_builds() -> None:
+    options = PulseOptions(
+        language="hi", sample_rate=8000, encoding="mulaw", word_timestamps=True, eou_timeout_ms=600
+    )
+    sdk = build_stt_stream_query(
+        language="hi",
+        sample_rate=8000,
+        encoding="mulaw",
+        vad_events=True,
+        word_timestamps=True,
+        eou_timeout_ms=600,
+    )
+    assert options.query() == {name: str(value) for name, value in sdk.items()}
+
+
+async def test_the_adapters_control_messages_validate_against_the_sdk() -> None:
+    async with FakePulseServer(api_key=KEY) as server:
+        with anyio.fail_after(10):
+            async with PulseSTT(KEY, url=server.url) as stt:
+                await stt.send_audio(tone(0.1))
+                await stt.finalize()
+        finalize, close = server.sessions[0].control_messages
+    assert schema_problems(FinalizeSignal, finalize) == []
+    assert schema_problems(CloseStream, close) == []
+    assert schema_problems(FinalizeSignal, {"type": "flush"}) != []  # the check can fail

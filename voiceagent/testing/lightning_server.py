@@ -112,6 +112,8 @@ class _WSConn:
     speaking: anyio.Lock = field(default_factory=anyio.Lock)
     synthesis: anyio.CancelScope | None = None
     held_replies: list[dict[str, Any]] = field(default_factory=list)
+    # The fields of the buffered messages: an option set on any of them holds for the utterance.
+    buffered_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -406,7 +408,7 @@ class FakeLightningServer:
             if conn.synthesis is not None:
                 conn.synthesis.cancel()
                 self.cancelled_syntheses += 1
-            conn.buffer = ""
+            conn.buffer, conn.buffered_options = "", {}
             self._notify()
             return
         try:
@@ -417,8 +419,10 @@ class FakeLightningServer:
         text = payload["text"]
         if payload.get("continue") and not payload.get("flush"):
             conn.buffer += text
+            conn.buffered_options.update(payload)
             return
         utterance, conn.buffer = conn.buffer + text, ""
+        payload, conn.buffered_options = {**conn.buffered_options, **payload}, {}
         if not utterance.strip():
             if not payload.get("flush"):
                 self.keepalives += 1  # Pipecat's keepalive: a blank text without continue or flush

@@ -91,6 +91,7 @@ class PulseSession:
     controls: list[str] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     closed_by_close_stream: bool = False
+    control_messages: list[Any] = field(default_factory=list)  # each text frame, decoded
 
 
 class FakePulseServer:
@@ -199,8 +200,9 @@ class FakePulseServer:
                 control = json.loads(raw)
                 kind = control.get("type") if isinstance(control, dict) else None
             except ValueError:
-                kind = None
+                control, kind = raw, None
             session.controls.append(str(kind))
+            session.control_messages.append(control)
             if kind == "finalize":
                 final = transcript(pending, is_final=True) | {"from_finalize": True}
                 pending = ""
