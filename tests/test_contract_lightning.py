@@ -218,7 +218,7 @@ async def test_websocket_sink_messages_validate_against_the_sdk(
     assert kinds["keepalive"] >= 1 and kinds["piece"] >= 2 and kinds["flush"] == 1
 
 
-async def test_the_unconfirmed_cancel_request_adds_only_its_two_fields(
+async def test_the_unconfirmed_cancel_request_is_livekits_message(
     server: FakeLightningServer, key: str
 ) -> None:
     server.first_byte_gate = anyio.Event()
@@ -231,10 +231,16 @@ async def test_the_unconfirmed_cancel_request_adds_only_its_two_fields(
             await sink.cancel()
         with anyio.fail_after(10):
             await server.wait_until(lambda: len(server.cancels) == 1)
-    for message in server.messages:  # LiveKit's fields, not in the SDK's schema (see the docstring)
-        assert (
-            schema_problems(TtsRequestMessage, message, allowed_extra={"context_id", "cancel_request"}) == []
-        )
+    [cancel] = server.cancels
+    requests = [m for m in server.messages if m is not cancel]
+    for message in requests:  # context_id: LiveKit's field, not in the SDK's schema (UNCONFIRMED)
+        assert schema_problems(TtsRequestMessage, message, allowed_extra={"context_id"}) == []
+    # The cancel is LiveKit's message as it sends it: the request's fields and context, no text.
+    flush = next(m for m in requests if m.get("flush"))
+    assert cancel == {
+        **{k: v for k, v in flush.items() if k not in ("text", "flush")},
+        "cancel_request": True,
+    }
 
 
 @pytest.mark.parametrize("mode", ["sse", "sync"])

@@ -355,7 +355,8 @@ class LightningSink(StreamingSink):
 
     async def _retire(self, conn: _Connection) -> None:
         if self.cancel_request and conn.context_id is not None:
-            message = {**self._payload, "text": "", "context_id": conn.context_id, "cancel_request": True}
+            # LiveKit's shape: the request's fields and its context, no text.
+            message = {**self._payload, "context_id": conn.context_id, "cancel_request": True}
             with anyio.move_on_after(1):
                 try:
                     await conn.ws.send(json.dumps(message))
