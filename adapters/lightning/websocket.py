@@ -318,11 +318,12 @@ class LightningSink(StreamingSink):
                     continue
                 if anyio.current_time() - self._last_send < self.keepalive_interval:
                     continue
+                # Counted before the send: its answer may be read before this task resumes.
+                conn.keepalive_answers_due += 1
                 try:
                     # Pipecat's keepalive; any message resets the server's idle timer.
                     await self._send_locked(conn, self._keepalive_payload())
                     self.keepalives_sent += 1
-                    conn.keepalive_answers_due += 1
                 except _Retry:
                     conn.dead = True
 
