@@ -2,10 +2,17 @@
 
 Requests ``response_format="pcm"`` (raw 16-bit mono, 24 kHz on OpenAI) and streams it to the output
 as it arrives via ``with_streaming_response``. A server that answers with a WAV instead is handled too.
+
+There is no default ``model``: every model OpenAI serves on ``/audio/speech`` (``tts-1``, ``tts-1-hd``,
+``gpt-4o-mini-tts`` and its dated versions) is deprecated with shutdown on 2027-01-06 (openai SDK 3.57),
+and other servers name their models as they like. Asking for one of those models from api.openai.com
+raises a ``FutureWarning`` at construction; the same names on other servers are left alone.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -19,21 +26,35 @@ from voiceagent.logs import get_logger, register_secret, set_request_id
 from voiceagent.sink_base import Delivery, StreamingSink
 from voiceagent.tts import AudioOutput
 
-__all__ = ["OpenAISpeechSink"]
+__all__ = ["OPENAI_SPEECH_SHUTDOWN", "OpenAISpeechSink", "deprecated_openai_model", "is_openai_host"]
 
 logger = get_logger(__name__)
 
 # OpenAI's documented limit for `input`.
 MAX_INPUT_CHARS = 4096
 OPENAI_PCM_RATE = 24000
+OPENAI_SPEECH_SHUTDOWN = "2027-01-06"
+# tts-1, tts-1-hd (and their -1106 snapshots), gpt-4o-mini-tts and its dated versions (-2025-03-20, ...).
+_DEPRECATED_OPENAI_MODELS = re.compile(r"tts-1(-hd)?(-\d{4})?|gpt-4o-mini-tts(-\d{4}-\d{2}-\d{2})?")
+
+
+def is_openai_host(base_url: str) -> bool:
+    """True for OpenAI's own API (not for the many other servers that speak its protocol)."""
+    host = httpx2.URL(base_url).host
+    return host == "api.openai.com" or host.endswith(".api.openai.com")
+
+
+def deprecated_openai_model(model: str) -> bool:
+    return _DEPRECATED_OPENAI_MODELS.fullmatch(model) is not None
 
 
 class OpenAISpeechSink(StreamingSink):
     """``TTSSink`` on ``POST {base_url}/audio/speech``.
 
     Pass a configured ``client`` (``openai.AsyncOpenAI``), or ``base_url``/``api_key`` to make one.
-    ``pcm_sample_rate`` is the rate the server's raw PCM is at (24000 for OpenAI; some compatible
-    servers differ). ``instructions`` is sent only when given (gpt-4o-mini-tts style voice direction).
+    ``model`` is required (see the module docstring). ``pcm_sample_rate`` is the rate the server's raw
+    PCM is at (24000 for OpenAI; some compatible servers differ). ``instructions`` is sent only when
+    given (gpt-4o-mini-tts style voice direction).
     """
 
     def __init__(
@@ -43,7 +64,7 @@ class OpenAISpeechSink(StreamingSink):
         client: openai.AsyncOpenAI | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        model: str = "gpt-4o-mini-tts",
+        model: str,
         voice: str = "alloy",
         speed: float | None = None,
         instructions: str | None = None,
@@ -53,6 +74,8 @@ class OpenAISpeechSink(StreamingSink):
         limiter: Limiter | None = None,
     ) -> None:
         super().__init__(output)
+        if not model:
+            raise ValueError("model is required: the name of a model the speech server serves")
         if speed is not None and not 0.25 <= speed <= 4.0:
             raise ValueError(f"speed must be 0.25..4.0, got {speed}")
         if pcm_sample_rate <= 0:
@@ -62,6 +85,14 @@ class OpenAISpeechSink(StreamingSink):
         self._own_client = client is None
         self.client = client or openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
         register_secret(self.client.api_key)  # never in a log line
+        if is_openai_host(str(self.client.base_url)) and deprecated_openai_model(model):
+            warnings.warn(
+                f"OpenAI shuts down {model!r} (and every other /audio/speech model) on "
+                f"{OPENAI_SPEECH_SHUTDOWN}; OpenAI points new integrations to its Realtime API. "
+                "See the README (OpenAI speech) for what to use instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
         self.model = model
         self.voice = voice
         self.speed = speed

@@ -44,7 +44,7 @@ async def espeak_sink(output: AudioOutput) -> AsyncIterator[TTSSink]:
     yield EspeakSink(output, words_per_minute=185)
 
 
-def lightning_sink(voice_id: str) -> SinkFactory:
+def lightning_sink(voice_id: str | None) -> SinkFactory:
     from voiceagent.adapters.lightning import LightningSink
 
     def make(output: AudioOutput) -> AbstractAsyncContextManager[TTSSink]:
@@ -102,7 +102,7 @@ def bot_main(
         )
     parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
     parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
-    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"))
+    parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID"))  # None: the model's default
     args = parser.parse_args(argv)
     if args.selftest:
         return anyio.run(selftest)

@@ -35,7 +35,7 @@ def make_sink(
     return LightningHTTPSink(
         output if output is not None else CollectingOutput(24000),
         api_key=key,
-        voice_id="emily",
+        voice_id="magnus",
         mode=mode,
         base_url=server.http_base,
         **kwargs,
@@ -54,7 +54,7 @@ async def test_speaks_over_http(server: FakeLightningServer, key: str, mode: Lit
     assert request.headers["authorization"] == f"Bearer {key}"
     assert request.headers["accept"] == ("text/event-stream" if mode == "sse" else "audio/wav")
     body = request.json()
-    assert body["text"] == "Hello over HTTP." and body["voice_id"] == "emily"
+    assert body["text"] == "Hello over HTTP." and body["voice_id"] == "magnus"
     assert body["model"] == "lightning_v3.1_pro" and body["sample_rate"] == 24000
     # the WAV header (sync) is parsed away: exactly the synthesized PCM arrives
     assert out.pcm16 == server.utterances[0].pcm16
@@ -158,7 +158,7 @@ async def test_http_and_ws_share_the_account_slot(server: FakeLightningServer, k
 
     server.first_byte_gate = anyio.Event()
     ws_sink = LightningSink(
-        CollectingOutput(24000), api_key=key, voice_id="emily", url=server.ws_url, keepalive_interval=None
+        CollectingOutput(24000), api_key=key, voice_id="magnus", url=server.ws_url, keepalive_interval=None
     )
     async with ws_sink, make_sink(server, key, "sse") as http_sink:
         async with anyio.create_task_group() as tg:
@@ -170,3 +170,25 @@ async def test_http_and_ws_share_the_account_slot(server: FakeLightningServer, k
             server.first_byte_gate.set()
     assert server.concurrency_violations == 0
     assert http_sink.played_chars == len("Over HTTP.")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_default_voice_and_the_voice_check_before_the_first_request(
+    server: FakeLightningServer, key: str, mode: Literal["sse", "sync"]
+) -> None:
+    sink = LightningHTTPSink(CollectingOutput(24000), api_key=key, mode=mode, base_url=server.http_base)
+    await sink.speak("No async with.")  # checked lazily, once
+    await sink.speak("Again.")
+    await sink.aclose()
+    assert [r.json()["voice_id"] for r in server.http_requests] == ["magnus", "magnus"]
+    assert len(server.voice_lookups) == 1
+    bad = LightningHTTPSink(
+        CollectingOutput(24000), api_key=key, voice_id="nobody", mode=mode, base_url=server.http_base
+    )
+    with pytest.raises(TTSError, match="no voice 'nobody'"):
+        async with bad:
+            pass
+    with pytest.raises(TTSError, match="no voice 'nobody'"):
+        await bad.speak("Never sent.")
+    await bad.aclose()
+    assert len(server.http_requests) == 2

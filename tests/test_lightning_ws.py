@@ -38,7 +38,7 @@ def make_sink(server: FakeLightningServer, key: str, output: Any = None, **kwarg
     return LightningSink(
         output if output is not None else CollectingOutput(16000),
         api_key=key,
-        voice_id="emily",
+        voice_id="magnus",
         url=server.ws_url,
         **kwargs,
     )
@@ -66,7 +66,7 @@ async def test_speaks_incrementally_then_flushes(server: FakeLightningServer, ke
         ("How are you today?", True, None),
         ("", None, True),
     ]
-    assert all(m["model"] == "lightning_v3.1_pro" and m["voice_id"] == "emily" for m in msgs)
+    assert all(m["model"] == "lightning_v3.1_pro" and m["voice_id"] == "magnus" for m in msgs)
     assert all(m["sample_rate"] == 16000 and m["speed"] == 1.25 for m in msgs)
     # the audio is exactly what the server synthesized, in order
     assert out.pcm16 == b"".join(u.pcm16 for u in server.utterances)
@@ -291,10 +291,12 @@ def test_bad_options() -> None:
 
 async def test_keepalive_when_quiet(server: FakeLightningServer, key: str) -> None:
     async with make_sink(server, key, keepalive_interval=0.01) as sink:
-        await server.wait_until(lambda: server.keepalives >= 2)
+        with anyio.fail_after(10):
+            await server.wait_until(lambda: server.keepalives >= 2)
         await sink.speak("Still here.")
     keepalive = next(m for m in server.messages if m["text"] == " ")
-    assert keepalive["continue"] is True and keepalive["voice_id"] == "emily"
+    # Pipecat's shape, without `continue`: the fake (like the service, UNCONFIRMED) answers `complete`
+    assert keepalive == {"text": " ", "voice_id": "magnus", "model": "lightning_v3.1", "language": "en"}
     assert sink.keepalives_sent >= 2 and server.connections_opened == 1
     assert [u.text.strip() for u in server.utterances] == ["Still here."]
 
@@ -379,3 +381,145 @@ async def test_no_audio_at_all_is_an_error(server: FakeLightningServer, key: str
         server.first_byte_gate.set()
         await sink.speak("Working again.")
     assert sink.played_chars == len("Working again.") and server.connections_opened == 2
+
+
+async def test_a_late_keepalive_answer_is_not_taken_for_the_requests_complete(
+    server: FakeLightningServer, key: str
+) -> None:
+    server.hold_keepalive_replies = True  # each keepalive's `complete` arrives just before the next audio
+    out = CollectingOutput(16000)
+    async with make_sink(server, key, out, keepalive_interval=0.01) as sink:
+        with anyio.fail_after(10):
+            await server.wait_until(lambda: server.keepalives >= 2)
+            await sink.speak("Heard in full.")
+    assert out.pcm16 == server.utterances[0].pcm16
+    assert sink.played_chars == len("Heard in full.")
+
+
+# ---- default voice and the start-up voice check ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "voice"), [("lightning_v3.1", "magnus"), ("lightning_v3.1_pro", "meher")])
+async def test_the_default_voice_is_a_documented_voice_of_the_model(
+    server: FakeLightningServer, key: str, model: str, voice: str
+) -> None:
+    sink = LightningSink(
+        CollectingOutput(16000), api_key=key, model=model, url=server.ws_url, keepalive_interval=None
+    )
+    async with sink:
+        await sink.speak("Default voice.")
+    assert {m["voice_id"] for m in server.messages} == {voice}
+    assert len(server.voice_lookups) == 1 and server.voice_lookups[0]["authorization"] == f"Bearer {key}"
+
+
+async def test_an_unknown_voice_fails_at_start_up_before_any_socket(
+    server: FakeLightningServer, key: str
+) -> None:
+    with pytest.raises(TTSError, match="no voice 'emily'") as info:
+        async with LightningSink(CollectingOutput(16000), api_key=key, voice_id="emily", url=server.ws_url):
+            pass
+    assert info.value.code == "UNKNOWN_VOICE" and server.connections_opened == 0
+    async with LightningSink(
+        CollectingOutput(16000), api_key=key, voice_id="emily", url=server.ws_url, check_voice=False
+    ) as sink:  # opted out: the voice goes to the service as given
+        await sink.speak("Unchecked.")
+    assert len(server.voice_lookups) == 1
+
+
+async def test_cloned_voices_are_not_looked_up_and_the_catalog_is_fetched_once(
+    server: FakeLightningServer, key: str
+) -> None:
+    async with LightningSink(CollectingOutput(16000), api_key=key, voice_id="voice_Ab12", url=server.ws_url):
+        pass
+    assert server.voice_lookups == []
+    for _ in range(2):
+        async with make_sink(server, key):
+            pass
+    assert len(server.voice_lookups) == 1  # shared by the sinks of one process (cached)
+
+
+async def test_an_unreachable_catalog_is_logged_not_fatal(
+    server: FakeLightningServer, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    async with make_sink(server, key, voices_url=f"http://127.0.0.1:{port}/x/get_voices") as sink:
+        await sink.speak("Spoken anyway.")
+    assert sink.played_chars == len("Spoken anyway.")
+    assert "not checked" in caplog.text
+
+
+async def test_a_voice_not_tagged_with_the_language_is_a_warning(
+    server: FakeLightningServer, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_sink(server, key, language="hi"):
+        pass
+    assert "tagged english, not hindi" in caplog.text
+    caplog.clear()
+    async with make_sink(server, key, language="auto"):
+        pass
+    assert "tagged" not in caplog.text
+
+
+# ---- barge-in: the reconnect is off the next turn's path --------------------------------------------
+
+
+async def test_cancel_does_not_wait_for_the_old_sockets_close(server: FakeLightningServer, key: str) -> None:
+    server.first_byte_gate = anyio.Event()
+    sink_ref: list[LightningSink] = []
+
+    class ClearProbe(CollectingOutput):
+        closed_at_clear: int | None = None
+
+        async def clear(self) -> None:
+            self.closed_at_clear = sink_ref[0].retired_sockets_closed
+            await super().clear()
+
+    out = ClearProbe(16000)
+    async with make_sink(server, key, out) as sink:
+        sink_ref.append(sink)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.speak, "Interrupted.")
+            await server.wait_until(lambda: server.requests_started == 1)
+            server.freeze_reads()  # the old socket's close handshake cannot finish
+            await sink.cancel()
+        # the output was cleared while the old socket was still closing, and a new one is already up
+        assert out.closed_at_clear == 0 and out.clears == 1
+        await server.wait_until(lambda: server.connections_opened == 2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.speak, "Next turn.")
+            await anyio.wait_all_tasks_blocked()
+            # one request per account: the next one waits until the old socket is gone
+            assert server.requests_started == 1
+            server.thaw_reads()
+            server.first_byte_gate.set()
+    assert sink.retired_sockets_closed == 1 and sink.played_chars == len("Next turn.")
+    assert server.concurrency_violations == 0 and server.closed_by_client == 2  # the old one, then at exit
+
+
+async def test_cancel_request_option_sends_livekits_cancel_on_the_old_socket(
+    server: FakeLightningServer, key: str
+) -> None:
+    server.first_byte_gate = anyio.Event()
+    async with make_sink(server, key, cancel_request=True) as sink:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.speak, "Interrupted.")
+            await server.wait_until(lambda: server.requests_started == 1)
+            await sink.cancel()
+        await server.wait_until(lambda: server.closed_by_client == 1)
+        server.first_byte_gate.set()
+        await sink.speak("Next turn.")
+    first_flush = next(m for m in server.messages if m.get("flush"))
+    [cancel] = server.cancels
+    assert cancel["cancel_request"] is True and cancel["context_id"] == first_flush["context_id"]
+    assert server.cancelled_syntheses == 1 and sink.cancel_requests_sent == 1
+    contexts = {m["context_id"] for m in server.messages if m.get("flush")}
+    assert len(contexts) == 2  # one context per request
+    assert sink.played_chars == len("Next turn.") and server.concurrency_violations == 0
+
+
+async def test_without_the_option_no_context_id_is_sent(server: FakeLightningServer, key: str) -> None:
+    async with make_sink(server, key) as sink:
+        await sink.speak("Plain protocol.")
+    assert all("context_id" not in m and "cancel_request" not in m for m in server.messages)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.audio_helpers import tone_power
 from voiceagent import audio
-from voiceagent.adapters.openai_speech import OpenAISpeechSink
+from voiceagent.adapters.openai_speech import OpenAISpeechSink, deprecated_openai_model
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import ConcurrencyLimiter
@@ -28,6 +29,7 @@ def make_sink(server: FakeSpeechServer, output: Any = None, **kwargs: Any) -> Op
     client = openai.AsyncOpenAI(
         base_url=server.base_url, api_key=kwargs.pop("api_key", "test-key"), max_retries=0
     )
+    kwargs.setdefault("model", "kokoro")  # a compatible server's own model name
     return OpenAISpeechSink(
         output if output is not None else CollectingOutput(24000), client=client, **kwargs
     )
@@ -118,7 +120,7 @@ async def test_unreachable_server() -> None:
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
-    sink = OpenAISpeechSink(CollectingOutput(24000), client=client)
+    sink = OpenAISpeechSink(CollectingOutput(24000), client=client, model="kokoro")
     with pytest.raises(TTSError, match="cannot reach the speech endpoint"):
         await sink.speak("Hello?")
 
@@ -153,7 +155,37 @@ async def test_limiter_caps_concurrent_requests(server: FakeSpeechServer) -> Non
 
 async def test_owned_client_is_closed(server: FakeSpeechServer) -> None:
     async with OpenAISpeechSink(
-        CollectingOutput(24000), base_url=server.base_url, api_key="test-key"
+        CollectingOutput(24000), base_url=server.base_url, api_key="test-key", model="kokoro"
     ) as sink:
         await sink.speak("Own client.")
     assert sink.client.is_closed()
+
+
+# ---- no default model that OpenAI shuts down (2027-01-06) ------------------------------------------
+
+
+def test_the_model_is_required() -> None:
+    client = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="k")
+    with pytest.raises(TypeError, match="model"):
+        OpenAISpeechSink(CollectingOutput(24000), client=client)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="model is required"):
+        OpenAISpeechSink(CollectingOutput(24000), client=client, model="")
+
+
+@pytest.mark.parametrize(
+    "model", ["tts-1", "tts-1-hd", "tts-1-1106", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"]
+)
+def test_openais_deprecated_speech_models_warn_on_openai(model: str) -> None:
+    client = openai.AsyncOpenAI(base_url="https://api.openai.com/v1", api_key="k")
+    with pytest.warns(FutureWarning, match="2027-01-06"):
+        OpenAISpeechSink(CollectingOutput(24000), client=client, model=model)
+
+
+def test_the_same_names_on_other_servers_and_other_models_do_not_warn() -> None:
+    other = openai.AsyncOpenAI(base_url="http://127.0.0.1:8880/v1", api_key="k")
+    on_openai = openai.AsyncOpenAI(base_url="https://api.openai.com/v1", api_key="k")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OpenAISpeechSink(CollectingOutput(24000), client=other, model="tts-1")  # e.g. openedai-speech
+        OpenAISpeechSink(CollectingOutput(24000), client=on_openai, model="some-future-tts")
+    assert not deprecated_openai_model("tts-10") and not deprecated_openai_model("gpt-4o-mini-tts-x")

@@ -21,6 +21,7 @@ from voiceagent.adapters.lightning.protocol import (
     error_frame,
     error_from_body,
 )
+from voiceagent.adapters.lightning.voices import check_voice, voices_url_for_http
 from voiceagent.adapters.lightning.websocket import check_common, request_sample_rate
 from voiceagent.audio import WavStreamDecoder
 from voiceagent.errors import TTSError, TTSInterruptedError
@@ -36,14 +37,17 @@ logger = get_logger(__name__)
 
 class LightningHTTPSink(StreamingSink):
     """``TTSSink`` on Lightning's HTTP routes. ``mode="sse"`` streams base64 PCM events;
-    ``mode="sync"`` streams one WAV per request (``Accept: audio/wav``)."""
+    ``mode="sync"`` streams one WAV per request (``Accept: audio/wav``).
+
+    ``voice_id`` defaults to ``DEFAULT_VOICES[model]``. ``check_voice``: before the first request (or in
+    ``async with``) the voice is looked up in the catalog next to ``base_url`` (see ``voices.py``)."""
 
     def __init__(
         self,
         output: AudioOutput,
         *,
         api_key: str,
-        voice_id: str,
+        voice_id: str | None = None,
         mode: Literal["sse", "sync"] = "sse",
         model: str = "lightning_v3.1",
         base_url: str = DEFAULT_HTTP_BASE,
@@ -56,9 +60,10 @@ class LightningHTTPSink(StreamingSink):
         timeout: float = 30.0,
         max_chunk_chars: int = MAX_CHARS,
         client: httpx2.AsyncClient | None = None,
+        check_voice: bool = True,
     ) -> None:
         super().__init__(output)
-        check_common(model, speed, voice_id, api_key)
+        voice_id = check_common(model, speed, voice_id, api_key)
         if mode not in ("sse", "sync"):
             raise ValueError(f"mode must be 'sse' or 'sync', got {mode!r}")
         if not 1 <= max_chunk_chars <= MAX_CHARS:
@@ -68,6 +73,12 @@ class LightningHTTPSink(StreamingSink):
         self.url = base_url.rstrip("/") + ("/tts/live" if mode == "sse" else "/tts")
         self.max_chunk_chars = max_chunk_chars
         self.limiter = limiter or account_limiter(api_key)
+        self.voice_id = voice_id
+        self.language = language
+        self.voices_url = voices_url_for_http(base_url)
+        self._api_key = api_key
+        self._voice_checked = not check_voice
+        self._timeout = timeout
         self.request_ids: list[str] = []
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -93,7 +104,19 @@ class LightningHTTPSink(StreamingSink):
             await self._client.aclose()
 
     async def __aenter__(self) -> LightningHTTPSink:
+        await self._check_voice()
         return self
+
+    async def _check_voice(self) -> None:
+        if not self._voice_checked:
+            await check_voice(
+                self.voice_id,
+                self.language,
+                url=self.voices_url,
+                api_key=self._api_key,
+                request_timeout=min(self._timeout, 10.0),
+            )
+            self._voice_checked = True
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -101,6 +124,7 @@ class LightningHTTPSink(StreamingSink):
         await self.aclose()
 
     async def _synthesize(self, text: str, delivery: Delivery) -> None:
+        await self._check_voice()
         await self._synthesize_in_pieces(text, delivery, self.max_chunk_chars, self.limiter, self._request)
 
     async def _request(self, text: str, delivery: Delivery) -> None:

@@ -13,6 +13,7 @@ from voiceagent.text_split import split_text as _split_text
 
 __all__ = [
     "DEFAULT_HTTP_BASE",
+    "DEFAULT_VOICES",
     "DEFAULT_WS_URL",
     "MAX_CHARS",
     "MODELS",
@@ -32,6 +33,11 @@ __all__ = [
 DEFAULT_WS_URL = "wss://api.smallest.ai/waves/v1/tts/live"
 DEFAULT_HTTP_BASE = "https://api.smallest.ai/waves/v1"
 MODELS = ("lightning_v3.1", "lightning_v3.1_pro")
+# A documented voice per model, so the defaults work on day one: `magnus` is in the lightning_v3.1 model
+# card's top voices (and the SDK's examples), `meher` in the Pro card's catalog (the default of the
+# LiveKit and Pipecat plugins). The voice catalogs of the two models differ; a voice of the other pool
+# "can return wrong or hallucinated audio" (SDK 5.14.0).
+DEFAULT_VOICES = {"lightning_v3.1": "magnus", "lightning_v3.1_pro": "meher"}
 SAMPLE_RATES = (8000, 16000, 24000, 44100)
 # Hard limit per request; the docs call ~140 characters optimal.
 MAX_CHARS = 250

@@ -4,15 +4,35 @@ Each ``speak(text)`` is one request: the text (split at 250 characters) goes out
 ``"continue": true``, then ``{"text": "", "flush": true}``; base64 PCM ``chunk`` frames are delivered
 as they arrive until ``complete``. One socket is kept open and reused; if the server closed it (after
 ``complete``, on idle timeout, or by dropping it) the sink reconnects, and resends the request only if
-none of its audio had arrived. Barge-in closes the socket (there is no cancel message) and reconnects
-in the background. A keepalive payload goes out when the socket has been quiet for
+none of its audio had arrived. A keepalive goes out when the socket has been quiet for
 ``keepalive_interval`` seconds. Requests wait for the per-account slot (one in flight per API key).
+
+Barge-in: the documented API (docs snapshot 2026-08-21, SDK 5.14.0) has no cancel message, so a
+cancel during a request retires that socket: the close and the new connection run in the background
+at once, the caller's ``cancel()`` returns without waiting for either, and the next request waits
+only for whichever of the two is still running (never for both one after the other), so the old
+request is released by the server before the next one is sent.
+
+UNCONFIRMED points, each a named option:
+
+- ``keepalive_interval``: the keepalive is Pipecat's ``{"text": " ", "voice_id", "model", "language"}``
+  (no ``continue``). Whether the service answers it is not documented; a ``complete`` that answers it
+  is told apart from a request's own ``complete`` (it comes before any audio).
+- ``cancel_request``: LiveKit's plugin cancels with ``{..., "context_id", "cancel_request": true}``
+  under its context-id ("continuations") protocol, which neither the docs snapshot nor the SDK
+  describe. With ``cancel_request=True`` every request carries a ``context_id`` and a barge-in sends
+  that message before the socket is retired anyway (as LiveKit also does); off by default.
+- ``check_voice``: at start-up the voice is looked up in ``GET /waves/v1/lightning-v3.1/get_voices``
+  (unknown voice: ``TTSError``). The catalog is the union of both models' voices, so a voice of the
+  other model's pool cannot be detected there; ``voice_id`` defaults to a documented voice of
+  ``model`` (``DEFAULT_VOICES``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -25,6 +45,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from voiceagent.adapters.lightning.account import account_limiter
 from voiceagent.adapters.lightning.protocol import (
+    DEFAULT_VOICES,
     DEFAULT_WS_URL,
     MAX_CHARS,
     MODELS,
@@ -39,6 +60,7 @@ from voiceagent.adapters.lightning.protocol import (
     parse_frame,
     split_text,
 )
+from voiceagent.adapters.lightning.voices import check_voice, voices_url_for_ws
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger, register_secret, set_request_id
@@ -63,6 +85,10 @@ class _Connection:
         self.dead = False
         # A request was sent and its `complete` has not arrived: the server is still working on it.
         self.in_request = False
+        self.context_id: str | None = None  # the request's, when cancel_request is on
+        # Keepalives whose answer (a `complete`, if the service sends one) has not been seen yet.
+        self.keepalive_answers_due = 0
+        self.closed = anyio.Event()
 
 
 class _Retry(Exception):
@@ -78,16 +104,18 @@ def request_sample_rate(output_rate: int, requested: int | None) -> int:
     return output_rate if output_rate in SAMPLE_RATES else 24000
 
 
-def check_common(model: str, speed: float, voice_id: str, api_key: str) -> None:
+def check_common(model: str, speed: float, voice_id: str | None, api_key: str) -> str:
+    """Validate the shared options; returns the voice (``voice_id``, or the model's documented default)."""
     register_secret(api_key)  # never in a log line
     if model not in MODELS:
         raise ValueError(f"unknown Lightning model {model!r}; expected one of {MODELS}")
     if not 0.5 <= speed <= 2:
         raise ValueError(f"speed must be 0.5..2, got {speed}")
-    if not voice_id:
-        raise ValueError("voice_id is required")
+    if voice_id is not None and not voice_id:
+        raise ValueError("voice_id must not be empty (None picks the model's default voice)")
     if not api_key:
         raise ValueError("api_key is required")
+    return voice_id or DEFAULT_VOICES[model]
 
 
 class LightningSink(StreamingSink):
@@ -100,6 +128,10 @@ class LightningSink(StreamingSink):
     ``first_byte_timeout``: no audio this long after the flush is an error. ``complete_timeout``: silence
     this long after audio started is taken as the end of the text (with a warning) in case the server
     sends one ``complete`` per turn rather than per flush; by default the backoff plus 3 s.
+
+    ``voice_id`` defaults to ``DEFAULT_VOICES[model]``. ``check_voice``/``voices_url``: the start-up
+    catalog lookup (``voices_url`` defaults to the route next to ``url``). ``cancel_request``: see the
+    module docstring (UNCONFIRMED).
     """
 
     def __init__(
@@ -107,7 +139,7 @@ class LightningSink(StreamingSink):
         output: AudioOutput,
         *,
         api_key: str,
-        voice_id: str,
+        voice_id: str | None = None,
         model: str = "lightning_v3.1",
         url: str = DEFAULT_WS_URL,
         sample_rate: int | None = None,
@@ -127,9 +159,12 @@ class LightningSink(StreamingSink):
         first_byte_timeout: float = 30.0,
         complete_timeout: float | None = None,
         compression: str | None = None,
+        check_voice: bool = True,
+        voices_url: str | None = None,
+        cancel_request: bool = False,
     ) -> None:
         super().__init__(output)
-        check_common(model, speed, voice_id, api_key)
+        voice_id = check_common(model, speed, voice_id, api_key)
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
         if keepalive_interval is not None and keepalive_interval <= 0:
@@ -148,6 +183,12 @@ class LightningSink(StreamingSink):
         backoff = 4.0 if complete_backoff_ms is None else complete_backoff_ms / 1000
         self.complete_timeout = complete_timeout if complete_timeout is not None else backoff + 3.0
         self.limiter = limiter or account_limiter(api_key)
+        self.voice_id = voice_id
+        self.language = language
+        self.check_voice = check_voice
+        self.voices_url = voices_url or voices_url_for_ws(url)
+        self.cancel_request = cancel_request
+        self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"}
         if expire_content:
             self._headers["x-expire-content"] = "true"
@@ -169,8 +210,12 @@ class LightningSink(StreamingSink):
         self.request_ids: list[str] = []
         self.connections_opened = 0
         self.keepalives_sent = 0
+        self.cancel_requests_sent = 0
+        self.retired_sockets_closed = 0
         self._tg: TaskGroup | None = None
         self._conn: _Connection | None = None
+        # The socket a barge-in retired, until it has closed: the next request waits for it.
+        self._retired: _Connection | None = None
         self._connect_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
         self._busy = False
@@ -179,6 +224,14 @@ class LightningSink(StreamingSink):
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> LightningSink:
+        if self.check_voice and self.voices_url is not None:
+            await check_voice(
+                self.voice_id,
+                self.language,
+                url=self.voices_url,
+                api_key=self._api_key,
+                request_timeout=self.connect_timeout,
+            )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
@@ -265,12 +318,22 @@ class LightningSink(StreamingSink):
                     continue
                 if anyio.current_time() - self._last_send < self.keepalive_interval:
                     continue
+                # Counted before the send: its answer may be read before this task resumes.
+                conn.keepalive_answers_due += 1
                 try:
-                    # What pipecat sends: a blank buffered payload; any message resets the idle timer.
-                    await self._send_locked(conn, {**self._payload, "text": " ", "continue": True})
+                    # Pipecat's keepalive; any message resets the server's idle timer.
+                    await self._send_locked(conn, self._keepalive_payload())
                     self.keepalives_sent += 1
                 except _Retry:
                     conn.dead = True
+
+    def _keepalive_payload(self) -> dict[str, Any]:
+        return {
+            "text": " ",
+            "voice_id": self._payload["voice_id"],
+            "model": self._payload["model"],
+            "language": self._payload["language"],
+        }
 
     async def _reconnect_quietly(self) -> None:
         try:
@@ -279,19 +342,46 @@ class LightningSink(StreamingSink):
             logger.warning("background reconnect failed (the next speak retries): %s", exc)
 
     async def _on_cancel(self) -> None:
-        # No cancel message exists: closing the socket is the only way to stop the server.
+        # No documented cancel message: retiring the socket is what stops the server. Nothing here
+        # waits on the network, so the caller's output is cleared at once; the close and the next
+        # connection proceed together in the background.
         conn = self._conn
-        if conn is None or not conn.in_request:
+        if conn is None or not conn.in_request or self._tg is None:
             return  # nothing is being synthesized: the socket can stay
-        await self._drop(conn)
-        if self._tg is not None:
-            self._tg.start_soon(self._reconnect_quietly)
+        conn.dead = True
+        self._conn = None
+        self._retired = conn
+        self._tg.start_soon(self._retire, conn)
+        self._tg.start_soon(self._reconnect_quietly)
+
+    async def _retire(self, conn: _Connection) -> None:
+        if self.cancel_request and conn.context_id is not None:
+            # LiveKit's shape: the request's fields and its context, no text.
+            message = {**self._payload, "context_id": conn.context_id, "cancel_request": True}
+            with anyio.move_on_after(1):
+                try:
+                    await conn.ws.send(json.dumps(message))
+                    self.cancel_requests_sent += 1
+                except ConnectionClosed:
+                    pass
+        await _close(conn)
+        self.retired_sockets_closed += 1
+
+    async def _wait_for_retired(self) -> None:
+        """The server holds one request per account: the barge-in's socket must be gone first."""
+        retired = self._retired
+        if retired is not None:
+            with anyio.move_on_after(5):
+                await retired.closed.wait()
+            if self._retired is retired:
+                self._retired = None
 
     # --- requests ----------------------------------------------------------------------------
 
     async def _synthesize(self, text: str, delivery: Delivery) -> None:
         pieces = split_text(text, self.max_chunk_chars)
         async with self.limiter.slot():
+            await self._wait_for_retired()
             attempt = 0
             while True:
                 conn = await self._ensure_connection()
@@ -324,6 +414,9 @@ class LightningSink(StreamingSink):
                 raise _Retry("connection had closed") from None
             if isinstance(frame, _Closed):
                 raise _Retry(f"server had closed the connection (code {frame.code})")
+            if isinstance(frame, CompleteFrame) and conn.keepalive_answers_due:
+                conn.keepalive_answers_due -= 1
+                continue
             if isinstance(frame, ErrorFrame):
                 if frame.is_idle_timeout:
                     raise _Retry(frame.message)
@@ -335,9 +428,13 @@ class LightningSink(StreamingSink):
         self._discard_stale(conn)
         self._busy = True
         conn.in_request = True
+        payload = self._payload
+        if self.cancel_request:
+            conn.context_id = uuid.uuid4().hex
+            payload = {**payload, "context_id": conn.context_id}
         for piece in pieces:
-            await self._send(conn, {**self._payload, "text": piece, "continue": True})
-        await self._send(conn, {**self._payload, "text": "", "flush": True})
+            await self._send(conn, {**payload, "text": piece, "continue": True})
+        await self._send(conn, {**payload, "text": "", "flush": True})
         delivery.restart_clock()
         carry = b""
         request_id: str | None = None
@@ -369,6 +466,9 @@ class LightningSink(StreamingSink):
             elif isinstance(frame, WordTimestamp):
                 self.word_timestamps.append(frame)
             elif isinstance(frame, CompleteFrame):
+                if not delivery.bytes_delivered and conn.keepalive_answers_due:
+                    conn.keepalive_answers_due -= 1  # a keepalive's answer that arrived late
+                    continue
                 conn.in_request = False
                 return
             elif isinstance(frame, ErrorFrame):
@@ -400,5 +500,8 @@ async def _read_frames(ws: ClientConnection, send: MemoryObjectSendStream[Frame 
 
 async def _close(conn: _Connection) -> None:
     conn.dead = True
-    with anyio.CancelScope(shield=True), anyio.move_on_after(3):
-        await conn.ws.close()
+    try:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+            await conn.ws.close()
+    finally:
+        conn.closed.set()

@@ -50,9 +50,12 @@ def parse_server_message(raw: str | bytes) -> PulseMessage:
     if not isinstance(doc, dict):
         raise PulseProtocolError(f"server message is a JSON {type(doc).__name__}, not an object")
     kind = doc.get("type")
-    if kind == "error" or doc.get("status") == "error":
-        message = doc.get("message") or doc.get("error") or "unknown error"
-        return PulseErrorMessage(str(message))
+    # Two error shapes: the public API's {"type":"error","status":"error","message"} and a self-hosted
+    # server's bare {"error": "..."} with no "type" (LiveKit's client handles both). A message that
+    # carries a transcript is a transcript whatever else it holds.
+    bare_error = bool(doc.get("error")) and kind is None and not {"transcript", "transcription"} & doc.keys()
+    if kind == "error" or doc.get("status") == "error" or bare_error:
+        return PulseErrorMessage(_error_text(doc))
     if kind in ("speech_started", "speech_ended"):
         return PulseSpeechEvent(started=kind == "speech_started", timestamp=_number(doc.get("timestamp")))
     # The legacy shape has no "type"/"status": key on is_final/transcript.
@@ -77,6 +80,13 @@ def parse_server_message(raw: str | bytes) -> PulseMessage:
 def has_words(text: str) -> bool:
     """False for a transcript of punctuation alone ("." or "।" in a chunk of its own): no words said."""
     return any(ch.isalnum() for ch in text)
+
+
+def _error_text(doc: dict[str, Any]) -> str:
+    message = doc.get("message") or doc.get("error") or "unknown error"
+    if isinstance(message, dict):  # {"error": {"message": ...}}
+        message = message.get("message") or json.dumps(message)
+    return str(message)
 
 
 def _number(value: Any) -> float:

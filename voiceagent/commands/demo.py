@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline", action="store_true", help="stay offline even if SMALLEST_API_KEY is set")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="live: what the caller asks")
     parser.add_argument(
-        "--voice", default=os.environ.get("SMALLEST_VOICE_ID", "emily"), help="live: voice id"
+        "--voice", default=os.environ.get("SMALLEST_VOICE_ID"), help="live: voice id (default: the model's)"
     )
     parser.add_argument("--record", type=Path, help="live: also record the session to this cassette")
 

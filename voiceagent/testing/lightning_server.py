@@ -13,9 +13,19 @@ from ``?timeout=N``) and misbehaves on command:
 - ``omit_complete``: never send ``complete`` (as if the server sent one per turn, not per flush).
 - ``reject_status``: refuse WebSocket upgrades and HTTP requests with this status (e.g. 429).
 - ``expire_idle()``: send the idle-timeout frame to every idle connection and close it, now.
+- ``freeze_reads()`` / ``thaw_reads()``: stop and resume reading every open connection.
+- ``keepalive_reply``: what a blank keepalive (``{"text": " "}`` without ``continue``/``flush``) is
+  answered with; ``{"status": "complete"}`` by default, None for silence (UNCONFIRMED which one).
+  ``hold_keepalive_replies``: send those answers late, just before the next request's first chunk.
 
-Everything it saw is recorded (``messages``, ``upgrades``, ``http_requests``...); ``wait_until(predicate)``
-lets a test wait for a state without sleeping.
+The HTTP routes honour ``output_format`` (``pcm`` raw, ``wav``, ``ulaw``/``alaw`` G.711; the sync route
+wraps only ``wav`` in a WAV header; ``mp3`` is refused: the fake cannot encode it). The WebSocket
+always streams PCM (as LiveKit notes). A ``cancel_request`` message (LiveKit's, UNCONFIRMED) stops the
+connection's synthesis in progress without an answer. ``GET .../lightning-v3.1/get_voices`` serves
+``voices`` (on the HTTP server and on the WebSocket port).
+
+Everything it saw is recorded (``messages``, ``upgrades``, ``http_requests``, ``cancels``...);
+``wait_until(predicate)`` lets a test wait for a state without sleeping.
 """
 
 from __future__ import annotations
@@ -30,17 +40,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
+from anyio.abc import TaskGroup
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from voiceagent.audio import SAMPLE_WIDTH, wav_bytes
+from voiceagent.audio import SAMPLE_WIDTH, pcm16_to_alaw, pcm16_to_ulaw, wav_bytes
 from voiceagent.logs import get_logger
 from voiceagent.testing.loopback_http import HTTPRequest, LoopbackHTTPServer, Responder
 from voiceagent.testing.tone import tone
 
-__all__ = ["FakeLightningServer", "flat_error", "spec_error"]
+__all__ = ["DEFAULT_CATALOG", "FakeLightningServer", "catalog_voice", "flat_error", "spec_error"]
 
 logger = get_logger(__name__)
 
@@ -48,6 +59,28 @@ MODELS = ("lightning_v3.1", "lightning_v3.1_pro")
 RETIRED_MODELS = ("lightning", "lightning-large", "lightning-v2")
 SAMPLE_RATES = (8000, 16000, 24000, 44100)
 MAX_CHARS = 250
+OUTPUT_FORMATS = ("pcm", "mp3", "wav", "ulaw", "alaw")
+VOICES_PATH = "/waves/v1/lightning-v3.1/get_voices"
+
+
+def catalog_voice(voice_id: str, *languages: str, accent: str = "american") -> dict[str, Any]:
+    """One entry of the get_voices answer."""
+    return {
+        "voiceId": voice_id,
+        "displayName": voice_id.title(),
+        "tags": {"language": list(languages), "accent": accent, "gender": "", "age": "", "emotions": []},
+    }
+
+
+# A few voices of both model cards (the real catalog is their union).
+DEFAULT_CATALOG = (
+    catalog_voice("magnus", "english"),
+    catalog_voice("olivia", "english"),
+    catalog_voice("sophia", "english"),
+    catalog_voice("devansh", "hindi", "english", accent="indian"),
+    catalog_voice("meher", "hindi", "english", accent="indian"),
+    catalog_voice("sophie", "english", accent="british"),
+)
 
 
 def spec_error(message: str, code: str = "BAD_REQUEST") -> dict[str, Any]:
@@ -75,6 +108,12 @@ class _WSConn:
     buffer: str = ""
     busy: bool = False
     closed_by_server: bool = False
+    # Synthesis runs beside the reader so that a cancel_request can stop it; one at a time.
+    speaking: anyio.Lock = field(default_factory=anyio.Lock)
+    synthesis: anyio.CancelScope | None = None
+    held_replies: list[dict[str, Any]] = field(default_factory=list)
+    # The fields of the buffered messages: an option set on any of them holds for the utterance.
+    buffered_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +150,9 @@ class FakeLightningServer:
         self.close_after_complete = False
         self.omit_complete = False
         self.reject_status: int | None = None
+        self.keepalive_reply: dict[str, Any] | None = {"status": "complete"}
+        self.hold_keepalive_replies = False
+        self.voices: list[dict[str, Any]] = [dict(v) for v in DEFAULT_CATALOG]
         self._fail_next: deque[dict[str, Any]] = deque()
         self._drop_next: deque[int] = deque()
         # records
@@ -122,6 +164,9 @@ class FakeLightningServer:
         self.connections_closed = 0
         self.closed_by_client = 0
         self.keepalives = 0
+        self.cancels: list[dict[str, Any]] = []
+        self.cancelled_syntheses = 0
+        self.voice_lookups: list[dict[str, str]] = []  # headers of each get_voices request
         self.in_flight: dict[str, int] = {}
         self.max_in_flight = 0
         self.concurrency_violations = 0
@@ -160,6 +205,10 @@ class FakeLightningServer:
     def http_base(self) -> str:
         return f"{self._http.url}/waves/v1"
 
+    @property
+    def voices_url(self) -> str:
+        return f"{self._http.url}{VOICES_PATH}"
+
     # --- commands ----------------------------------------------------------------------------
 
     def fail_next(self, frame: dict[str, Any]) -> None:
@@ -167,6 +216,15 @@ class FakeLightningServer:
 
     def drop_next(self, after_chunks: int) -> None:
         self._drop_next.append(after_chunks)
+
+    def freeze_reads(self) -> None:
+        """Stop reading every open connection (a stalled server): a client's close frame goes unanswered."""
+        for conn in self._open:
+            conn.ws.transport.pause_reading()
+
+    def thaw_reads(self) -> None:
+        for conn in self._open:
+            conn.ws.transport.resume_reading()
 
     async def expire_idle(self) -> int:
         """Time out every idle connection now, as the real server does after ``timeout`` seconds."""
@@ -210,6 +268,10 @@ class FakeLightningServer:
             raise _RequestError(400, spec_error("voice_id is required", "MISSING_VOICE"))
         if payload.get("sample_rate", 44100) not in SAMPLE_RATES:
             raise _RequestError(400, spec_error("unsupported sample_rate", "INVALID_SAMPLE_RATE"))
+        if payload.get("output_format", "pcm") not in OUTPUT_FORMATS:
+            raise _RequestError(400, spec_error("unsupported output_format", "INVALID_OUTPUT_FORMAT"))
+        if not ws and payload.get("output_format") == "mp3":
+            raise _RequestError(400, spec_error("this fake does not encode mp3", "UNSUPPORTED_BY_FAKE"))
         text = payload.get("text")
         if not isinstance(text, str) or (not ws and not text.strip()):
             raise _RequestError(400, spec_error("text is required", "MISSING_TEXT"))
@@ -251,8 +313,28 @@ class FakeLightningServer:
 
     # --- WebSocket ---------------------------------------------------------------------------
 
+    def _voices_answer(self, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.voice_lookups.append(headers)
+        self._notify()
+        try:
+            self._check_auth(headers.get("authorization"))
+        except _RequestError as exc:
+            return exc.status, exc.payload
+        return 200, {"voices": self.voices}
+
     def _process_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.upgrades.append(Upgrade(request.path, {k.lower(): v for k, v in request.headers.raw_items()}))
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        if urlsplit(request.path).path == VOICES_PATH and "upgrade" not in headers:
+            # A plain GET on the WebSocket port: the catalog route beside /tts/live, as on the real host.
+            status, payload = self._voices_answer(headers)
+            body = json.dumps(payload).encode()
+            return Response(
+                status,
+                "OK" if status == 200 else "Error",
+                Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))]),
+                body,
+            )
+        self.upgrades.append(Upgrade(request.path, headers))
         self._notify()
         if self.reject_status is not None:
             body = json.dumps(spec_error("Too many requests", str(self.reject_status))).encode()
@@ -277,22 +359,30 @@ class FakeLightningServer:
         self.connections_opened += 1
         self._notify()
         try:
-            while True:
-                with anyio.move_on_after(conn.timeout) as idle:
-                    message = await ws.recv()
-                if idle.cancelled_caught:
-                    await self._time_out(conn)
-                    return
-                await self._on_message(conn, message)
-                if conn.closed_by_server:
-                    return
-        except ConnectionClosed:
-            if not conn.closed_by_server:
-                self.closed_by_client += 1
+            async with anyio.create_task_group() as tg:
+                try:
+                    await self._read_ws(conn, tg)
+                except ConnectionClosed:
+                    if not conn.closed_by_server:
+                        self.closed_by_client += 1
+                tg.cancel_scope.cancel()
         finally:
             self._open.discard(conn)
             self.connections_closed += 1
             self._notify()
+
+    async def _read_ws(self, conn: _WSConn, tg: TaskGroup) -> None:
+        while True:
+            with anyio.move_on_after(conn.timeout) as idle:
+                message = await conn.ws.recv()
+            if idle.cancelled_caught:
+                if conn.busy:
+                    continue  # inactivity is the client's silence while nothing is being synthesized
+                await self._time_out(conn)
+                return
+            await self._on_message(conn, message, tg)
+            if conn.closed_by_server:
+                return
 
     async def _time_out(self, conn: _WSConn) -> None:
         conn.closed_by_server = True
@@ -305,7 +395,7 @@ class FakeLightningServer:
         except ConnectionClosed:
             pass
 
-    async def _on_message(self, conn: _WSConn, message: str | bytes) -> None:
+    async def _on_message(self, conn: _WSConn, message: str | bytes, tg: TaskGroup) -> None:
         try:
             payload = json.loads(message)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -313,6 +403,14 @@ class FakeLightningServer:
             return
         self.messages.append(payload)
         self._notify()
+        if isinstance(payload, dict) and payload.get("cancel_request") is True:
+            self.cancels.append(payload)
+            if conn.synthesis is not None:
+                conn.synthesis.cancel()
+                self.cancelled_syntheses += 1
+            conn.buffer, conn.buffered_options = "", {}
+            self._notify()
+            return
         try:
             self._check_payload(payload, ws=True)
         except _RequestError as exc:
@@ -320,15 +418,35 @@ class FakeLightningServer:
             return
         text = payload["text"]
         if payload.get("continue") and not payload.get("flush"):
-            if not text.strip():
-                self.keepalives += 1
             conn.buffer += text
+            conn.buffered_options.update(payload)
             return
         utterance, conn.buffer = conn.buffer + text, ""
+        payload, conn.buffered_options = {**conn.buffered_options, **payload}, {}
         if not utterance.strip():
-            await conn.ws.send(json.dumps({"status": "complete"}))
+            if not payload.get("flush"):
+                self.keepalives += 1  # Pipecat's keepalive: a blank text without continue or flush
+                reply = self.keepalive_reply
+            else:
+                reply = {"status": "complete"}
+            if reply is not None and self.hold_keepalive_replies and not payload.get("flush"):
+                conn.held_replies.append(reply)
+            elif reply is not None:
+                await conn.ws.send(json.dumps(reply))
+            self._notify()
             return
-        await self._speak_ws(conn, utterance, payload)
+        tg.start_soon(self._run_synthesis, conn, utterance, payload)
+
+    async def _run_synthesis(self, conn: _WSConn, text: str, payload: dict[str, Any]) -> None:
+        async with conn.speaking:
+            with anyio.CancelScope() as scope:
+                conn.synthesis = scope
+                try:
+                    await self._speak_ws(conn, text, payload)
+                except ConnectionClosed:
+                    pass  # the reader sees the close too
+                finally:
+                    conn.synthesis = None
 
     async def _speak_ws(self, conn: _WSConn, text: str, payload: dict[str, Any]) -> None:
         ws = conn.ws
@@ -349,6 +467,8 @@ class FakeLightningServer:
             rate = int(payload.get("sample_rate", 44100))
             chunks = self._synthesize(text, rate)
             self.utterances.append(Utterance(text, rate, b"".join(chunks), "ws", payload))
+            while conn.held_replies:  # late keepalive answers land just before this request's audio
+                await ws.send(json.dumps(conn.held_replies.pop(0)))
             words = text.split()
             for index, chunk in enumerate(chunks):
                 if drop_after is not None and index >= drop_after:
@@ -384,6 +504,10 @@ class FakeLightningServer:
     # --- HTTP: sync and SSE ------------------------------------------------------------------
 
     async def _handle_http(self, request: HTTPRequest, responder: Responder) -> None:
+        if request.method == "GET" and request.path == VOICES_PATH:
+            status, answer = self._voices_answer(dict(request.headers))
+            await responder.send_json(status, answer)
+            return
         self.http_requests.append(request)
         self._notify()
         try:
@@ -416,38 +540,47 @@ class FakeLightningServer:
                 Utterance(payload["text"], rate, b"".join(chunks), "sse" if sse else "sync", payload)
             )
             headers = {"X-Request-Id": f"http-{len(self.http_requests)}"}
+            output_format = str(payload.get("output_format", "pcm"))
             if sse:
-                await self._stream_sse(responder, chunks, headers, drop_after)
+                await self._stream_sse(responder, chunks, output_format, headers, drop_after)
             else:
-                await self._stream_sync(request, responder, chunks, rate, headers, drop_after)
+                await self._stream_sync(responder, chunks, rate, output_format, headers, drop_after)
         finally:
             self._end(key)
 
     async def _stream_sse(
-        self, responder: Responder, chunks: list[bytes], headers: dict[str, str], drop_after: int | None
+        self,
+        responder: Responder,
+        chunks: list[bytes],
+        output_format: str,
+        headers: dict[str, str],
+        drop_after: int | None,
     ) -> None:
         await responder.start(200, {"Content-Type": "text/event-stream", **headers})
         for index, chunk in enumerate(chunks):
             if drop_after is not None and index >= drop_after:
                 await responder.abort()
                 return
-            data = {"audio": base64.b64encode(chunk).decode(), "done": False, "status": "206"}
+            encoded = _encode(chunk, output_format)
+            data = {"audio": base64.b64encode(encoded).decode(), "done": False, "status": "206"}
             await responder.write(f"event: audio\ndata: {json.dumps(data)}\n\n".encode())
         await responder.write(b'data: {"status":"200","done":true}\n\n')
 
     async def _stream_sync(
         self,
-        request: HTTPRequest,
         responder: Responder,
         chunks: list[bytes],
         rate: int,
+        output_format: str,
         headers: dict[str, str],
         drop_after: int | None,
     ) -> None:
+        # output_format decides the body (UNCONFIRMED: what the service sends for pcm with Accept: audio/wav).
         pcm = b"".join(chunks)
-        wants_wav = "audio/wav" in request.headers.get("accept", "")
-        body = wav_bytes(pcm, rate) if wants_wav else pcm
-        content_type = "audio/wav" if wants_wav else "application/octet-stream"
+        body = wav_bytes(pcm, rate) if output_format == "wav" else _encode(pcm, output_format)
+        content_type = {"wav": "audio/wav", "ulaw": "audio/basic", "alaw": "audio/x-alaw-basic"}.get(
+            output_format, "application/octet-stream"
+        )
         await responder.start(200, {"Content-Type": content_type, **headers})
         piece = max(len(body) // max(len(chunks), 1), 1)
         for index, start in enumerate(range(0, len(body), piece)):
@@ -455,3 +588,11 @@ class FakeLightningServer:
                 await responder.abort()
                 return
             await responder.write(body[start : start + piece])
+
+
+def _encode(pcm16: bytes, output_format: str) -> bytes:
+    if output_format == "ulaw":
+        return pcm16_to_ulaw(pcm16)
+    if output_format == "alaw":
+        return pcm16_to_alaw(pcm16)
+    return pcm16  # pcm (and wav chunks over SSE: UNCONFIRMED, sent as PCM)

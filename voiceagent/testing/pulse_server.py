@@ -15,6 +15,7 @@ words still open after the end-of-utterance timeout (``eou_timeout_ms``) unless 
 it sooner with ``{"type":"finalize"}``. ``finals="utterance"`` (or the query's
 ``finalize_on_words=false``) keeps one transcript open per utterance instead, as this fake did before;
 ``vad_events=false`` in the query (or ``vad_events=False`` here) sends no VAD events.
+``{"type": "keepalive"}`` is answered with ``{"type": "pong"}``, as the public API does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 PATH = "/waves/v1/stt/live"
+# Streaming models: "pulse", and the English-only "pulse-2" that Pipecat streams with. "pulse-pro" has
+# no streaming worker (the SDK documents a 400 before the upgrade).
+STREAMING_MODELS = {"pulse", "pulse-2"}
 ENCODINGS = {"linear16", "linear32", "alaw", "mulaw", "opus", "ogg_opus"}
 SAMPLE_RATES = {"8000", "16000", "22050", "24000", "44100", "48000"}
 BOOLEAN_PARAMS = {
@@ -116,6 +120,7 @@ class PulseSession:
     controls: list[str] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     closed_by_close_stream: bool = False
+    control_messages: list[Any] = field(default_factory=list)  # each text frame, decoded
 
 
 class _Hearing:
@@ -197,8 +202,12 @@ class FakePulseServer:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._reject(connection, HTTPStatus.UNAUTHORIZED, "invalid or missing API key")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        if query.get("model") != "pulse":
-            return self._reject(connection, HTTPStatus.BAD_REQUEST, "model is required and must be 'pulse'")
+        if query.get("model") not in STREAMING_MODELS:
+            return self._reject(
+                connection,
+                HTTPStatus.BAD_REQUEST,
+                f"model is required and must be one of {sorted(STREAMING_MODELS)}",
+            )
         if not query.get("language"):
             return self._reject(connection, HTTPStatus.BAD_REQUEST, "language is required")
         if query.get("encoding", "linear16") not in ENCODINGS:
@@ -293,8 +302,9 @@ class FakePulseServer:
                 control = json.loads(raw)
                 kind = control.get("type") if isinstance(control, dict) else None
             except ValueError:
-                kind = None
+                control, kind = raw, None
             session.controls.append(str(kind))
+            session.control_messages.append(control)
             if kind == "finalize":
                 await self._send(ws, session, hearing.final(from_finalize=True))
             elif kind == "close_stream":
@@ -303,6 +313,8 @@ class FakePulseServer:
                 session.closed_by_close_stream = True
                 await ws.close()
                 return
+            elif kind == "keepalive":
+                await self._send(ws, session, {"type": "pong"})  # what the public API answers (LiveKit)
             else:
                 await self._send(ws, session, error_message(f"unsupported message: {raw[:60]!r}"))
 
