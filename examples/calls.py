@@ -15,13 +15,14 @@ from pathlib import Path
 
 import anyio
 
-from examples.weather_bot import build_agent
 from voiceagent.session import Session
 from voiceagent.stt import STTSource
 from voiceagent.transport import Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioOutput, TTSSink
 from voiceagent.turn import ChatStreamer
+
+from .weather_bot import build_agent
 
 QUESTION = "What's the weather in Paris right now?"
 WEATHER_CASSETTE = Path(__file__).parent / "cassettes" / "weather.jsonl"

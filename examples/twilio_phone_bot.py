@@ -14,7 +14,12 @@ import functools
 import os
 import sys
 
-from examples.calls import (
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
+from voiceagent.llm import LLMClient
+from voiceagent.session import Session
+
+from .calls import (
     QUESTION,
     WEATHER_CASSETTE,
     api_key,
@@ -24,10 +29,6 @@ from examples.calls import (
     run_call,
     wait_for_first_answer,
 )
-from voiceagent.adapters.pulse import PulseOptions, PulseSTT
-from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
-from voiceagent.llm import LLMClient
-from voiceagent.session import Session
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -4,7 +4,6 @@ recording sessions against FakeOpenAIServer."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 
 from voiceagent.agent import Agent
 from voiceagent.cassette import Cassette, CassetteWriter
+from voiceagent.examples import weather_bot
 from voiceagent.llm import LLMClient
 from voiceagent.recorder import Recorder, RecordingTTSSink
 from voiceagent.retry import RetryPolicy
@@ -42,9 +42,6 @@ from voiceagent.tts import TTSSink
 from voiceagent.turn import ChatStreamer, TurnConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # examples/ is a package at the repository root, not installed
-weather_bot = importlib.import_module("examples.weather_bot")
 build_agent = weather_bot.build_agent
 
 CASSETTES = ROOT / "examples" / "cassettes"
@@ -258,7 +255,7 @@ def test_an_unreported_mismatch_fails_the_test_with_the_diff(tmp_path: Path) -> 
         textwrap.dedent(
             f"""
             import pytest
-            from examples.weather_bot import build_agent
+            from voiceagent.examples.weather_bot import build_agent
             from voiceagent.testing.tone_sink import ToneSink
 
             @pytest.mark.anyio
@@ -271,12 +268,12 @@ def test_an_unreported_mismatch_fails_the_test_with_the_diff(tmp_path: Path) -> 
     )
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "voiceagent.testing.pytest_plugin", str(test_file)],
+        [sys.executable, "-m", "pytest", "-q", str(test_file)],  # the entry point loads the plugin
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "ReplayMismatch" in proc.stdout
@@ -323,7 +320,7 @@ async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: 
     )
     async with FakeOpenAIServer() as fake:
         fake.enqueue(*replies)
-        writer = CassetteWriter(path, meta={"agent": "examples.weather_bot:build_agent"})
+        writer = CassetteWriter(path, meta={"agent": "voiceagent.examples.weather_bot:build_agent"})
         recorder = Recorder(writer)
         agent = recorder.attach(build_agent(make_llm(fake), ToneSink()))
         stt = recorder.wrap_stt(ReplaySTTSource(Cassette.from_records([]), speed=0))
