@@ -37,7 +37,7 @@ async def serve(args: argparse.Namespace) -> None:
     handler = functools.partial(
         run_call,
         sample_rate=8000,
-        llm=LLMClient.electron(plan=args.plan),
+        llm=LLMClient.electron(plan=args.plan, base_url=args.base_url),
         stt=lambda: PulseSTT(key, PulseOptions.for_twilio("en")),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
     )

@@ -41,7 +41,7 @@ async def serve(args: argparse.Namespace) -> None:
     handler = functools.partial(
         run_call,
         sample_rate=SAMPLE_RATE,
-        llm=LLMClient.electron(plan=args.plan),
+        llm=LLMClient.electron(plan=args.plan, base_url=args.base_url),
         stt=lambda: PulseSTT(key, PulseOptions(language="en", sample_rate=SAMPLE_RATE)),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
     )
