@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from voiceagent.cassette import CassetteError
     from voiceagent.commands import cassettes
+    from voiceagent.commands.errors import expected
     from voiceagent.errors import VoiceAgentError
     from voiceagent.timeline import Timeline
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --speed must be 0 or more", file=sys.stderr)
         return 2
     live = (bool(os.environ.get(API_KEY_ENV)) or args.base_url is not None) and not args.offline
+    existed = args.out.exists()
     try:
         if live:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to write
             result, events = anyio.run(_offline, cassette, args)
             source = f"recorded session {Path(cassette.name).name} at speed {args.speed:g}, espeak-ng"
-    except (CassetteError, VoiceAgentError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # the pipeline's task groups wrap what went wrong in exception groups
+        errors = expected(exc, (CassetteError, VoiceAgentError, OSError, ValueError))
+        if errors is None:
+            raise
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        if not existed:
+            args.out.unlink(missing_ok=True)  # no half-written WAV left behind
         return 1
     print(f"voiceagent demo: weather bot, {source}\n")
     print(f"caller: {result.user_text}")

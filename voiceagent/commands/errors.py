@@ -21,6 +21,12 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def expected(exc: BaseException, types: tuple[type[BaseException], ...]) -> list[BaseException] | None:
+    """The errors inside ``exc`` (a task group's too) if every one is of ``types``, else None."""
+    leaves = list(_leaves(exc))
+    return leaves if all(isinstance(leaf, types) for leaf in leaves) else None
+
+
 def explain(exc: BaseException, *, address: str | None = None) -> str | None:
     """The one-line message for a user's mistake inside ``exc`` (a task group's too), else None."""
     for leaf in _leaves(exc):
