@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import anyio
 import pytest
 
 import voiceagent
+from tests.user_project import write_user_project
 from voiceagent.commands import cassettes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,85 +100,26 @@ def test_the_shipped_cassettes_replay_by_name_from_any_folder(tmp_path: Path) ->
     assert voiceagent_cli("replay", "weather", "--recorded", cwd=tmp_path).returncode == 0
 
 
-USER_BOT = '''
-    from voiceagent import Agent, tool
-    from voiceagent.turn import TurnConfig
-
-
-    @tool
-    def opening_hours(day: str) -> str:
-        """Opening hours of the shop on a day."""
-        return f"{day}: 9 to 17"
-
-
-    def build_agent(llm, sink):
-        return Agent(
-            llm=llm,
-            sink=sink,
-            system_prompt="You are the shop's phone assistant. Be brief.",
-            tools=[opening_hours],
-            config=TurnConfig(params={"temperature": 0}),
-        )
-'''
-
-
-def write_user_project(folder: Path) -> Path:
-    """A user's bot module and a cassette recorded from it (through the real recorder and fake server)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "shopbot.py").write_text(textwrap.dedent(USER_BOT))
-    record = textwrap.dedent(
-        """
-        import anyio
-        from shopbot import build_agent
-        from voiceagent.cassette import CassetteWriter
-        from voiceagent.llm import LLMClient
-        from voiceagent.recorder import Recorder
-        from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
-        from voiceagent.testing.tone_sink import ToneSink
-
-        async def main():
-            async with FakeOpenAIServer() as server:
-                server.enqueue(
-                    tool_reply([("opening_hours", {"day": "Monday"})], filler="Let me look."),
-                    text_reply("On Monday we are open from nine to five."),
-                )
-                writer = CassetteWriter("shop.jsonl", meta={"agent": "shopbot:build_agent"})
-                recorder = Recorder(writer)
-                llm = LLMClient(base_url=server.base_url, api_key="not-needed")
-                agent = recorder.attach(build_agent(llm, ToneSink()))
-                await recorder.respond(agent, "When are you open on Monday?")
-                writer.close()
-
-        anyio.run(main)
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", record], cwd=folder, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return folder / "shop.jsonl"
-
-
 def test_replay_runs_a_users_own_bot_and_cassette_from_the_current_folder(tmp_path: Path) -> None:
     project = tmp_path / "shop"
-    write_user_project(project)
-    done = voiceagent_cli("replay", "shop.jsonl", "--speed", "0", cwd=project)
+    write_user_project(project, sys.executable, cassettes.shipped("barge_in"))
+    done = voiceagent_cli("replay", "tests/shop.jsonl", "--speed", "0", cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "replayed with shopbot:build_agent" in done.stdout
     assert "tool start  opening_hours" in done.stdout
 
     # The factory on the command line wins over the cassette's; a file path works from anywhere.
     (project / "other.py").write_text("from shopbot import build_agent as make\n")
-    by_name = voiceagent_cli("replay", "shop.jsonl", "--speed", "0", "--agent", "other:make", cwd=project)
+    by_name = voiceagent_cli(
+        "replay", "tests/shop.jsonl", "--speed", "0", "--agent", "other:make", cwd=project
+    )
     assert by_name.returncode == 0 and "replayed with other:make" in by_name.stdout
-    by_file = voiceagent_cli(
-        "replay", str(project / "shop.jsonl"), "--speed", "0", "--agent", f"{project}/shopbot.py:build_agent",
-        cwd=tmp_path,
-    )  # fmt: skip
+    cassette, factory = str(project / "tests" / "shop.jsonl"), f"{project}/shopbot.py:build_agent"
+    by_file = voiceagent_cli("replay", cassette, "--speed", "0", "--agent", factory, cwd=tmp_path)
     assert by_file.returncode == 0, by_file.stderr
 
     # Elsewhere, the cassette's module is not importable: said in one line.
-    elsewhere = voiceagent_cli("replay", str(project / "shop.jsonl"), cwd=tmp_path)
+    elsewhere = voiceagent_cli("replay", str(project / "tests/shop.jsonl"), cwd=tmp_path)
     assert elsewhere.returncode == 2
     assert "cannot load the agent factory 'shopbot:build_agent'" in elsewhere.stderr
 
