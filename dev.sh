@@ -33,7 +33,7 @@ case "${1:-}" in
   demo)
     setup
     shift
-    exec .venv/bin/voiceagent demo "$@"
+    exec .venv/bin/voiceagent demo --out out/demo.wav "$@"  # (run anywhere, `voiceagent demo` writes ./demo.wav)
     ;;
   test)
     setup

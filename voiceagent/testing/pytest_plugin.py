@@ -1,6 +1,7 @@
 """pytest plugin shipped with voiceagent: registered by the ``pytest11`` entry point, nothing to load.
 
-``replay`` fixture: ``server = await replay("tests/cassettes/my_call.jsonl", speed=0)`` starts a
+``replay`` fixture: ``server = await replay("tests/cassettes/my_call.jsonl", speed=0)`` (or a cassette
+shipped with voiceagent by name: ``"weather"``, ``"parallel_tools"``, ``"barge_in"``) starts a
 ``ReplayServer`` for the test (closed after it). A request that differs from the recording fails the
 test with the diff, even when the agent swallowed the HTTP 400 (it speaks its fallback instead); a
 test that expects a mismatch takes it with ``server.take_mismatches()``.
@@ -35,9 +36,13 @@ def _resolve(cassette: Cassette | str | Path, rootpath: Path) -> Cassette | Path
     if not isinstance(cassette, str | Path):
         return cassette
     path = Path(cassette)
-    if not path.is_absolute() and not path.exists() and (rootpath / path).exists():
-        path = rootpath / path  # relative to the project root, wherever pytest was started
-    return path
+    if path.is_absolute() or path.exists():
+        return path
+    if (rootpath / path).exists():
+        return rootpath / path  # relative to the project root, wherever pytest was started
+    from voiceagent.commands.cassettes import resolve
+
+    return resolve(path)  # a cassette shipped with voiceagent by name ("weather"), else the path as given
 
 
 @pytest.fixture
