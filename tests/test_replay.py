@@ -460,3 +460,41 @@ async def test_requests_are_recorded_from_the_arguments_when_the_body_is_not_exp
     async with ReplayServer(writer.cassette(), speed=0, strict=False) as server:
         await replay_session(server, lambda llm, sink: Agent(llm=llm, sink=sink, system_prompt="Be long."))
     assert "Be long." in server.take_mismatches()[0].diff
+
+
+# ---- the plugin's loading ----------------------------------------------------------------------------
+
+
+def test_the_entry_point_loads_the_plugin_without_importing_voiceagent(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "[ep] = [e for e in entry_points(group='pytest11') if e.name == 'voiceagent']\n"
+        "ep.load()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'voiceagent'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_pytest_cov_measures_what_coverage_run_does(tmp_path: Path) -> None:
+    (tmp_path / "test_small.py").write_text(
+        "import pytest\n\n\n@pytest.mark.anyio\nasync def test_it(replay):\n"
+        "    server = await replay('weather', speed=0)\n    assert server.exchanges\n"
+    )
+    common = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_small.py"]
+    report = ["-m", "coverage", "report", "--include=*/voiceagent/*"]
+
+    def total(*args: str) -> str:
+        for command in ([sys.executable, *args], [sys.executable, *report]):
+            done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.splitlines()[-1]
+
+    by_plugin = total(*common, "--cov=voiceagent", "--cov-report=")
+    by_coverage = total("-m", "coverage", "run", "--source=voiceagent", *common)
+    assert by_plugin == by_coverage
+    assert by_plugin.startswith("TOTAL")
