@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CASSETTES = ROOT / "examples" / "cassettes"
 STEP = 600  # seconds any one build or install step may take on a loaded machine
 TEST_DEPS = ["pytest>=8", "pytest-asyncio>=1.0"]
+# Building and installing take minutes on a loaded machine, more than the suite's 120 s per test.
+pytestmark = pytest.mark.timeout(3 * STEP)
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
