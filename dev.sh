@@ -40,7 +40,7 @@ case "${1:-}" in
     shift
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
-    .venv/bin/mypy voiceagent adapters examples
+    .venv/bin/mypy voiceagent adapters examples _voiceagent_pytest.py
     status=0
     .venv/bin/python -m pytest "$@" || status=$?
     if [ "$status" = 5 ]; then

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tarfile
 import venv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(3 * STEP)
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
-def run(args: list[str | Path], cwd: Path, timeout: float = STEP, **env: str) -> str:
+def run(args: Sequence[str | Path], cwd: Path, timeout: float = STEP, **env: str) -> str:
     environment = {k: v for k, v in os.environ.items() if k not in ("SMALLEST_API_KEY", "PYTHONPATH")}
     environment.update(env)
     done = subprocess.run(
@@ -87,11 +87,11 @@ def installed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     fresh = Venv(root)
     house = wheelhouse()
     pip = [fresh.python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    offline = [*pip, "--no-index", "--find-links", house, dist.wheel, *TEST_DEPS]
+    offline: list[str | Path] = [*pip, "--no-index", "--find-links", house, dist.wheel, *TEST_DEPS]
     try:
         run(offline, cwd=root)
     except AssertionError:  # the wheelhouse lacks something: fill it once from the index, then retry
-        download = [fresh.python, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
+        download: list[str | Path] = [fresh.python, "-m", "pip", "download", "-q"]
         run([*download, "--dest", house, dist.wheel, *TEST_DEPS], cwd=root)
         for stale in house.glob("voiceagent-*"):
             stale.unlink()  # our own wheel comes from dist, never from the cache
