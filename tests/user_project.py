@@ -1,5 +1,6 @@
 """A small user project, written as a user would: their own bot module, a cassette recorded from it, and
-a test suite for each pytest set-up (pytest-asyncio strict, pytest-asyncio auto, anyio's plugin).
+a test suite for each pytest set-up (pytest-asyncio strict, pytest-asyncio auto, anyio's plugin), run
+with warnings as errors.
 
 ``write_user_project(folder, python)`` writes it and records the cassette with ``python`` (the
 interpreter of the venv under test), through voiceagent's real recorder and its loopback server.
@@ -99,8 +100,20 @@ SETUPS: dict[str, str] = {
 }
 
 
+PYPROJECT = """
+    [project]
+    name = "shopbot"
+    version = "0.1"
+    dependencies = ["voiceagent"]
+
+    [tool.pytest.ini_options]
+    filterwarnings = ["error"]
+"""
+
+
 def write_user_project(folder: Path, python: str, barge_in_cassette: Path) -> None:
     (folder / "tests").mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (folder / "shopbot.py").write_text(textwrap.dedent(BOT))
     (folder / "tests" / "barge_in.jsonl").write_bytes(barge_in_cassette.read_bytes())
     for setup, mark in SETUPS.items():
@@ -116,8 +129,9 @@ def pytest_runs(python: str) -> dict[str, list[str]]:
     """Each set-up's pytest command line, over the test files written for it (and the anyio-marked ones
     where that set-up also runs them: auto mode must not break an anyio test)."""
     base = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    asyncio = [*base, "-o", "asyncio_default_fixture_loop_scope=function"]  # or pytest-asyncio warns
     return {
-        "strict": [*base, "-o", "asyncio_mode=strict", "tests/test_strict.py", "tests/test_anyio.py"],
-        "auto": [*base, "-o", "asyncio_mode=auto", "tests/"],  # all three spellings
-        "anyio": [*base, "-p", "no:asyncio", "tests/test_anyio.py"],
+        "strict": [*asyncio, "-o", "asyncio_mode=strict", "tests/test_strict.py", "tests/test_anyio.py"],
+        "auto": [*asyncio, "-o", "asyncio_mode=auto", "tests/"],  # all three spellings
+        "anyio": [*base, "-p", "no:asyncio", "tests/test_anyio.py"],  # pytest-asyncio not loaded at all
     }
