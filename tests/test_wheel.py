@@ -122,12 +122,16 @@ def test_the_wheel_runs_the_demo_and_the_shipped_replays_in_an_empty_folder(
 ) -> None:
     out = run([installed.voiceagent, "demo", "--speed", "0"], cwd=tmp_path)
     assert "bot:    Let me check the weather for you. It's 18 degrees and sunny in Paris" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.wav"]  # written where it ran
     pcm, rate = read_wav(tmp_path / "demo.wav")
     assert len(pcm) / 2 / rate > 3.0
     for name in ("weather", "parallel_tools", "barge_in"):
         replayed = run([installed.voiceagent, "replay", name, "--speed", "0", "--no-chunks"], cwd=tmp_path)
         assert "replayed with voiceagent.examples.weather_bot:build_agent" in replayed
+    assert "as recorded" in run([installed.voiceagent, "replay", "weather", "--recorded"], cwd=tmp_path)
+    (tmp_path / "mine.jsonl").write_bytes((CASSETTES / "parallel_tools.jsonl").read_bytes())
+    other = [installed.voiceagent, "demo", "--speed", "0", "--cassette", "mine.jsonl", "--out", "two.wav"]
+    assert "Paris wins today." in run(other, cwd=tmp_path)
     selftest = run(
         [installed.python, "-m", "voiceagent.examples.twilio_phone_bot", "--selftest"], cwd=tmp_path
     )
