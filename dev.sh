@@ -33,14 +33,14 @@ case "${1:-}" in
   demo)
     setup
     shift
-    exec .venv/bin/voiceagent demo "$@"
+    exec .venv/bin/voiceagent demo --out out/demo.wav "$@"  # (run anywhere, `voiceagent demo` writes ./demo.wav)
     ;;
   test)
     setup
     shift
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
-    .venv/bin/mypy voiceagent adapters examples
+    .venv/bin/mypy voiceagent adapters examples _voiceagent_pytest.py
     status=0
     .venv/bin/python -m pytest "$@" || status=$?
     if [ "$status" = 5 ]; then

@@ -1,7 +1,11 @@
-"""Maps the top-level adapters/ folder to the voiceagent.adapters package (see shared DESIGN.md)."""
+"""Maps the top-level adapters/ and examples/ folders to voiceagent.adapters and voiceagent.examples
+(see shared DESIGN.md): the demo's agent and cassettes ship in the wheel."""
 
 from setuptools import find_packages, setup
 
 core = find_packages(include=["voiceagent", "voiceagent.*"])
-adapters = ["voiceagent." + name for name in find_packages(include=["adapters", "adapters.*"])]
-setup(packages=core + adapters)
+mapped = [
+    "voiceagent." + name
+    for name in find_packages(include=["adapters", "adapters.*", "examples", "examples.*"])
+]
+setup(packages=core + mapped)

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import anyio
 
-from examples.weather_bot import build_agent
+from voiceagent.commands.errors import run_cleanly
 from voiceagent.session import Session
 from voiceagent.stt import STTSource
 from voiceagent.transport import Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioOutput, TTSSink
 from voiceagent.turn import ChatStreamer
+
+from .weather_bot import build_agent
 
 QUESTION = "What's the weather in Paris right now?"
 WEATHER_CASSETTE = Path(__file__).parent / "cassettes" / "weather.jsonl"
@@ -100,15 +102,23 @@ def bot_main(
         parser.add_argument(
             "--public-url", default="wss://example.com/media", help="the wss URL Twilio dials"
         )
+    parser.add_argument(
+        "--base-url", help="an OpenAI-compatible server instead of Electron (e.g. http://host:8000/v1)"
+    )
     parser.add_argument("--plan", default="standard", choices=["standard", "enterprise"])
     parser.add_argument("--tts", default="lightning", choices=["lightning", "espeak"])
     parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID"))  # None: the model's default
     args = parser.parse_args(argv)
     if args.selftest:
-        return anyio.run(selftest)
-    # A server lives long: take start-up's objects (the imported modules, ~100k with the openai SDK)
-    # out of the collector's view, or each full collection pauses every call for tens of ms.
-    gc.collect()
-    gc.freeze()
-    anyio.run(serve, args)
-    return 0
+        return run_cleanly(lambda: anyio.run(selftest))
+
+    def serve_until_stopped() -> int:
+        # A server lives long: take start-up's objects (the imported modules, ~100k with the openai SDK)
+        # out of the collector's view, or each full collection pauses every call for tens of ms.
+        gc.collect()
+        gc.freeze()
+        anyio.run(serve, args)
+        return 0
+
+    # Ctrl-C ends it quietly; a port already taken is one line.
+    return run_cleanly(serve_until_stopped, address=lambda: f"{args.host}:{args.port}")

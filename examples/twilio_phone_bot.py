@@ -14,7 +14,12 @@ import argparse
 import functools
 import sys
 
-from examples.calls import (
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
+from voiceagent.llm import LLMClient
+from voiceagent.session import Session
+
+from .calls import (
     QUESTION,
     WEATHER_CASSETTE,
     api_key,
@@ -24,10 +29,6 @@ from examples.calls import (
     run_call,
     wait_for_first_answer,
 )
-from voiceagent.adapters.pulse import PulseOptions, PulseSTT
-from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
-from voiceagent.llm import LLMClient
-from voiceagent.session import Session
 
 SELFTEST_TOKEN = "selftest-auth-token"
 
@@ -37,7 +38,7 @@ async def serve(args: argparse.Namespace) -> None:
     handler = functools.partial(
         run_call,
         sample_rate=8000,
-        llm=LLMClient.electron(plan=args.plan),
+        llm=LLMClient.electron(plan=args.plan, base_url=args.base_url),
         stt=lambda: PulseSTT(key, PulseOptions.for_twilio("en")),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
     )

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import anyio
 
-from examples.calls import (
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.web import WebServer
+from voiceagent.llm import LLMClient
+from voiceagent.session import Session
+
+from .calls import (
     QUESTION,
     WEATHER_CASSETTE,
     api_key,
@@ -27,10 +32,6 @@ from examples.calls import (
     run_call,
     wait_for_first_answer,
 )
-from voiceagent.adapters.pulse import PulseOptions, PulseSTT
-from voiceagent.adapters.web import WebServer
-from voiceagent.llm import LLMClient
-from voiceagent.session import Session
 
 SAMPLE_RATE = 16000  # the page sends and plays PCM16 mono at 16 kHz
 
@@ -40,7 +41,7 @@ async def serve(args: argparse.Namespace) -> None:
     handler = functools.partial(
         run_call,
         sample_rate=SAMPLE_RATE,
-        llm=LLMClient.electron(plan=args.plan),
+        llm=LLMClient.electron(plan=args.plan, base_url=args.base_url),
         stt=lambda: PulseSTT(key, PulseOptions(language="en", sample_rate=SAMPLE_RATE)),
         tts=espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
     )

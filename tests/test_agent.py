@@ -1,11 +1,7 @@
-"""Agent facade: the event iterator, and the README example run against a local server."""
+"""Agent facade: the event iterator. (The README example runs in tests/test_readme.py.)"""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-import anyio
 import pytest
 
 from voiceagent import Agent, LLMClient, TurnConfig, TurnResult
@@ -36,37 +32,6 @@ async def test_events_iterator_yields_the_turn_then_its_result() -> None:
 def test_turn_config_rejects_zero_rounds() -> None:
     with pytest.raises(ValueError, match="max_rounds"):
         TurnConfig(max_rounds=0)
-
-
-def test_readme_example_runs_against_a_local_server(capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's example, with Electron swapped for the local server: it must stay runnable."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"## Example\n\n```python\n(.*?)```", readme, re.S)
-    assert code is not None
-    source = code.group(1).replace("anyio.run(main)\n", "")
-
-    async def run() -> None:
-        async with FakeOpenAIServer() as server:
-            from voiceagent.testing.openai_server import tool_reply
-
-            server.enqueue(
-                tool_reply([("get_weather", {"city": "Paris"})], filler="Let me check."),
-                text_reply("It's 18 degrees and sunny in Paris."),
-            )
-            namespace: dict[str, object] = {}
-            exec(
-                source.replace(
-                    'LLMClient.electron(plan="standard")',
-                    f'LLMClient(base_url="{server.base_url}", api_key="sk_test")',
-                ),
-                namespace,
-            )
-            await namespace["main"]()  # type: ignore[operator]
-
-    anyio.run(run)
-    out = capsys.readouterr().out
-    assert "Let me check. It's 18 degrees and sunny in Paris." in out
-    assert 'get_weather {"city": "Paris"} -> Paris: 18 degrees, sunny' in out
 
 
 @pytest.mark.anyio

@@ -104,6 +104,6 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_shipped_cassettes_load_and_hold_no_secret(name: str) -> None:
     path = EXAMPLES / f"{name}.jsonl"
     cassette = Cassette.load(path)
-    assert cassette.meta["agent"] == "examples.weather_bot:build_agent"
+    assert cassette.meta["agent"] == "voiceagent.examples.weather_bot:build_agent"
     assert cassette.exchanges and cassette.turns and cassette.speech
     assert "sk_" not in path.read_text()

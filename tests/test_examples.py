@@ -1,4 +1,5 @@
-"""The phone and web example bots' self-tests: one offline call each, run as a user would run them."""
+"""The phone and web example bots' self-tests: one offline call each, run as a user would run them (from
+an empty folder: the bots ship in the package as voiceagent.examples)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,23 @@ import pytest
 
 from voiceagent.testing.chromium import find_chromium
 
-ROOT = Path(__file__).parents[1]
 ANSWER = "It's 18 degrees and sunny in Paris right now"
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
-def selftest(module: str) -> str:
+def selftest(module: str, folder: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "SMALLEST_API_KEY"}
     done = subprocess.run(
         [sys.executable, "-m", module, "--selftest"],
-        cwd=ROOT, capture_output=True, text=True, timeout=150, env=env, check=False,
+        cwd=folder, capture_output=True, text=True, timeout=150, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     return done.stdout
 
 
 @needs_espeak
-def test_twilio_phone_bot_selftest_answers_the_caller() -> None:
-    out = selftest("examples.twilio_phone_bot")
+def test_twilio_phone_bot_selftest_answers_the_caller(tmp_path: Path) -> None:
+    out = selftest("voiceagent.examples.twilio_phone_bot", tmp_path)
     assert "caller asked: What's the weather in Paris right now?" in out
     assert ANSWER in out
     seconds = float(out.split("audio played to the caller: ")[1].split(" s")[0])
@@ -38,8 +38,8 @@ def test_twilio_phone_bot_selftest_answers_the_caller() -> None:
 
 @needs_espeak
 @pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_web_bot_selftest_answers_in_the_browser() -> None:
-    out = selftest("examples.web_bot")
+def test_web_bot_selftest_answers_in_the_browser(tmp_path: Path) -> None:
+    out = selftest("voiceagent.examples.web_bot", tmp_path)
     assert ANSWER in out
     seconds = float(out.split("confirmed by its mark echoes): ")[1].split(" s")[0])
     assert seconds > 2.0

@@ -4,7 +4,6 @@ recording sessions against FakeOpenAIServer."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 
 from voiceagent.agent import Agent
 from voiceagent.cassette import Cassette, CassetteWriter
+from voiceagent.examples import weather_bot
 from voiceagent.llm import LLMClient
 from voiceagent.recorder import Recorder, RecordingTTSSink
 from voiceagent.retry import RetryPolicy
@@ -42,9 +42,6 @@ from voiceagent.tts import TTSSink
 from voiceagent.turn import ChatStreamer, TurnConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # examples/ is a package at the repository root, not installed
-weather_bot = importlib.import_module("examples.weather_bot")
 build_agent = weather_bot.build_agent
 
 CASSETTES = ROOT / "examples" / "cassettes"
@@ -258,7 +255,7 @@ def test_an_unreported_mismatch_fails_the_test_with_the_diff(tmp_path: Path) -> 
         textwrap.dedent(
             f"""
             import pytest
-            from examples.weather_bot import build_agent
+            from voiceagent.examples.weather_bot import build_agent
             from voiceagent.testing.tone_sink import ToneSink
 
             @pytest.mark.anyio
@@ -271,12 +268,12 @@ def test_an_unreported_mismatch_fails_the_test_with_the_diff(tmp_path: Path) -> 
     )
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "voiceagent.testing.pytest_plugin", str(test_file)],
+        [sys.executable, "-m", "pytest", "-q", str(test_file)],  # the entry point loads the plugin
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "ReplayMismatch" in proc.stdout
@@ -323,7 +320,7 @@ async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: 
     )
     async with FakeOpenAIServer() as fake:
         fake.enqueue(*replies)
-        writer = CassetteWriter(path, meta={"agent": "examples.weather_bot:build_agent"})
+        writer = CassetteWriter(path, meta={"agent": "voiceagent.examples.weather_bot:build_agent"})
         recorder = Recorder(writer)
         agent = recorder.attach(build_agent(make_llm(fake), ToneSink()))
         stt = recorder.wrap_stt(ReplaySTTSource(Cassette.from_records([]), speed=0))
@@ -463,3 +460,41 @@ async def test_requests_are_recorded_from_the_arguments_when_the_body_is_not_exp
     async with ReplayServer(writer.cassette(), speed=0, strict=False) as server:
         await replay_session(server, lambda llm, sink: Agent(llm=llm, sink=sink, system_prompt="Be long."))
     assert "Be long." in server.take_mismatches()[0].diff
+
+
+# ---- the plugin's loading ----------------------------------------------------------------------------
+
+
+def test_the_entry_point_loads_the_plugin_without_importing_voiceagent(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "[ep] = [e for e in entry_points(group='pytest11') if e.name == 'voiceagent']\n"
+        "ep.load()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'voiceagent'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_pytest_cov_measures_what_coverage_run_does(tmp_path: Path) -> None:
+    (tmp_path / "test_small.py").write_text(
+        "import pytest\n\n\n@pytest.mark.anyio\nasync def test_it(replay):\n"
+        "    server = await replay('weather', speed=0)\n    assert server.exchanges\n"
+    )
+    common = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_small.py"]
+    report = ["-m", "coverage", "report", "--include=*/voiceagent/*"]
+
+    def total(*args: str) -> str:
+        for command in ([sys.executable, *args], [sys.executable, *report]):
+            done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.splitlines()[-1]
+
+    by_plugin = total(*common, "--cov=voiceagent", "--cov-report=")
+    by_coverage = total("-m", "coverage", "run", "--source=voiceagent", *common)
+    assert by_plugin == by_coverage
+    assert by_plugin.startswith("TOTAL")

@@ -78,7 +78,7 @@ def test_cli_replays_a_cassette_through_the_agent_and_prints_the_timeline(
     html = tmp_path / "w.html"
     assert main(["replay", str(WEATHER), "--speed", "0", "--html", str(html)]) == 0
     out = capsys.readouterr().out
-    assert "replayed with examples.weather_bot:build_agent" in out
+    assert "replayed with voiceagent.examples.weather_bot:build_agent" in out
     assert 'Turn 1: "What\'s the weather in Paris right now?"' in out
     assert "tool start  get_weather" in out and "(cached 160)" in out
     assert "<svg" in html.read_text()

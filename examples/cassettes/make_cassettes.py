@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from examples.weather_bot import build_agent  # noqa: E402
-from voiceagent.cassette import CassetteWriter  # noqa: E402
-from voiceagent.llm import LLMClient  # noqa: E402
-from voiceagent.recorder import Recorder  # noqa: E402
-from voiceagent.stt import SpeechStarted, STTEvent, Transcript  # noqa: E402
-from voiceagent.testing.openai_server import Chunk, FakeOpenAIServer, Reply  # noqa: E402
-from voiceagent.testing.tone_sink import ToneSink  # noqa: E402
+from voiceagent.cassette import CassetteWriter
+from voiceagent.examples.weather_bot import build_agent
+from voiceagent.llm import LLMClient
+from voiceagent.recorder import Recorder
+from voiceagent.stt import SpeechStarted, STTEvent, Transcript
+from voiceagent.testing.openai_server import Chunk, FakeOpenAIServer, Reply
+from voiceagent.testing.tone_sink import ToneSink
 
 HERE = Path(__file__).resolve().parent
-AGENT = "examples.weather_bot:build_agent"
+AGENT = "voiceagent.examples.weather_bot:build_agent"  # importable wherever voiceagent is installed
 FIRST_TOKEN = 0.25  # seconds to the first token
 PER_TOKEN = 1 / 30  # ~30 tokens per second
 
@@ -212,7 +207,7 @@ async def record(
                 turn.cancel()
         writer.close()
         await llm.aclose()
-    print(f"wrote {path.relative_to(ROOT)} ({len(path.read_text().splitlines())} records)")
+    print(f"wrote {path} ({len(path.read_text().splitlines())} records)")
 
 
 async def _settle(sink: Any) -> None:

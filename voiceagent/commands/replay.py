@@ -1,10 +1,12 @@
 """Replay a recorded session through the real pipeline and print its timeline.
 
 With an agent factory (``--agent module:function``, or the cassette header's ``meta.agent``, e.g.
-``examples.weather_bot:build_agent``), the factory's agent runs every recorded turn against a local
-replay server: requests are checked against the recording, tools run for real (``--substitute-tools``
-serves the recorded results), barge-ins are cut where they were. Without one (or with ``--raw``), each
-recorded request is sent as it was through ``LLMClient``: that replays the stream path only.
+``voiceagent.examples.weather_bot:build_agent``), the factory's agent runs every recorded turn against a
+local replay server: requests are checked against the recording, tools run for real
+(``--substitute-tools`` serves the recorded results), barge-ins are cut where they were. The factory's
+module is imported from the current folder first (``mybot:build_agent`` finds ./mybot.py), or give a
+file: ``bots/mybot.py:build_agent``. Without one (or with ``--raw``), each recorded request is sent as
+it was through ``LLMClient``: that replays the stream path only.
 """
 
 from __future__ import annotations
@@ -16,19 +18,18 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from voiceagent.cassette import Cassette, CassetteError, CassetteWriter
-from voiceagent.logs import log_context
-from voiceagent.recorder import RecordingLLM
-from voiceagent.testing.replay import ReplayServer, replay_session
-from voiceagent.timeline import Timeline
+if TYPE_CHECKING:  # the heavy imports wait for run(): `voiceagent --help` stays instant
+    from voiceagent.cassette import Cassette
+    from voiceagent.testing.replay import ReplayServer
+    from voiceagent.timeline import Timeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="a .jsonl cassette (e.g. examples/cassettes/weather.jsonl)")
+    parser.add_argument(
+        "cassette", help="a .jsonl cassette, or a shipped one by name: weather, parallel_tools, barge_in"
+    )
     parser.add_argument(
         "--speed", type=float, default=1.0, help="1 = recorded pace, 10 = ten times faster, 0 = no waiting"
     )
@@ -48,8 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from voiceagent.cassette import CassetteError
+    from voiceagent.commands import cassettes
+    from voiceagent.timeline import Timeline
+
     try:
-        cassette = Cassette.load(args.cassette)
+        cassette = cassettes.load(args.cassette)
     except CassetteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
         timeline = Timeline.from_cassette(cassette)
         print(f"{cassette.name}: {len(cassette.exchanges)} request(s), as recorded\n")
     else:
-        timeline, problems = anyio.run(_replay, cassette, factory, args.speed, args.substitute_tools)
         how = spec or "the recorded requests (no agent)"
         print(
             f"{cassette.name}: {len(cassette.exchanges)} request(s), "
-            f"replayed with {how}, speed {args.speed:g}\n"
+            f"replayed with {how}, speed {args.speed:g}\n",
+            flush=True,
         )
+        timeline, problems = anyio.run(_replay, cassette, factory, args.speed, args.substitute_tools)
     print(timeline.format_text(chunks=not args.no_chunks), end="")
     if args.html:
         args.html.write_text(timeline.to_html(title=f"voiceagent replay {cassette.name}"), encoding="utf-8")
@@ -102,7 +110,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
         location.loader.exec_module(module)
     else:
         if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # examples/ is found from the project root
+            sys.path.insert(0, os.getcwd())  # the user's own bot module, as `python -m` would find it
         module = importlib.import_module(target)
     factory = getattr(module, attr)
     if not callable(factory):
@@ -113,6 +121,9 @@ def load_factory(spec: str) -> Callable[..., Any]:
 async def _replay(
     cassette: Cassette, factory: Callable[..., Any] | None, speed: float, substitute: bool
 ) -> tuple[Timeline, list[str]]:
+    from voiceagent.testing.replay import ReplayServer, replay_session
+    from voiceagent.timeline import Timeline
+
     async with ReplayServer(cassette, speed=speed, strict=False, substitute_tools=substitute) as server:
         if factory is not None:
             replayed = await replay_session(server, factory)
@@ -126,6 +137,11 @@ async def _replay(
 
 
 async def _replay_raw(server: ReplayServer) -> Timeline:
+    from voiceagent.cassette import CassetteWriter
+    from voiceagent.logs import log_context
+    from voiceagent.recorder import RecordingLLM
+    from voiceagent.timeline import Timeline
+
     writer = CassetteWriter.memory()
     llm = RecordingLLM(server.client(), writer)
     for exchange in server.exchanges:

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process, TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from voiceagent.logs import get_logger
 
@@ -158,7 +159,13 @@ class Chromium:
 
     async def _read_loop(self) -> None:
         assert self._ws is not None
-        async for raw in self._ws:
+        try:
+            await self._read_messages(self._ws)
+        except ConnectionClosed:  # the browser went away (after Browser.close it may not send a close frame)
+            log.info("chromium: the DevTools connection closed")
+
+    async def _read_messages(self, ws: ClientConnection) -> None:
+        async for raw in ws:
             message = json.loads(raw)
             waiter = self._pending.pop(message.get("id", -1), None)
             if waiter is not None:

@@ -11,20 +11,28 @@ the agent hung up on (barge-in), a stream that stays open until the agent hangs 
 
 Tools run for real by default; ``substitute_tools`` serves recorded results instead, per tool name.
 ``ReplaySTTSource`` replays the transcripts, ``replay_session`` drives a whole call through an agent.
+
+``with server.in_thread():`` runs the server on its own event loop in its own thread instead: the pytest
+fixture does that, so no task group of the server ever lives in the test's loop (pytest-asyncio runs a
+fixture's setup and teardown in different tasks, which a task group held across the test cannot survive).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 
 from voiceagent.cassette import Cassette, CassetteWriter, Exchange, RequestRecord, SpeechRecord, STTRecord
 from voiceagent.events import TurnEvent
@@ -129,13 +137,28 @@ class ReplayServer:
         self._accepted: dict[str, Any] = {}  # sent message (json) -> the recorded message it stands for
         self._last: tuple[str, Exchange] | None = None
         self._cuts: dict[int, anyio.Event] = {}
+        self._loop_thread: int | None = None  # the thread whose event loop serves
+        self._portal: anyio.from_thread.BlockingPortal | None = None  # set while running in_thread()
 
     # -- lifecycle --
 
     async def __aenter__(self) -> ReplayServer:
         await self._fake.__aenter__()
         self._fake.responder = self._respond
+        self._loop_thread = threading.get_ident()
         return self
+
+    @contextmanager
+    def in_thread(self) -> Iterator[ReplayServer]:
+        """Serve from a new thread with its own event loop until the block ends (blocks while it starts).
+
+        Any event loop (or none) can then talk to ``base_url``; ``wait_for_cut`` works from any loop."""
+        with ExitStack() as stack:
+            portal = stack.enter_context(anyio.from_thread.start_blocking_portal())
+            stack.enter_context(portal.wrap_async_context_manager(self))
+            self._portal = portal
+            stack.callback(setattr, self, "_portal", None)
+            yield self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -193,7 +216,13 @@ class ReplayServer:
 
     async def wait_for_cut(self, n: int) -> None:
         """Return once every recorded chunk of exchange ``n`` (one the agent hung up on) was sent."""
-        await self._cut_event(n).wait()
+        portal = self._portal
+        if portal is None or threading.get_ident() == self._loop_thread:
+            await self._cut_event(n).wait()
+            return
+        # From another loop: wait in the server's loop. If this side is cancelled, the worker thread is
+        # left blocked until the portal closes, which cancels the wait and frees it.
+        await anyio.to_thread.run_sync(portal.call, self.wait_for_cut, n, abandon_on_cancel=True)
 
     def _cut_event(self, n: int) -> anyio.Event:
         if n not in self._cuts:
