@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from voiceagent import Agent, LLMClient, TurnConfig, TurnResult
