@@ -235,15 +235,121 @@ async def test_drop_before_first_chunk_on_every_attempt_gives_up() -> None:
 
 
 @pytest.mark.anyio
-async def test_malformed_chunk_is_skipped_and_counted() -> None:
+async def test_non_object_and_empty_data_are_skipped_and_counted() -> None:
     reply = text_reply("a b")
-    events = [reply.events[0], Chunk("data: {not json"), Chunk("event: ping"), *reply.events[1:]]
+    junk = [Chunk("data: [1, 2]"), Chunk("data:"), Chunk("event: ping"), Chunk('data: {"error": null}')]
+    events = [reply.events[0], *junk, *reply.events[1:]]
     async with FakeOpenAIServer() as server:
         server.enqueue(Reply(events=events))
         async with _client(server).stream(MESSAGES) as stream:
             chunks = await _collect(stream)
-    assert stream.malformed_chunks == 1
-    assert chunks == [event.data for event in reply.events]  # type: ignore[union-attr]
+    # {"error": null} is no error (the SDK raises only on a truthy one): it is a chunk like any other.
+    assert stream.malformed_chunks == 2
+    assert chunks == [reply.events[0].data, {"error": None}, *[e.data for e in reply.events[1:]]]  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"data: {not json\n\n",
+        b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n",  # RecursionError inside json.loads
+        b'data: {"choices": [], "x": "\xff\xfe"}\n\n',  # not UTF-8
+    ],
+    ids=["not-json", "deep-nesting", "bad-utf8"],
+)
+async def test_undecodable_event_is_a_stream_protocol_error(bad: bytes) -> None:
+    reply = text_reply("a b")
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[reply.events[0], Chunk(bad), *reply.events[1:]]))
+        with pytest.raises(StreamProtocolError, match="not valid JSON") as caught:
+            async with _client(server).stream(MESSAGES) as stream:
+                await _collect(stream)
+    assert caught.value.request_id is not None
+    assert stream.chunks_yielded == 1  # the chunk before it was delivered
+
+
+@pytest.mark.anyio
+async def test_line_over_max_line_bytes_is_a_stream_error_without_buffering_it_all() -> None:
+    reply = text_reply("a b")
+    # 64 KiB pieces of one never-ending line: the client stops at the cap, not at the end of 16 MiB.
+    huge = [Chunk(b"data: " + b"x" * 65536) for _ in range(256)]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[reply.events[0], *huge]))
+        with anyio.fail_after(30):
+            with pytest.raises(StreamProtocolError, match="over 100000 bytes"):
+                async with _client(server, max_line_bytes=100_000).stream(MESSAGES) as stream:
+                    await _collect(stream)
+        # The client stopped reading at the cap and closed: the server could only fill socket buffers.
+        assert len(server.chunk_log) < len(huge)
+
+
+@pytest.mark.anyio
+async def test_many_data_lines_of_one_event_are_capped_together() -> None:
+    lines = b"".join(b"data: " + b"1" * 1000 + b"\n" for _ in range(200))
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(lines)]))
+        with pytest.raises(StreamProtocolError, match="event's data of over 100000"):
+            async with _client(server, max_line_bytes=100_000).stream(MESSAGES) as stream:
+                await _collect(stream)
+
+
+def test_max_line_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test", max_line_bytes=0)
+
+
+@pytest.mark.anyio
+async def test_multi_line_data_fields_are_joined_and_any_line_ending_works() -> None:
+    first = b'data: {"id": "c1", "choices": [{"index": 0,\ndata:  "delta": {"content": "Hi"}}]}\n\n'
+    crlf = b'data: {"choices": [{"index": 0, "delta": {"content": " there"}}]}\r\n\r\n'
+    cr = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\r\r'
+    # A \r\n split across two writes is one line end; so is a line cut anywhere.
+    split = [crlf[:-3], crlf[-3:-1], crlf[-1:]]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(first[:20]), Chunk(first[20:]), *map(Chunk, split), Chunk(cr)]))
+        async with _client(server).stream(MESSAGES) as stream:
+            chunks = await _collect(stream)
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["Hi", " there", None]
+    assert stream.done and stream.malformed_chunks == 0
+
+
+@pytest.mark.anyio
+async def test_a_last_event_without_its_blank_line_still_counts(caplog: pytest.LogCaptureFixture) -> None:
+    body = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\ndata: {"choices": []}'
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(body)], done=False))
+        async with _client(server).stream(MESSAGES) as stream:
+            chunks = await _collect(stream)
+    assert chunks == [{"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, {"choices": []}]
+    assert "without data: [DONE]" in caplog.text  # logged, not an error
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("keep", [1, 2], ids=["cut-before-usage", "cut-after-usage"])
+async def test_stream_cut_after_its_finish_is_complete(keep: int) -> None:
+    reply = text_reply("Paris is sunny.")  # content chunks, the finish chunk, the usage chunk
+    finish_at = len(reply.events) - 2
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[*reply.events[: finish_at + keep], Drop()]))
+        async with _client(server).stream(MESSAGES) as stream:
+            chunks = await _collect(stream)
+    assert stream.finished and stream.done and len(chunks) == finish_at + keep
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_retry_log_lines_carry_the_failed_attempts_request_id(caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeOpenAIServer() as server:
+        failed = Reply(status=503, request_id="req-failed-1")
+        server.enqueue(failed, Reply(status=502, request_id="req-failed-2"), text_reply("ok"))
+        with caplog.at_level(logging.WARNING, logger="voiceagent.llm"):
+            async with _client(server).stream(MESSAGES) as stream:
+                await _collect(stream)
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert [r.request_id for r in retries] == ["req-failed-1", "req-failed-2"]  # type: ignore[attr-defined]
+    assert "req-failed-1" in retries[0].getMessage()
+    assert stream.request_id not in ("req-failed-1", "req-failed-2")
 
 
 @pytest.mark.anyio

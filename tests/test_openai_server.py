@@ -227,3 +227,15 @@ async def test_chunk_delays_keep_a_schedule_that_restarts_after_a_gate() -> None
     # it keep to the schedule from there.
     assert sent[2] - opened >= delay - slack
     assert sent[3] - opened >= 2 * delay - slack
+
+
+@pytest.mark.anyio
+async def test_bytes_events_are_sent_exactly_and_done_can_be_left_out() -> None:
+    body = [b'data: {"a":', b" 1}\r\n\r\n", b"\xff\xfe raw\n\n"]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(piece) for piece in [*body, b""]], done=False))
+        client = _client(server)
+        create = client.chat.completions.with_streaming_response.create
+        async with create(model="electron", messages=[], stream=True) as response:
+            received = b"".join([piece async for piece in response.iter_bytes()])
+    assert received == b"".join(body)  # no [DONE], no \n\n added, the empty piece ends nothing early

@@ -336,6 +336,21 @@ async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(
     assert agent.conversation.history[1]["content"] == result.rounds[0].content
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bad", ["data: {not json", "data: " + "[" * 100_000], ids=["not-json", "deep-nesting"]
+)
+async def test_undecodable_chunk_is_a_stream_error_then_the_fallback(
+    server: FakeOpenAIServer, bad: str
+) -> None:
+    reply = text_reply("Hello there, friend. And more after that.", pieces=6)
+    server.enqueue(dataclasses.replace(reply, events=(*reply.events[:3], Chunk(bad), *reply.events[3:])))
+    sink = RecordingSink()
+    result = await make_agent(server, sink, fallback="Sorry, try again.").respond("hi")
+    assert "not valid JSON" in (result.error or "") and result.fallback_spoken
+    assert sink.text.startswith("Hello there, friend.") and sink.spoken[-1].endswith("Sorry, try again.")
+
+
 STOPPED_BY = ["barge-in", "outer scope"]  # Turn.cancel(), or a scope around the turn (hang-up, deadline)
 
 
@@ -433,7 +448,7 @@ async def test_every_log_record_carries_session_turn_round_and_request_id(
 async def test_malformed_chunk_is_skipped_and_counted(server: FakeOpenAIServer) -> None:
     reply = text_reply("Hello there, friend.", pieces=3)
     server.enqueue(
-        dataclasses.replace(reply, events=(reply.events[0], Chunk("data: {not json"), *reply.events[1:]))
+        dataclasses.replace(reply, events=(reply.events[0], Chunk("data: [1, 2]"), *reply.events[1:]))
     )
     sink = RecordingSink()
     result = await make_agent(server, sink).respond("hi")
