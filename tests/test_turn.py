@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -525,3 +526,26 @@ async def test_barge_in_drops_streamed_words_that_were_never_spoken(server: Fake
         hold.set()
     assistant = agent.conversation.history[-1]
     assert assistant == {"role": "assistant", "content": "It's 16 degrees in Tokyo."}
+
+
+@pytest.mark.anyio
+async def test_tool_calls_past_the_per_round_cap_get_an_error_and_never_run(server: FakeOpenAIServer) -> None:
+    ran: list[int] = []
+
+    @tool
+    def count(n: int) -> str:
+        """Count."""
+        ran.append(n)
+        return "ok"
+
+    server.enqueue(tool_reply([("count", {"n": n}) for n in range(6)], arg_pieces=1), text_reply("Done."))
+    sink = RecordingSink()
+    agent = make_agent(server, sink, [count], max_tool_calls_per_round=4)
+    result = await agent.respond("count")
+    assert sorted(ran) == [0, 1, 2, 3]
+    errors = [c for c in result.tool_calls if c.is_error]
+    assert [json.loads(c.arguments)["n"] for c in errors] == [4, 5]
+    assert all("too many tool calls" in c.result for c in errors)
+    sent = server.requests[1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "tool"][4:] == [c.result for c in errors]
+    assert_valid_conversation(agent)

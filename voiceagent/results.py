@@ -36,6 +36,7 @@ class RoundRecord:
     cache_bust: str | None = None
     malformed_chunks: int = 0
     error: str | None = None
+    reasoning: str = ""  # reasoning_content / reasoning deltas: kept here, never spoken nor sent back
 
 
 @dataclass(frozen=True, slots=True)
