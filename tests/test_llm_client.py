@@ -532,3 +532,26 @@ async def test_timeout_before_headers_is_a_connection_error_and_retried() -> Non
                     pass
         assert stream.attempts == 2
         assert len(server.requests) == 2
+
+
+def _ssl_context(client: LLMClient) -> object:
+    # Read (not patched) from the HTTP client the SDK was given: its connection pool's context.
+    return client.openai_client._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+
+
+def test_clients_share_one_ssl_context_per_process() -> None:
+    # Building one per client cost 20-34 ms of CPU (bench/client_setup.py), even for http://.
+    plain = LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test")
+    tls = LLMClient(base_url="https://api.example.com/v1", api_key="sk_other")
+    assert _ssl_context(plain) is _ssl_context(tls)
+    assert _ssl_context(plain).verify_mode.name == "CERT_REQUIRED"  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_client_per_call_still_streams_and_closes() -> None:
+    async with FakeOpenAIServer() as server:
+        server.enqueue(text_reply("one"), text_reply("two"))
+        for _ in range(2):
+            async with _client(server) as client, client.stream(MESSAGES) as stream:
+                assert await _collect(stream)
+    assert len(server.requests) == 2
