@@ -390,7 +390,11 @@ def test_any_fragmentation_reassembles_content_and_calls(content: str, calls: li
     chunks += [chunk({"content": content[a:b]}) for a, b in itertools.pairwise(bounds)]
     for index, (name, args) in enumerate(calls):
         text = json.dumps(args)
-        chunks.append(first_fragment(index, f"id{index}", name))
+        # The name too may come in pieces (Gemini): the first with the id, the rest on their own.
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, len(name) - 1), max_size=2))))
+        names = [name[a:b] for a, b in itertools.pairwise([0, *cuts, len(name)])]
+        chunks.append(first_fragment(index, f"id{index}", names[0]))
+        chunks += [chunk({"tool_calls": [{"index": index, "function": {"name": n}}]}) for n in names[1:]]
         pieces = data.draw(st.lists(st.integers(0, len(text)), max_size=4))
         pb = [0, *sorted(pieces), len(text)]
         chunks += [arg_fragment(index, text[a:b]) for a, b in itertools.pairwise(pb)]

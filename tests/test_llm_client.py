@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voiceagent.errors import (
     LLMConnectionError,
@@ -555,3 +560,40 @@ async def test_a_client_per_call_still_streams_and_closes() -> None:
             async with _client(server) as client, client.stream(MESSAGES) as stream:
                 assert await _collect(stream)
     assert len(server.requests) == 2
+
+
+# ---- the SSE reader on any split of a body into reads --------------------------------------------
+
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    contents=st.lists(_text, min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_any_split_and_line_ending_of_a_body_gives_the_same_chunks(contents: list[str], data: Any) -> None:
+    events = [{"choices": [{"index": 0, "delta": {"content": c}}]} for c in contents]
+    lines: list[str] = []
+    for event in events:
+        if data.draw(st.booleans()):
+            lines.append(": comment")
+        # indent=1 puts the JSON on several lines: several data fields, joined by \n, make one event.
+        dumped = json.dumps(event, indent=1) if data.draw(st.booleans()) else json.dumps(event)
+        lines += [f"data: {part}" for part in dumped.split("\n")] + [""]
+    lines += ["data: [DONE]", ""]
+    ending = data.draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    body = "".join(line + ending for line in lines).encode()
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(body) - 1), max_size=12))))
+    reads = [body[a:b] for a, b in itertools.pairwise([0, *cuts, len(body)])]
+
+    async def collect() -> list[dict[str, Any]]:
+        async def source() -> AsyncIterator[bytes]:
+            for piece in reads:
+                yield piece
+
+        stream = LLMStream(LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test"), {})
+        stream._start_body(source())
+        return [chunk async for chunk in stream]
+
+    assert anyio.run(collect) == events
