@@ -333,7 +333,12 @@ def test_accumulating_arguments_is_linear_in_their_size(monkeypatch: pytest.Monk
 
     parsed: list[int] = []
     real = module._is_complete_object
-    monkeypatch.setattr(module, "_is_complete_object", lambda text: parsed.append(len(text)) or real(text))
+
+    def counting(text: str) -> bool:
+        parsed.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(module, "_is_complete_object", counting)
     fragments = 20_000
     acc = DeltaAccumulator()
     acc.feed(first_fragment(0, "c0", "f"))
