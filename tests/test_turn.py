@@ -549,3 +549,31 @@ async def test_tool_calls_past_the_per_round_cap_get_an_error_and_never_run(serv
     sent = server.requests[1].body["messages"]
     assert [m["content"] for m in sent if m["role"] == "tool"][4:] == [c.result for c in errors]
     assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_hostile_nesting_in_tool_arguments_is_a_tool_error_not_a_crash(
+    server: FakeOpenAIServer,
+) -> None:
+    @tool
+    def f(a: int) -> str:
+        """F."""
+        return "ok"
+
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"  # RecursionError inside json.loads
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    server.enqueue(
+        Reply(
+            events=(
+                Chunk({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}),
+                Chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            )
+        ),
+        text_reply("Done."),
+    )
+    sink = RecordingSink()
+    agent = make_agent(server, sink, [f])
+    result = await agent.respond("go")
+    assert [c.is_error for c in result.tool_calls] == [True]
+    assert "not valid JSON" in result.tool_calls[0].result and sink.text.endswith("Done.")
+    assert_valid_conversation(agent)
