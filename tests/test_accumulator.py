@@ -544,3 +544,21 @@ def test_feed_matches_the_reference_on_any_shape(chunks: list[dict[str, Any]]) -
         slow.usage,
     )
     assert fast.reasoning == slow.reasoning
+
+
+def test_null_unknown_fields_are_not_kept_and_nested_ones_merge() -> None:
+    acc = DeltaAccumulator()
+    first = {
+        "index": 0,
+        "id": "c0",
+        "function": {"name": "f", "arguments": "{"},
+        "provider_specific_fields": None,
+    }
+    more = {"index": 0, "function": {"arguments": "}"}, "extra_content": {"google": {"b": 2}}}
+    acc.feed(chunk({"tool_calls": [{**first, "extra_content": {"google": {"a": 1}}}]}))
+    acc.feed(chunk({"tool_calls": [more]}))
+    assert acc.ready_calls[0].extra == {"extra_content": {"google": {"a": 1, "b": 2}}}
+    plain = DeltaAccumulator()
+    plain.feed(chunk({"tool_calls": [first]}))
+    plain.feed(arg_fragment(0, "}"))
+    assert plain.ready_calls[0].extra is None

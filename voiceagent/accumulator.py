@@ -83,14 +83,15 @@ def _is_complete_object(text: str) -> bool:
 
 
 def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
-    """Unknown per-call fields, merged as received: nested objects key by key, anything else replaced."""
+    """Unknown per-call fields, merged as received: nested objects key by key, anything else replaced.
+    Nulls carry nothing (LiteLLM's ``provider_specific_fields: null``) and are not sent back."""
     for key, value in more.items():
         old = into.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
             merged = dict(old)
             _merge(merged, value)
             into[key] = merged
-        elif value is not None or key not in into:
+        elif value is not None:
             into[key] = value
 
 
@@ -227,9 +228,9 @@ class DeltaAccumulator:
         if call_id and not call.id:
             call.id = call_id
         if len(fragment) > 4 or not _KNOWN_CALL_KEYS.issuperset(fragment):
-            if call.extra is None:
-                call.extra = {}
-            _merge(call.extra, {k: v for k, v in fragment.items() if k not in _KNOWN_CALL_KEYS})
+            extra = call.extra or {}
+            _merge(extra, {k: v for k, v in fragment.items() if k not in _KNOWN_CALL_KEYS})
+            call.extra = extra or None
         if isinstance(name, str) and name and name != call.name:
             # Pieces are concatenated; a server repeating the whole name on every fragment is not.
             first = not call.name
