@@ -320,6 +320,24 @@ async def test_multi_line_data_fields_are_joined_and_any_line_ending_works() -> 
 
 
 @pytest.mark.anyio
+async def test_events_without_blank_lines_between_them_are_read_as_they_come() -> None:
+    # Non-conforming servers write "data: {...}\n" with no blank line: each chunk still arrives at once.
+    reply = text_reply("one two three")
+    gate = anyio.Event()
+    lines = [Chunk(f"data: {json.dumps(e.data)}\n".encode()) for e in reply.events]  # type: ignore[union-attr]
+    events = [*lines[:-1], Chunk(lines[-1].data, gate=gate), Chunk(b"data: [DONE]\n")]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=events, done=False))
+        with anyio.fail_after(10):
+            async with _client(server).stream(MESSAGES) as stream:
+                first = [await stream.__anext__() for _ in range(len(lines) - 1)]  # before the gate opens
+                gate.set()
+                rest = await _collect(stream)
+    assert first + rest == [e.data for e in reply.events]  # type: ignore[union-attr]
+    assert stream.done
+
+
+@pytest.mark.anyio
 async def test_a_last_event_without_its_blank_line_still_counts(caplog: pytest.LogCaptureFixture) -> None:
     body = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\ndata: {"choices": []}'
     async with FakeOpenAIServer() as server:
