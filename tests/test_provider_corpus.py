@@ -64,6 +64,7 @@ CASES = [
     Case("azure-openai-content-filter"),
     Case("vllm-tools-reasoning"),
     Case("llamacpp-server-reasoning"),
+    Case("llama-cpp-python-crlf"),
     Case(
         "ollama-v1-same-index",
         sdk_wrong=(
