@@ -4,6 +4,7 @@ import itertools
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -210,6 +211,166 @@ def test_garbage_shapes_are_ignored_not_fatal() -> None:
     assert acc.content == ""
 
 
+def test_tool_name_streamed_in_pieces_is_concatenated() -> None:
+    # Gemini's OpenAI layer and Mistral-style servers: "edit_ex" + "isting_file" (continuedev/continue#5849).
+    acc = DeltaAccumulator()
+    events = feed_all(
+        acc,
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "get_", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"name": "wea"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"name": "ther", "arguments": '{"city":'}}]}),
+            arg_fragment(0, ' "Oslo"}'),
+            chunk(None, finish="tool_calls"),
+        ],
+    )
+    assert acc.ready_calls == [ToolCallReady(0, "c0", "get_weather", '{"city": "Oslo"}')]
+    assert [e for e in events if isinstance(e, ToolCallStarted)] == [ToolCallStarted(0, "c0", "get_")]
+
+
+def test_name_and_id_repeated_on_every_fragment_are_kept_once() -> None:
+    # MiniMax via NVIDIA NIM resends the whole name (NousResearch/hermes-agent#11984); vLLM the id.
+    acc = DeltaAccumulator()
+    feed_all(
+        acc,
+        [
+            chunk(
+                {"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "read_file", "arguments": ""}}]}
+            ),
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c0", "function": {"name": "read_file", "arguments": "{"}}
+                    ]
+                }
+            ),
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c0", "function": {"name": "read_file", "arguments": "}"}}
+                    ]
+                }
+            ),
+        ],
+    )
+    assert acc.ready_calls == [ToolCallReady(0, "c0", "read_file", "{}")]
+
+
+def test_whole_calls_sharing_one_index_are_separate_calls() -> None:
+    # Ollama's /v1 sends every call at index 0 (ollama/ollama#15457); so do LiteLLM and Gemini proxies.
+    acc = DeltaAccumulator()
+    whole = [
+        chunk({"tool_calls": [{"index": 0, "id": i, "function": {"name": n, "arguments": a}}]})
+        for i, n, a in [("a", "f", '{"x": 1}'), ("b", "g", ""), ("c", "f", '{"x": 3}')]
+    ]
+    events = feed_all(acc, [*whole, chunk(None, finish="tool_calls")])
+    ready = [e for e in events if isinstance(e, ToolCallReady)]
+    # "b" has no arguments: it is over when "c" takes its index, not only at the finish.
+    assert ready == [
+        ToolCallReady(0, "a", "f", '{"x": 1}'),
+        ToolCallReady(0, "b", "g", ""),
+        ToolCallReady(0, "c", "f", '{"x": 3}'),
+    ]
+    assert acc.ready_calls == ready and acc.late_fragments == []
+
+
+def test_a_new_name_without_id_after_a_finished_call_at_its_index_is_a_new_call() -> None:
+    acc = DeltaAccumulator()
+    feed_all(
+        acc,
+        [
+            chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"name": "g", "arguments": '{"y": 2}'}}]}),
+        ],
+    )
+    assert acc.ready_calls == [
+        ToolCallReady(0, "call_0", "f", "{}"),
+        ToolCallReady(0, "call_0_1", "g", '{"y": 2}'),
+    ]
+
+
+def test_unknown_call_fields_are_kept_as_received() -> None:
+    # Gemini 3 rejects the next round unless extra_content.google.thought_signature comes back.
+    extra = {"extra_content": {"google": {"thought_signature": "sig=="}}}
+    acc = DeltaAccumulator()
+    fragment = {"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    feed_all(acc, [chunk({"tool_calls": [{**fragment, **extra}]}), chunk(None, finish="tool_calls")])
+    assert acc.ready_calls == [ToolCallReady(0, "c0", "f", "{}", extra)]
+
+
+def test_reasoning_is_kept_apart_and_never_a_text_delta() -> None:
+    acc = DeltaAccumulator()
+    events = feed_all(
+        acc,
+        [
+            chunk({"role": "assistant", "reasoning_content": "The user "}),
+            chunk({"reasoning": "greets me."}),
+            chunk({"reasoning_content": "Same", "reasoning": "Same"}),  # both keys: one text
+            chunk({"content": "Hi!"}),
+            chunk({}, finish="stop"),
+        ],
+    )
+    assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("Hi!")]
+    assert acc.reasoning == "The user greets me.Same" and acc.content == "Hi!"
+
+
+def test_usage_only_inside_x_groq_is_used() -> None:
+    acc = DeltaAccumulator()
+    groq = {"id": "x", "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}}
+    feed_all(acc, [chunk({"content": "Hi"}), {**chunk({}, finish="stop"), "x_groq": groq}])
+    assert acc.usage == Usage(40, 9, 0)
+
+
+def test_deepseek_cache_hit_tokens_count_as_cached() -> None:
+    usage = {"prompt_tokens": 50, "completion_tokens": 5, "prompt_cache_hit_tokens": 32}
+    assert Usage.from_dict(usage) == Usage(50, 5, 32)
+
+
+def test_accumulating_arguments_is_linear_in_their_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every fragment ends in "}" but the object only closes at the end: each used to re-join and
+    # re-parse the whole text (5 MB took ~3 minutes of CPU).
+    import voiceagent.accumulator as module
+
+    parsed: list[int] = []
+    real = module._is_complete_object
+
+    def counting(text: str) -> bool:
+        parsed.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(module, "_is_complete_object", counting)
+    fragments = 20_000
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "c0", "f"))
+    acc.feed(arg_fragment(0, '{"a": "'))
+    for _ in range(fragments):
+        acc.feed(arg_fragment(0, "}}}}}"))
+    acc.feed(arg_fragment(0, '"}'))
+    acc.end()  # past 1 KB the closing brace may not be tried at once: the finish dispatches it
+    total = len(acc.ready_calls[0].arguments)
+    assert json.loads(acc.ready_calls[0].arguments) == {"a": "}" * 5 * fragments}
+    assert sum(parsed) <= 4 * total + module._SMALL_ARGUMENTS**2
+
+
+def test_hostile_nesting_in_arguments_does_not_raise() -> None:
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "c0", "f"))
+    deep = '{"a": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    assert acc.feed(arg_fragment(0, deep)) == []  # not parseable here: it waits for the finish
+    assert acc.end()[0] == ToolCallReady(0, "c0", "f", deep)
+
+
+def test_late_fragments_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "c0", "f"))
+    acc.feed(arg_fragment(0, "{}"))
+    with caplog.at_level("WARNING", logger="voiceagent.accumulator"):
+        acc.feed(arg_fragment(0, " x"))
+        acc.feed(arg_fragment(0, " y"))
+    assert acc.late_fragments == [(0, " x"), (0, " y")]
+    assert len([r for r in caplog.records if "late_fragments" in r.getMessage()]) == 1
+
+
 # ---- properties --------------------------------------------------------------------------------
 
 json_values = st.recursive(
@@ -234,7 +395,11 @@ def test_any_fragmentation_reassembles_content_and_calls(content: str, calls: li
     chunks += [chunk({"content": content[a:b]}) for a, b in itertools.pairwise(bounds)]
     for index, (name, args) in enumerate(calls):
         text = json.dumps(args)
-        chunks.append(first_fragment(index, f"id{index}", name))
+        # The name too may come in pieces (Gemini): the first with the id, the rest on their own.
+        cuts = sorted(set(data.draw(st.lists(st.integers(1, len(name) - 1), max_size=2))))
+        names = [name[a:b] for a, b in itertools.pairwise([0, *cuts, len(name)])]
+        chunks.append(first_fragment(index, f"id{index}", names[0]))
+        chunks += [chunk({"tool_calls": [{"index": index, "function": {"name": n}}]}) for n in names[1:]]
         pieces = data.draw(st.lists(st.integers(0, len(text)), max_size=4))
         pb = [0, *sorted(pieces), len(text)]
         chunks += [arg_fragment(index, text[a:b]) for a, b in itertools.pairwise(pb)]
@@ -289,6 +454,9 @@ def _reference_choice_feed(acc: DeltaAccumulator, chunk: dict[str, Any]) -> list
         if isinstance(content, str) and content:
             acc.content_parts.append(content)
             events.append(TextDelta(content))
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            acc.reasoning_parts.append(reasoning)
         for fragment in _list(delta.get("tool_calls")):
             if isinstance(fragment, dict):
                 events.extend(acc._feed_tool_fragment(fragment))
@@ -298,7 +466,9 @@ def _reference_choice_feed(acc: DeltaAccumulator, chunk: dict[str, Any]) -> list
             acc.finish_reason = reason
             events.append(StreamFinished(reason))
     usage = chunk.get("usage")
-    if isinstance(usage, dict) and "prompt_tokens" in usage:
+    if not isinstance(usage, dict):
+        usage = _dict(_dict(chunk.get("x_groq")).get("usage"))
+    if "prompt_tokens" in usage:
         acc.usage = Usage.from_dict(usage)
         events.append(UsageReported(acc.usage))
     return events
@@ -332,6 +502,7 @@ deltas = st.one_of(
         {},
         optional={
             "content": st.one_of(st.text(max_size=4), odd_values),
+            "reasoning": st.one_of(st.text(max_size=4), odd_values),
             "tool_calls": st.one_of(st.lists(fragments, max_size=3), odd_values),
         },
     ),
@@ -353,6 +524,7 @@ chunk_shapes = st.fixed_dictionaries(
         "id": st.one_of(st.just("c1"), odd_values),
         "choices": st.one_of(st.lists(choices, max_size=2), odd_values),
         "usage": st.one_of(st.just({"prompt_tokens": 3, "completion_tokens": 2}), odd_values),
+        "x_groq": st.one_of(st.just({"usage": {"prompt_tokens": 4}}), odd_values),
     },
 )
 
@@ -371,3 +543,22 @@ def test_feed_matches_the_reference_on_any_shape(chunks: list[dict[str, Any]]) -
         slow.finish_reason,
         slow.usage,
     )
+    assert fast.reasoning == slow.reasoning
+
+
+def test_null_unknown_fields_are_not_kept_and_nested_ones_merge() -> None:
+    acc = DeltaAccumulator()
+    first = {
+        "index": 0,
+        "id": "c0",
+        "function": {"name": "f", "arguments": "{"},
+        "provider_specific_fields": None,
+    }
+    more = {"index": 0, "function": {"arguments": "}"}, "extra_content": {"google": {"b": 2}}}
+    acc.feed(chunk({"tool_calls": [{**first, "extra_content": {"google": {"a": 1}}}]}))
+    acc.feed(chunk({"tool_calls": [more]}))
+    assert acc.ready_calls[0].extra == {"extra_content": {"google": {"a": 1, "b": 2}}}
+    plain = DeltaAccumulator()
+    plain.feed(chunk({"tool_calls": [first]}))
+    plain.feed(arg_fragment(0, "}"))
+    assert plain.ready_calls[0].extra is None

@@ -300,6 +300,23 @@ def _drop_after_text(env: Env) -> Check:
 
 
 @fault(
+    "drop-after-finish",
+    "socket dropped after the finish chunk: the usage chunk and [DONE] lost",
+    "the answer is complete: no fallback; usage estimated",
+    heard="answer",
+)
+def _drop_after_finish(env: Env) -> Check:
+    reply = answer()
+    env.server.enqueue(cut_after(reply, len(reply.events) - 1))  # all but the usage chunk
+
+    def check(agent: Agent, result: TurnResult) -> None:
+        assert env.sink.text == ANSWER and not result.fallback_spoken and result.error is None
+        assert result.usage.estimated and len(env.server.requests) == 1
+
+    return check
+
+
+@fault(
     "drop-after-tool-dispatched",
     "socket dropped after a tool call's arguments completed",
     "the tool runs; the next round answers with its result",
@@ -380,14 +397,13 @@ def _stall_after_text(env: Env) -> Check:
 
 @fault(
     "malformed-sse-lines",
-    "bad JSON, non-object JSON, empty data, comments and unknown SSE fields between chunks",
-    "bad lines skipped and counted; answer intact",
+    "non-object JSON, empty data, comments and unknown SSE fields between chunks",
+    "non-chunks skipped and counted; answer intact",
     heard="answer",
 )
 def _malformed(env: Env) -> Check:
     reply = answer()
     junk = [
-        Chunk("data: {not json"),
         Chunk("data: [1, 2]"),
         Chunk('data: "text"'),
         Chunk("data:"),
@@ -398,7 +414,7 @@ def _malformed(env: Env) -> Check:
     env.server.enqueue(dataclasses.replace(reply, events=(events[0], *junk, *events[1:])))
 
     def check(agent: Agent, result: TurnResult) -> None:
-        assert result.rounds[0].malformed_chunks == 4
+        assert result.rounds[0].malformed_chunks == 3
         assert env.sink.text == ANSWER and result.usage == USAGE
 
     return check

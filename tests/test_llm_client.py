@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voiceagent.errors import (
     LLMConnectionError,
@@ -235,15 +240,139 @@ async def test_drop_before_first_chunk_on_every_attempt_gives_up() -> None:
 
 
 @pytest.mark.anyio
-async def test_malformed_chunk_is_skipped_and_counted() -> None:
+async def test_non_object_and_empty_data_are_skipped_and_counted() -> None:
     reply = text_reply("a b")
-    events = [reply.events[0], Chunk("data: {not json"), Chunk("event: ping"), *reply.events[1:]]
+    junk = [Chunk("data: [1, 2]"), Chunk("data:"), Chunk("event: ping"), Chunk('data: {"error": null}')]
+    events = [reply.events[0], *junk, *reply.events[1:]]
     async with FakeOpenAIServer() as server:
         server.enqueue(Reply(events=events))
         async with _client(server).stream(MESSAGES) as stream:
             chunks = await _collect(stream)
-    assert stream.malformed_chunks == 1
-    assert chunks == [event.data for event in reply.events]  # type: ignore[union-attr]
+    # {"error": null} is no error (the SDK raises only on a truthy one): it is a chunk like any other.
+    assert stream.malformed_chunks == 2
+    assert chunks == [reply.events[0].data, {"error": None}, *[e.data for e in reply.events[1:]]]  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"data: {not json\n\n",
+        b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n",  # RecursionError inside json.loads
+        b'data: {"choices": [], "x": "\xff\xfe"}\n\n',  # not UTF-8
+    ],
+    ids=["not-json", "deep-nesting", "bad-utf8"],
+)
+async def test_undecodable_event_is_a_stream_protocol_error(bad: bytes) -> None:
+    reply = text_reply("a b")
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[reply.events[0], Chunk(bad), *reply.events[1:]]))
+        with pytest.raises(StreamProtocolError, match="not valid JSON") as caught:
+            async with _client(server).stream(MESSAGES) as stream:
+                await _collect(stream)
+    assert caught.value.request_id is not None
+    assert stream.chunks_yielded == 1  # the chunk before it was delivered
+
+
+@pytest.mark.anyio
+async def test_line_over_max_line_bytes_is_a_stream_error_without_buffering_it_all() -> None:
+    reply = text_reply("a b")
+    # 64 KiB pieces of one never-ending line: the client stops at the cap, not at the end of 16 MiB.
+    huge = [Chunk(b"data: " + b"x" * 65536) for _ in range(256)]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[reply.events[0], *huge]))
+        with anyio.fail_after(30):
+            with pytest.raises(StreamProtocolError, match="over 100000 bytes"):
+                async with _client(server, max_line_bytes=100_000).stream(MESSAGES) as stream:
+                    await _collect(stream)
+        # The client stopped reading at the cap and closed: the server could only fill socket buffers.
+        assert len(server.chunk_log) < len(huge)
+
+
+@pytest.mark.anyio
+async def test_many_data_lines_of_one_event_are_capped_together() -> None:
+    lines = b"".join(b"data: " + b"1" * 1000 + b"\n" for _ in range(200))
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(lines)]))
+        with pytest.raises(StreamProtocolError, match="event's data of over 100000"):
+            async with _client(server, max_line_bytes=100_000).stream(MESSAGES) as stream:
+                await _collect(stream)
+
+
+def test_max_line_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test", max_line_bytes=0)
+
+
+@pytest.mark.anyio
+async def test_multi_line_data_fields_are_joined_and_any_line_ending_works() -> None:
+    first = b'data: {"id": "c1", "choices": [{"index": 0,\ndata:  "delta": {"content": "Hi"}}]}\n\n'
+    crlf = b'data: {"choices": [{"index": 0, "delta": {"content": " there"}}]}\r\n\r\n'
+    cr = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\r\r'
+    # A \r\n split across two writes is one line end; so is a line cut anywhere.
+    split = [crlf[:-3], crlf[-3:-1], crlf[-1:]]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(first[:20]), Chunk(first[20:]), *map(Chunk, split), Chunk(cr)]))
+        async with _client(server).stream(MESSAGES) as stream:
+            chunks = await _collect(stream)
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["Hi", " there", None]
+    assert stream.done and stream.malformed_chunks == 0
+
+
+@pytest.mark.anyio
+async def test_events_without_blank_lines_between_them_are_read_as_they_come() -> None:
+    # Non-conforming servers write "data: {...}\n" with no blank line: each chunk still arrives at once.
+    reply = text_reply("one two three")
+    gate = anyio.Event()
+    lines = [Chunk(f"data: {json.dumps(e.data)}\n".encode()) for e in reply.events]  # type: ignore[union-attr]
+    events = [*lines[:-1], Chunk(lines[-1].data, gate=gate), Chunk(b"data: [DONE]\n")]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=events, done=False))
+        with anyio.fail_after(10):
+            async with _client(server).stream(MESSAGES) as stream:
+                first = [await stream.__anext__() for _ in range(len(lines) - 1)]  # before the gate opens
+                gate.set()
+                rest = await _collect(stream)
+    assert first + rest == [e.data for e in reply.events]  # type: ignore[union-attr]
+    assert stream.done
+
+
+@pytest.mark.anyio
+async def test_a_last_event_without_its_blank_line_still_counts(caplog: pytest.LogCaptureFixture) -> None:
+    body = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\ndata: {"choices": []}'
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(body)], done=False))
+        async with _client(server).stream(MESSAGES) as stream:
+            chunks = await _collect(stream)
+    assert chunks == [{"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, {"choices": []}]
+    assert "without data: [DONE]" in caplog.text  # logged, not an error
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("keep", [1, 2], ids=["cut-before-usage", "cut-after-usage"])
+async def test_stream_cut_after_its_finish_is_complete(keep: int) -> None:
+    reply = text_reply("Paris is sunny.")  # content chunks, the finish chunk, the usage chunk
+    finish_at = len(reply.events) - 2
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[*reply.events[: finish_at + keep], Drop()]))
+        async with _client(server).stream(MESSAGES) as stream:
+            chunks = await _collect(stream)
+    assert stream.finished and stream.done and len(chunks) == finish_at + keep
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_retry_log_lines_carry_the_failed_attempts_request_id(caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeOpenAIServer() as server:
+        failed = Reply(status=503, request_id="req-failed-1")
+        server.enqueue(failed, Reply(status=502, request_id="req-failed-2"), text_reply("ok"))
+        with caplog.at_level(logging.WARNING, logger="voiceagent.llm"):
+            async with _client(server).stream(MESSAGES) as stream:
+                await _collect(stream)
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert [r.request_id for r in retries] == ["req-failed-1", "req-failed-2"]  # type: ignore[attr-defined]
+    assert "req-failed-1" in retries[0].getMessage()
+    assert stream.request_id not in ("req-failed-1", "req-failed-2")
 
 
 @pytest.mark.anyio
@@ -426,3 +555,63 @@ async def test_timeout_before_headers_is_a_connection_error_and_retried() -> Non
                     pass
         assert stream.attempts == 2
         assert len(server.requests) == 2
+
+
+def _ssl_context(client: LLMClient) -> object:
+    # Read (not patched) from the HTTP client the SDK was given: its connection pool's context.
+    return client.openai_client._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+
+
+def test_clients_share_one_ssl_context_per_process() -> None:
+    # Building one per client cost 20-34 ms of CPU (bench/client_setup.py), even for http://.
+    plain = LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test")
+    tls = LLMClient(base_url="https://api.example.com/v1", api_key="sk_other")
+    assert _ssl_context(plain) is _ssl_context(tls)
+    assert _ssl_context(plain).verify_mode.name == "CERT_REQUIRED"  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_client_per_call_still_streams_and_closes() -> None:
+    async with FakeOpenAIServer() as server:
+        server.enqueue(text_reply("one"), text_reply("two"))
+        for _ in range(2):
+            async with _client(server) as client, client.stream(MESSAGES) as stream:
+                assert await _collect(stream)
+    assert len(server.requests) == 2
+
+
+# ---- the SSE reader on any split of a body into reads --------------------------------------------
+
+_text = st.text(max_size=6)  # any code point but surrogates: multi-byte UTF-8 cut anywhere by the reads
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    contents=st.lists(_text, min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_any_split_and_line_ending_of_a_body_gives_the_same_chunks(contents: list[str], data: Any) -> None:
+    events = [{"choices": [{"index": 0, "delta": {"content": c}}]} for c in contents]
+    lines: list[str] = []
+    for event in events:
+        if data.draw(st.booleans()):
+            lines.append(": comment")
+        # indent=1 puts the JSON on several lines: several data fields, joined by \n, make one event.
+        dumped = json.dumps(event, indent=1) if data.draw(st.booleans()) else json.dumps(event)
+        lines += [f"data: {part}" for part in dumped.split("\n")] + [""]
+    lines += ["data: [DONE]", ""]
+    ending = data.draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    body = "".join(line + ending for line in lines).encode()
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(body) - 1), max_size=12))))
+    reads = [body[a:b] for a, b in itertools.pairwise([0, *cuts, len(body)])]
+
+    async def collect() -> list[dict[str, Any]]:
+        async def source() -> AsyncIterator[bytes]:
+            for piece in reads:
+                yield piece
+
+        stream = LLMStream(LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test"), {})
+        stream._start_body(source())
+        return [chunk async for chunk in stream]
+
+    assert anyio.run(collect) == events

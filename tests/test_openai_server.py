@@ -222,8 +222,23 @@ async def test_chunk_delays_keep_a_schedule_that_restarts_after_a_gate() -> None
             opened = time.perf_counter()
             gate.set()
     sent = [at for _, _, at in server.send_started_log]
-    assert sent[1] - sent[0] >= delay - slack
+    # Chunk k is due k delays after the headers (later, never earlier): measured from the request, not
+    # from chunk 0's send, which a late timer wake-up may have pushed towards chunk 1 on a loaded machine.
+    assert sent[0] - server.requests[0].received_at >= delay - slack
+    assert sent[1] - server.requests[0].received_at >= 2 * delay - slack
     # After the gate, the next chunk still waits its delay (no burst to catch up), and the ones after
     # it keep to the schedule from there.
     assert sent[2] - opened >= delay - slack
     assert sent[3] - opened >= 2 * delay - slack
+
+
+@pytest.mark.anyio
+async def test_bytes_events_are_sent_exactly_and_done_can_be_left_out() -> None:
+    body = [b'data: {"a":', b" 1}\r\n\r\n", b"\xff\xfe raw\n\n"]
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=[Chunk(piece) for piece in [*body, b""]], done=False))
+        client = _client(server)
+        create = client.chat.completions.with_streaming_response.create
+        async with create(model="electron", messages=[], stream=True) as response:
+            received = b"".join([piece async for piece in response.iter_bytes()])
+    assert received == b"".join(body)  # no [DONE], no \n\n added, the empty piece ends nothing early

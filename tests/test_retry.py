@@ -18,14 +18,19 @@ def test_delay_doubles_and_caps_without_jitter() -> None:
     assert policy.delay(10_000) == 8.0  # no overflow on absurd attempt numbers
 
 
-def test_equal_jitter_keeps_half_fixed() -> None:
+def test_jitter_never_retries_earlier_than_the_doubled_delay() -> None:
+    # Electron's guide: start ~250 ms. "Equal jitter" ([d/2, d]) let the first retry come after 125 ms.
     policy = RetryPolicy()
     rng = random.Random(7)
     for attempt in range(1, 9):
         capped = RetryPolicy(jitter=False).delay(attempt)
         samples = [policy.delay(attempt, rng=rng) for _ in range(200)]
-        assert all(capped / 2 <= s <= capped for s in samples)
+        if capped * 1.5 <= policy.max_delay:
+            assert all(capped <= s <= capped * 1.5 for s in samples)
+        else:  # at the cap: spread below it, never above
+            assert all(min(capped, 6.0) <= s <= policy.max_delay for s in samples)
         assert len(set(samples)) > 1  # it really is random
+    assert min(policy.delay(1, rng=rng) for _ in range(1000)) >= 0.25
 
 
 def test_bad_values_are_clear_errors() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -336,6 +337,21 @@ async def test_stream_cut_mid_answer_speaks_fallback_and_flags_usage_estimated(
     assert agent.conversation.history[1]["content"] == result.rounds[0].content
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bad", ["data: {not json", "data: " + "[" * 100_000], ids=["not-json", "deep-nesting"]
+)
+async def test_undecodable_chunk_is_a_stream_error_then_the_fallback(
+    server: FakeOpenAIServer, bad: str
+) -> None:
+    reply = text_reply("Hello there, friend. And more after that.", pieces=6)
+    server.enqueue(dataclasses.replace(reply, events=(*reply.events[:3], Chunk(bad), *reply.events[3:])))
+    sink = RecordingSink()
+    result = await make_agent(server, sink, fallback="Sorry, try again.").respond("hi")
+    assert "not valid JSON" in (result.error or "") and result.fallback_spoken
+    assert sink.text.startswith("Hello there, friend.") and sink.spoken[-1].endswith("Sorry, try again.")
+
+
 STOPPED_BY = ["barge-in", "outer scope"]  # Turn.cancel(), or a scope around the turn (hang-up, deadline)
 
 
@@ -433,7 +449,7 @@ async def test_every_log_record_carries_session_turn_round_and_request_id(
 async def test_malformed_chunk_is_skipped_and_counted(server: FakeOpenAIServer) -> None:
     reply = text_reply("Hello there, friend.", pieces=3)
     server.enqueue(
-        dataclasses.replace(reply, events=(reply.events[0], Chunk("data: {not json"), *reply.events[1:]))
+        dataclasses.replace(reply, events=(reply.events[0], Chunk("data: [1, 2]"), *reply.events[1:]))
     )
     sink = RecordingSink()
     result = await make_agent(server, sink).respond("hi")
@@ -510,3 +526,54 @@ async def test_barge_in_drops_streamed_words_that_were_never_spoken(server: Fake
         hold.set()
     assistant = agent.conversation.history[-1]
     assert assistant == {"role": "assistant", "content": "It's 16 degrees in Tokyo."}
+
+
+@pytest.mark.anyio
+async def test_tool_calls_past_the_per_round_cap_get_an_error_and_never_run(server: FakeOpenAIServer) -> None:
+    ran: list[int] = []
+
+    @tool
+    def count(n: int) -> str:
+        """Count."""
+        ran.append(n)
+        return "ok"
+
+    server.enqueue(tool_reply([("count", {"n": n}) for n in range(6)], arg_pieces=1), text_reply("Done."))
+    sink = RecordingSink()
+    agent = make_agent(server, sink, [count], max_tool_calls_per_round=4)
+    result = await agent.respond("count")
+    assert sorted(ran) == [0, 1, 2, 3]
+    errors = [c for c in result.tool_calls if c.is_error]
+    assert [json.loads(c.arguments)["n"] for c in errors] == [4, 5]
+    assert all("too many tool calls" in c.result for c in errors)
+    sent = server.requests[1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "tool"][4:] == [c.result for c in errors]
+    assert_valid_conversation(agent)
+
+
+@pytest.mark.anyio
+async def test_hostile_nesting_in_tool_arguments_is_a_tool_error_not_a_crash(
+    server: FakeOpenAIServer,
+) -> None:
+    @tool
+    def f(a: int) -> str:
+        """F."""
+        return "ok"
+
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"  # RecursionError inside json.loads
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    server.enqueue(
+        Reply(
+            events=(
+                Chunk({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}),
+                Chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            )
+        ),
+        text_reply("Done."),
+    )
+    sink = RecordingSink()
+    agent = make_agent(server, sink, [f])
+    result = await agent.respond("go")
+    assert [c.is_error for c in result.tool_calls] == [True]
+    assert "not valid JSON" in result.tool_calls[0].result and sink.text.endswith("Done.")
+    assert_valid_conversation(agent)

@@ -1,21 +1,31 @@
 """DeltaAccumulator: pure state machine from chat-completion chunks (plain dicts) to stream events.
 
-It knows the quirks of OpenAI-compatible streams (see shared PROTOCOLS.md §5): the usage chunk has
-``choices: []``; Electron's finish chunk may have no ``delta``; ``id``/``name`` arrive only on a tool
-call's first fragment; later fragments carry only ``index`` and argument text.
+It knows the quirks of OpenAI-compatible streams (see shared PROTOCOLS.md §5 and the provider corpus in
+``tests/provider_corpus``): the usage chunk has ``choices: []`` (Groq puts usage in ``x_groq``); Electron's
+finish chunk may have no ``delta``; ``id``/``name`` usually arrive only on a tool call's first fragment and
+later fragments carry only ``index`` and argument text, but some servers stream the name in pieces (Gemini:
+``"edit_ex"`` + ``"isting_file"``, concatenated) or repeat the whole name or id on every fragment (MiniMax via
+NIM, vLLM: kept once), and some send several whole calls under one ``index`` (Ollama, LiteLLM): a new ``id``
+at an index whose call has another id is a new call. Fields of a call this module does not know (Gemini's
+``extra_content.google.thought_signature``) are kept and sent back as received. ``reasoning_content`` /
+``reasoning`` deltas are collected apart from the content: they are never spoken.
 
 A tool call is *ready* (may start) as soon as its arguments are known to be complete:
 - its argument text parses as a JSON object (cheap check, only when it ends in ``}``): the fastest
   signal, it does not wait for the next chunk;
-- ``finish_reason`` arrives, or the stream ends cleanly.
+- ``finish_reason`` arrives, or the stream ends cleanly, or another call takes its index.
 
 A fragment for a higher index is *not* taken as the end of the lower calls: a server may interleave the
 fragments of parallel calls, and a call started on half its arguments cannot be taken back. (Calls
 that never form a JSON object, e.g. ``""`` for no arguments, wait for the finish instead.)
 
+Accumulating is linear in the size of the arguments: the text is joined and parsed only when a fragment
+closes a ``}``, and past ``_SMALL_ARGUMENTS`` characters only once it has doubled since the last try, so
+an adversarial stream of ``}`` fragments costs O(n) parses in total, not O(n^2).
+
 Each dispatched call gets a distinct id: a missing id becomes ``call_<index>``, and an id already
-taken by another call of the stream gets an ``_<index>`` suffix, so every tool message answers
-exactly one call.
+taken by another call of the stream gets an ``_<n>`` suffix (``n`` its position among the calls), so
+every tool message answers exactly one call.
 """
 
 from __future__ import annotations
@@ -33,15 +43,28 @@ from voiceagent.events import (
     Usage,
     UsageReported,
 )
+from voiceagent.logs import get_logger
+
+logger = get_logger(__name__)
+
+# Keys of a tool-call fragment this module reads; any other key is the server's own and is sent back.
+_KNOWN_CALL_KEYS = frozenset({"index", "id", "type", "function"})
+# Argument texts up to this size are parsed at every closing brace; larger ones when they have doubled.
+_SMALL_ARGUMENTS = 1024
 
 
 @dataclass(slots=True)
 class _PendingCall:
-    index: int
+    index: int  # the wire index (several calls may share one)
+    seq: int  # position among the stream's calls, in arrival order
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
-    ready: bool = False
+    size: int = 0  # characters in ``arguments``
+    tried_at: int = 0  # ``size`` at the last parse attempt
+    extra: dict[str, Any] | None = None
+    ready: ToolCallReady | None = None
+    late: bool = False  # a fragment arrived after dispatch (logged once)
 
     @property
     def argument_text(self) -> str:
@@ -53,13 +76,23 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _is_complete_object(text: str) -> bool:
-    stripped = text.rstrip()
-    if not stripped.endswith("}"):
-        return False
     try:
-        return isinstance(json.loads(stripped), dict)
-    except ValueError:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """Unknown per-call fields, merged as received: nested objects key by key, anything else replaced.
+    Nulls carry nothing (LiteLLM's ``provider_specific_fields: null``) and are not sent back."""
+    for key, value in more.items():
+        old = into.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged = dict(old)
+            _merge(merged, value)
+            into[key] = merged
+        elif value is not None:
+            into[key] = value
 
 
 class DeltaAccumulator:
@@ -67,14 +100,16 @@ class DeltaAccumulator:
 
     def __init__(self) -> None:
         self.content_parts: list[str] = []
-        self._calls: dict[int, _PendingCall] = {}
+        self.reasoning_parts: list[str] = []
+        self._calls: dict[int, _PendingCall] = {}  # wire index -> its latest call
+        self._all: list[_PendingCall] = []  # every call, in arrival order
         self._ids: set[str] = set()  # ids of dispatched calls
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.response_id: str | None = None
         self.model: str | None = None
         self.chunks_seen = 0
-        # Fragments that arrived for a call already dispatched: kept so nothing is silently lost.
+        # Fragments that arrived for a call already dispatched: kept (and logged) so nothing is lost unseen.
         self.late_fragments: list[tuple[int, str]] = []
 
     # -- inputs ------------------------------------------------------------------------------------
@@ -97,6 +132,11 @@ class DeltaAccumulator:
                 if isinstance(content, str) and content:
                     self.content_parts.append(content)
                     events.append(TextDelta(content))
+                # DeepSeek, xAI and vLLM<0.10 say reasoning_content; Groq, Ollama, OpenRouter, vLLM say
+                # reasoning. A server sending both sends the same text twice: one is kept.
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if isinstance(reasoning, str) and reasoning:
+                    self.reasoning_parts.append(reasoning)
                 fragments = delta.get("tool_calls")
                 if isinstance(fragments, list):
                     for fragment in fragments:
@@ -108,6 +148,9 @@ class DeltaAccumulator:
                 self.finish_reason = reason
                 events.append(StreamFinished(reason))
         usage = chunk.get("usage")
+        if not isinstance(usage, dict):
+            groq = chunk.get("x_groq")  # Groq sends the stream's usage only here
+            usage = groq.get("usage") if isinstance(groq, dict) else None
         if isinstance(usage, dict) and "prompt_tokens" in usage:
             self.usage = Usage.from_dict(usage)
             events.append(UsageReported(self.usage))
@@ -128,13 +171,15 @@ class DeltaAccumulator:
         return "".join(self.content_parts)
 
     @property
+    def reasoning(self) -> str:
+        """The model's reasoning text (never spoken), empty if the server sent none."""
+        return "".join(self.reasoning_parts)
+
+    @property
     def ready_calls(self) -> list[ToolCallReady]:
-        """Dispatched tool calls in index order (the order their tool messages must follow)."""
-        return [
-            ToolCallReady(c.index, c.id, c.name, c.argument_text)
-            for c in sorted(self._calls.values(), key=lambda c: c.index)
-            if c.ready
-        ]
+        """Dispatched tool calls in index order, arrival order within an index (the order their tool
+        messages must follow)."""
+        return [c.ready for c in sorted(self._all, key=lambda c: (c.index, c.seq)) if c.ready is not None]
 
     @property
     def has_tool_calls(self) -> bool:
@@ -145,39 +190,72 @@ class DeltaAccumulator:
     def _feed_tool_fragment(self, fragment: dict[str, Any]) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         index = fragment.get("index")
+        call_id = fragment.get("id")
+        if not isinstance(call_id, str):
+            call_id = ""
         if not isinstance(index, int):
             # No index (non-conforming server): an id opens a new call, otherwise it continues the last.
             last = max(self._calls, default=-1)
-            index = last + 1 if fragment.get("id") or last < 0 else last
-        call = self._calls.get(index)
-        if call is None:
-            call = self._calls[index] = _PendingCall(index)
+            opens = last < 0 or (call_id and call_id != self._calls[last].id)
+            index = last + 1 if opens else last
         function = _dict(fragment.get("function"))
+        name = function.get("name")
         arguments = function.get("arguments")
-        if call.ready:
+        call = self._calls.get(index)
+        if call is not None and call_id and call.id and call_id != call.id:
+            # Another call at this index (Ollama, LiteLLM, Gemini proxies send whole calls at index 0):
+            # the one there is over.
+            if call.ready is None:
+                events.append(self._mark_ready(call))
+            call = None
+        elif call is not None and call.ready is not None and not call_id and name and name != call.name:
+            call = None  # a whole call without an id after a finished one at the same index
+        if call is None:
+            call = self._calls[index] = _PendingCall(index, len(self._all))
+            self._all.append(call)
+        if call.ready is not None:
             if isinstance(arguments, str) and arguments:
                 self.late_fragments.append((index, arguments))
+                if not call.late:
+                    call.late = True
+                    logger.warning(
+                        "tool call %s (%s) got argument text after its arguments were complete; kept in "
+                        "late_fragments, not sent to the tool",
+                        call.id,
+                        call.name,
+                    )
             return events
-        if isinstance(fragment.get("id"), str) and fragment["id"]:
-            call.id = fragment["id"]
-        name = function.get("name")
-        if isinstance(name, str) and name and not call.name:
-            call.name = name
-            events.append(ToolCallStarted(index, call.id, call.name))
+        if call_id and not call.id:
+            call.id = call_id
+        if len(fragment) > 4 or not _KNOWN_CALL_KEYS.issuperset(fragment):
+            extra = call.extra or {}
+            _merge(extra, {k: v for k, v in fragment.items() if k not in _KNOWN_CALL_KEYS})
+            call.extra = extra or None
+        if isinstance(name, str) and name and name != call.name:
+            # Pieces are concatenated; a server repeating the whole name on every fragment is not.
+            first = not call.name
+            call.name += name
+            if first:
+                events.append(ToolCallStarted(index, call.id, call.name))
         if isinstance(arguments, str) and arguments:
             call.arguments.append(arguments)
-            if _is_complete_object(call.argument_text):
-                events.append(self._mark_ready(call))
+            call.size += len(arguments)
+            if arguments.rstrip().endswith("}") and (
+                call.size <= _SMALL_ARGUMENTS or call.size >= 2 * call.tried_at
+            ):
+                call.tried_at = call.size
+                if _is_complete_object(call.argument_text):
+                    events.append(self._mark_ready(call))
         return events
 
     def _dispatch_pending(self) -> list[StreamEvent]:
-        return [self._mark_ready(self._calls[i]) for i in sorted(self._calls) if not self._calls[i].ready]
+        return [self._mark_ready(c) for c in sorted(self._all, key=lambda c: c.index) if c.ready is None]
 
     def _mark_ready(self, call: _PendingCall) -> ToolCallReady:
-        call.ready = True
         if not call.id:
             call.id = f"call_{call.index}"  # some servers omit ids; the tool message still needs one
         while call.id in self._ids:
-            call.id = f"{call.id}_{call.index}"  # a repeated id would leave one call unanswered
+            call.id = f"{call.id}_{call.seq}"  # a repeated id would leave one call unanswered
         self._ids.add(call.id)
-        return ToolCallReady(call.index, call.id, call.name, call.argument_text)
+        call.ready = ToolCallReady(call.index, call.id, call.name, call.argument_text, call.extra)
+        return call.ready

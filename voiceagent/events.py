@@ -28,7 +28,9 @@ class Usage:
     def from_dict(cls, usage: dict[str, Any]) -> Usage:
         """From an OpenAI ``usage`` object; fields that are missing or not integers count as 0."""
         details = usage.get("prompt_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        if cached is None:
+            cached = usage.get("prompt_cache_hit_tokens")  # DeepSeek's name for it
         return cls(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached))
 
     def __add__(self, other: Usage) -> Usage:
@@ -63,12 +65,14 @@ class ToolCallStarted:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallReady:
-    """A tool call's arguments are complete: it may start now."""
+    """A tool call's arguments are complete: it may start now. ``extra``: the call's fields this library
+    does not know (Gemini's ``extra_content``), to be sent back with the call exactly as received."""
 
     index: int
     id: str
     name: str
     arguments: str
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

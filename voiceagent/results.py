@@ -37,6 +37,7 @@ class RoundRecord:
     malformed_chunks: int = 0
     error: str | None = None
     speculative: bool = False  # started before the caller was done, then discarded (never heard)
+    reasoning: str = ""  # reasoning_content / reasoning deltas: kept here, never spoken nor sent back
 
 
 @dataclass(frozen=True, slots=True)

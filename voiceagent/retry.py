@@ -24,8 +24,10 @@ class RetryPolicy:
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based) before the next one.
 
-        Exponential doubling capped at ``max_delay``; with jitter, "equal jitter": half of it fixed, half
-        uniformly random, so many clients failing together do not retry in lockstep.
+        Exponential doubling capped at ``max_delay``. With jitter the wait is drawn from
+        [d, 1.5 d] for the doubled delay d, so it never comes earlier than the documented start (~250 ms
+        for the first retry) and many clients failing together do not retry in lockstep; at the cap
+        (1.5 d > ``max_delay``) from [min(d, 0.75 max_delay), max_delay].
         """
         if attempt < 1:
             raise ValueError(f"attempt is 1-based, got {attempt}")
@@ -33,8 +35,9 @@ class RetryPolicy:
         capped = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 64))
         if not self.jitter:
             return capped
-        half = capped / 2
-        return half + (rng or random).uniform(0, half)
+        high = min(capped * 1.5, self.max_delay)
+        low = min(capped, 0.75 * high)
+        return (rng or random).uniform(low, high)
 
     def is_retryable_status(self, status_code: int) -> bool:
         return status_code in self.retry_statuses

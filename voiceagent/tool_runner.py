@@ -169,7 +169,7 @@ def _parse_arguments(tool: Tool, arguments: str) -> dict[str, Any]:
     else:
         try:
             parsed = json.loads(arguments)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: hostile nesting depth
             raise ToolArgumentError(f"arguments for {tool.name} are not valid JSON ({exc}).") from exc
     if not isinstance(parsed, dict):
         kind = "array" if isinstance(parsed, list) else type(parsed).__name__

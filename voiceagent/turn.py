@@ -108,6 +108,8 @@ class TurnConfig:
     round_timeout: float | None = 30.0
     # The model's words spoken per round at most (~3 minutes of speech); past it the stream is closed.
     max_round_chars: int = 3000
+    # Calls of one round past this many are not run: each gets an error tool message instead.
+    max_tool_calls_per_round: int = 32
 
     def __post_init__(self) -> None:
         if self.max_rounds < 1:
@@ -118,6 +120,8 @@ class TurnConfig:
                 raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
         if self.max_round_chars < 1:
             raise ValueError(f"max_round_chars must be at least 1, got {self.max_round_chars}")
+        if self.max_tool_calls_per_round < 0:
+            raise ValueError(f"max_tool_calls_per_round must be >= 0, got {self.max_tool_calls_per_round}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +468,10 @@ class Turn:
                 self._queue(speech, state.number, self._config.filler, filler=True)
         elif isinstance(event, ToolCallReady):
             state.ready_at[event.id] = self._now()
-            tools.start_soon(self._run_tool, state, event)
+            if len(state.ready_at) > self._config.max_tool_calls_per_round:
+                self._refuse_tool(state, event)
+            else:
+                tools.start_soon(self._run_tool, state, event)
         elif isinstance(event, StreamFinished):
             # The text is final: its last words are speakable now, not a usage chunk and [DONE] later.
             for text in chunker.flush():
@@ -500,6 +507,21 @@ class Turn:
         )
         state.results[call.id] = record
         self._emit(ToolFinished(state.number, call.id, call.name, content, is_error, record.finished_at))
+
+    def _refuse_tool(self, state: _RoundState, call: ToolCallReady) -> None:
+        """A call past max_tool_calls_per_round: answered with an error, never run."""
+        limit = self._config.max_tool_calls_per_round
+        if len(state.ready_at) == limit + 1:
+            log.warning(
+                "round %d asked for more than %d tool calls; the rest are not run", state.number, limit
+            )
+        now = self._now()
+        content = f"Error: too many tool calls in one round (the limit is {limit}); {call.name} was not run."
+        record = ToolCallRecord(
+            state.number, call.id, call.name, call.arguments, content, True, now, now, now
+        )
+        state.results[call.id] = record
+        self._emit(ToolFinished(state.number, call.id, call.name, content, True, now))
 
     def _commit_round(self, state: _RoundState) -> None:
         calls = state.acc.ready_calls
@@ -670,6 +692,7 @@ class Turn:
             cache_bust=state.cache_bust,
             malformed_chunks=state.malformed_chunks,
             error=error,
+            reasoning=state.acc.reasoning,
         )
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -678,7 +701,13 @@ class Turn:
     def _assistant_message(content: str, calls: Sequence[ToolCallReady]) -> Message:
         message: Message = {"role": "assistant", "content": content or None}
         if calls:
-            message["tool_calls"] = [tool_call_message(c.id, c.name, c.arguments) for c in calls]
+            # A call's unknown fields go back as received (Gemini 3 needs its thought_signature).
+            message["tool_calls"] = [
+                {**c.extra, **tool_call_message(c.id, c.name, c.arguments)}
+                if c.extra
+                else tool_call_message(c.id, c.name, c.arguments)
+                for c in calls
+            ]
         return message
 
     def _append(self, message: Message) -> None:
@@ -692,8 +721,10 @@ class Turn:
 
     def _estimate_usage(self, state: _RoundState) -> Usage:
         """The usage chunk never came (stream cut): roughly 4 characters a token, flagged as estimated."""
-        generated = len(state.acc.content) + sum(
-            len(c.arguments) + len(c.name) for c in state.acc.ready_calls
+        generated = (
+            len(state.acc.content)
+            + len(state.acc.reasoning)
+            + sum(len(c.arguments) + len(c.name) for c in state.acc.ready_calls)
         )
         prompt = len(json.dumps(self._conversation.messages() + self._pending))
         return Usage(prompt // 4, math.ceil(generated / 4), 0, estimated=True)

@@ -57,11 +57,12 @@ _ERROR_TYPES = {
 @dataclass(frozen=True)
 class Chunk:
     """One SSE event. A dict is sent as ``data: <json>``; a str is sent verbatim (``\\n\\n`` appended if it
-    does not end with a newline), for malformed-chunk tests. ``gate``: wait for it before sending.
+    does not end with a newline), for malformed-chunk tests; bytes are sent exactly as given (a provider's
+    recorded body, a line cut anywhere, bad UTF-8). ``gate``: wait for it before sending.
     ``delay``: seconds after the previous event was due (the headers, or the end of a gate's wait): events
     keep to that schedule, as tokens from a model do, so timer overshoot does not add up over a stream."""
 
-    data: dict[str, Any] | str
+    data: dict[str, Any] | str | bytes
     delay: float = 0.0
     gate: anyio.Event | None = None
 
@@ -77,7 +78,10 @@ class Drop:
 @dataclass(frozen=True)
 class Reply:
     """One scripted response. ``status != 200`` sends ``body`` (an Electron error envelope) as JSON.
-    ``hangup``: read the request, then close the connection without sending a byte (no status line)."""
+    ``hangup``: read the request, then close the connection without sending a byte (no status line).
+    ``done``: end the stream with ``data: [DONE]`` (False: the events are the whole body, as some servers
+    send it).
+    """
 
     events: Sequence[Chunk | Drop] = ()
     status: int = 200
@@ -85,6 +89,7 @@ class Reply:
     body: dict[str, Any] | None = None
     request_id: str | None = None
     hangup: bool = False
+    done: bool = True
 
 
 @dataclass(frozen=True)
@@ -488,7 +493,7 @@ class FakeOpenAIServer:
 
             tg.start_soon(watch_for_disconnect)
             try:
-                await self._stream_events(stream, index, reply.events, state)
+                await self._stream_events(stream, index, reply.events, state, done=reply.done)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 state.disconnected = not state.ended
             state.ended = True
@@ -505,6 +510,8 @@ class FakeOpenAIServer:
         index: int,
         events: Sequence[Chunk | Drop],
         state: _ResponseState,
+        *,
+        done: bool = True,
     ) -> None:
         due = anyio.current_time()
         for chunk_index, event in enumerate(events):
@@ -519,16 +526,20 @@ class FakeOpenAIServer:
                 await stream.aclose()
                 self._finish(state)
                 return
-            if isinstance(event.data, str):
+            if isinstance(event.data, bytes):
+                payload = event.data
+            elif isinstance(event.data, str):
                 text = event.data if event.data.endswith("\n") else event.data + "\n\n"
+                payload = text.encode()
             else:
-                text = f"data: {json.dumps(event.data)}\n\n"
-            payload = text.encode()
+                payload = f"data: {json.dumps(event.data)}\n\n".encode()
             self.send_started_log.append((index, chunk_index, time.perf_counter()))
-            await self._send_chunk(stream, payload)
+            if payload:  # an empty chunk would end the chunked body
+                await self._send_chunk(stream, payload)
             self.chunk_log.append((index, chunk_index, time.perf_counter()))
         state.ended = True
-        await self._send_chunk(stream, b"data: [DONE]\n\n")
+        if done:
+            await self._send_chunk(stream, b"data: [DONE]\n\n")
         await stream.send(b"0\r\n\r\n")
         self._finish(state)
 
