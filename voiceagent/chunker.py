@@ -69,7 +69,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from voiceagent._punctuation import CLAUSE_MARKS, SENTENCE_TERMINALS
+from voiceagent._punctuation import CLAUSE_MARKS, CLOSERS, OPENERS, SENTENCE_TERMINALS
 
 __all__ = ["SpeechChunker", "strip_markdown"]
 
@@ -84,8 +84,8 @@ _CLAUSE: Final = 1
 _SENTENCE: Final = 2
 
 _LINE_BREAKS: Final = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-_CLOSERS: Final = "\"')]}»”’"
-_OPENERS: Final = "\"'([{«“‘"
+_CLOSERS: Final = CLOSERS
+_OPENERS: Final = OPENERS
 _ABBREVIATIONS: Final = frozenset(
     {"dr.", "mr.", "mrs.", "ms.", "st.", "prof.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e."}
 )
@@ -136,6 +136,7 @@ _EVENT_SCREEN: Final = re.compile(
     f"{_screen(_SCRIPT_KIND).pattern})"
 )
 _SCREEN_RUN: Final = re.compile(f"{_E}+")
+_SCREEN_CHAR: Final = re.compile(_E)
 _SCRIPT_SENTENCE: Final = re.compile(_class(c for c, kind in _SCRIPT_KIND.items() if kind == _SENTENCE))
 _SCRIPT_CLAUSE: Final = re.compile(_class(c for c, kind in _SCRIPT_KIND.items() if kind == _CLAUSE))
 _LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
@@ -143,6 +144,7 @@ _LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
 # inside inline code.
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
 _CODE_MARKUP: Final = re.compile(r"[`\n]")
+_NOT_INDENT: Final = re.compile(r"[^ \t]")
 # Whitespace as str.isspace() sees it (so does \s for str patterns).
 _NONWS: Final = re.compile(r"\S")
 _LAST_NONWS: Final = re.compile(r"\S\s*\Z")
@@ -192,6 +194,13 @@ class _MarkdownFilter:
                         self._prev = text[j - 1]
                         i = j
                         continue
+                elif self._mode == _LINE_START and text[i] in " \t":
+                    found = _NOT_INDENT.search(text, i)
+                    j = end if found is None else found.start()
+                    self._emit(text[i:j])
+                    self._prev = text[j - 1]
+                    i = j
+                    continue
                 elif self._mode == _DROP_LINE:
                     j = text.find("\n", i)
                     j = end if j < 0 else j
@@ -585,6 +594,15 @@ class SpeechChunker:
             if after is not None:
                 return after
             at = run.end()
+        if _SCREEN_CHAR.match(full, at) is not None:
+            # A character past U+FFFF (the screen's lookbehind would hide the runs right after it).
+            screened = _SCREEN_RUN.match(full, at)
+            assert screened is not None
+            for run in _ENDERS_RUN.finditer(full, at, screened.end()):
+                after = self._after_run(full, base, run, _NONE, end)
+                if after is not None:
+                    return after
+            at = screened.end()
         while (found := _EVENT_SCREEN.search(full, at)) is not None:
             start = found.start()
             if full[start] in _LINE_BREAKS:
