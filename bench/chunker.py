@@ -132,17 +132,19 @@ def first(rev: str | None, ms_per_token: float) -> None:
     for script, answer in ANSWERS:
         chunker = module.SpeechChunker()
         stream = tokens_of(answer)
-        for count, token in enumerate(stream, 1):
-            out = chunker.push(token)
-            if out:
-                break
-        else:
-            count, out = len(stream), chunker.flush()  # only at the end of the answer
+        count, out = 0, []
+        while not out and count < len(stream):
+            out = chunker.push(stream[count])
+            count += 1
+        if not out:
+            out = chunker.flush()  # only at the end of the answer
         print(f"| {script} | {count} of {len(stream)} | {count * ms_per_token:.0f} | {out[0]!r} |")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["big", "tokens", "first", "_big_one"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--rev", default=None)

@@ -17,6 +17,7 @@ import regex
 
 NONE, CLAUSE, SENTENCE = 0, 1, 2
 
+
 @cache
 def is_closer(char: str) -> bool:
     return char in "\"'" or regex.match(r"[\p{Pe}\p{Pf}]", char) is not None

@@ -222,7 +222,10 @@ def test_bad_arguments() -> None:
         ("আজ রোদ। আর কিছু?", ["আজ রোদ। ", "আর কিছু?"]),
         ("ਸਤ ਸ੍ਰੀ ਅਕਾਲ। ਕੀ ਹਾਲ ਹੈ?", ["ਸਤ ਸ੍ਰੀ ਅਕਾਲ। ", "ਕੀ ਹਾਲ ਹੈ?"]),
         # CJK: no spaces at all; a closing quote stays with its sentence; half-width ｡ too.
-        ("今天天气晴朗。气温二十一度！要带伞吗？不用。", ["今天天气晴朗。", "气温二十一度！", "要带伞吗？", "不用。"]),
+        (
+            "今天天气晴朗。气温二十一度！要带伞吗？不用。",
+            ["今天天气晴朗。", "气温二十一度！", "要带伞吗？", "不用。"],
+        ),
         ("「はい。」と言った｡ありがとう", ["「はい。」", "と言った｡", "ありがとう"]),
         # Arabic question mark, Urdu full stop; Armenian and Ethiopic full stops, Myanmar, Khmer.
         ("كيف حالك؟ أنا بخير", ["كيف حالك؟ ", "أنا بخير"]),
@@ -413,7 +416,7 @@ WORDS += ["-", "—", "…", "...", "wow!", "why?", "snake_case", "**b**", "`c`"
 # Other scripts: dandas, CJK and Arabic marks with and without a space after them, full-width digits,
 # closers after a mark, a mark past U+FFFF (Brahmi danda) and an emoji (past U+FFFF, not a mark).
 WORDS += ["है।", "नमस्ते", "॥१॥", "好。", "你好", "。」", "？！", "，", "、", "١٢", "؟", "،", "۔", "३", "１"]
-WORDS += ["３．１４", "”", "𑁇", "😀", "x。", "ok.", "।\"", "ঃ"]
+WORDS += ["３．１４", "”", "𑁇", "😀", "x。", "ok.", '।"', "ঃ"]
 SEPARATORS = [" ", "  ", "\n", "\n\n", "\t", "\u00a0", "\u2028", ""]
 SCRIPTS = "है। नमस्ते॥१२ 好。你，好！？」、 ؟،۔ ১২ ３．１４ 𑁇😀𝐀.,!?a\n"
 prose = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS)), max_size=60).map(
@@ -548,7 +551,9 @@ def test_a_second_text_without_flush_matches_the_reference(
     split: tuple[str, list[str]], max_chars: int, min_first: int
 ) -> None:
     text, deltas = split
-    chunks = chunks_of([*deltas, *deltas], max_chars=max_chars, min_first_chars=min_first, strip_markdown=False)
+    chunks = chunks_of(
+        [*deltas, *deltas], max_chars=max_chars, min_first_chars=min_first, strip_markdown=False
+    )
     assert chunks == reference_chunks(text + text, max_chars, min_first)
 
 
@@ -557,7 +562,11 @@ def test_reference_agrees_with_the_examples() -> None:
     text = "Sure, let me check. It is sunny, warm and dry in Paris today! Anything else? Bye."
     assert reference_chunks(text, 140, 8) == chunks_of(list(text))
     assert reference_chunks("Ok. Yes. Sure thing.", 140, 12) == ["Ok. ", "Yes. ", "Sure thing."]
-    assert reference_chunks("好的，今天天气晴朗。气温二十一度！", 140, 0) == ["好的，", "今天天气晴朗。", "气温二十一度！"]
+    assert reference_chunks("好的，今天天气晴朗。气温二十一度！", 140, 0) == [
+        "好的，",
+        "今天天气晴朗。",
+        "气温二十一度！",
+    ]
     assert reference_chunks("x" * 300, 140, 8) == ["x" * 140, "x" * 140, "x" * 20]
 
 

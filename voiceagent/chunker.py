@@ -125,18 +125,31 @@ def _screen(chars: Iterable[str]) -> re.Pattern[str]:
 _ENDER_OR_BREAK_SCREEN: Final = _screen(_ENDERS | _LINE_BREAKS)
 _SCRIPT_OR_BREAK_SCREEN: Final = _screen(set(_SCRIPT_KIND) | _LINE_BREAKS)
 _ENDERS_RUN: Final = re.compile(f"(?:{_class(_ENDERS)})+")
-# Where the next event can be (see SpeechChunker._next_event), each run of _ENDERS tried once from its
-# start: a run followed by whitespace, a line break, or a run holding a script mark. Fast (the classes
-# are bitmaps) and conservative: it takes every character past U+FFFF for a script mark, and the
-# caller checks what it found with the exact _ENDERS_RUN.
-_E: Final = _screen(_ENDERS).pattern
-_EVENT_SCREEN: Final = re.compile(
-    f"(?=[^\\w \\t])(?:(?<!{_E}){_E}++(?=\\s)|{_class(_LINE_BREAKS)}"
-    f"|(?<!{_E})[{''.join(re.escape(c) for c in sorted(_ENDERS - set(_SCRIPT_KIND)))}]*+"
-    f"{_screen(_SCRIPT_KIND).pattern})"
+
+
+def _event_pattern(enders: str, breaks: str, plain_enders: str, marks: str) -> re.Pattern[str]:
+    """Where the next event can be (see SpeechChunker._next_event): a run of _ENDERS followed by
+    whitespace, a line break, or a run holding a script mark. Each run is tried once, from its start
+    (the lookbehind), so a search is linear; the lookahead skips letters and spaces fast."""
+    return re.compile(
+        f"(?=[^\\w \\t])(?:(?<!{enders})(?:{enders})++(?=\\s)|{breaks}"
+        f"|(?<!{enders})(?:{plain_enders})*+(?:{marks}))"
+    )
+
+
+def _bmp_class(chars: Iterable[str]) -> str:
+    return "[" + "".join(re.escape(c) for c in sorted(c for c in chars if ord(c) < 0x10000)) + "]"
+
+
+_PLAIN_ENDERS: Final = _ENDERS - set(_SCRIPT_KIND)
+# Exact for any text; and a faster one, exact for text without characters past U+FFFF.
+_EVENT_ANY: Final = _event_pattern(
+    _class(_ENDERS), _class(_LINE_BREAKS), _class(_PLAIN_ENDERS), _class(_SCRIPT_KIND)
 )
-_SCREEN_RUN: Final = re.compile(f"{_E}+")
-_SCREEN_CHAR: Final = re.compile(_E)
+_EVENT_BMP: Final = _event_pattern(
+    _bmp_class(_ENDERS), _class(_LINE_BREAKS), _bmp_class(_PLAIN_ENDERS), _bmp_class(_SCRIPT_KIND)
+)
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
 _SCRIPT_SENTENCE: Final = re.compile(_class(c for c, kind in _SCRIPT_KIND.items() if kind == _SENTENCE))
 _SCRIPT_CLAUSE: Final = re.compile(_class(c for c, kind in _SCRIPT_KIND.items() if kind == _CLAUSE))
 _LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
@@ -463,6 +476,7 @@ class SpeechChunker:
         self._first_boundary: int | None = None  # earliest held clause boundary (first-chunk rule)
         self._first = True
         self._out: list[str] = []
+        self._events = _EVENT_BMP  # the event search for the text being scanned
 
     @property
     def pending(self) -> str:
@@ -562,6 +576,7 @@ class SpeechChunker:
         """
         base = self._start  # full[k] is the character at absolute index base + k
         full = self._joined() + text
+        self._events = _EVENT_ANY if _ASTRAL.search(full) is not None else _EVENT_BMP
         end = self._pos + len(text)
         i = self._pos
         self._pos = end
@@ -594,27 +609,17 @@ class SpeechChunker:
             if after is not None:
                 return after
             at = run.end()
-        if _SCREEN_CHAR.match(full, at) is not None:
-            # A character past U+FFFF (the screen's lookbehind would hide the runs right after it).
-            screened = _SCREEN_RUN.match(full, at)
-            assert screened is not None
-            for run in _ENDERS_RUN.finditer(full, at, screened.end()):
-                after = self._after_run(full, base, run, _NONE, end)
-                if after is not None:
-                    return after
-            at = screened.end()
-        while (found := _EVENT_SCREEN.search(full, at)) is not None:
+        while (found := self._events.search(full, at)) is not None:
             start = found.start()
             if full[start] in _LINE_BREAKS:
                 nxt = _NONWS.search(full, found.end())
                 return (end if nxt is None else nxt.start() + base), _NONE
-            screened = _SCREEN_RUN.match(full, start)
-            assert screened is not None
-            for run in _ENDERS_RUN.finditer(full, start, screened.end()):  # one run, unless past U+FFFF
-                after = self._after_run(full, base, run, _NONE, end)
-                if after is not None:
-                    return after
-            at = screened.end()
+            run = _ENDERS_RUN.match(full, start)
+            assert run is not None
+            after = self._after_run(full, base, run, _NONE, end)
+            if after is not None:
+                return after
+            at = run.end()
         return end, _NONE
 
     @staticmethod
