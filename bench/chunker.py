@@ -132,7 +132,7 @@ def first(rev: str | None, ms_per_token: float) -> None:
     for script, answer in ANSWERS:
         chunker = module.SpeechChunker()
         stream = tokens_of(answer)
-        count, out = 0, []
+        count, out = 0, list[str]()
         while not out and count < len(stream):
             out = chunker.push(stream[count])
             count += 1
