@@ -44,6 +44,14 @@ ANSWERS = [
     ("english, no commas", "It is sunny in Paris today and the temperature is 21 degrees. Anything else?"),
     ("hindi", "जी हाँ, आज पेरिस में धूप खिली है। तापमान इक्कीस डिग्री है। और कुछ जानना है?"),
     ("hindi, no commas", "आज पेरिस में धूप खिली है और तापमान इक्कीस डिग्री है। और कुछ जानना है?"),
+    (
+        "english, 5 sentences",
+        "It is sunny in Paris today. It is 21 degrees. It may rain tonight. Take an umbrella. Anything else?",
+    ),
+    (
+        "hindi, 5 sentences",
+        "आज पेरिस में धूप खिली है। तापमान इक्कीस डिग्री है। शाम को हल्की बारिश हो सकती है। छाता साथ रखें। और कुछ जानना है?",
+    ),
     ("bengali, no commas", "আজ প্যারিসে রোদ ঝলমলে এবং তাপমাত্রা একুশ ডিগ্রি। আর কিছু জানতে চান?"),
     ("chinese", "今天巴黎天气晴朗。气温二十一度。还有什么需要吗？"),
     ("arabic", "الطقس في باريس مشمس اليوم وتبلغ درجة الحرارة واحدا وعشرين درجة. هل تريد شيئا آخر؟"),
@@ -111,7 +119,7 @@ def big(sizes: list[int], rev: str | None, shapes: list[str]) -> None:
 
 def per_token(rev: str | None) -> None:
     module = load(rev)
-    for script, answer in ANSWERS[:3] + ANSWERS[5:6]:
+    for script, answer in [ANSWERS[i] for i in (0, 1, 2, 3, 7)]:
         stream = tokens_of(answer) * 40
         samples = []
         for _ in range(9):

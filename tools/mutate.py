@@ -113,8 +113,8 @@ MUTATIONS: dict[str, list[Mutation]] = {
         Mutation(
             "the run state is not carried into the next delta",
             C,
-            "        mark_after = _NONE if event > i else self._mark",
-            "        mark_after = _NONE",
+            "    mark = self._mark\n            if mark != _NONE and char not in _ENDERS",
+            "    mark = _NONE\n            if mark != _NONE and char not in _ENDERS",
         ),
         Mutation(
             "markdown: a plain stretch does not update the previous character",
@@ -280,6 +280,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", help="comma-separated modules: " + ",".join(MUTATIONS))
+    parser.add_argument("--match", default="", help="only mutations whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the mutations and whether they apply")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated test run")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per test run")
@@ -303,7 +304,7 @@ def main() -> int:
                 if status != "pass":
                     print(f"[{module}] the tests fail without a mutation: skipped", flush=True)
                     continue
-            for mutation in MUTATIONS[module]:
+            for mutation in [m for m in MUTATIONS[module] if args.match in m.name]:
                 target = tree / mutation.path
                 source = target.read_text(encoding="utf-8")
                 count = source.count(mutation.original)

@@ -1,8 +1,12 @@
 """Turn streamed LLM text into speakable chunks for a TTS sink (pure: no IO, no async).
 
 ``SpeechChunker.push(delta)`` takes one content delta and returns the chunks that are now complete;
-``flush()`` (end of stream, or a tool call started) returns everything held. Two stages, each a
-per-character state machine, so the result never depends on how the text was split into deltas:
+``flush()`` (end of stream, or a tool call started) returns everything held. Two stages, each
+specified as a per-character state machine, so the result never depends on how the text was split
+into deltas. Both run in time linear in the text, however it is split and whatever its shape: the
+scanning is done by the regex engine, and Python-level steps happen only at markup characters and at
+the few characters that can decide a boundary (``tests/chunker_reference.py`` is the per-character
+machine, written independently, that property tests hold the chunker to).
 
 1. Markdown filter (``strip_markdown=True``). Only the markup characters are removed; all other
    characters, whitespace included, pass through unchanged:
@@ -27,21 +31,40 @@ per-character state machine, so the result never depends on how the text was spl
    The filter holds back only what is undecided: a marker run until the next character, ``!`` until
    the next character, link text until ``](``...``)`` resolves, a fence's info line until its newline.
 
-2. Chunker, on the filtered text. A *word start* is a non-whitespace character after whitespace; it
-   decides the boundary before it (a boundary is never decided on the character that ends the text so
-   far: ``3.`` may become ``3.14``). A chunk always ends just before a word start, so it carries its
-   trailing whitespace and never starts with whitespace (except the leading whitespace of the text).
-   The word before the whitespace, with trailing ``"')]}»”’`` ignored, is a
+2. Chunker, on the filtered text. Punctuation comes from Unicode (``voiceagent/_punctuation.py``,
+   generated from Unicode 18.0.0 by ``tools/gen_punctuation.py``): *sentence terminals* are the
+   Sentence_Terminal characters (``. ! ?``; the danda ``।`` and double danda ``॥`` of Devanagari,
+   Bengali, Gurmukhi, Odia...; the dandas of Brahmi, Sharada, Modi...; CJK ``。！？｡``; Arabic ``؟``;
+   Urdu ``۔``; Armenian ``։``; Ethiopic ``።``; Myanmar ``။``; Khmer ``។``...). *Clause marks* are
+   ``—`` ``–`` and the Terminal_Punctuation commas, colons and semicolons (``, ; :``, Arabic ``، ؛``,
+   CJK ``，、；：``...). *Closers* are ``"`` ``'`` and the closing brackets and final quotes (``) ] »
+   ” 」 』 ）``...). *Script marks* are the sentence terminals and clause marks outside ASCII, except
+   the dashes. *Punctuation* here means any of these, ``-`` or ``…``.
 
-   - *sentence end* if the whitespace holds a line break, or the word ends in ``!`` or ``?``, or in
-     ``.`` unless it is an abbreviation (Dr. Mr. Mrs. Ms. St. Prof. Jr. Sr. vs. etc. e.g. i.e.,
-     ``No.`` before a digit, dotted initials ``J.`` / ``U.S.`` / ``a.m.``, except ``a.m.``/``p.m.``
-     before a capital) or a bare number at line start (``1.`` of a numbered list);
-   - *clause boundary* if it is a sentence end, or ends in ``,`` ``;`` ``:`` ``—`` ``–``, or an
-     ellipsis (``...`` / ``…``), or is a lone ``-``.
+   A boundary is decided on a character and is *before* it; it is never decided on the character that
+   ends the text so far (``3.`` may become ``3.14``, ``。`` may be followed by ``」``). Two kinds of
+   character decide:
 
-   ``3.14``, ``$29.99``, ``1,000``, ``10:30``, urls and emails contain no whitespace after their
-   punctuation, so they are never boundaries.
+   - A *word start*, a non-whitespace character after whitespace. Its chunk carries the whitespace.
+     The word before the whitespace (the part of it not yet emitted), with trailing closers ignored, is
+
+     - a *sentence end* if the whitespace holds a line break, or the word ends in a sentence terminal
+       other than ``.``, or in ``.`` unless it is an abbreviation (Dr. Mr. Mrs. Ms. St. Prof. Jr. Sr.
+       vs. etc. e.g. i.e., ``No.`` before a digit, dotted initials ``J.`` / ``U.S.`` / ``a.m.``, except
+       ``a.m.``/``p.m.`` before a capital) or a bare number at line start (``1.`` of a numbered list);
+     - a *clause boundary* if it is a sentence end, or ends in a clause mark, or an ellipsis (``...`` /
+       ``…``), or is a lone ``-``.
+
+   - *No space needed after a script mark*: Chinese and Japanese put no space after ``。``, and LLMs
+     often write Hindi ``है।वह`` or Urdu ``ہے۔وہ``. A character right after a run of punctuation
+     (no whitespace in between) that holds a script mark decides a boundary before it, unless it is
+     punctuation itself (the run goes on: ``？！」``) or a digit (``３．１４``, the verse number of
+     ``॥१॥``): a sentence end if the run holds a script sentence terminal, else a clause boundary.
+
+   ASCII ``. ! ? , ; :`` and the dashes still need whitespace after them: ``3.14``, ``$29.99``,
+   ``1,000``, ``10:30``, ``well—yes``, urls and emails are never boundaries. So a chunk ends just
+   before a word start (carrying its trailing whitespace) or right after a script mark and its closers;
+   it never starts with whitespace (except the leading whitespace of the text).
 
    Rules, checked after every character:
 
@@ -582,7 +605,7 @@ class SpeechChunker:
         self._pos = end
         first = _NONWS.search(full, i - base)
         event = first.start() + base if first is not None else end
-        mark_after = _NONE if event > i else self._mark  # a whitespace run ends a run of marks
+        mark_after = _NONE  # used only when whitespace comes first, and whitespace ends a run of marks
         while True:
             if i < event:
                 self._stretch(full, base, i, event)
