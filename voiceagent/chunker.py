@@ -181,6 +181,7 @@ _LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
 _CODE_MARKUP: Final = re.compile(r"[`\n]")
 _NOT_INDENT: Final = re.compile(r"[^ \t]")
+_URL_SPECIAL: Final = re.compile(r"[()\s]")
 # Whitespace as str.isspace() sees it (so does \s for str patterns).
 _NONWS: Final = re.compile(r"\S")
 _LAST_NONWS: Final = re.compile(r"\S\s*\Z")
@@ -218,10 +219,23 @@ class _MarkdownFilter:
             self._prev = text[-1]
             return text
         i, end = 0, len(text)
+        blocks: list[str] = []  # the output so far, joined now and then (a list of pieces is 60 bytes each)
         while i < end:
+            if len(self._out) >= 1024:
+                blocks.append("".join(self._out))
+                self._out.clear()
             # Plain stretches in bulk (inline text, inline code, a fence's info line): only the
             # characters the filter acts on go through _char, so any text costs time linear in its size.
-            if self._run_char is None and not self._bang and (self._link is None or not self._link_closed):
+            if self._url is not None and self._run_char is None and not self._bang:
+                # Inside a link's url: only parentheses and whitespace matter.
+                found = _URL_SPECIAL.search(text, i)
+                j = end if found is None else found.start()
+                if j > i:
+                    self._url.append(text[i:j])
+                    self._prev = text[j - 1]
+                    i = j
+                    continue
+            elif self._run_char is None and not self._bang and (self._link is None or not self._link_closed):
                 if self._mode == _INLINE:
                     found = (_CODE_MARKUP if self._in_code else _MARKUP).search(text, i)
                     j = end if found is None else found.start()
@@ -246,9 +260,9 @@ class _MarkdownFilter:
                         continue
             self._char(text[i])
             i += 1
-        out = "".join(self._out)
+        blocks.extend(self._out)
         self._out.clear()
-        return out
+        return "".join(blocks)
 
     def _plain(self, text: str) -> bool:
         return (
@@ -692,7 +706,7 @@ class SpeechChunker:
             tail = last.start() + 1
         else:
             tail = ra
-        if _LINE_BREAK.search(full, tail, rb) is not None:
+        if tail < rb and _LINE_BREAK.search(full, tail, rb) is not None:
             self._ws_newline = self._at_line_start = True
         self._prev_ws = full[rb - 1].isspace()
 
