@@ -39,7 +39,7 @@ TESTS: dict[str, list[str]] = {
     "chunker": ["tests/test_chunker.py", "tests/test_turn_scripts.py"],
     "cache_guard": ["tests/test_cache_guard.py", "tests/test_turn.py"],
     "accumulator": ["tests/test_accumulator.py"],
-    "llm": ["tests/test_llm_client.py", "tests/test_retry.py"],
+    "llm": ["tests/test_llm_client.py", "tests/test_retry.py", "tests/test_faults.py"],
     "turn": ["tests/test_turn.py"],
     "tool_runner": ["tests/test_tools.py"],
     "signature": ["tests/test_twilio_twiml_signature.py"],
