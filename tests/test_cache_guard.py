@@ -12,8 +12,14 @@ from voiceagent.cache_guard import CacheBust, CacheGuard
 SYSTEM = {"role": "system", "content": "You are a concise phone assistant."}
 USER = {"role": "user", "content": "Weather in Paris?"}
 ANSWER = {"role": "assistant", "content": "Sunny, 21 degrees."}
-TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-OTHER_TOOL = {"type": "function", "function": {"name": "book_table", "parameters": {"type": "object"}}}
+TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object"}},
+}
+OTHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {"name": "book_table", "parameters": {"type": "object"}},
+}
 
 
 def test_extending_requests_never_bust() -> None:

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from tests.test_turn import GATE_TIMEOUT, make_agent
-from voiceagent.testing.openai_server import FakeOpenAIServer, Reply, text_reply
+from voiceagent.testing.openai_server import Chunk, FakeOpenAIServer, Reply, text_reply
 from voiceagent.testing.sinks import RecordingSink
 
 
@@ -49,7 +49,8 @@ async def test_first_sentence_reaches_the_sink_before_the_rest_is_streamed(
 ) -> None:
     sink = RecordingSink()
     reply = text_reply(answer, pieces=pieces)
-    deltas = [e.data["choices"][0]["delta"]["content"] for e in reply.events[:-2]]  # type: ignore[index]
+    payloads = [e.data for e in reply.events[:-2] if isinstance(e, Chunk) and isinstance(e.data, dict)]
+    deltas = [payload["choices"][0]["delta"]["content"] for payload in payloads]
     # The first chunk is complete once the character after its sentence end has arrived.
     streamed, ungated = "", 0
     while len(streamed) <= len(first):
