@@ -605,11 +605,13 @@ class SpeechChunker:
     def _scan(self, text: str) -> None:
         """The general case, in time linear in ``len(text)`` whatever its shape.
 
-        Only a few characters can decide a boundary: the first non-whitespace one of the delta, and the
-        first non-whitespace one after each run of _ENDERS characters or line break. Those are *events*,
-        handled one by one (``_event``); the stretches of text between them are handled in bulk
-        (``_stretch``): there a character can only make the first-chunk rule fire or the held text pass
-        ``max_chars``, and both places are found by arithmetic and one regex search each.
+        Only a few characters can decide a boundary (*events*): the first non-whitespace character of the
+        delta, the first one after whitespace that follows punctuation or holds a line break, and the one
+        right after a run of punctuation with a script mark (``_next_event`` finds them with one regex
+        search each). Each event goes through the per-character rules (``_event``). The stretches of
+        text between events are taken in bulk (``_stretch``): there a character can only make the
+        first-chunk rule fire or the held text pass ``max_chars``, and both places are found by
+        arithmetic and a regex search. The held text is one string, sliced only to emit a chunk.
         """
         base = self._start  # full[k] is the character at absolute index base + k
         full = self._joined() + text
