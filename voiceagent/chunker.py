@@ -1,8 +1,12 @@
 """Turn streamed LLM text into speakable chunks for a TTS sink (pure: no IO, no async).
 
 ``SpeechChunker.push(delta)`` takes one content delta and returns the chunks that are now complete;
-``flush()`` (end of stream, or a tool call started) returns everything held. Two stages, each a
-per-character state machine, so the result never depends on how the text was split into deltas:
+``flush()`` (end of stream, or a tool call started) returns everything held. Two stages, each
+specified as a per-character state machine, so the result never depends on how the text was split
+into deltas. Both run in time linear in the text, however it is split and whatever its shape: the
+scanning is done by the regex engine, and Python-level steps happen only at markup characters and at
+the few characters that can decide a boundary (``tests/chunker_reference.py`` is the per-character
+machine, written independently, that property tests hold the chunker to).
 
 1. Markdown filter (``strip_markdown=True``). Only the markup characters are removed; all other
    characters, whitespace included, pass through unchanged:
@@ -27,21 +31,40 @@ per-character state machine, so the result never depends on how the text was spl
    The filter holds back only what is undecided: a marker run until the next character, ``!`` until
    the next character, link text until ``](``...``)`` resolves, a fence's info line until its newline.
 
-2. Chunker, on the filtered text. A *word start* is a non-whitespace character after whitespace; it
-   decides the boundary before it (a boundary is never decided on the character that ends the text so
-   far: ``3.`` may become ``3.14``). A chunk always ends just before a word start, so it carries its
-   trailing whitespace and never starts with whitespace (except the leading whitespace of the text).
-   The word before the whitespace, with trailing ``"')]}»”’`` ignored, is a
+2. Chunker, on the filtered text. Punctuation comes from Unicode (``voiceagent/_punctuation.py``,
+   generated from Unicode 18.0.0 by ``tools/gen_punctuation.py``): *sentence terminals* are the
+   Sentence_Terminal characters (``. ! ?``; the danda ``।`` and double danda ``॥`` of Devanagari,
+   Bengali, Gurmukhi, Odia...; the dandas of Brahmi, Sharada, Modi...; CJK ``。！？｡``; Arabic ``؟``;
+   Urdu ``۔``; Armenian ``։``; Ethiopic ``።``; Myanmar ``။``; Khmer ``។``...). *Clause marks* are
+   ``—`` ``–`` and the Terminal_Punctuation commas, colons and semicolons (``, ; :``, Arabic ``، ؛``,
+   CJK ``，、；：``...). *Closers* are ``"`` ``'`` and the closing brackets and final quotes (``) ] »
+   ” 」 』 ）``...). *Script marks* are the sentence terminals and clause marks outside ASCII, except
+   the dashes. *Punctuation* here means any of these, ``-`` or ``…``.
 
-   - *sentence end* if the whitespace holds a line break, or the word ends in ``!`` or ``?``, or in
-     ``.`` unless it is an abbreviation (Dr. Mr. Mrs. Ms. St. Prof. Jr. Sr. vs. etc. e.g. i.e.,
-     ``No.`` before a digit, dotted initials ``J.`` / ``U.S.`` / ``a.m.``, except ``a.m.``/``p.m.``
-     before a capital) or a bare number at line start (``1.`` of a numbered list);
-   - *clause boundary* if it is a sentence end, or ends in ``,`` ``;`` ``:`` ``—`` ``–``, or an
-     ellipsis (``...`` / ``…``), or is a lone ``-``.
+   A boundary is decided on a character and is *before* it; it is never decided on the character that
+   ends the text so far (``3.`` may become ``3.14``, ``。`` may be followed by ``」``). Two kinds of
+   character decide:
 
-   ``3.14``, ``$29.99``, ``1,000``, ``10:30``, urls and emails contain no whitespace after their
-   punctuation, so they are never boundaries.
+   - A *word start*, a non-whitespace character after whitespace. Its chunk carries the whitespace.
+     The word before the whitespace (the part of it not yet emitted), with trailing closers ignored, is
+
+     - a *sentence end* if the whitespace holds a line break, or the word ends in a sentence terminal
+       other than ``.``, or in ``.`` unless it is an abbreviation (Dr. Mr. Mrs. Ms. St. Prof. Jr. Sr.
+       vs. etc. e.g. i.e., ``No.`` before a digit, dotted initials ``J.`` / ``U.S.`` / ``a.m.``, except
+       ``a.m.``/``p.m.`` before a capital) or a bare number at line start (``1.`` of a numbered list);
+     - a *clause boundary* if it is a sentence end, or ends in a clause mark, or an ellipsis (``...`` /
+       ``…``), or is a lone ``-``.
+
+   - *No space needed after a script mark*: Chinese and Japanese put no space after ``。``, and LLMs
+     often write Hindi ``है।वह`` or Urdu ``ہے۔وہ``. A character right after a run of punctuation
+     (no whitespace in between) that holds a script mark decides a boundary before it, unless it is
+     punctuation itself (the run goes on: ``？！」``) or a digit (``３．１４``, the verse number of
+     ``॥१॥``): a sentence end if the run holds a script sentence terminal, else a clause boundary.
+
+   ASCII ``. ! ? , ; :`` and the dashes still need whitespace after them: ``3.14``, ``$29.99``,
+   ``1,000``, ``10:30``, ``well—yes``, urls and emails are never boundaries. So a chunk ends just
+   before a word start (carrying its trailing whitespace) or right after a script mark and its closers;
+   it never starts with whitespace (except the leading whitespace of the text).
 
    Rules, checked after every character:
 
@@ -66,7 +89,10 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from typing import Final
+
+from voiceagent._punctuation import CLAUSE_MARKS, CLOSERS, OPENERS, SENTENCE_TERMINALS
 
 __all__ = ["SpeechChunker", "strip_markdown"]
 
@@ -81,24 +107,86 @@ _CLAUSE: Final = 1
 _SENTENCE: Final = 2
 
 _LINE_BREAKS: Final = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-_CLOSERS: Final = "\"')]}»”’"
-_OPENERS: Final = "\"'([{«“‘"
+_CLOSERS: Final = CLOSERS
+_OPENERS: Final = OPENERS
 _ABBREVIATIONS: Final = frozenset(
     {"dr.", "mr.", "mrs.", "ms.", "st.", "prof.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e."}
 )
 _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
-_CLAUSE_ENDS: Final = frozenset(",;:—–")
-# Every character _MarkdownFilter._step treats specially in inline mode (outside code and links).
-_MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
-# Runs of whitespace and of non-whitespace, as str.isspace() sees them (so does \s for str patterns).
-_RUNS: Final = re.compile(r"\s+|\S+")
-_WORD_START: Final = re.compile(r"\s\S")
-# In a delta: a character that can end a clause or a sentence with a word start after it (which decides
-# that boundary), or a line break. A delta without a match (in a plain state) decides nothing: "Paris. "
-# only ends a word, whose boundary the next word start decides.
-_DECIDING: Final = re.compile(
-    "[!?.\u2026,;:\u2014\u2013\\-].*?\\s\\S|[" + "".join(sorted(_LINE_BREAKS)) + "]", re.DOTALL
+_SENTENCE_ENDS: Final = frozenset(SENTENCE_TERMINALS) - {"."}  # "." has rules of its own
+_CLAUSE_ENDS: Final = frozenset(CLAUSE_MARKS) | {"—", "–"}
+# Script marks end a sentence or clause with no whitespace after them (see the module docstring).
+_SCRIPT_KIND: Final = {c: _CLAUSE for c in CLAUSE_MARKS if not c.isascii()} | {
+    c: _SENTENCE for c in SENTENCE_TERMINALS if not c.isascii()
+}
+# Every character that can matter at the end of a word: punctuation of both kinds, closers, "-", "…".
+_ENDERS: Final = frozenset(_CLOSERS) | frozenset(SENTENCE_TERMINALS) | _CLAUSE_ENDS | {"-", "…"}
+
+
+def _class(chars: Iterable[str]) -> str:
+    """A regex matching exactly one of ``chars`` (ranges of code points: a long class is slow in re)."""
+    codes = sorted({ord(c) for c in chars})
+    spans: list[list[int]] = []
+    for code in codes:
+        if spans and code == spans[-1][1] + 1:
+            spans[-1][1] = code
+        else:
+            spans.append([code, code])
+    parts = [re.escape(chr(a)) + ("" if a == b else "-" + re.escape(chr(b))) for a, b in spans]
+    bmp = [part for part, (a, _) in zip(parts, spans, strict=True) if a < 0x10000]
+    astral = [part for part, (a, _) in zip(parts, spans, strict=True) if a >= 0x10000]
+    return "|".join(f"[{''.join(group)}]" for group in (bmp, astral) if group)
+
+
+def _screen(chars: Iterable[str]) -> re.Pattern[str]:
+    """A fast, conservative search for ``chars``: it also matches every character past U+FFFF."""
+    bmp = sorted({c for c in chars if ord(c) < 0x10000})
+    return re.compile("[" + "".join(re.escape(c) for c in bmp) + "\U00010000-\U0010ffff]")
+
+
+# The fast path's screens (conservative), then exact searches for _scan.
+_ENDER_OR_BREAK_SCREEN: Final = _screen(_ENDERS | _LINE_BREAKS)
+_SCRIPT_OR_BREAK_SCREEN: Final = _screen(set(_SCRIPT_KIND) | _LINE_BREAKS)
+_ENDERS_RUN: Final = re.compile(f"(?:{_class(_ENDERS)})+")
+
+
+def _event_pattern(enders: str, breaks: str, plain_enders: str, marks: str) -> re.Pattern[str]:
+    """Where the next event can be (see SpeechChunker._next_event): a run of _ENDERS followed by
+    whitespace, a line break, or a run holding a script mark. Each run is tried once, from its start
+    (the lookbehind), so a search is linear; the lookahead skips letters and spaces fast."""
+    return re.compile(
+        f"(?=[^\\w \\t])(?:(?<!{enders})(?:{enders})++(?=\\s)|{breaks}"
+        f"|(?<!{enders})(?:{plain_enders})*+(?:{marks}))"
+    )
+
+
+def _bmp_class(chars: Iterable[str]) -> str:
+    return "[" + "".join(re.escape(c) for c in sorted(c for c in chars if ord(c) < 0x10000)) + "]"
+
+
+_PLAIN_ENDERS: Final = _ENDERS - set(_SCRIPT_KIND)
+# Exact for any text; and a faster one, exact for text without characters past U+FFFF.
+_EVENT_ANY: Final = _event_pattern(
+    _class(_ENDERS), _class(_LINE_BREAKS), _class(_PLAIN_ENDERS), _class(_SCRIPT_KIND)
 )
+_EVENT_BMP: Final = _event_pattern(
+    _bmp_class(_ENDERS), _class(_LINE_BREAKS), _bmp_class(_PLAIN_ENDERS), _bmp_class(_SCRIPT_KIND)
+)
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
+_SCRIPT_SENTENCE: Final = re.compile(_class(c for c, kind in _SCRIPT_KIND.items() if kind == _SENTENCE))
+_SCRIPT_CLAUSE: Final = re.compile(_class(c for c, kind in _SCRIPT_KIND.items() if kind == _CLAUSE))
+_LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
+# Every character _MarkdownFilter._step treats specially in inline mode (outside code and links), and
+# inside inline code.
+_MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
+_CODE_MARKUP: Final = re.compile(r"[`\n]")
+_NOT_INDENT: Final = re.compile(r"[^ \t]")
+_URL_SPECIAL: Final = re.compile(r"[()\s]")
+# Whitespace as str.isspace() sees it (so does \s for str patterns).
+_NONWS: Final = re.compile(r"\S")
+_LAST_NONWS: Final = re.compile(r"\S\s*\Z")
+_WORD_START: Final = re.compile(r"\s\S")
+_WORD_START_BACKWARDS: Final = re.compile(r"\S\s")  # a word start, in reversed text
 
 
 class _MarkdownFilter:
@@ -130,11 +218,51 @@ class _MarkdownFilter:
             # (_out is always empty between calls.)
             self._prev = text[-1]
             return text
-        for char in text:
-            self._char(char)
-        out = "".join(self._out)
+        i, end = 0, len(text)
+        blocks: list[str] = []  # the output so far, joined now and then (a list of pieces is 60 bytes each)
+        while i < end:
+            if len(self._out) >= 1024:
+                blocks.append("".join(self._out))
+                self._out.clear()
+            # Plain stretches in bulk (inline text, inline code, a fence's info line): only the
+            # characters the filter acts on go through _char, so any text costs time linear in its size.
+            if self._url is not None and self._run_char is None and not self._bang:
+                # Inside a link's url: only parentheses and whitespace matter.
+                found = _URL_SPECIAL.search(text, i)
+                j = end if found is None else found.start()
+                if j > i:
+                    self._url.append(text[i:j])
+                    self._prev = text[j - 1]
+                    i = j
+                    continue
+            elif self._run_char is None and not self._bang and (self._link is None or not self._link_closed):
+                if self._mode == _INLINE:
+                    found = (_CODE_MARKUP if self._in_code else _MARKUP).search(text, i)
+                    j = end if found is None else found.start()
+                    if j > i:
+                        self._emit(text[i:j])
+                        self._prev = text[j - 1]
+                        i = j
+                        continue
+                elif self._mode == _LINE_START and text[i] in " \t":
+                    found = _NOT_INDENT.search(text, i)
+                    j = end if found is None else found.start()
+                    self._emit(text[i:j])
+                    self._prev = text[j - 1]
+                    i = j
+                    continue
+                elif self._mode == _DROP_LINE:
+                    j = text.find("\n", i)
+                    j = end if j < 0 else j
+                    if j > i:
+                        self._prev = text[j - 1]
+                        i = j
+                        continue
+            self._char(text[i])
+            i += 1
+        blocks.extend(self._out)
         self._out.clear()
-        return out
+        return "".join(blocks)
 
     def _plain(self, text: str) -> bool:
         return (
@@ -324,7 +452,7 @@ def _classify(word: str, newline: bool, nxt: str, line_start: bool) -> int:
     if not core:
         return _NONE
     last = core[-1]
-    if last in "!?":
+    if last in _SENTENCE_ENDS:
         return _SENTENCE
     if core.endswith("...") or last == "…":
         return _CLAUSE
@@ -343,6 +471,15 @@ def _classify(word: str, newline: bool, nxt: str, line_start: bool) -> int:
     return _NONE
 
 
+def _run_kind(text: str, pos: int, endpos: int, kind: int) -> int:
+    """``kind`` raised by the script marks in ``text[pos:endpos]`` (a run of _ENDERS characters)."""
+    if kind != _SENTENCE and _SCRIPT_SENTENCE.search(text, pos, endpos) is not None:
+        return _SENTENCE
+    if kind == _NONE and _SCRIPT_CLAUSE.search(text, pos, endpos) is not None:
+        return _CLAUSE
+    return kind
+
+
 class SpeechChunker:
     """Incremental text -> speakable chunks; rules and invariant in the module docstring."""
 
@@ -356,26 +493,33 @@ class SpeechChunker:
         self.max_chars = max_chars
         self.min_first_chars = min_first_chars
         self._markdown = _MarkdownFilter() if strip_markdown else None
-        self._held: list[str] = []  # characters of filtered text not yet emitted
-        self._start = 0  # absolute index (in the filtered text) of _held[0]
+        # Filtered text not yet emitted: _held, then the deltas the fast path appended since (joined
+        # only when a delta needs the text itself, so a stream of small deltas never copies it).
+        self._held = ""
+        self._parts: list[str] = []
+        self._start = 0  # absolute index (in the filtered text) of the first held character
         self._pos = 0  # absolute index of the next character
+        self._content_start = -1  # absolute index of the first held non-whitespace character, or -1
         self._content_end = 0  # absolute index just after the last non-whitespace character
+        self._last_content = ""  # the last non-whitespace character
         self._word_at_line_start = True  # the last word began a line
         self._prev_ws = True
         self._ws_newline = False  # the current whitespace run holds a line break
         self._at_line_start = True
-        # Held boundaries: (absolute word-start index, _CLAUSE or _SENTENCE). Plain word starts are not
-        # kept: only a chunk over max_chars needs one, and it finds the last one in the held text.
+        self._mark = _NONE  # kind of the script marks in the run of _ENDERS just before _pos
+        # Held boundaries: (absolute index, _CLAUSE or _SENTENCE). Plain word starts are not kept: only a
+        # chunk over max_chars needs one, and it finds the last one in the held text.
         self._cands: list[tuple[int, int]] = []
         self._first_boundary: int | None = None  # earliest held clause boundary (first-chunk rule)
         self._first = True
         self._out: list[str] = []
+        self._events = _EVENT_BMP  # the event search for the text being scanned
 
     @property
     def pending(self) -> str:
         """Text held back, not yet emitted (as it would be emitted)."""
         tail = self._markdown.preview() if self._markdown is not None else ""
-        return "".join(self._held) + tail
+        return self._held + "".join(self._parts) + tail
 
     def push(self, delta: str) -> list[str]:
         """Feed one content delta; return the chunks now complete (often [])."""
@@ -388,75 +532,6 @@ class SpeechChunker:
         out, self._out = self._out, []
         return out
 
-    def _feed(self, text: str) -> None:
-        """``_feed_chars``, with two shortcuts that give the same result (a property test holds them to it).
-
-        1. A whole delta that cannot decide or force a cut is appended as is: the first-chunk rule is not
-           armed, it stays within ``max_chars``, it holds no line break and no character that can end a
-           clause or a sentence before one of its word starts, the word before it ends in a letter or
-           digit, and the text is not at a line start (where ``1.`` is a list number). Any word starts
-           in it are plain ones; a boundary its last word may end is decided by the next word start.
-        2. Otherwise a run at a time: only a word start (the first character of a run of non-whitespace
-           after whitespace) decides a boundary, so
-           - a whitespace run only extends the held text; the first-chunk rule, checked after each of
-             its characters, fires at most once and cuts at the same place whenever it fires, so it is
-             checked once after the run;
-           - the rest of a word run extends the held text unless the first-chunk rule is armed or the
-             run would pass ``max_chars``; then it goes through ``_char``.
-        """
-        if not text:
-            return
-        start = self._start
-        if (
-            _DECIDING.search(text) is None
-            and not (self._first and self._first_boundary is not None)
-            and not self._at_line_start
-            and not self._ws_newline
-            and self._pos + len(text) - start <= self.max_chars
-            and (self._content_end <= start or self._held[self._content_end - start - 1].isalnum())
-        ):
-            at = self._pos
-            self._held.extend(text)
-            self._pos += len(text)
-            content = len(text.rstrip())
-            if content:
-                if self._word_at_line_start and (
-                    (self._prev_ws and not text[0].isspace()) or _WORD_START.search(text, 0, content)
-                ):
-                    self._word_at_line_start = False  # a new word, not at a line start
-                self._content_end = at + content
-            self._prev_ws = text[-1].isspace()
-            return
-        for run in _RUNS.findall(text):
-            if run[0].isspace():
-                self._held.extend(run)
-                self._pos += len(run)
-                if not _LINE_BREAKS.isdisjoint(run):
-                    self._ws_newline = self._at_line_start = True
-                self._prev_ws = True
-                if self._first:
-                    self._first_rule()
-                continue
-            if self._prev_ws:
-                self._char(run[0])
-                run = run[1:]
-                if not run:
-                    continue
-            if (self._first and self._first_boundary is not None) or (
-                self._pos + len(run) - self._start > self.max_chars
-            ):
-                for char in run:
-                    self._char(char)
-            else:
-                self._held.extend(run)
-                self._pos += len(run)
-                self._content_end = self._pos
-
-    def _feed_chars(self, text: str) -> None:
-        """The reference: one character at a time."""
-        for char in text:
-            self._char(char)
-
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
 
@@ -464,85 +539,252 @@ class SpeechChunker:
         """
         if self._markdown is not None:
             self._feed(self._markdown.finish())
-        if self._content_end > self._start:
-            self._cut(self._pos)
+        if self._content_start >= 0:
+            held = self._joined()
+            self._out.append(held)
+            self._held = ""
+            self._start = self._pos
+            self._content_start = -1
         self._first = True
         self._cands.clear()
         self._first_boundary = None
         self._prev_ws = True
         self._ws_newline = False
         self._at_line_start = True
+        self._mark = _NONE
         out, self._out = self._out, []
         return out
 
-    def _cut(self, at: int) -> None:
-        """Emit held text before absolute index ``at``."""
-        count = at - self._start
-        self._out.append("".join(self._held[:count]))
-        del self._held[:count]
-        self._start = at
-        self._first = False
-        if self._cands:
-            self._cands = [cand for cand in self._cands if cand[0] > at]
+    def _joined(self) -> str:
+        if self._parts:
+            self._held += "".join(self._parts)
+            self._parts.clear()
+        return self._held
 
-    def _last_word_start(self) -> int | None:
-        """The absolute index of the last held word start with text before it, if any."""
-        held = self._held
-        for i in range(len(held) - 1, 0, -1):
-            if held[i - 1].isspace() and not held[i].isspace():
-                if any(not char.isspace() for char in held[: i - 1]):
-                    return self._start + i
-                return None
-        return None
+    def _feed(self, text: str) -> None:
+        """Process ``text``: a shortcut for a delta that cannot decide anything, else ``_scan``.
 
-    def _char(self, char: str) -> None:
-        index = self._pos
-        self._pos += 1
-        held = self._held
-        held.append(char)
-        if char.isspace():
-            if char in _LINE_BREAKS:
-                self._ws_newline = self._at_line_start = True
-            self._prev_ws = True
-            if self._first:
-                self._first_rule()
+        The shortcut appends a whole delta as is when the first-chunk rule is not armed, the held text
+        stays within ``max_chars``, the text is not at a line start (where ``1.`` is a list number) or in
+        a whitespace run with a line break, the last held character cannot end a word that is a boundary,
+        and the delta holds no line break, no script mark, and no other character of _ENDERS with a word
+        start after it. Any word starts in it are plain ones; a boundary its last word may end is decided
+        by the next word start.
+        """
+        if not text:
             return
+        if (
+            not (self._first and self._first_boundary is not None)
+            and not self._at_line_start
+            and not self._ws_newline
+            and self._pos + len(text) - self._start <= self.max_chars
+            and (self._content_start < 0 or self._last_content not in _ENDERS)
+        ):
+            found = _ENDER_OR_BREAK_SCREEN.search(text)
+            if found is None or (
+                _WORD_START.search(text, found.end()) is None
+                and _SCRIPT_OR_BREAK_SCREEN.search(text, found.start()) is None
+            ):
+                at = self._pos
+                self._parts.append(text)
+                self._pos += len(text)
+                content = len(text.rstrip())
+                if content:
+                    if self._word_at_line_start and (
+                        (self._prev_ws and not text[0].isspace()) or _WORD_START.search(text, 0, content)
+                    ):
+                        self._word_at_line_start = False  # a new word, not at a line start
+                    if self._content_start < 0:
+                        self._content_start = at + len(text) - len(text.lstrip())
+                    self._content_end = at + content
+                    self._last_content = text[content - 1]
+                self._prev_ws = text[-1].isspace()
+                return
+        self._scan(text)
+
+    def _scan(self, text: str) -> None:
+        """The general case, in time linear in ``len(text)`` whatever its shape.
+
+        Only a few characters can decide a boundary (*events*): the first non-whitespace character of the
+        delta, the first one after whitespace that follows punctuation or holds a line break, and the one
+        right after a run of punctuation with a script mark (``_next_event`` finds them with one regex
+        search each). Each event goes through the per-character rules (``_event``). The stretches of
+        text between events are taken in bulk (``_stretch``): there a character can only make the
+        first-chunk rule fire or the held text pass ``max_chars``, and both places are found by
+        arithmetic and a regex search. The held text is one string, sliced only to emit a chunk.
+        """
+        base = self._start  # full[k] is the character at absolute index base + k
+        full = self._joined() + text
+        self._events = _EVENT_ANY if _ASTRAL.search(full) is not None else _EVENT_BMP
+        end = self._pos + len(text)
+        i = self._pos
+        self._pos = end
+        first = _NONWS.search(full, i - base)
+        event = first.start() + base if first is not None else end
+        mark_after = _NONE  # used only when whitespace comes first, and whitespace ends a run of marks
+        while True:
+            if i < event:
+                self._stretch(full, base, i, event)
+                self._mark = mark_after
+            if event == end:
+                break
+            self._event(full, base, event)
+            i = event + 1
+            event, mark_after = self._next_event(full, base, event, end)
+        self._held = full[self._start - base :]
+
+    def _next_event(self, full: str, base: int, event: int, end: int) -> tuple[int, int]:
+        """The event after ``event`` (or ``end``) and the script-mark state just before it.
+
+        It is the first non-whitespace character after whitespace that follows a run of _ENDERS or holds
+        a line break, or the character right after a run with a script mark. A run inside a word
+        (``3.14``, ``a-b``) decides nothing and is skipped (in the regex engine, mostly).
+        """
+        at = event - base
+        if full[at] in _ENDERS:  # a run that starts at the event's own character continues its state
+            run = _ENDERS_RUN.match(full, at)
+            assert run is not None
+            after = self._after_run(full, base, run, self._mark, end)
+            if after is not None:
+                return after
+            at = run.end()
+        while (found := self._events.search(full, at)) is not None:
+            start = found.start()
+            if full[start] in _LINE_BREAKS:
+                nxt = _NONWS.search(full, found.end())
+                return (end if nxt is None else nxt.start() + base), _NONE
+            run = _ENDERS_RUN.match(full, start)
+            assert run is not None
+            after = self._after_run(full, base, run, _NONE, end)
+            if after is not None:
+                return after
+            at = run.end()
+        return end, _NONE
+
+    @staticmethod
+    def _after_run(full: str, base: int, run: re.Match[str], before: int, end: int) -> tuple[int, int] | None:
+        """The event after a run of _ENDERS and the state before it; None if the run decides nothing."""
+        nxt = _NONWS.search(full, run.end())
+        if nxt is None:
+            at_end = run.end() + base == end
+            return end, (_run_kind(full, run.start(), run.end(), before) if at_end else _NONE)
+        if nxt.start() > run.end():
+            return nxt.start() + base, _NONE  # whitespace, then a word start
+        mark = _run_kind(full, run.start(), run.end(), before)
+        return (nxt.start() + base, mark) if mark != _NONE else None
+
+    def _stretch(self, full: str, base: int, a: int, b: int) -> None:
+        """Characters ``a``..``b`` (absolute) that decide no boundary: append them in bulk."""
+        ra, rb = a - base, b - base
+        if self._content_start < 0:
+            first = _NONWS.search(full, ra, rb)
+            if first is not None:
+                self._content_start = first.start() + base
+        cur = a
+        # The first-chunk rule fires at the first character where enough text is held; the held text
+        # passes max_chars at the first non-whitespace character max_chars past its start.
+        while (armed := self._first and self._first_boundary is not None) or b > self._start + self.max_chars:
+            fire = max(cur, self._start + self.min_first_chars - 1) if armed else b
+            over = b
+            lo = max(cur, self._start + self.max_chars)
+            if lo < min(fire + 1, b):
+                nonws = _NONWS.search(full, lo - base, min(fire + 1, b) - base)
+                if nonws is not None:
+                    over = nonws.start() + base
+            if fire < b and fire <= over:
+                self._first_rule(full, base, fire)
+                cur = fire
+                continue
+            if over >= b:
+                break
+            self._overflow(full, base, over)
+            cur = over + 1
+        last = _LAST_NONWS.search(full, ra, rb)
+        if last is not None:
+            if self._word_at_line_start and _WORD_START.search(full, ra, rb) is not None:
+                self._word_at_line_start = False
+            self._content_end = last.start() + 1 + base
+            self._last_content = full[last.start()]
+            tail = last.start() + 1
+        else:
+            tail = ra
+        if tail < rb and _LINE_BREAK.search(full, tail, rb) is not None:
+            self._ws_newline = self._at_line_start = True
+        self._prev_ws = full[rb - 1].isspace()
+
+    def _event(self, full: str, base: int, index: int) -> None:
+        """One non-whitespace character that may decide a boundary (the per-character rules)."""
+        char = full[index - base]
         kind = _NONE
         if self._prev_ws:
-            end = self._content_end - self._start
-            # (A word ending in a letter or digit ends nothing: it is not even built.)
-            if end > 0 and (self._ws_newline or not held[end - 1].isalnum()):
+            end = self._content_end
+            if end > self._start and (self._ws_newline or self._last_content in _ENDERS):
                 begin = end - 1
-                while begin > 0 and not held[begin - 1].isspace():
+                floor = self._start
+                while begin > floor and not full[begin - 1 - base].isspace():
                     begin -= 1
-                kind = _classify("".join(held[begin:end]), self._ws_newline, char, self._word_at_line_start)
-                if kind != _NONE:
-                    self._cands.append((index, kind))
-                    if self._first_boundary is None:
-                        self._first_boundary = index
+                word = full[begin - base : end - base]
+                kind = _classify(word, self._ws_newline, char, self._word_at_line_start)
             self._word_at_line_start = self._at_line_start
             self._at_line_start = self._ws_newline = self._prev_ws = False
-        content_before = self._content_end > self._start
+            mark = _NONE
+        else:
+            mark = self._mark
+            if mark != _NONE and char not in _ENDERS and not char.isdigit():
+                kind = mark
+        self._mark = max(mark, _SCRIPT_KIND.get(char, _NONE)) if char in _ENDERS else _NONE
+        content_before = self._content_start >= 0
+        if not content_before:
+            self._content_start = index
         self._content_end = index + 1
+        self._last_content = char
+        if kind != _NONE:
+            self._cands.append((index, kind))
+            if self._first_boundary is None:
+                self._first_boundary = index
         if self._first:
-            self._first_rule()
+            self._first_rule(full, base, index)
         elif kind == _SENTENCE:
-            self._cut(index)
-        while self._content_end - self._start > self.max_chars:
-            at = self._cands[-1][0] if self._cands else self._last_word_start()
+            self._cut(full, base, index)
+        if index + 1 - self._start > self.max_chars:
+            self._overflow(full, base, index, content_before)
+
+    def _overflow(self, full: str, base: int, index: int, content_before: bool | None = None) -> None:
+        """The non-whitespace character at ``index`` took the held text past ``max_chars``: cut."""
+        if content_before is None:
+            content_before = 0 <= self._content_start < index
+        while index + 1 - self._start > self.max_chars:
+            at = self._cands[-1][0] if self._cands else self._last_word_start(full, base, index)
             if at is None:
                 if not content_before:
                     break  # only leading whitespace before this character: nothing to emit yet
                 at = index  # one word longer than max_chars
-            self._cut(at)
-            content_before = self._content_end - 1 > self._start
+            self._cut(full, base, at)
+            content_before = index > self._start
 
-    def _first_rule(self) -> None:
-        if self._first_boundary is None or len(self._held) < self.min_first_chars:
+    def _last_word_start(self, full: str, base: int, index: int) -> int | None:
+        """The last word start at or before ``index`` with held text (not only whitespace) before it."""
+        if self._content_start < 0:
+            return None
+        lo, hi = self._content_start - base, index + 1 - base
+        found = _WORD_START_BACKWARDS.search(full[lo:hi][::-1])
+        return None if found is None else index - found.start()
+
+    def _cut(self, full: str, base: int, at: int) -> None:
+        """Emit held text before absolute index ``at`` (a non-whitespace character)."""
+        self._out.append(full[self._start - base : at - base])
+        self._start = at
+        self._content_start = at
+        self._first = False
+        if self._cands:
+            self._cands = [cand for cand in self._cands if cand[0] > at]
+
+    def _first_rule(self, full: str, base: int, index: int) -> None:
+        if self._first_boundary is None or index + 1 - self._start < self.min_first_chars:
             return
-        self._cut(self._first_boundary)
+        self._cut(full, base, self._first_boundary)
         self._first_boundary = None
         # Sentence ends decided while the first chunk waited are cut as usual.
         for pos, kind in list(self._cands):
             if kind == _SENTENCE:
-                self._cut(pos)
+                self._cut(full, base, pos)
