@@ -562,3 +562,14 @@ def test_null_unknown_fields_are_not_kept_and_nested_ones_merge() -> None:
     plain.feed(chunk({"tool_calls": [first]}))
     plain.feed(arg_fragment(0, "}"))
     assert plain.ready_calls[0].extra is None
+
+
+def test_arguments_ending_in_a_brace_are_not_complete_until_the_json_is() -> None:
+    """A nested object's "}" or a "}" inside a string is not the end of the arguments: the call waits."""
+    acc = DeltaAccumulator()
+    acc.feed(first_fragment(0, "call_a", "book"))
+    assert acc.feed(arg_fragment(0, '{"where": {"city": "Paris"}')) == []
+    assert acc.feed(arg_fragment(0, ', "note": "}')) == []
+    assert acc.feed(arg_fragment(0, '"}')) == [
+        ToolCallReady(0, "call_a", "book", '{"where": {"city": "Paris"}, "note": "}"}')
+    ]

@@ -156,7 +156,7 @@ MUTATIONS: dict[str, list[Mutation]] = {
         Mutation(
             "a text ending in } counts as complete JSON",
             "voiceagent/accumulator.py",
-            "return isinstance(json.loads(stripped), dict)",
+            "return isinstance(json.loads(text), dict)",
             "return True",
         ),
         Mutation(
