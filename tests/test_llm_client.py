@@ -166,8 +166,9 @@ async def test_503_five_times_fails_after_exactly_five_attempts() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("status", [400, 401, 403, 429])
-async def test_client_errors_are_attempted_once(status: int) -> None:
+@pytest.mark.parametrize("status", [400, 401, 403, 429, 500, 504])
+async def test_statuses_other_than_502_and_503_are_attempted_once(status: int) -> None:
+    # Only 502/503 are retried (Electron's guide): a 500 or 504 is not, nor any client error.
     async with FakeOpenAIServer() as server:
         server.enqueue(error_reply(status, "nope"), text_reply("never"))
         stream = _client(server).stream(MESSAGES)
