@@ -46,10 +46,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+try:
+    import redis.asyncio as aioredis
+    import redis.exceptions
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+except ModuleNotFoundError as exc:  # name the extra, not just the missing module
+    raise ModuleNotFoundError(
+        "RedisConcurrencyLimiter needs the redis package: pip install 'voiceagent[redis]'", name=exc.name
+    ) from exc
 
 from voiceagent.errors import LimiterUnavailableError, SlotTimeoutError
 from voiceagent.limiter import PLAN_CONCURRENCY

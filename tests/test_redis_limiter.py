@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -766,3 +767,23 @@ def test_plans_and_bad_arguments() -> None:
         RedisConcurrencyLimiter(1, url, account="sk-x", fallback="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="acquire_timeout"):
         RedisConcurrencyLimiter(1, url, account="sk-x", acquire_timeout=0)
+
+
+def test_importing_without_redis_names_the_extra_to_install() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+
+        class NoRedis:
+            def find_spec(self, name, path=None, target=None):
+                if name == "redis" or name.startswith("redis."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoRedis())
+        import voiceagent.adapters.redis_limiter
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "pip install 'voiceagent[redis]'" in done.stderr
