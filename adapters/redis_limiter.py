@@ -46,6 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+
 try:
     import redis.asyncio as aioredis
     import redis.exceptions
