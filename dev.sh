@@ -25,7 +25,7 @@ setup() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,redis]" 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,redis,contract-livekit]" 2>&1 \
     | grep -v "^WARNING: Location" || true
 }
 
