@@ -498,3 +498,35 @@ def test_pytest_cov_measures_what_coverage_run_does(tmp_path: Path) -> None:
     by_coverage = total("-m", "coverage", "run", "--source=voiceagent", *common)
     assert by_plugin == by_coverage
     assert by_plugin.startswith("TOTAL")
+
+
+@pytest.mark.anyio
+async def test_a_session_whose_prompt_holds_a_secret_replays_against_its_redacted_recording(
+    tmp_path: Path,
+) -> None:
+    """The cassette holds [REDACTED] where the live prompt holds the secret: replay compares the live body
+    redacted the same way, or every such session would be a mismatch."""
+    from voiceagent.logs import register_secret
+
+    secret = "acct-pin-7731-very-private"
+    register_secret(secret)
+
+    def build(llm: ChatStreamer, sink: TTSSink) -> Agent:
+        return Agent(llm=llm, sink=sink, system_prompt=f"The caller's account pin is {secret}. Be brief.")
+
+    path = tmp_path / "secret.jsonl"
+    async with FakeOpenAIServer() as fake:
+        fake.enqueue(text_reply("Hello, how can I help?"))
+        writer = CassetteWriter(path)
+        recorder = Recorder(writer)
+        agent = recorder.attach(build(make_llm(fake), ToneSink()))
+        stt = recorder.wrap_stt(ReplaySTTSource(Cassette.from_records([]), speed=0))
+        stt.record(Transcript("Hi there", True))
+        await recorder.respond(agent, "Hi there")
+        writer.close()
+    assert secret not in path.read_text()
+
+    async with ReplayServer(Cassette.load(path), speed=0) as server:
+        run = await replay_session(server, build)
+    assert run.results[0].spoken_text == "Hello, how can I help?"
+    server.assert_complete()

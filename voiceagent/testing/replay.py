@@ -34,7 +34,15 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from voiceagent.cassette import Cassette, CassetteWriter, Exchange, RequestRecord, SpeechRecord, STTRecord
+from voiceagent.cassette import (
+    Cassette,
+    CassetteWriter,
+    Exchange,
+    RequestRecord,
+    SpeechRecord,
+    STTRecord,
+    redact,
+)
 from voiceagent.events import TurnEvent
 from voiceagent.logs import get_logger
 from voiceagent.recorder import Recorder, RecordingLLM, RecordingTTSSink
@@ -286,7 +294,8 @@ class ReplayServer:
         keys = None if recorded.source == "wire" else set(recorded.body) - {"messages", "tools"}
         want = request_view(recorded.body)
         messages = [self._accepted.get(_key(m), m) for m in body.get("messages", [])]
-        got = request_view({**body, "messages": messages}, keys)
+        # The recording was redacted when written; compare the live body redacted the same way.
+        got = request_view(redact({**body, "messages": messages}), keys)
         if _key(want) == _key(got):
             return ""
         if self.allow_changed_tail and self._only_tail_changed(want, got):
