@@ -425,8 +425,9 @@ async def test_every_log_record_carries_session_turn_round_and_request_id(
         assert r.session == agent.session_id  # type: ignore[attr-defined]
         assert r.turn == 1  # type: ignore[attr-defined]
     by_round = {(r.round, r.request_id) for r in records if r.round != "-"}  # type: ignore[attr-defined]
-    assert (1, "req-1") in by_round or any(rid == "req-1" for _, rid in by_round)
-    assert any(rid == "req-2" for _, rid in by_round)
+    # Each round's records carry that round's request id once it is known ("-" before the response).
+    assert {rid for rnd, rid in by_round if rid != "-"} == {"req-1", "req-2"}
+    assert {(rnd, rid) for rnd, rid in by_round if rid != "-"} == {(1, "req-1"), (2, "req-2")}, by_round
 
 
 @pytest.mark.anyio
