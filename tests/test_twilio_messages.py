@@ -485,7 +485,10 @@ def test_fuzz_near_miss_frames_agree_with_the_reference(
     """Valid frames with up to 3 fields deleted or replaced: near misses the reference must judge alike."""
     doc = to_wire(event, as_text)
     for _ in range(data.draw(st.integers(1, 3))):
-        path = data.draw(st.sampled_from([p for p in _paths(doc) if p != ("event",)]))
+        paths = [p for p in _paths(doc) if p != ("event",)]  # a changed type is arbitrary JSON's test
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
         target = doc
         for key in path[:-1]:
             target = target[key]
@@ -493,6 +496,4 @@ def test_fuzz_near_miss_frames_agree_with_the_reference(
             del target[path[-1]]
         else:
             target[path[-1]] = data.draw(field_values)
-        if not doc:
-            break
     assert_agrees_with_reference(json.dumps(doc))
