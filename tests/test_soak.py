@@ -25,11 +25,11 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.events import TurnEvent, TurnFinished, Usage
 from voiceagent.llm import LLMClient
 from voiceagent.results import TurnResult
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.checks import assert_valid_conversation
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply, text_reply, tool_reply
 from voiceagent.testing.sinks import RecordingSink
@@ -180,7 +180,7 @@ async def test_soak_concurrent_calls_with_random_barge_ins() -> None:
         llm = LLMClient(
             base_url=server.base_url,
             api_key="sk_test",
-            retry=RetryPolicy(base_delay=0.001, max_delay=0.002),
+            retry=fast_retry(),
         )
 
         async def call(number: int, call_rng: random.Random) -> None:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.events import SpeechQueued, ToolFinished, ToolStarted, TurnEvent, Usage
 from voiceagent.llm import LLMClient
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import (
     Chunk,
     Drop,
@@ -30,18 +29,10 @@ from voiceagent.turn import INTERRUPTED_TOOL_RESULT, TurnConfig
 GATE_TIMEOUT = 5.0  # a generous bound: only reached when the behaviour under test is broken
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as s:
-        yield s
-
-
 def make_agent(
     server: FakeOpenAIServer, sink: RecordingSink, tools: list[Any] | None = None, **config: Any
 ) -> Agent:
-    llm = LLMClient(
-        base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002)
-    )
+    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=fast_retry())
     return Agent(
         llm=llm,
         sink=sink,
