@@ -275,16 +275,18 @@ async def test_disconnect_is_noticed_while_the_app_is_not_reading_audio(
             cancelled.set()
 
     # Bounded: a regression (the close goes unnoticed) fails here instead of hanging until pytest's timeout.
-    with anyio.fail_after(10):
-        async with running(handler, audio_buffer_frames=2) as server:
-            client = await open_client(server)
-            await entered.wait()
-            for _ in range(10):
-                await client.send(FRAME)
-            await client.close()
-            await cancelled.wait()
-            await session_closed.wait()  # its own close step, still before the shutdown
-    logging.getLogger("voiceagent").removeHandler(notice)
+    try:
+        with anyio.fail_after(10):
+            async with running(handler, audio_buffer_frames=2) as server:
+                client = await open_client(server)
+                await entered.wait()
+                for _ in range(10):
+                    await client.send(FRAME)
+                await client.close()
+                await cancelled.wait()
+                await session_closed.wait()  # its own close step, still before the shutdown
+    finally:
+        logging.getLogger("voiceagent").removeHandler(notice)
     closed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("session closed")]
     # The browser's close ended the session, not the server's shutdown at the end of the block.
     assert closed == [closed[0]] and "browser closed the connection" in closed[0], closed
