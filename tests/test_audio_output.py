@@ -5,6 +5,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.conftest import ListenerClock
 from voiceagent import audio
 from voiceagent.audio_output import CollectingOutput, WavFileOutput
 from voiceagent.playback import PlaybackLedger, heard_chars
@@ -44,11 +45,13 @@ async def test_wav_output_rejects_a_chunk_at_another_rate(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
-async def test_realtime_wav_waits_like_a_listener(tmp_path: Path) -> None:
+async def test_realtime_wav_waits_like_a_listener(tmp_path: Path, listener_clock: ListenerClock) -> None:
     async with WavFileOutput(tmp_path / "out.wav", 8000, realtime=True) as out:
         start = anyio.current_time()
+        listener_clock.pause()  # "written, not yet played" holds however long the machine stalls here
         await out.write(chunk(0.3))
-        assert out.played_seconds < 0.3
+        assert out.written_seconds == 0.3 and out.played_seconds == 0
+        listener_clock.resume()
         await out.wait_played()
         # lower bound only: playback cannot finish before the audio's duration
         assert anyio.current_time() - start >= 0.3 - 1e-3

@@ -7,6 +7,7 @@ import anyio
 import pytest
 
 from tests.audio_helpers import samples
+from tests.conftest import ListenerClock
 from voiceagent import audio
 from voiceagent.adapters.espeak import EspeakSink, available_voices
 from voiceagent.audio_output import CollectingOutput, WavFileOutput
@@ -184,12 +185,14 @@ async def test_flush_waits_until_played() -> None:
 
 
 @pytest.mark.anyio
-async def test_into_a_realtime_wav_file(tmp_path: Path) -> None:
+async def test_into_a_realtime_wav_file(tmp_path: Path, listener_clock: ListenerClock) -> None:
     path = tmp_path / "speech.wav"
     async with WavFileOutput(path, 22050, realtime=True) as out:
         sink = EspeakSink(out)
+        listener_clock.pause()  # the listener hears nothing until resumed, however slow the machine
         await sink.speak("Short.")
-        assert sink.played_chars < len("Short.")  # delivered, but the listener has not heard it all yet
+        assert out.written_seconds > 0 and sink.played_chars == 0  # delivered, not yet heard
+        listener_clock.resume()
         await sink.flush()
         assert sink.played_chars == len("Short.")
     pcm, rate = audio.read_wav(path)

@@ -28,12 +28,12 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.conversation import Message
 from voiceagent.events import Usage
 from voiceagent.llm import LLMClient
 from voiceagent.results import TurnResult
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.checks import assert_valid_conversation, conversation_problems
 from voiceagent.testing.openai_server import (
     Chunk,
@@ -358,6 +358,12 @@ def _drop_mid_args(env: Env) -> Check:
     return check
 
 
+# The SDK read timeout ends a stalled stream (its gate never opens), but the same timeout also covers every
+# read of the healthy stream around it (the retried request, the chunks before the stall). 2 s, not 0.5 s:
+# a loaded machine's pause must not time out the stream that is supposed to recover.
+STALL_READ_TIMEOUT = 2.0
+
+
 @fault(
     "stall-before-first-chunk",
     "headers sent, then silence past the read timeout",
@@ -365,7 +371,7 @@ def _drop_mid_args(env: Env) -> Check:
     heard="answer",
 )
 def _stall_before_first(env: Env) -> Check:
-    env.llm_timeout = 0.5
+    env.llm_timeout = STALL_READ_TIMEOUT
     never = anyio.Event()
     env.server.enqueue(Reply(events=(Chunk({"choices": []}, gate=never),)), answer())
 
@@ -377,7 +383,7 @@ def _stall_before_first(env: Env) -> Check:
 
 @fault("stall-after-text", "silence mid-answer past the read timeout", "words so far, then fallback")
 def _stall_after_text(env: Env) -> Check:
-    env.llm_timeout = 0.5
+    env.llm_timeout = STALL_READ_TIMEOUT
     never = anyio.Event()
     reply = answer()
     events = list(reply.events)
@@ -1012,7 +1018,7 @@ async def test_fault(case: Fault) -> None:
         llm = LLMClient(
             base_url=env.base_url or server.base_url,
             api_key="sk_test",
-            retry=RetryPolicy(base_delay=0.001, max_delay=0.002, max_attempts=MAX_ATTEMPTS),
+            retry=fast_retry(max_attempts=MAX_ATTEMPTS),
             timeout=env.llm_timeout,
         )
         agent = Agent(

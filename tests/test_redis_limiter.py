@@ -26,6 +26,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
+from tests.conftest import fast_retry
 from voiceagent.adapters.redis_limiter import (
     DEFAULT_LEASE_TTL,
     LimiterUnavailableError,
@@ -39,7 +40,6 @@ from voiceagent.events import SpeechQueued, TurnEvent
 from voiceagent.limiter import Limiter
 from voiceagent.llm import LLMClient
 from voiceagent.results import TurnResult
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply, error_reply, text_reply
 from voiceagent.testing.redis_server import RedisServer, redis_server_path, running_redis_server
 from voiceagent.testing.sinks import RecordingSink
@@ -105,7 +105,7 @@ def make(url: str, account: str, limit: int = 1, **kwargs: Any) -> RedisConcurre
 
 
 def llm_client(server: FakeOpenAIServer, limiter: RedisConcurrencyLimiter) -> LLMClient:
-    retry = RetryPolicy(base_delay=0.001, max_delay=0.002)
+    retry = fast_retry()
     return LLMClient(base_url=server.base_url, api_key="sk_test", limiter=limiter, retry=retry)
 
 

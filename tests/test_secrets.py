@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent import logs
 from voiceagent.agent import Agent
 from voiceagent.llm import LLMClient
@@ -90,7 +91,7 @@ async def test_no_log_record_carries_the_api_key_or_an_auth_header(captured: Cap
             error_reply(401, f"Incorrect API key provided: {KEY}"),
             *[error_reply(503, "overloaded")] * 2,
         )
-        retry = RetryPolicy(base_delay=0.001, max_delay=0.002, max_attempts=2)
+        retry = fast_retry(max_attempts=2)
         llm = LLMClient(base_url=server.base_url, api_key=KEY, retry=retry)
         agent = Agent(llm=llm, sink=RecordingSink(), system_prompt="Be brief.", tools=[lookup])
         first = await agent.respond("Where is my order?")

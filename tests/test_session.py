@@ -55,6 +55,16 @@ async def eventually(predicate: Callable[[], bool], limit: float = 20.0) -> None
             await anyio.sleep(0.02)
 
 
+async def hold_mid_answer(phone: FakeTwilioCall) -> None:
+    """With playback started paused: play the bot's first chunk up to its mark, then hold. The bot is
+    mid-answer from here until ``resume_playback()``, however slow the machine (no race with playback)."""
+    with anyio.fail_after(20):
+        await phone.wait_until(lambda: any(m.get("event") == "mark" for m in phone.received))
+        first = next(m["mark"]["name"] for m in phone.received if m.get("event") == "mark")
+        phone.play_until_mark(first)
+        await phone.wait_until(lambda: len(phone.echoed_marks) == 1)
+
+
 async def run_call(
     llm: FakeOpenAIServer,
     pulse: FakePulseServer,
@@ -67,6 +77,7 @@ async def run_call(
     tools: Sequence[Tool] = (),
     options: PulseOptions | None = None,
     vad: Callable[[], Any] | None = None,
+    start_paused: bool = False,
 ) -> list[Session]:
     from voiceagent.adapters.espeak import EspeakSink
 
@@ -95,7 +106,7 @@ async def run_call(
 
     async with pulse, TwilioServer(call, auth_token="test-auth-token") as server:
         async with FakeTwilioCall(
-            server.url, auth_token="test-auth-token", playback_speed=playback_speed
+            server.url, auth_token="test-auth-token", playback_speed=playback_speed, start_paused=start_paused
         ) as phone:
             await script(phone, sessions)
             await phone.stop()
@@ -141,6 +152,14 @@ class Captioned:
         if self.broken:
             raise ConnectionResetError("the page went away")
         self.shown.append(("agent", text, final))
+
+
+def captioning(displays: list[Captioned]) -> Callable[[TwilioMediaStream], Captioned]:
+    def wrap(stream: TwilioMediaStream) -> Captioned:
+        displays.append(Captioned(stream))
+        return displays[-1]
+
+    return wrap
 
 
 @pytest.mark.parametrize("broken", [False, True])
@@ -237,11 +256,23 @@ async def test_backchannels_do_not_interrupt_the_bot() -> None:
 
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
             await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: len(phone.echoed_marks) >= 1)
+            await hold_mid_answer(phone)
             await phone.send_pcm(AUDIO_128MS, 8000)
+            # Shown as a caller line: the session has taken "mhm, okay" while the bot still speaks.
+            await eventually(lambda: ("caller", "mhm, okay", True) in displays[0].shown)
+            assert sessions[0].bot_speaking
+            phone.resume_playback()
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
 
-        sessions = await run_call(llm, pulse, script, playback_speed=2)
+        displays: list[Captioned] = []
+        sessions = await run_call(
+            llm,
+            pulse,
+            script,
+            playback_speed=2,
+            start_paused=True,
+            wrap=captioning(displays),
+        )
         assert sessions[0].barge_ins == 0
         assert len(llm.requests) == 1  # "mhm, okay" during the bot's speech is no turn of its own
         assert not sessions[0].results[0].interrupted
@@ -357,16 +388,29 @@ async def test_a_cough_while_the_bot_speaks_does_not_cut_it_off() -> None:
                 Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)),
                 Emit(2 * BATCH, speech_started(0.3)),  # VAD speech, and no words: a cough
                 Emit(2 * BATCH, speech_ended(0.4)),
+                Emit(2 * BATCH, transcript("mhm", is_final=True)),  # shown once the cough is taken
             ]
         )
 
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
             await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: len(phone.echoed_marks) >= 1)
+            await hold_mid_answer(phone)
             await phone.send_pcm(AUDIO_128MS, 8000)
+            # STT events arrive in order: once "mhm" is shown, the cough before it was taken mid-answer.
+            await eventually(lambda: ("caller", "mhm", True) in displays[0].shown)
+            assert sessions[0].bot_speaking
+            phone.resume_playback()
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
 
-        sessions = await run_call(llm, pulse, script, playback_speed=2)
+        displays: list[Captioned] = []
+        sessions = await run_call(
+            llm,
+            pulse,
+            script,
+            playback_speed=2,
+            start_paused=True,
+            wrap=captioning(displays),
+        )
     assert sessions[0].barge_ins == 0 and not sessions[0].results[0].interrupted
     assert len(llm.requests) == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,12 @@ def test_timeline_from_a_cassette_has_rounds_chunks_tools_usage_and_request_ids(
     text = Timeline.from_cassette(cassette).format_text()
     assert "content 'Let'" in text
     assert "tool ready  get_weather" in text and "tool finish get_weather" in text
-    assert "prompt 246 (cached 160)" in text or "(cached 160)" in text
+    # Each round's own usage line, numbers in their places (not just "cached 160" somewhere).
+    assert "usage prompt 163 (cached 0) + completion 11" in text
+    assert "usage prompt 246 (cached 160) + completion 15" in text
+    assert (
+        text.index("round 1:") < text.index("prompt 163") < text.index("round 2:") < text.index("prompt 246")
+    )
     assert cassette.exchanges[1].request_id in text
 
 
@@ -61,15 +67,40 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "get_weather" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
 
 
-def test_png_needs_matplotlib(tmp_path: Path) -> None:
+def test_png_needs_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     timeline = Timeline.from_cassette(Cassette.load(WEATHER))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on a machine without the [timeline] extra
+    with pytest.raises(RuntimeError, match="pip install 'voiceagent\\[timeline\\]'"):
+        timeline.to_png(tmp_path / "t.png")
+
+
+# The lanes of the weather cassette's one turn, top to bottom, with their colours in timeline._rows.
+WEATHER_LANES = [
+    ("round 1", (0x4C, 0x78, 0xA8)),
+    ("r1 streaming", (0x72, 0xB7, 0xB2)),
+    ("round 2", (0x4C, 0x78, 0xA8)),
+    ("r2 streaming", (0x72, 0xB7, 0xB2)),
+    ("get_weather", (0xF5, 0x85, 0x18)),
+    ("speech", (0x54, 0xA2, 0x4B)),
+]
+
+
+def test_png_is_rendered_with_one_lane_per_round_stream_tool_and_speech(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is in [dev]: pip install -e '.[dev]'")
+    import matplotlib.image
+
     out = tmp_path / "t.png"
-    if importlib.util.find_spec("matplotlib") is None:
-        with pytest.raises(RuntimeError, match="pip install 'voiceagent\\[timeline\\]'"):
-            timeline.to_png(out)
-    else:
-        timeline.to_png(out)
-        assert out.read_bytes().startswith(b"\x89PNG")
+    Timeline.from_cassette(Cassette.load(WEATHER)).to_png(out)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    # figsize (11, 0.45 * lanes + 1.2) inches at 120 dpi
+    assert (width, height) == (1320, round((0.45 * len(WEATHER_LANES) + 1.2) * 120))
+    pixels = matplotlib.image.imread(str(out))  # decodes the whole file: a truncated PNG fails here
+    assert pixels.shape[:2] == (height, width)
+    colours = {tuple(int(c * 255 + 0.5) for c in px[:3]) for row in pixels[::4] for px in row[::2]}
+    for name, colour in WEATHER_LANES:
+        assert colour in colours, f"no {name} lane drawn"
 
 
 def test_cli_replays_a_cassette_through_the_agent_and_prints_the_timeline(

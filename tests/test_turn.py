@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.events import SpeechQueued, ToolFinished, ToolStarted, TurnEvent, Usage
 from voiceagent.llm import LLMClient
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import (
     Chunk,
     Drop,
@@ -31,18 +30,10 @@ from voiceagent.turn import INTERRUPTED_TOOL_RESULT, TurnConfig
 GATE_TIMEOUT = 5.0  # a generous bound: only reached when the behaviour under test is broken
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as s:
-        yield s
-
-
 def make_agent(
     server: FakeOpenAIServer, sink: RecordingSink, tools: list[Any] | None = None, **config: Any
 ) -> Agent:
-    llm = LLMClient(
-        base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002)
-    )
+    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=fast_retry())
     return Agent(
         llm=llm,
         sink=sink,
@@ -441,8 +432,9 @@ async def test_every_log_record_carries_session_turn_round_and_request_id(
         assert r.session == agent.session_id  # type: ignore[attr-defined]
         assert r.turn == 1  # type: ignore[attr-defined]
     by_round = {(r.round, r.request_id) for r in records if r.round != "-"}  # type: ignore[attr-defined]
-    assert (1, "req-1") in by_round or any(rid == "req-1" for _, rid in by_round)
-    assert any(rid == "req-2" for _, rid in by_round)
+    # Each round's records carry that round's request id once it is known ("-" before the response).
+    assert {rid for rnd, rid in by_round if rid != "-"} == {"req-1", "req-2"}
+    assert {(rnd, rid) for rnd, rid in by_round if rid != "-"} == {(1, "req-1"), (2, "req-2")}, by_round
 
 
 @pytest.mark.anyio

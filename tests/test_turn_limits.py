@@ -7,16 +7,15 @@ resets it), close the stream, and say why in ``TurnResult.error`` and the round 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.events import SpeechQueued, TurnEvent
 from voiceagent.llm import LLMClient
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.checks import assert_valid_conversation
 from voiceagent.testing.openai_server import (
     Chunk,
@@ -33,17 +32,9 @@ GATE_TIMEOUT = 10.0  # a generous bound: only reached when the behaviour under t
 FALLBACK = "Sorry, I couldn't manage that just now. Could you try again?"
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as s:
-        yield s
-
-
 def make_agent(server: FakeOpenAIServer, sink: RecordingSink | None = None, **config: Any) -> Agent:
     # The SDK's read timeout stays at its default (30 s): only the turn's deadlines can end these streams.
-    llm = LLMClient(
-        base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002)
-    )
+    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=fast_retry())
     return Agent(
         llm=llm,
         sink=sink or RecordingSink(),

@@ -243,16 +243,29 @@ async def test_abrupt_disconnect_cancels_the_handler_and_spares_the_others(
         await entered.wait()
         async with await open_client(server) as good:
             doomed.transport.abort()  # no close frame: the network just went away
-            await cancelled.wait()
+            with anyio.fail_after(10):  # bounded: an unnoticed abort fails instead of hanging
+                await cancelled.wait()
             await good.send(FRAME)
             assert await good.recv() == FRAME
     assert any("connection failed" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.anyio
-async def test_disconnect_is_noticed_while_the_app_is_not_reading_audio() -> None:
+async def test_disconnect_is_noticed_while_the_app_is_not_reading_audio(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voiceagent")
     entered = anyio.Event()
     cancelled = anyio.Event()
+    session_closed = anyio.Event()
+
+    class Notice(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("session closed"):
+                session_closed.set()
+
+    notice = Notice()
+    logging.getLogger("voiceagent").addHandler(notice)
 
     async def handler(session: WebSession) -> None:
         entered.set()
@@ -261,13 +274,22 @@ async def test_disconnect_is_noticed_while_the_app_is_not_reading_audio() -> Non
         finally:
             cancelled.set()
 
-    async with running(handler, audio_buffer_frames=2) as server:
-        client = await open_client(server)
-        await entered.wait()
-        for _ in range(10):
-            await client.send(FRAME)
-        await client.close()
-        await cancelled.wait()
+    # Bounded: a regression (the close goes unnoticed) fails here instead of hanging until pytest's timeout.
+    try:
+        with anyio.fail_after(10):
+            async with running(handler, audio_buffer_frames=2) as server:
+                client = await open_client(server)
+                await entered.wait()
+                for _ in range(10):
+                    await client.send(FRAME)
+                await client.close()
+                await cancelled.wait()
+                await session_closed.wait()  # its own close step, still before the shutdown
+    finally:
+        logging.getLogger("voiceagent").removeHandler(notice)
+    closed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("session closed")]
+    # The browser's close ended the session, not the server's shutdown at the end of the block.
+    assert closed == [closed[0]] and "browser closed the connection" in closed[0], closed
 
 
 @pytest.mark.anyio
