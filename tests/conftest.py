@@ -13,10 +13,16 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import settings
 
 from voiceagent import audio_output
 from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import FakeOpenAIServer
+
+# Hypothesis' per-example deadline is a wall-clock assert: on a shared 2-core machine the first example
+# of a test (imports, a cold SDK model) can take 0.5 s. Correctness is what the property tests check.
+settings.register_profile("voiceagent", deadline=None)
+settings.load_profile("voiceagent")
 
 # Whole files that start real processes (redis-server, Chromium, example scripts) or run for long.
 # Marked here, by file, so those files need no edit and a new slow file is one line.

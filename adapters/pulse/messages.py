@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,11 @@ def _error_text(doc: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> float:
+    """A timestamp as seconds; anything that is not a finite number (a 400-digit integer, NaN) counts as 0."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            return 0.0
+        return number if math.isfinite(number) else 0.0
     return 0.0
