@@ -157,14 +157,15 @@ async def test_drop_cuts_the_stream_without_done() -> None:
         client = _client(server)
         received: list[str] = []
         create = client.chat.completions.with_streaming_response.create
-        with pytest.raises(Exception, match=r"incomplete|closed|peer") as caught:
+        # The SDK's HTTP stack reports a chunked body cut short: the cut came before the last chunk.
+        with pytest.raises(Exception, match=r"incomplete chunked read") as caught:
             async with create(model="electron", messages=[], stream=True) as response:
                 async for line in response.iter_lines():
                     received.append(line)
     assert "data: [DONE]" not in received
     assert sum(1 for line in received if line.startswith("data: ")) == 2
     assert server.disconnects == []  # the server dropped it on purpose: no client disconnect
-    assert caught.value is not None
+    assert type(caught.value).__name__ == "RemoteProtocolError"
 
 
 @pytest.mark.anyio
