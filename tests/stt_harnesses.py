@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,11 +14,15 @@ from voiceagent.adapters.deepgram.fake import Emit as DeepgramEmit
 from voiceagent.adapters.deepgram.fake import FakeDeepgramServer
 from voiceagent.adapters.deepgram.fake import Speech as DeepgramSpeech
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.transcriptions import TranscriptionSTT
+from voiceagent.adapters.transcriptions.fake import Clip, FakeTranscriptionServer, read_wav
+from voiceagent.audio import resample
 from voiceagent.stt import STTSource
 from voiceagent.testing.conformance import SttCase
 from voiceagent.testing.pulse_server import Emit as PulseEmit
 from voiceagent.testing.pulse_server import FakePulseServer
 from voiceagent.testing.pulse_server import Speech as PulseSpeech
+from voiceagent.vad import WebRtcVad
 
 SPACING = 2.5  # seconds from one utterance's start to the next: room for every end-of-speech timer
 TAIL = 1.5  # silence after the last one (Deepgram's UtteranceEnd comes 1 s after the last word)
@@ -94,3 +100,42 @@ class DeepgramHarness:
 
             key = "dg_wrong" if case.fault == "reject" else "dg_ok"
             yield ScriptedStage(case.sample_rate, audio, server, key, make, drop)
+
+
+@functools.cache
+def spoken(text: str, rate: int) -> bytes:
+    """``text`` said by espeak-ng, as PCM16 mono at ``rate``."""
+    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True, timeout=60).stdout
+    pcm, espeak_rate = read_wav(wav)
+    return resample(pcm, espeak_rate, rate)
+
+
+@dataclass
+class TranscriptionStage:
+    sample_rate: int
+    audio: bytes
+    server: FakeTranscriptionServer
+    key: str
+
+    def connect(self) -> AbstractAsyncContextManager[STTSource]:
+        vad = WebRtcVad(min_silence=0.5)  # espeak's pause at a comma is not the end of the utterance
+        return TranscriptionSTT(
+            base_url=self.server.base_url, api_key=self.key, sample_rate=self.sample_rate, vad=vad
+        )
+
+
+class TranscriptionHarness:
+    """Real speech (espeak-ng) segmented by webrtcvad; the fake knows which clip says what."""
+
+    sample_rates = (8000, 16000)
+
+    @asynccontextmanager
+    async def stage(self, case: SttCase) -> AsyncIterator[TranscriptionStage]:
+        rate = case.sample_rate
+        pause = b"\0\0" * rate  # 1 s between utterances
+        clips = [Clip(text, spoken(text, rate)) for text in case.texts]
+        audio = pause[:rate] + b"".join(clip.pcm + pause for clip in clips)
+        drop = 1 if case.fault == "drop" else 0
+        async with FakeTranscriptionServer(clips, api_key="sk_ok", drop=drop) as server:
+            key = "sk_wrong" if case.fault == "reject" else "sk_ok"
+            yield TranscriptionStage(rate, audio, server, key)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from tests.stt_harnesses import DeepgramHarness, PulseHarness, ScriptedStage
+from tests.stt_harnesses import DeepgramHarness, PulseHarness, ScriptedStage, TranscriptionHarness
 from voiceagent.errors import VoiceAgentError
 from voiceagent.stt import STTEvent, STTSource, Transcript
 from voiceagent.testing.conformance import (
@@ -20,7 +20,11 @@ from voiceagent.testing.conformance import (
 
 pytestmark = pytest.mark.anyio
 
-HARNESSES: dict[str, SttHarness] = {"pulse": PulseHarness(), "deepgram": DeepgramHarness()}
+HARNESSES: dict[str, SttHarness] = {
+    "pulse": PulseHarness(),
+    "deepgram": DeepgramHarness(),
+    "transcriptions": TranscriptionHarness(),
+}
 
 
 @pytest.mark.parametrize("check", sorted(STT_CHECKS))
