@@ -119,9 +119,10 @@ class TranscriptionStage:
 
     def connect(self) -> AbstractAsyncContextManager[STTSource]:
         vad = WebRtcVad(min_silence=0.5)  # espeak's pause at a comma is not the end of the utterance
-        return TranscriptionSTT(
+        source: AbstractAsyncContextManager[STTSource] = TranscriptionSTT(
             base_url=self.server.base_url, api_key=self.key, sample_rate=self.sample_rate, vad=vad
         )
+        return source
 
 
 class TranscriptionHarness:

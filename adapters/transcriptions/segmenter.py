@@ -31,13 +31,17 @@ class VadSegmenter:
         *,
         pre_roll: float = 0.3,
         max_segment: float = 30.0,
+        vad_delay: float = 1.0,
     ) -> None:
-        if sample_rate <= 0 or pre_roll < 0 or max_segment <= 0:
-            raise ValueError("sample_rate and max_segment must be positive, pre_roll not negative")
+        """``vad_delay``: how long after a speech start the VAD may report it (its ``min_speech`` and
+        frame buffering); that much more audio is kept while silent, so the pre-roll is always there."""
+        if sample_rate <= 0 or max_segment <= 0 or pre_roll < 0 or vad_delay < 0:
+            raise ValueError("sample_rate, max_segment must be positive; pre_roll, vad_delay not negative")
         self.vad = vad
         self.sample_rate = sample_rate
         self._pre_roll = int(pre_roll * sample_rate)
         self._max = max(1, int(max_segment * sample_rate))
+        self._keep = self._pre_roll + int(vad_delay * sample_rate)
         self._buffer = bytearray()  # audio from sample ``_base`` to now
         self._base = 0
         self._start: int | None = None  # first sample of the open segment, None while silent
@@ -59,8 +63,8 @@ class VadSegmenter:
         if self._start is not None and self._now() - self._start >= self._max:
             out.append(self._cut(end_of_speech=False))
             self._start = self._now()
-        if self._start is None:  # keep only the pre-roll while nobody speaks
-            self._trim(self._now() - self._pre_roll)
+        if self._start is None:  # keep only what a late speech start may still need
+            self._trim(self._now() - self._keep)
         return out
 
     def flush(self) -> Segment | None:
@@ -75,7 +79,7 @@ class VadSegmenter:
         start, end = self._start, self._now()
         pcm = bytes(self._buffer[2 * (start - self._base) : 2 * (end - self._base)])
         self._start = None
-        self._trim(end - self._pre_roll)
+        self._trim(end - self._keep)
         return Segment(pcm, start / self.sample_rate, end / self.sample_rate, end_of_speech)
 
     def _trim(self, keep_from: int) -> None:
