@@ -23,6 +23,9 @@ from deepgram.listen.v1.types import (
     ListenV1SpeechStarted,
     ListenV1UtteranceEnd,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.sdk_schemas import schema_problems
 from voiceagent.adapters.deepgram import (
@@ -300,3 +303,15 @@ def test_parse_reads_deepgrams_documented_results_shape() -> None:
     assert parse_server_message(json.dumps(doc)) == DeepgramResults(
         "another big", True, True, False, 0.0, 1.04
     )
+
+
+async def test_the_fake_accepts_the_key_as_a_websocket_subprotocol_as_deepgram_does() -> None:
+    async with FakeDeepgramServer(api_key=KEY) as server:
+        with anyio.fail_after(10):
+            async with connect(server.url, subprotocols=[Subprotocol("token"), Subprotocol(KEY)]) as ws:
+                assert ws.subprotocol == "token"
+                await ws.send(json.dumps({"type": "CloseStream"}))
+                assert json.loads(await ws.recv())["type"] == "Metadata"
+            with pytest.raises(InvalidStatus):
+                async with connect(server.url, subprotocols=[Subprotocol("token"), Subprotocol("wrong")]):
+                    pass

@@ -37,10 +37,13 @@ async def test_stt_source_passes_the_conformance_check(source: str, check: str) 
 
 
 class _Broken:
-    """Wraps a source: ``empty`` adds an empty transcript; ``untyped`` turns its errors into RuntimeError."""
+    """Wraps a source: ``empty`` adds an empty transcript; ``untyped`` turns its errors into RuntimeError;
+    ``swallow`` hides them (a dropped connection then loses words silently)."""
 
-    def __init__(self, inner: STTSource, *, empty: bool = False, untyped: bool = False) -> None:
-        self.inner, self.empty, self.untyped = inner, empty, untyped
+    def __init__(
+        self, inner: STTSource, *, empty: bool = False, untyped: bool = False, swallow: bool = False
+    ) -> None:
+        self.inner, self.empty, self.untyped, self.swallow = inner, empty, untyped, swallow
 
     async def __aenter__(self) -> _Broken:
         try:
@@ -53,13 +56,21 @@ class _Broken:
         await self.inner.__aexit__(*exc)  # type: ignore[attr-defined]
 
     async def send_audio(self, pcm: bytes) -> None:
-        await self.inner.send_audio(pcm)
+        try:
+            await self.inner.send_audio(pcm)
+        except VoiceAgentError:
+            if not self.swallow:
+                raise
 
     async def events(self) -> AsyncIterator[STTEvent]:
-        async for event in self.inner.events():
-            if self.empty and isinstance(event, Transcript) and event.is_final:
-                yield Transcript("", is_final=True)
-            yield event
+        try:
+            async for event in self.inner.events():
+                if self.empty and isinstance(event, Transcript) and event.is_final:
+                    yield Transcript("", is_final=True)
+                yield event
+        except VoiceAgentError:
+            if not self.swallow:
+                raise
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -87,6 +98,11 @@ async def test_the_kit_fails_a_source_that_yields_empty_transcripts() -> None:
 async def test_the_kit_fails_a_source_whose_errors_are_untyped() -> None:
     with pytest.raises(RuntimeError, match="refused"):
         await STT_CHECKS["refused_credentials"](_BrokenHarness(untyped=True))
+
+
+async def test_the_kit_fails_a_source_that_loses_words_silently_on_a_drop() -> None:
+    with pytest.raises(ConformanceError, match="recovered from"):
+        await STT_CHECKS["reconnect_after_drop"](_BrokenHarness(swallow=True))
 
 
 async def test_run_stt_conformance_runs_every_check() -> None:

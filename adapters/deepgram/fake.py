@@ -228,7 +228,7 @@ class FakeDeepgramServer:
         steps: list[tuple[float, dict[str, Any]]] = []
         for item in self.script:
             if isinstance(item, Emit):
-                steps.append((-1.0 - item.after_bytes, {"emit": item}))  # decoded against bytes below
+                steps.append((0.0, {"emit": item}))  # due by its after_bytes, not by time
                 continue
             words = item.text.split()
             if query.get("vad_events") == "true":
