@@ -36,7 +36,7 @@ from voiceagent.adapters.deepgram import (
     DeepgramSTT,
     parse_server_message,
 )
-from voiceagent.adapters.deepgram.fake import Emit, FakeDeepgramServer, Speech
+from voiceagent.adapters.deepgram.fake import Emit, FakeDeepgramServer, Speech, results
 from voiceagent.endpointing import EndpointingDetector
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
 
@@ -315,3 +315,24 @@ async def test_the_fake_accepts_the_key_as_a_websocket_subprotocol_as_deepgram_d
             with pytest.raises(InvalidStatus):
                 async with connect(server.url, subprotocols=[Subprotocol("token"), Subprotocol("wrong")]):
                     pass
+
+
+async def test_a_late_utterance_end_about_earlier_words_does_not_end_the_new_speech() -> None:
+    def final(text: str, start: float, end: float) -> dict[str, Any]:
+        return results([(text, start, end)], start, end, is_final=True, speech_final=True)
+
+    script = [
+        Emit(1600, {"type": "SpeechStarted", "channel": [0, 1], "timestamp": 0.1}),
+        Emit(3200, final("hi", 0.1, 0.5)),
+        Emit(4800, {"type": "SpeechStarted", "channel": [0, 1], "timestamp": 1.6}),
+        Emit(6400, {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 0.5}),  # stale: before 1.6
+        Emit(8000, final("there", 1.6, 2.0)),
+    ]
+    async with FakeDeepgramServer(script, api_key=KEY) as server:
+        events = await adapter_session(server, silence(0.3))
+    assert [(type(e).__name__, e.at) for e in events if not isinstance(e, Transcript)] == [
+        ("SpeechStarted", 0.1),
+        ("SpeechEnded", 0.5),
+        ("SpeechStarted", 1.6),
+        ("SpeechEnded", 2.0),  # from the speech_final of "there", not the stale UtteranceEnd
+    ]

@@ -91,6 +91,7 @@ class DeepgramSTT:
         self._got_metadata = False
         self._failure: DeepgramError | None = None
         self._speaking = False  # between a speech start and its end, as we reported them
+        self._started_at = 0.0
         self._last_send = 0.0
         self.keepalives_sent = 0
 
@@ -221,27 +222,30 @@ class DeepgramSTT:
         self._events_tx.send_nowait(event)
 
     def _map(self, message: object) -> None:
-        reports = self.vad_events
         if isinstance(message, DeepgramResults):
             if message.text.strip():
-                if reports and not self._speaking:
-                    self._speaking = True
-                    self._emit(SpeechStarted(at=message.start))
+                self._start(message.start)
                 end = message.is_final and (message.speech_final or message.from_finalize)
                 self._emit(Transcript(message.text, message.is_final, end))
-            if reports and message.speech_final and self._speaking:
-                self._speaking = False
-                self._emit(SpeechEnded(at=message.start + message.duration))
+            if message.speech_final:
+                self._end(message.start + message.duration)
         elif isinstance(message, DeepgramSpeechStarted):
-            if reports and not self._speaking:
-                self._speaking = True
-                self._emit(SpeechStarted(at=message.timestamp))
+            self._start(message.timestamp)
         elif isinstance(message, DeepgramUtteranceEnd):
-            if reports and self._speaking:
-                self._speaking = False
-                self._emit(SpeechEnded(at=message.last_word_end))
+            self._end(message.last_word_end)
         else:
             logger.debug("ignoring Deepgram message %r", message)
+
+    def _start(self, at: float) -> None:
+        if self.vad_events and not self._speaking:
+            self._speaking, self._started_at = True, at
+            self._emit(SpeechStarted(at=at))
+
+    def _end(self, at: float) -> None:
+        # An UtteranceEnd about words from before the latest start is stale: the caller went on.
+        if self.vad_events and self._speaking and at >= self._started_at:
+            self._speaking = False
+            self._emit(SpeechEnded(at=at))
 
     async def _read_loop(self) -> None:
         assert self._ws is not None
