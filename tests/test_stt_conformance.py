@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import pytest
 
 from tests.stt_harnesses import DeepgramHarness, PulseHarness, ScriptedStage, TranscriptionHarness
@@ -107,3 +108,13 @@ async def test_the_kit_fails_a_source_that_loses_words_silently_on_a_drop() -> N
 
 async def test_run_stt_conformance_runs_every_check() -> None:
     assert await run_stt_conformance(DeepgramHarness()) == list(STT_CHECKS)
+
+
+async def test_closing_a_source_that_was_never_opened_returns() -> None:
+    from voiceagent.adapters.deepgram import DeepgramSTT
+    from voiceagent.adapters.transcriptions import TranscriptionSTT
+    from voiceagent.vad import WebRtcVad
+
+    with anyio.fail_after(10):
+        await DeepgramSTT("dg_key").aclose()
+        await TranscriptionSTT(base_url="http://127.0.0.1:9/v1", api_key="k", vad=WebRtcVad()).aclose()

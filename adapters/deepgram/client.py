@@ -135,6 +135,8 @@ class DeepgramSTT:
 
     async def aclose(self) -> None:
         """Flush, send ``CloseStream``, wait (up to ``close_timeout``) for ``Metadata``, then close."""
+        if self._ws is None:
+            return  # never connected: nothing to close
         if self._closing:
             await self._finished.wait()
             return

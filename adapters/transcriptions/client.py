@@ -101,6 +101,8 @@ class TranscriptionSTT:
 
     async def aclose(self) -> None:
         """Transcribe the utterance still open and those queued (up to ``close_timeout``), then end."""
+        if self._tg is None:
+            return  # never opened: nothing to close
         if not self._closing:
             self._closing = True
             if self._failure is None and (last := self._segmenter.flush()) is not None:
