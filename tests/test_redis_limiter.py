@@ -25,6 +25,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.redis_server import RedisServer, redis_server_path, running_redis_server
 from voiceagent.adapters.redis_limiter import (
     DEFAULT_LEASE_TTL,
     LimiterUnavailableError,
@@ -40,7 +41,6 @@ from voiceagent.llm import LLMClient
 from voiceagent.results import TurnResult
 from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply, error_reply, text_reply
-from voiceagent.testing.redis_server import RedisServer, redis_server_path, running_redis_server
 from voiceagent.testing.sinks import RecordingSink
 from voiceagent.turn import TurnConfig
 

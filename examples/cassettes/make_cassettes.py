@@ -93,7 +93,7 @@ class Script:
             for piece in _tokens(json.dumps(arguments), split_json=True):
                 chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         completion = len(chunks)
-        # Electron's finish chunk for tool calls has no delta (PROTOCOLS.md §5).
+        # Electron's finish chunk for tool calls has no delta (as the provider corpus records it).
         chunks.append(chunk(None, "tool_calls") if calls else chunk({}, "stop"))
         prompt = len(json.dumps(body["messages"]) + json.dumps(body.get("tools", []))) // 4
         cached = min(self.previous_prompt, prompt) // 32 * 32  # the server caches whole blocks of the prefix
