@@ -125,3 +125,50 @@ def _weather_bot() -> Any:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return importlib.import_module("examples.weather_bot")
+
+
+# ---- what the caller heard (issue 18): played lane, barge-in marker, tools under the filler, legend ----
+
+
+def test_the_played_lane_shows_the_tool_running_under_the_filler_and_the_barge_in_cut() -> None:
+    first, second = Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).turns
+    filler, answer = first.played
+    [tool] = first.tools
+    assert filler.text == "Let me check the weather for you." and not filler.cut
+    assert filler.start <= tool.started <= tool.finished <= filler.end  # the tool ran while the filler played
+    assert first.barge_in is not None and answer.cut and answer.end == first.barge_in
+    assert answer.start >= filler.end  # one playhead: the answer starts after the filler has played
+    assert second.barge_in is None and not any(p.cut for p in second.played)
+    text = Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).format_text(chunks=False)
+    assert "BARGE-IN" in text and "(cut)" in text and "played 'Let me check the weather for you.'" in text
+
+
+def test_the_playhead_lays_audio_end_to_end_and_stops_at_the_cut() -> None:
+    from voiceagent.timeline import PlayedSpan, _playhead
+
+    spoken = [(0.0, 1.0, "a"), (0.5, 1.0, "b"), (3.0, None, "no audio"), (3.0, 1.0, "c"), (5.0, 1.0, "d")]
+    assert _playhead(spoken, None) == (
+        PlayedSpan(0.0, 1.0, "a"),
+        PlayedSpan(1.0, 2.0, "b"),  # queued while "a" played: it waits for the playhead
+        PlayedSpan(3.0, 4.0, "c"),
+        PlayedSpan(5.0, 6.0, "d"),
+    )
+    assert _playhead(spoken, 3.5) == (
+        PlayedSpan(0.0, 1.0, "a"),
+        PlayedSpan(1.0, 2.0, "b"),
+        PlayedSpan(3.0, 3.5, "c", cut=True),
+    )
+
+
+def test_the_html_has_the_played_lane_a_barge_in_line_and_a_legend() -> None:
+    page = Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).to_html()
+    assert "T1 audio played" in page and "barge-in at" in page
+    for name in ("speech queued", "audio played (heard)", "tool", "barge-in"):
+        assert f">{name}</text>" in page
+
+
+def test_png_draws_the_barge_in_cassette(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "b.png"
+    Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).to_png(out)
+    assert out.read_bytes().startswith(b"\x89PNG")

@@ -1,8 +1,14 @@
 """Turn timelines: what happened when, per turn, as text, HTML or a PNG picture.
 
 ``Timeline.from_result(result, events)`` builds one from a finished turn (rounds, tool spans, speech);
-``Timeline.from_cassette(cassette)`` from a recording, which also has every chunk with its offset.
-All times are seconds since the turn started.
+``Timeline.from_cassette(cassette)`` from a recording, which also has every chunk with its offset and the
+audio each text produced. All times are seconds since the turn started.
+
+Two speech lanes: *queued* (when a chunk left the chunker) and *played* (what the caller heard, when):
+from a recording, each text's audio laid end to end on a real-time playhead from when it was spoken, cut
+where a barge-in cancelled the sink; from a live result, the ``played`` spans its caller passes (e.g. from
+an output's marks). A barge-in is a marker, and each tool's bar sits right under the played lane, so the
+tool running under the filler can be seen.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voiceagent.cassette import Cassette, Exchange, TurnRecord
+from voiceagent.cassette import Cassette, Exchange, SinkRecord, TurnRecord
 from voiceagent.events import SpeechQueued, TurnEvent, Usage
 from voiceagent.results import TurnResult
 
@@ -55,6 +61,17 @@ class ToolSpan:
 class SpeechMark:
     at: float
     text: str
+    filler: bool = False  # ours (filler, fallback), not the model's words; known from turn events only
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedSpan:
+    """Audio the caller heard: ``text``'s audio from ``start`` to ``end`` (cut short by a barge-in)."""
+
+    start: float
+    end: float
+    text: str
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,8 @@ class TurnTimeline:
     total: float
     interrupted: bool = False
     heard_text: str = ""
+    played: tuple[PlayedSpan, ...] = ()
+    barge_in: float | None = None  # when the caller's barge-in stopped the speech
 
     @property
     def time_to_first_token(self) -> float | None:
@@ -82,8 +101,15 @@ class Timeline:
     # -- building --
 
     @classmethod
-    def from_result(cls, result: TurnResult, events: Iterable[TurnEvent] = (), *, turn: int = 1) -> Timeline:
-        return cls((_turn_from_result(result, events, turn),))
+    def from_result(
+        cls,
+        result: TurnResult,
+        events: Iterable[TurnEvent] = (),
+        *,
+        turn: int = 1,
+        played: Sequence[PlayedSpan] = (),
+    ) -> Timeline:
+        return cls((_turn_from_result(result, events, turn, played),))
 
     @classmethod
     def from_results(
@@ -158,14 +184,31 @@ class Timeline:
             raise RuntimeError(
                 "writing a PNG needs matplotlib: pip install 'voiceagent[timeline]' (or use --html)"
             ) from exc
-        rows = [(label, bars, color) for t in self.turns for label, bars, color in _rows(t)]
-        fig, ax = plt.subplots(figsize=(11, 0.45 * len(rows) + 1.2))
+        from matplotlib.patches import Patch
+
+        rows: list[tuple[str, list[tuple[float, float]], str]] = []
+        marks: list[tuple[int, int, float]] = []  # (first row, last row, at) of each turn's barge-in
+        for t in self.turns:
+            first = len(rows)
+            rows += _rows(t)
+            marks += [(first, len(rows) - 1, at) for at in _marks(t)]
+        fig, ax = plt.subplots(figsize=(11, 0.45 * len(rows) + 1.8))
         for y, (_, bars, color) in enumerate(rows):
             ax.broken_barh(
                 [(start, max(end - start, 0.004)) for start, end in bars], (y - 0.35, 0.7), color=color
             )
+        for first, last, at in marks:
+            ax.vlines(at, first - 0.5, last + 0.5, colors=BARGE_IN, linestyles="dashed", linewidth=1.5)
         ax.set_yticks(range(len(rows)), [label for label, _, _ in rows])
         ax.invert_yaxis()
+        ax.legend(
+            handles=[Patch(color=color, label=name) for color, name in LEGEND],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12 if len(rows) > 4 else -0.25),
+            ncol=4,
+            fontsize="small",
+            frameon=False,
+        )
         ax.set_xlabel("seconds since the turn started")
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
@@ -176,7 +219,9 @@ class Timeline:
 # ---- building helpers ---------------------------------------------------------------------------
 
 
-def _turn_from_result(result: TurnResult, events: Iterable[TurnEvent], turn: int) -> TurnTimeline:
+def _turn_from_result(
+    result: TurnResult, events: Iterable[TurnEvent], turn: int, played: Sequence[PlayedSpan] = ()
+) -> TurnTimeline:
     rounds = tuple(
         RoundSpan(
             r.round,
@@ -194,7 +239,9 @@ def _turn_from_result(result: TurnResult, events: Iterable[TurnEvent], turn: int
         ToolSpan(c.round, c.call_id, c.name, c.arguments, c.ready_at, c.started_at, c.finished_at, c.is_error)
         for c in result.tool_calls
     )
-    speech = tuple(SpeechMark(e.at, e.text) for e in events if isinstance(e, SpeechQueued))
+    speech = tuple(SpeechMark(e.at, e.text, e.filler) for e in events if isinstance(e, SpeechQueued))
+    # A barge-in ends the round it cut ("interrupted"); without one, at the end of the LLM's part.
+    cut = next((r.finished_at for r in result.rounds if r.error == "interrupted"), result.llm_done_at)
     return TurnTimeline(
         turn,
         result.user_text,
@@ -205,6 +252,8 @@ def _turn_from_result(result: TurnResult, events: Iterable[TurnEvent], turn: int
         result.total,
         result.interrupted,
         result.heard_text,
+        tuple(played),
+        cut if result.interrupted else None,
     )
 
 
@@ -276,6 +325,15 @@ def _turn_from_cassette(
             if t.turn == index
         )
     speech = tuple(SpeechMark(s.at - origin, s.text) for s in cassette.speech if s.turn == index)
+    cancels = [
+        r.at - origin
+        for r in cassette.records
+        if isinstance(r, SinkRecord) and r.turn == index and r.kind == "cancel"
+    ]
+    barge_in = cancels[0] if cancels and record is not None and record.interrupted else None
+    played = _playhead(
+        [(s.at - origin, s.audio_seconds, s.text) for s in cassette.speech if s.turn == index], barge_in
+    )
     return TurnTimeline(
         index,
         record.user_text if record else _last_user_text(exchanges),
@@ -286,7 +344,31 @@ def _turn_from_cassette(
         record.total if record else (rounds[-1].finished if rounds else 0.0),
         record.interrupted if record else False,
         record.heard_text if record else "",
+        played,
+        barge_in,
     )
+
+
+def _playhead(
+    spoken: Sequence[tuple[float, float | None, str]], cut_at: float | None
+) -> tuple[PlayedSpan, ...]:
+    """Each text's audio plays from when it was spoken or when the one before it ended, whichever is later
+    (a real-time playhead); a barge-in at ``cut_at`` ends it. Texts without audio are left out."""
+    spans: list[PlayedSpan] = []
+    head = 0.0
+    for at, seconds, text in spoken:
+        if seconds is None:
+            continue
+        start = max(at, head)
+        end = start + seconds
+        if cut_at is not None and start >= cut_at:
+            break
+        if cut_at is not None and end > cut_at:
+            spans.append(PlayedSpan(start, cut_at, text, cut=True))
+            break
+        spans.append(PlayedSpan(start, end, text))
+        head = end
+    return tuple(spans)
 
 
 def _last_user_text(exchanges: list[Exchange]) -> str:
@@ -373,28 +455,56 @@ def _events(t: TurnTimeline, *, chunks: bool) -> list[tuple[float, str]]:
                 f"r{tool.round} tool finish {tool.name} ({took:.0f} ms){' ERROR' if tool.is_error else ''}",
             )
         )
-    rows += [(s.at, 2, f"speak  {s.text!r}") for s in t.speech]
+    rows += [(s.at, 2, f"speak  {s.text!r}" + ("  (filler)" if s.filler else "")) for s in t.speech]
+    for p in t.played:
+        rows.append((p.start, 2, f"played {p.text!r} until {p.end:.3f}s" + ("  (cut)" if p.cut else "")))
+    if t.barge_in is not None:
+        rows.append((t.barge_in, 4, "BARGE-IN: the caller spoke; speech stopped"))
     rows.sort(key=lambda row: (row[0], row[1]))
     return [(at, line) for at, _, line in rows]
 
 
+# Lane colours and their legend, in the order the lanes are drawn.
+ROUND, STREAMING, QUEUED, PLAYED, TOOL, TOOL_ERROR = (
+    "#4c78a8",
+    "#72b7b2",
+    "#54a24b",
+    "#b279a2",
+    "#f58518",
+    "#e45756",
+)
+BARGE_IN = "#000000"
+LEGEND = (
+    (ROUND, "LLM request (round)"),
+    (STREAMING, "streaming"),
+    (QUEUED, "speech queued"),
+    (PLAYED, "audio played (heard)"),
+    (TOOL, "tool"),
+    (TOOL_ERROR, "tool error"),
+    (BARGE_IN, "barge-in"),
+)
+
+
 def _rows(t: TurnTimeline) -> list[tuple[str, list[tuple[float, float]], str]]:
+    """Per turn: the rounds, the speech queued, the audio played and, right under it, the tools."""
     rows: list[tuple[str, list[tuple[float, float]], str]] = []
     for r in t.rounds:
-        rows.append((f"T{t.turn} round {r.round}", [(r.started, r.finished)], "#4c78a8"))
+        rows.append((f"T{t.turn} round {r.round}", [(r.started, r.finished)], ROUND))
         if r.first_chunk is not None:
-            rows.append((f"T{t.turn} r{r.round} streaming", [(r.first_chunk, r.finished)], "#72b7b2"))
+            rows.append((f"T{t.turn} r{r.round} streaming", [(r.first_chunk, r.finished)], STREAMING))
+    if t.speech:
+        rows.append((f"T{t.turn} speech queued", [(s.at, s.at + 0.02) for s in t.speech], QUEUED))
+    if t.played:
+        rows.append((f"T{t.turn} audio played", [(p.start, p.end) for p in t.played], PLAYED))
     for tool in t.tools:
         rows.append(
-            (
-                f"T{t.turn} {tool.name}",
-                [(tool.started, tool.finished)],
-                "#e45756" if tool.is_error else "#f58518",
-            )
+            (f"T{t.turn} {tool.name}", [(tool.started, tool.finished)], TOOL_ERROR if tool.is_error else TOOL)
         )
-    if t.speech:
-        rows.append((f"T{t.turn} speech", [(s.at, s.at + 0.02) for s in t.speech], "#54a24b"))
     return rows
+
+
+def _marks(t: TurnTimeline) -> list[float]:
+    return [] if t.barge_in is None else [t.barge_in]
 
 
 def _svg(t: TurnTimeline) -> str:
@@ -402,7 +512,7 @@ def _svg(t: TurnTimeline) -> str:
     width, label_w, row_h = 900, 170, 22
     span = max([t.total] + [end for _, bars, _ in rows for _, end in bars] + [0.001])
     scale = (width - label_w - 20) / span
-    height = row_h * len(rows) + 30
+    height = row_h * len(rows) + 50
     out = [f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"]
     for y, (label, bars, color) in enumerate(rows):
         top = y * row_h + 4
@@ -414,8 +524,19 @@ def _svg(t: TurnTimeline) -> str:
                 f"<rect x='{x:.1f}' y='{top}' width='{w:.1f}' height='{row_h - 6}' fill='{color}'>"
                 f"<title>{html.escape(label)}: {start:.3f}s - {end:.3f}s</title></rect>"
             )
+    for at in _marks(t):
+        x = label_w + at * scale
+        out.append(
+            f"<line x1='{x:.1f}' y1='0' x2='{x:.1f}' y2='{row_h * len(rows)}' stroke='{BARGE_IN}' "
+            f"stroke-width='2' stroke-dasharray='4 2'><title>barge-in at {at:.3f}s</title></line>"
+        )
     axis_y = row_h * len(rows) + 20
     out.append(f"<text x='{label_w}' y='{axis_y}'>0 s</text>")
     out.append(f"<text x='{width - 80}' y='{axis_y}'>{span:.2f} s</text>")
+    x = 0
+    for color, name in LEGEND:  # the legend, one swatch per lane
+        out.append(f"<rect x='{x}' y='{axis_y + 8}' width='10' height='10' fill='{color}'/>")
+        out.append(f"<text x='{x + 14}' y='{axis_y + 17}'>{html.escape(name)}</text>")
+        x += 14 + 7 * len(name) + 12
     out.append("</svg>")
     return "\n".join(out)
