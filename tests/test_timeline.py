@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from voiceagent.cassette import Cassette
 from voiceagent.cli import main
 from voiceagent.events import TurnEvent
+from voiceagent.replay.cassette import Cassette
+from voiceagent.replay.timeline import Timeline
 from voiceagent.testing.pytest_plugin import ReplayFactory
 from voiceagent.testing.tone_sink import ToneSink
-from voiceagent.timeline import Timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CASSETTES = ROOT / "examples" / "cassettes"
@@ -144,7 +144,7 @@ def test_the_played_lane_shows_the_tool_running_under_the_filler_and_the_barge_i
 
 
 def test_the_playhead_lays_audio_end_to_end_and_stops_at_the_cut() -> None:
-    from voiceagent.timeline import PlayedSpan, _playhead
+    from voiceagent.replay.timeline import PlayedSpan, _playhead
 
     spoken = [(0.0, 1.0, "a"), (0.5, 1.0, "b"), (3.0, None, "no audio"), (3.0, 1.0, "c"), (5.0, 1.0, "d")]
     assert _playhead(spoken, None) == (
