@@ -29,8 +29,8 @@ def test_timeline_from_a_cassette_has_rounds_chunks_tools_usage_and_request_ids(
     assert [r.usage.cached_tokens for r in turn.rounds if r.usage] == [0, 160]
     assert len(turn.rounds[0].chunks) == len(cassette.exchanges[0].chunks)
     [tool] = turn.tools
-    assert tool.name == "get_weather" and tool.ready <= tool.started <= tool.finished
-    assert turn.rounds[0].started <= tool.ready <= turn.rounds[0].finished  # started while streaming
+    assert tool.name == "get_weather" and tool.ready_at <= tool.started_at <= tool.finished_at
+    assert turn.rounds[0].started <= tool.ready_at <= turn.rounds[0].finished  # started while streaming
     assert turn.time_to_first_token is not None and turn.time_to_first_token > 0.2  # Electron-like ~250 ms
     text = Timeline.from_cassette(cassette).format_text()
     assert "content 'Let'" in text
@@ -135,7 +135,7 @@ def test_the_played_lane_shows_the_tool_running_under_the_filler_and_the_barge_i
     filler, answer = first.played
     [tool] = first.tools
     assert filler.text == "Let me check the weather for you." and not filler.cut
-    assert filler.start <= tool.started <= tool.finished <= filler.end  # the tool ran while the filler played
+    assert filler.start <= tool.started_at <= tool.finished_at <= filler.end  # ran while the filler played
     assert first.barge_in is not None and answer.cut and answer.end == first.barge_in
     assert answer.start >= filler.end  # one playhead: the answer starts after the filler has played
     assert second.barge_in is None and not any(p.cut for p in second.played)

@@ -11,7 +11,6 @@ from voiceagent.replay.timeline import (
     RoundSpan,
     SpeechMark,
     Timeline,
-    ToolSpan,
     TurnTimeline,
 )
 
@@ -23,6 +22,5 @@ __all__ = [
     "RoundSpan",
     "SpeechMark",
     "Timeline",
-    "ToolSpan",
     "TurnTimeline",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 
 from voiceagent.events import SpeechQueued, TurnEvent, Usage
 from voiceagent.replay.cassette import Cassette, Exchange, SinkRecord, TurnRecord
-from voiceagent.results import TurnResult
+from voiceagent.results import ToolCallRecord, TurnResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +43,6 @@ class RoundSpan:
     ended: str | None = None  # done / dropped / cancelled / error, when recorded
     chunks: tuple[ChunkMark, ...] = ()
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpan:
-    round: int
-    call_id: str
-    name: str
-    arguments: str
-    ready: float
-    started: float
-    finished: float
-    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +67,7 @@ class TurnTimeline:
     turn: int
     user_text: str
     rounds: tuple[RoundSpan, ...]
-    tools: tuple[ToolSpan, ...]
+    tools: tuple[ToolCallRecord, ...]  # the turn's own record of each call, one type from both sources
     speech: tuple[SpeechMark, ...]
     time_to_first_text: float | None
     total: float
@@ -235,10 +223,7 @@ def _turn_from_result(
         )
         for r in result.rounds
     )
-    tools = tuple(
-        ToolSpan(c.round, c.call_id, c.name, c.arguments, c.ready_at, c.started_at, c.finished_at, c.is_error)
-        for c in result.tool_calls
-    )
+    tools = result.tool_calls
     speech = tuple(SpeechMark(e.at, e.text, e.filler) for e in events if isinstance(e, SpeechQueued))
     # A barge-in ends the round it cut ("interrupted"); without one, at the end of the LLM's part.
     cut = next((r.finished_at for r in result.rounds if r.error == "interrupted"), result.llm_done_at)
@@ -297,29 +282,31 @@ def _turn_from_cassette(
             )
         )
     tools = tuple(
-        ToolSpan(
+        ToolCallRecord(
             int(c.get("round", 0)),
             str(c.get("call_id", "")),
             str(c.get("name", "")),
             str(c.get("arguments", "")),
+            str(c.get("result", "")),
+            bool(c.get("is_error")),
             float(c.get("ready_at", c.get("started_at", 0.0))),
             float(c.get("started_at", 0.0)),
             float(c.get("finished_at", 0.0)),
-            bool(c.get("is_error")),
         )
         for c in (record.tool_calls if record else ())
     )
     if record and not tools:  # an older summary without times: take them from the tool records
         tools = tuple(
-            ToolSpan(
+            ToolCallRecord(
                 t.round or 0,
                 t.call_id,
                 t.name,
                 t.arguments,
+                t.result,
+                t.is_error,
                 t.started - origin,
                 t.started - origin,
                 t.finished - origin,
-                t.is_error,
             )
             for t in cassette.tools
             if t.turn == index
@@ -445,12 +432,12 @@ def _events(t: TurnTimeline, *, chunks: bool) -> list[tuple[float, str]]:
         rows.append((r.finished, 3, f"r{r.round} stream over ({r.ended or r.finish_reason or '-'})"))
     for tool in t.tools:
         call = f"{tool.name}({tool.arguments}) {tool.call_id}"
-        rows.append((tool.ready, 2, f"r{tool.round} tool ready  {call}"))
-        rows.append((tool.started, 2, f"r{tool.round} tool start  {tool.name}"))
-        took = (tool.finished - tool.started) * 1000
+        rows.append((tool.ready_at, 2, f"r{tool.round} tool ready  {call}"))
+        rows.append((tool.started_at, 2, f"r{tool.round} tool start  {tool.name}"))
+        took = (tool.finished_at - tool.started_at) * 1000
         rows.append(
             (
-                tool.finished,
+                tool.finished_at,
                 2,
                 f"r{tool.round} tool finish {tool.name} ({took:.0f} ms){' ERROR' if tool.is_error else ''}",
             )
@@ -498,7 +485,11 @@ def _rows(t: TurnTimeline) -> list[tuple[str, list[tuple[float, float]], str]]:
         rows.append((f"T{t.turn} audio played", [(p.start, p.end) for p in t.played], PLAYED))
     for tool in t.tools:
         rows.append(
-            (f"T{t.turn} {tool.name}", [(tool.started, tool.finished)], TOOL_ERROR if tool.is_error else TOOL)
+            (
+                f"T{t.turn} {tool.name}",
+                [(tool.started_at, tool.finished_at)],
+                TOOL_ERROR if tool.is_error else TOOL,
+            )
         )
     return rows
 
