@@ -68,6 +68,7 @@ from voiceagent.tool_runner import ToolRunner
 from voiceagent.tools import tools_schema
 from voiceagent.transcript import TurnTranscript
 from voiceagent.tts import TTSSink
+from voiceagent.turn_position import at_position
 
 log = get_logger(__name__)
 
@@ -232,7 +233,7 @@ class Turn:
         self._transcript.messages.append({"role": "user", "content": user_text})
         played_before = self._sink.played_chars
         guard_before = self._guard.state()
-        with log_context(turn=self.index, round="-", request_id="-"):
+        with log_context(turn=self.index, round="-", request_id="-"), at_position(self.index):
             try:
                 with self._scope:
                     async with anyio.create_task_group() as tg:
@@ -333,7 +334,7 @@ class Turn:
         )
         state = self._current = _RoundState(number, self._now(), chunker)
         messages = self._conversation.messages() + copy.deepcopy(self._transcript.messages)
-        with log_context(round=number, request_id="-"):
+        with log_context(round=number, request_id="-"), at_position(self.index, number):
             self._emit(RoundStarted(number, state.started_at))
             bust = self._guard.check(messages, self._tools_schema)
             if bust is not None:

@@ -23,7 +23,6 @@ import anyio
 from voiceagent.errors import LLMError, LLMStatusError, StreamInterruptedError
 from voiceagent.events import TurnEvent, TurnFinished
 from voiceagent.logs import REDACTED, longest_secret, secret_spans
-from voiceagent.logs import current as current_log_context
 from voiceagent.replay.cassette import (
     CassetteWriter,
     ChunkRecord,
@@ -42,21 +41,19 @@ from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Tran
 from voiceagent.tool_runner import ToolResult, ToolRunner
 from voiceagent.tts import AudioChunk, TTSSink
 from voiceagent.turn import ChatStream, ChatStreamer
+from voiceagent.turn_position import current_position
 
 if TYPE_CHECKING:
     from voiceagent.agent import Agent
 
 
-def _context_int(value: int | str) -> int | None:
-    return value if isinstance(value, int) else None
-
-
+# Records are tagged with the turn and round that made them, as the running Turn publishes them.
 def _turn() -> int | None:
-    return _context_int(current_log_context().turn)
+    return current_position().turn
 
 
 def _round() -> int | None:
-    return _context_int(current_log_context().round)
+    return current_position().round
 
 
 # ---- LLM -----------------------------------------------------------------------------------------
