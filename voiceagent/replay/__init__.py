@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from voiceagent.replay.session import AgentFactory, ReplayRun, assert_speech_matches, replay_session
     from voiceagent.replay.stt import ReplaySTTSource
     from voiceagent.replay.timeline import Timeline
-    from voiceagent.replay.tools import RecordedToolResult, ReplayToolRunner, recorded_tool_results
+    from voiceagent.replay.tools import ReplayToolRunner, recorded_tool_results
 
 _EXPORTS = {
     "Cassette": "voiceagent.replay.cassette",
@@ -40,7 +40,6 @@ _EXPORTS = {
     "replay_session": "voiceagent.replay.session",
     "ReplaySTTSource": "voiceagent.replay.stt",
     "Timeline": "voiceagent.replay.timeline",
-    "RecordedToolResult": "voiceagent.replay.tools",
     "ReplayToolRunner": "voiceagent.replay.tools",
     "recorded_tool_results": "voiceagent.replay.tools",
 }
@@ -49,7 +48,6 @@ __all__ = [
     "Cassette",
     "CassetteError",
     "CassetteWriter",
-    "RecordedToolResult",
     "Recorder",
     "ReplayMismatch",
     "ReplayRun",

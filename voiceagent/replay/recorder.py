@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
+from voiceagent.chat_stream import ChatStream, ChatStreamer
 from voiceagent.errors import LLMError, LLMStatusError, StreamInterruptedError
 from voiceagent.events import TurnEvent, TurnFinished
 from voiceagent.logs import REDACTED, longest_secret, secret_spans
@@ -40,7 +41,6 @@ from voiceagent.results import TurnResult
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
 from voiceagent.tool_runner import ToolResult, ToolRunner
 from voiceagent.tts import AudioChunk, TTSSink
-from voiceagent.turn import ChatStream, ChatStreamer
 from voiceagent.turn_position import current_position
 
 if TYPE_CHECKING:

@@ -8,11 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
-import anyio.to_thread
 
 from voiceagent.events import TurnEvent
-from voiceagent.logs import get_logger
 from voiceagent.replay.cassette import (
     Cassette,
     CassetteWriter,
@@ -29,9 +26,7 @@ from voiceagent.tts import TTSSink
 
 if TYPE_CHECKING:
     from voiceagent.agent import Agent
-    from voiceagent.turn import ChatStreamer
-
-log = get_logger(__name__)
+    from voiceagent.chat_stream import ChatStreamer
 
 
 def _speech_line(record: SpeechRecord, audio: bool) -> str:

@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.from_thread
-import anyio.to_thread
 
-from voiceagent.logs import get_logger
 from voiceagent.replay.cassette import (
     Cassette,
     STTRecord,
@@ -17,9 +14,6 @@ from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-
-log = get_logger(__name__)
 
 
 class ReplaySTTSource:

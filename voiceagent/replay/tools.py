@@ -4,43 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
-import anyio.from_thread
-import anyio.to_thread
 
-from voiceagent.logs import get_logger
 from voiceagent.replay.cassette import (
     Cassette,
+    ToolRecord,
 )
 from voiceagent.replay.mismatch import ReplayMismatch
 from voiceagent.tool_runner import ToolResult, ToolRunner
 
-if TYPE_CHECKING:
-    pass
 
-log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedToolResult:
-    call_id: str
-    name: str
-    result: str
-    is_error: bool
-    seconds: float
-
-
-def recorded_tool_results(cassette: Cassette) -> dict[str, RecordedToolResult]:
-    """Tool results by call id: from ``tool`` records, else from the ``tool`` messages of later requests."""
-    out: dict[str, RecordedToolResult] = {
-        t.call_id: RecordedToolResult(
-            t.call_id, t.name, t.result, t.is_error, max(0.0, t.finished - t.started)
-        )
-        for t in cassette.tools
-    }
+def recorded_tool_results(cassette: Cassette) -> dict[str, ToolRecord]:
+    """Tool results by call id: the cassette's ``tool`` records, else one made from the ``tool`` messages
+    of later requests (no arguments, no time)."""
+    out: dict[str, ToolRecord] = {t.call_id: t for t in cassette.tools}
     names: dict[str, str] = {}
     for exchange in cassette.exchanges:
         for m in exchange.request.messages:
@@ -49,8 +27,8 @@ def recorded_tool_results(cassette: Cassette) -> dict[str, RecordedToolResult]:
             if m.get("role") == "tool" and m.get("tool_call_id") not in out:
                 call_id = str(m.get("tool_call_id"))
                 content = str(m.get("content") or "")
-                out[call_id] = RecordedToolResult(
-                    call_id, names.get(call_id, ""), content, content.startswith("Error"), 0.0
+                out[call_id] = ToolRecord(
+                    call_id, names.get(call_id, ""), "", content, content.startswith("Error")
                 )
     return out
 
@@ -85,9 +63,7 @@ class ReplayToolRunner(ToolRunner):
             if self.on_missing is not None:
                 self.on_missing(ReplayMismatch(message))
             return ToolResult(call_id, name, f"Error: {message}", True, started, time.monotonic())
-        if self.speed and recorded.seconds:
-            await anyio.sleep(recorded.seconds / self.speed)
+        seconds = max(0.0, recorded.finished - recorded.started)
+        if self.speed and seconds:
+            await anyio.sleep(seconds / self.speed)
         return ToolResult(call_id, name, recorded.result, recorded.is_error, started, time.monotonic())
-
-
-# ---- STT -------------------------------------------------------------------------------------------

@@ -6,11 +6,10 @@ from voiceagent.replay.mismatch import ReplayMismatch
 from voiceagent.replay.player import ReplayServer, request_diff, request_view
 from voiceagent.replay.session import AgentFactory, ReplayRun, assert_speech_matches, replay_session
 from voiceagent.replay.stt import ReplaySTTSource
-from voiceagent.replay.tools import RecordedToolResult, ReplayToolRunner, recorded_tool_results
+from voiceagent.replay.tools import ReplayToolRunner, recorded_tool_results
 
 __all__ = [
     "AgentFactory",
-    "RecordedToolResult",
     "ReplayMismatch",
     "ReplayRun",
     "ReplaySTTSource",
