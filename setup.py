@@ -1,5 +1,5 @@
 """Maps the top-level adapters/ and examples/ folders to voiceagent.adapters and voiceagent.examples
-(see shared DESIGN.md): the demo's agent and cassettes ship in the wheel."""
+(the README's packaging notes): the demo's agent and cassettes ship in the wheel."""
 
 from setuptools import find_packages, setup
 

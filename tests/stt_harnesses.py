@@ -14,14 +14,14 @@ from voiceagent.adapters.deepgram.fake import Emit as DeepgramEmit
 from voiceagent.adapters.deepgram.fake import FakeDeepgramServer
 from voiceagent.adapters.deepgram.fake import Speech as DeepgramSpeech
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.pulse.fake import Emit as PulseEmit
+from voiceagent.adapters.pulse.fake import FakePulseServer
+from voiceagent.adapters.pulse.fake import Speech as PulseSpeech
 from voiceagent.adapters.transcriptions import TranscriptionSTT
 from voiceagent.adapters.transcriptions.fake import Clip, FakeTranscriptionServer, read_wav
 from voiceagent.audio import resample
 from voiceagent.stt import STTSource
 from voiceagent.testing.conformance import SttCase
-from voiceagent.testing.pulse_server import Emit as PulseEmit
-from voiceagent.testing.pulse_server import FakePulseServer
-from voiceagent.testing.pulse_server import Speech as PulseSpeech
 from voiceagent.vad import WebRtcVad
 
 SPACING = 2.5  # seconds from one utterance's start to the next: room for every end-of-speech timer

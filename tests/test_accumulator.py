@@ -1,4 +1,4 @@
-"""DeltaAccumulator: example streams in the shapes of PROTOCOLS.md §5, and property tests."""
+"""DeltaAccumulator: example streams in the shapes providers send, and property tests."""
 
 import itertools
 import json

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from voiceagent.cassette import (
+from voiceagent.replay.cassette import (
     Cassette,
     CassetteError,
     CassetteWriter,

@@ -9,7 +9,7 @@ import signal
 import anyio
 import pytest
 
-from voiceagent.testing.chromium import Chromium, find_chromium
+from voiceagent.adapters.web.chromium import Chromium, find_chromium
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
 

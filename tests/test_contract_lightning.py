@@ -29,8 +29,8 @@ from websockets.asyncio.client import connect
 from tests.sdk_schemas import schema_problems
 from voiceagent import audio
 from voiceagent.adapters.lightning import LightningHTTPSink, LightningSink
+from voiceagent.adapters.lightning.fake import FakeLightningServer
 from voiceagent.audio_output import CollectingOutput
-from voiceagent.testing.lightning_server import FakeLightningServer
 from voiceagent.testing.tone import tone
 
 pytestmark = pytest.mark.anyio

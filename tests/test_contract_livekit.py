@@ -13,7 +13,7 @@ import struct
 import anyio
 import pytest
 
-from voiceagent.testing.pulse_server import Emit, FakePulseServer, speech_ended, speech_started, transcript
+from voiceagent.adapters.pulse.fake import Emit, FakePulseServer, speech_ended, speech_started, transcript
 
 smallestai = pytest.importorskip("livekit.plugins.smallestai")
 rtc = pytest.importorskip("livekit.rtc")

@@ -36,8 +36,8 @@ from voiceagent.adapters.pulse import (
     PulseTranscript,
     parse_server_message,
 )
+from voiceagent.adapters.pulse.fake import Emit, FakePulseServer, error_message, transcript
 from voiceagent.stt import Transcript
-from voiceagent.testing.pulse_server import Emit, FakePulseServer, error_message, transcript
 
 pytestmark = pytest.mark.anyio
 

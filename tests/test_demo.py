@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from voiceagent.audio import read_wav, rms
-from voiceagent.testing.replay import ReplayServer
+from voiceagent.replay import ReplayServer
 
 WEATHER = Path(__file__).resolve().parents[1] / "examples" / "cassettes" / "weather.jsonl"
 

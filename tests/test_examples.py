@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from voiceagent.testing.chromium import find_chromium
+from voiceagent.adapters.web.chromium import find_chromium
 
 ANSWER = "It's 18 degrees and sunny in Paris right now"
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")

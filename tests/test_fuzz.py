@@ -22,10 +22,10 @@ from voiceagent.adapters.pulse import (
     PulseTranscript,
     parse_server_message,
 )
+from voiceagent.adapters.pulse.fake import error_message, speech_ended, speech_started, transcript
 from voiceagent.adapters.pulse.messages import PulseMessage
 from voiceagent.chunker import SpeechChunker, _MarkdownFilter
 from voiceagent.events import StreamEvent, TextDelta, ToolCallReady, ToolCallStarted, Usage, UsageReported
-from voiceagent.testing.pulse_server import error_message, speech_ended, speech_started, transcript
 
 
 def choice_chunk(delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:

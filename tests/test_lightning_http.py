@@ -9,9 +9,9 @@ import pytest
 
 from tests.audio_helpers import tone_power
 from voiceagent.adapters.lightning import LightningHTTPSink
+from voiceagent.adapters.lightning.fake import FakeLightningServer, spec_error
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
-from voiceagent.testing.lightning_server import FakeLightningServer, spec_error
 
 pytestmark = pytest.mark.anyio
 

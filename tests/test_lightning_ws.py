@@ -10,11 +10,11 @@ import pytest
 from tests.audio_helpers import tone_power
 from voiceagent import audio
 from voiceagent.adapters.lightning import LightningSink, split_text
+from voiceagent.adapters.lightning.fake import FakeLightningServer, flat_error, spec_error
 from voiceagent.adapters.lightning.protocol import ErrorFrame, parse_frame
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import ConcurrencyLimiter
-from voiceagent.testing.lightning_server import FakeLightningServer, flat_error, spec_error
 from voiceagent.testing.outputs import GatedOutput
 from voiceagent.tts import TTSSink
 

@@ -11,10 +11,10 @@ import pytest
 from tests.audio_helpers import tone_power
 from voiceagent import audio
 from voiceagent.adapters.openai_speech import OpenAISpeechSink, deprecated_openai_model
+from voiceagent.adapters.openai_speech_fake import FakeSpeechServer
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import ConcurrencyLimiter
-from voiceagent.testing.speech_server import FakeSpeechServer
 
 pytestmark = pytest.mark.anyio
 

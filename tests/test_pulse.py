@@ -29,9 +29,7 @@ from voiceagent.adapters.pulse import (
     build_url,
     parse_server_message,
 )
-from voiceagent.audio import pcm16_to_ulaw
-from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
-from voiceagent.testing.pulse_server import (
+from voiceagent.adapters.pulse.fake import (
     Emit,
     FakePulseServer,
     Speech,
@@ -40,6 +38,8 @@ from voiceagent.testing.pulse_server import (
     speech_started,
     transcript,
 )
+from voiceagent.audio import pcm16_to_ulaw
+from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
 
 KEY = "sk_test"
 

@@ -27,6 +27,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import fast_retry
+from tests.support.redis_server import RedisServer, redis_server_path, running_redis_server
 from voiceagent.adapters.redis_limiter import (
     DEFAULT_LEASE_TTL,
     LimiterUnavailableError,
@@ -41,7 +42,6 @@ from voiceagent.limiter import Limiter
 from voiceagent.llm import LLMClient
 from voiceagent.results import TurnResult
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply, error_reply, text_reply
-from voiceagent.testing.redis_server import RedisServer, redis_server_path, running_redis_server
 from voiceagent.testing.sinks import RecordingSink
 from voiceagent.turn import TurnConfig
 

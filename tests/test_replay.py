@@ -14,10 +14,17 @@ import anyio
 import pytest
 
 from voiceagent.agent import Agent
-from voiceagent.cassette import Cassette, CassetteWriter
 from voiceagent.examples import weather_bot
 from voiceagent.llm import LLMClient
-from voiceagent.recorder import Recorder, RecordingTTSSink
+from voiceagent.replay import (
+    ReplayMismatch,
+    ReplayServer,
+    ReplaySTTSource,
+    assert_speech_matches,
+    replay_session,
+)
+from voiceagent.replay.cassette import Cassette, CassetteWriter
+from voiceagent.replay.recorder import Recorder, RecordingTTSSink
 from voiceagent.retry import RetryPolicy
 from voiceagent.stt import SpeechStarted, Transcript
 from voiceagent.testing.openai_server import (
@@ -29,13 +36,6 @@ from voiceagent.testing.openai_server import (
     tool_reply,
 )
 from voiceagent.testing.pytest_plugin import ReplayFactory
-from voiceagent.testing.replay import (
-    ReplayMismatch,
-    ReplayServer,
-    ReplaySTTSource,
-    assert_speech_matches,
-    replay_session,
-)
 from voiceagent.testing.tone_sink import ToneSink
 from voiceagent.tools import tool
 from voiceagent.tts import TTSSink

@@ -198,8 +198,8 @@ async def test_a_recorded_session_holds_no_registered_secret_or_token_shape(tmp_
     """A Twilio token given to register_secret, and token shapes nobody registered, reach every place a
     cassette records: the prompt, a tool's exception, the stream, an HTTP error body. None is written;
     the error strings of the result and its round records, and the tool error the model reads, neither."""
-    from voiceagent.cassette import Cassette, CassetteWriter
-    from voiceagent.recorder import Recorder
+    from voiceagent.replay.cassette import Cassette, CassetteWriter
+    from voiceagent.replay.recorder import Recorder
 
     register_secret(TW_TOKEN)
     url = f"https://{TW_SID}:{TW_TOKEN}@api.twilio.com/2010-04-01/Accounts/{TW_SID}/Messages.json"
@@ -283,8 +283,8 @@ async def test_a_secret_the_model_streams_split_over_chunks_is_masked_in_every_c
     """The model repeats a registered token from its prompt, and a Bearer credential, a few characters per
     chunk, and passes the token to a tool in argument fragments: no piece of either reaches the cassette,
     and the recorded chunks still join into the (redacted) answer."""
-    from voiceagent.cassette import Cassette, CassetteWriter
-    from voiceagent.recorder import Recorder
+    from voiceagent.replay.cassette import Cassette, CassetteWriter
+    from voiceagent.replay.recorder import Recorder
 
     register_secret(TW_TOKEN)
 
@@ -325,8 +325,8 @@ async def test_a_secret_the_model_streams_split_over_chunks_is_masked_in_every_c
 
 
 def test_split_secret_guard_masks_a_secret_wherever_the_stream_is_cut() -> None:
-    from voiceagent.cassette import ChunkRecord
-    from voiceagent.recorder import _SplitSecretGuard
+    from voiceagent.replay.cassette import ChunkRecord
+    from voiceagent.replay.recorder import _SplitSecretGuard
 
     register_secret(TW_TOKEN)
     text = f"a {TW_TOKEN} b Bearer xyz123456 c"
@@ -349,8 +349,8 @@ def test_split_secret_guard_masks_a_secret_wherever_the_stream_is_cut() -> None:
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11, 40])
 def test_split_secret_guard_on_a_long_stream_released_as_it_goes(size: int) -> None:
-    from voiceagent.cassette import ChunkRecord
-    from voiceagent.recorder import _SplitSecretGuard
+    from voiceagent.replay.cassette import ChunkRecord
+    from voiceagent.replay.recorder import _SplitSecretGuard
 
     register_secret(TW_TOKEN)
     filler = "lorem ipsum dolor sit amet " * 4  # longer than the hold window: records are let go early

@@ -30,9 +30,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer, TwilioStreamClosed
+from voiceagent.adapters.twilio.fake_call import FakeTwilioCall, twilio_signature
 from voiceagent.adapters.web import SessionClosedError, WebServer, WebSession
 from voiceagent.testing.raw_websocket import RawSocket, raw_upgrade
-from voiceagent.testing.twilio_client import FakeTwilioCall, twilio_signature
 from voiceagent.tts import AudioChunk
 from voiceagent.ws_safety import MAX_CLOSE_REASON_BYTES, close_reason
 

@@ -15,12 +15,7 @@ import pytest
 from tests.test_vad import speech
 from voiceagent import Agent, LLMClient
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
-from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
-from voiceagent.endpointing import EndpointingDetector
-from voiceagent.session import BargeInPolicy, Session, is_backchannel
-from voiceagent.stt import SpeechEnded, SpeechStarted
-from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
-from voiceagent.testing.pulse_server import (
+from voiceagent.adapters.pulse.fake import (
     Emit,
     FakePulseServer,
     Speech,
@@ -28,8 +23,13 @@ from voiceagent.testing.pulse_server import (
     speech_started,
     transcript,
 )
+from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
+from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
+from voiceagent.endpointing import EndpointingDetector
+from voiceagent.session import BargeInPolicy, Session, is_backchannel
+from voiceagent.stt import SpeechEnded, SpeechStarted
+from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
 from voiceagent.testing.sinks import RecordingSink
-from voiceagent.testing.twilio_client import FakeTwilioCall
 from voiceagent.tools import Tool, tool
 from voiceagent.transport_output import TransportOutput
 from voiceagent.vad import VoiceActivityDetector, WebRtcVad

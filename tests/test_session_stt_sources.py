@@ -17,10 +17,10 @@ from voiceagent.adapters.deepgram.fake import FakeDeepgramServer, Speech
 from voiceagent.adapters.transcriptions import TranscriptionSTT
 from voiceagent.adapters.transcriptions.fake import Clip, FakeTranscriptionServer
 from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
+from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
 from voiceagent.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from voiceagent.session import Session
 from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply
-from voiceagent.testing.twilio_client import FakeTwilioCall
 from voiceagent.transport_output import TransportOutput
 from voiceagent.vad import WebRtcVad
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from voiceagent.cassette import Cassette
 from voiceagent.cli import main
 from voiceagent.events import TurnEvent
+from voiceagent.replay.cassette import Cassette
+from voiceagent.replay.timeline import Timeline
 from voiceagent.testing.pytest_plugin import ReplayFactory
 from voiceagent.testing.tone_sink import ToneSink
-from voiceagent.timeline import Timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CASSETTES = ROOT / "examples" / "cassettes"
@@ -30,8 +30,8 @@ def test_timeline_from_a_cassette_has_rounds_chunks_tools_usage_and_request_ids(
     assert [r.usage.cached_tokens for r in turn.rounds if r.usage] == [0, 160]
     assert len(turn.rounds[0].chunks) == len(cassette.exchanges[0].chunks)
     [tool] = turn.tools
-    assert tool.name == "get_weather" and tool.ready <= tool.started <= tool.finished
-    assert turn.rounds[0].started <= tool.ready <= turn.rounds[0].finished  # started while streaming
+    assert tool.name == "get_weather" and tool.ready_at <= tool.started_at <= tool.finished_at
+    assert turn.rounds[0].started <= tool.ready_at <= turn.rounds[0].finished  # started while streaming
     assert turn.time_to_first_token is not None and turn.time_to_first_token > 0.2  # Electron-like ~250 ms
     text = Timeline.from_cassette(cassette).format_text()
     assert "content 'Let'" in text
@@ -156,3 +156,50 @@ def _weather_bot() -> Any:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return importlib.import_module("examples.weather_bot")
+
+
+# ---- what the caller heard (issue 18): played lane, barge-in marker, tools under the filler, legend ----
+
+
+def test_the_played_lane_shows_the_tool_running_under_the_filler_and_the_barge_in_cut() -> None:
+    first, second = Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).turns
+    filler, answer = first.played
+    [tool] = first.tools
+    assert filler.text == "Let me check the weather for you." and not filler.cut
+    assert filler.start <= tool.started_at <= tool.finished_at <= filler.end  # ran while the filler played
+    assert first.barge_in is not None and answer.cut and answer.end == first.barge_in
+    assert answer.start >= filler.end  # one playhead: the answer starts after the filler has played
+    assert second.barge_in is None and not any(p.cut for p in second.played)
+    text = Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).format_text(chunks=False)
+    assert "BARGE-IN" in text and "(cut)" in text and "played 'Let me check the weather for you.'" in text
+
+
+def test_the_playhead_lays_audio_end_to_end_and_stops_at_the_cut() -> None:
+    from voiceagent.replay.timeline import PlayedSpan, _playhead
+
+    spoken = [(0.0, 1.0, "a"), (0.5, 1.0, "b"), (3.0, None, "no audio"), (3.0, 1.0, "c"), (5.0, 1.0, "d")]
+    assert _playhead(spoken, None) == (
+        PlayedSpan(0.0, 1.0, "a"),
+        PlayedSpan(1.0, 2.0, "b"),  # queued while "a" played: it waits for the playhead
+        PlayedSpan(3.0, 4.0, "c"),
+        PlayedSpan(5.0, 6.0, "d"),
+    )
+    assert _playhead(spoken, 3.5) == (
+        PlayedSpan(0.0, 1.0, "a"),
+        PlayedSpan(1.0, 2.0, "b"),
+        PlayedSpan(3.0, 3.5, "c", cut=True),
+    )
+
+
+def test_the_html_has_the_played_lane_a_barge_in_line_and_a_legend() -> None:
+    page = Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).to_html()
+    assert "T1 audio played" in page and "barge-in at" in page
+    for name in ("speech queued", "audio played (heard)", "tool", "barge-in"):
+        assert f">{name}</text>" in page
+
+
+def test_png_draws_the_barge_in_cassette(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "b.png"
+    Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).to_png(out)
+    assert out.read_bytes().startswith(b"\x89PNG")

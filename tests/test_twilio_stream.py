@@ -22,8 +22,8 @@ from voiceagent.adapters.twilio import (
     TwilioStreamClosed,
     compute_signature,
 )
+from voiceagent.adapters.twilio.fake_call import EchoedMark, FakeTwilioCall, twilio_signature
 from voiceagent.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from voiceagent.testing.twilio_client import EchoedMark, FakeTwilioCall, twilio_signature
 from voiceagent.transport import Transport
 from voiceagent.tts import AudioChunk
 

@@ -18,7 +18,7 @@ import pytest
 
 from voiceagent.adapters.web import PlaybackState, SessionClosedError, WebServer, WebSession
 from voiceagent.adapters.web.__main__ import echo_bot
-from voiceagent.testing.chromium import Chromium, find_chromium
+from voiceagent.adapters.web.chromium import Chromium, find_chromium
 from voiceagent.tts import AudioChunk
 
 pytestmark = [

@@ -36,9 +36,9 @@ BOT = '''
 RECORD = """
     import anyio
     from shopbot import build_agent
-    from voiceagent.cassette import CassetteWriter
+    from voiceagent.replay.cassette import CassetteWriter
     from voiceagent.llm import LLMClient
-    from voiceagent.recorder import Recorder
+    from voiceagent.replay.recorder import Recorder
     from voiceagent.testing.openai_server import FakeOpenAIServer, text_reply, tool_reply
     from voiceagent.testing.tone_sink import ToneSink
 
@@ -63,8 +63,8 @@ TESTS = """
     import pytest
     from shopbot import build_agent
     from voiceagent.examples.weather_bot import build_agent as build_weather_agent
-    from voiceagent.recorder import RecordingTTSSink
-    from voiceagent.testing.replay import assert_speech_matches, replay_session
+    from voiceagent.replay.recorder import RecordingTTSSink
+    from voiceagent.replay import assert_speech_matches, replay_session
     from voiceagent.testing.tone_sink import ToneSink
 
     {mark}

@@ -1,7 +1,9 @@
 """voiceagent: voice agents on any OpenAI-compatible streaming LLM, Smallest AI's Electron first.
 
 The public API is small: build an ``Agent`` from an ``LLMClient``, a ``TTSSink`` and ``@tool`` functions,
-then ``await agent.respond(text)`` runs one turn and returns a ``TurnResult``.
+then ``await agent.respond(text)`` runs one turn and returns a ``TurnResult``; a ``Session`` runs a call
+(speech in, turns, barge-in per ``BargeInPolicy``). Internals (``DeltaAccumulator``, ``SpeechChunker``,
+``LLMStream``) are importable from their modules but are not part of this top level.
 """
 
 # Exports are imported lazily (PEP 562): `voiceagent --help` and pytest's plugin loading then skip the
@@ -13,56 +15,103 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from voiceagent.accumulator import DeltaAccumulator
     from voiceagent.agent import Agent
-    from voiceagent.chunker import SpeechChunker
+    from voiceagent.chat_stream import ChatStream, ChatStreamer
     from voiceagent.conversation import Conversation
+    from voiceagent.endpointing import EndOfTurnDetector, EndpointingDetector
     from voiceagent.errors import (
+        LimiterUnavailableError,
         LLMConnectionError,
+        LLMDeadlineError,
         LLMError,
         LLMStatusError,
         RateLimitError,
+        SlotTimeoutError,
+        SpeechLimitError,
         StreamInterruptedError,
         StreamProtocolError,
         ToolDefinitionError,
+        TTSError,
+        TTSInterruptedError,
+        TurnInProgressError,
         VoiceAgentError,
     )
-    from voiceagent.events import Usage
+    from voiceagent.events import (
+        CacheBusted,
+        RoundFinished,
+        RoundStarted,
+        SpeechQueued,
+        ToolFinished,
+        ToolStarted,
+        TurnEvent,
+        TurnFinished,
+        Usage,
+    )
     from voiceagent.limiter import PLAN_CONCURRENCY, ConcurrencyLimiter, Limiter
-    from voiceagent.llm import ELECTRON_BASE_URL, LLMClient, LLMStream
+    from voiceagent.llm import ELECTRON_BASE_URL, LLMClient
     from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
     from voiceagent.retry import RetryPolicy
-    from voiceagent.stt import STTSource, Transcript
+    from voiceagent.session import BargeInPolicy, Session
+    from voiceagent.stt import (
+        SpeechEnded,
+        SpeechStarted,
+        STTEvent,
+        STTSource,
+        Transcript,
+    )
     from voiceagent.tool_runner import ToolResult, ToolRunner
     from voiceagent.tools import Tool, tool
     from voiceagent.transport import TextDisplay, Transport
     from voiceagent.tts import AudioChunk, TTSSink
     from voiceagent.turn import Turn, TurnConfig
+    # AUDIO SIDE (issue #16): the lead adds TTSEngine, Speaker and AudioOutput here and below once the
+    # audio branch is merged (tts.AudioOutput today is the older protocol, deliberately not exported).
 
 _EXPORTS = {  # name -> the module that defines it; imported on first use
-    "DeltaAccumulator": "voiceagent.accumulator",
     "Agent": "voiceagent.agent",
-    "SpeechChunker": "voiceagent.chunker",
+    "ChatStream": "voiceagent.chat_stream",
+    "ChatStreamer": "voiceagent.chat_stream",
     "Conversation": "voiceagent.conversation",
+    "EndOfTurnDetector": "voiceagent.endpointing",
+    "EndpointingDetector": "voiceagent.endpointing",
+    "LimiterUnavailableError": "voiceagent.errors",
     "LLMConnectionError": "voiceagent.errors",
+    "LLMDeadlineError": "voiceagent.errors",
     "LLMError": "voiceagent.errors",
     "LLMStatusError": "voiceagent.errors",
     "RateLimitError": "voiceagent.errors",
+    "SlotTimeoutError": "voiceagent.errors",
+    "SpeechLimitError": "voiceagent.errors",
     "StreamInterruptedError": "voiceagent.errors",
     "StreamProtocolError": "voiceagent.errors",
     "ToolDefinitionError": "voiceagent.errors",
+    "TTSError": "voiceagent.errors",
+    "TTSInterruptedError": "voiceagent.errors",
+    "TurnInProgressError": "voiceagent.errors",
     "VoiceAgentError": "voiceagent.errors",
+    "CacheBusted": "voiceagent.events",
+    "RoundFinished": "voiceagent.events",
+    "RoundStarted": "voiceagent.events",
+    "SpeechQueued": "voiceagent.events",
+    "ToolFinished": "voiceagent.events",
+    "ToolStarted": "voiceagent.events",
+    "TurnEvent": "voiceagent.events",
+    "TurnFinished": "voiceagent.events",
     "Usage": "voiceagent.events",
     "PLAN_CONCURRENCY": "voiceagent.limiter",
     "ConcurrencyLimiter": "voiceagent.limiter",
     "Limiter": "voiceagent.limiter",
     "ELECTRON_BASE_URL": "voiceagent.llm",
     "LLMClient": "voiceagent.llm",
-    "LLMStream": "voiceagent.llm",
     "RoundRecord": "voiceagent.results",
     "ToolCallRecord": "voiceagent.results",
     "TurnResult": "voiceagent.results",
     "RetryPolicy": "voiceagent.retry",
+    "BargeInPolicy": "voiceagent.session",
+    "Session": "voiceagent.session",
+    "SpeechEnded": "voiceagent.stt",
+    "SpeechStarted": "voiceagent.stt",
+    "STTEvent": "voiceagent.stt",
     "STTSource": "voiceagent.stt",
     "Transcript": "voiceagent.stt",
     "ToolResult": "voiceagent.tool_runner",
@@ -75,6 +124,7 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     "TTSSink": "voiceagent.tts",
     "Turn": "voiceagent.turn",
     "TurnConfig": "voiceagent.turn",
+    # AUDIO SIDE (issue #16): TTSEngine, Speaker, AudioOutput go here.
 }
 
 __all__ = [
@@ -82,33 +132,54 @@ __all__ = [
     "PLAN_CONCURRENCY",
     "Agent",
     "AudioChunk",
+    "BargeInPolicy",
+    "CacheBusted",
+    "ChatStream",
+    "ChatStreamer",
     "ConcurrencyLimiter",
     "Conversation",
-    "DeltaAccumulator",
+    "EndOfTurnDetector",
+    "EndpointingDetector",
     "LLMClient",
     "LLMConnectionError",
+    "LLMDeadlineError",
     "LLMError",
     "LLMStatusError",
-    "LLMStream",
     "Limiter",
+    "LimiterUnavailableError",
     "RateLimitError",
     "RetryPolicy",
+    "RoundFinished",
     "RoundRecord",
+    "RoundStarted",
+    "STTEvent",
     "STTSource",
-    "SpeechChunker",
+    "Session",
+    "SlotTimeoutError",
+    "SpeechEnded",
+    "SpeechLimitError",
+    "SpeechQueued",
+    "SpeechStarted",
     "StreamInterruptedError",
     "StreamProtocolError",
+    "TTSError",
+    "TTSInterruptedError",
     "TTSSink",
     "TextDisplay",
     "Tool",
     "ToolCallRecord",
     "ToolDefinitionError",
+    "ToolFinished",
     "ToolResult",
     "ToolRunner",
+    "ToolStarted",
     "Transcript",
     "Transport",
     "Turn",
     "TurnConfig",
+    "TurnEvent",
+    "TurnFinished",
+    "TurnInProgressError",
     "TurnResult",
     "Usage",
     "VoiceAgentError",

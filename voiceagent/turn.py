@@ -5,9 +5,10 @@ tool call starts the moment its arguments are complete, while filler speech is s
 the stream ends the round awaits its tools and appends the assistant message and one ``tool``
 message per call; then the next round, up to ``max_rounds``.
 
-Speech goes through a queue to one speaker task, so a slow sink never delays reading the stream or
-starting a tool. The turn's messages are committed to the conversation when the turn ends: history
-stays append-only, and a barge-in can still keep only what the listener actually heard.
+Speech goes through a queue to one speaker task (``speech_lane.SpeechLane``), so a slow sink never
+delays reading the stream or starting a tool. The turn's messages (``transcript.TurnTranscript``) are
+committed to the conversation when the turn ends: history stays append-only, and a barge-in can still
+keep only what the listener actually heard.
 
 Every wait and buffer is bounded (``TurnConfig``): a round must see its first chunk within
 ``first_token_timeout`` and end its stream within ``round_timeout`` (a server that sends headers and then
@@ -29,19 +30,18 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from voiceagent.accumulator import DeltaAccumulator
 from voiceagent.cache_guard import CacheGuard
+from voiceagent.chat_stream import ChatStream, ChatStreamer
 from voiceagent.chunker import SpeechChunker
 from voiceagent.conversation import Conversation, Message, tool_call_message
 from voiceagent.errors import LLMDeadlineError, LLMError, SpeechLimitError, StreamInterruptedError
@@ -63,29 +63,24 @@ from voiceagent.events import (
 )
 from voiceagent.logs import get_logger, log_context, redact, set_request_id
 from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
+from voiceagent.speech_lane import SpeechLane
 from voiceagent.tool_runner import ToolRunner
 from voiceagent.tools import tools_schema
+from voiceagent.transcript import TurnTranscript
 from voiceagent.tts import TTSSink
+from voiceagent.turn_position import at_position
 
 log = get_logger(__name__)
 
+__all__ = [
+    "INTERRUPTED_TOOL_RESULT",
+    "ChatStream",
+    "ChatStreamer",
+    "Turn",
+    "TurnConfig",
+]  # ChatStream*: moved
+
 INTERRUPTED_TOOL_RESULT = "Cancelled: the user interrupted before this tool finished."
-
-
-class ChatStream(Protocol):
-    request_id: str | None
-    attempts: int
-    malformed_chunks: int
-
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
-
-
-class ChatStreamer(Protocol):
-    """What a turn needs of an LLM client (``voiceagent.LLMClient`` is one)."""
-
-    def stream(
-        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]] | None = None, **params: Any
-    ) -> AbstractAsyncContextManager[ChatStream]: ...
 
 
 @dataclass(frozen=True)
@@ -124,17 +119,11 @@ class TurnConfig:
             raise ValueError(f"max_tool_calls_per_round must be >= 0, got {self.max_tool_calls_per_round}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Utterance:
-    round: int
-    text: str
-    filler: bool  # ours (filler, fallback), not the model's words
-
-
 @dataclass
 class _RoundState:
     number: int
     started_at: float
+    chunker: SpeechChunker
     acc: DeltaAccumulator = field(default_factory=DeltaAccumulator)
     request_id: str | None = None
     attempts: int = 0
@@ -148,6 +137,7 @@ class _RoundState:
     text_chars: int = 0  # the model's characters handed to the chunker (max_round_chars counts these)
     capped_content: str | None = None  # the content kept when max_round_chars cut the answer
     first_token_scope: anyio.CancelScope | None = None  # its deadline is lifted by the first chunk
+    tools: TaskGroup | None = None  # the round's tool tasks; set while its stream is read
 
     @property
     def content(self) -> str:
@@ -181,20 +171,24 @@ class Turn:
         self._on_event = on_event
         self._scope = anyio.CancelScope()
         self._t0 = 0.0
-        self._pending: list[Message] = []
-        self._assistant_at: dict[int, int] = {}  # round -> index of its assistant message in _pending
-        self._utterances: list[_Utterance] = []
+        self._transcript = TurnTranscript()
         self._rounds: list[RoundRecord] = []
         self._tool_records: list[ToolCallRecord] = []
         self._current: _RoundState | None = None
         self._filler_spoken = False
         self._fallback_spoken = False
         self._error: str | None = None
-        self._sink_error: Exception | None = None
         self._llm_done_at = 0.0
         self._released = anyio.Event()
         if not held:
             self._released.set()
+        self._speech = SpeechLane(
+            sink,
+            self._transcript,
+            queue_size=_speech_queue_size(self._config),
+            released=self._released,
+            on_failure=self._scope.cancel,
+        )
         self._discarded = False
         self._stop_after_tools = False
 
@@ -236,19 +230,18 @@ class Turn:
 
     async def run(self, user_text: str) -> TurnResult:
         self._t0 = time.perf_counter()
-        self._pending = [{"role": "user", "content": user_text}]
+        self._transcript.messages.append({"role": "user", "content": user_text})
         played_before = self._sink.played_chars
         guard_before = self._guard.state()
-        with log_context(turn=self.index, round="-", request_id="-"):
+        with log_context(turn=self.index, round="-", request_id="-"), at_position(self.index):
             try:
                 with self._scope:
                     async with anyio.create_task_group() as tg:
-                        send, receive = anyio.create_memory_object_stream[_Utterance](
-                            _speech_queue_size(self._config)
-                        )
-                        tg.start_soon(self._speak_all, receive)
-                        async with send:
-                            await self._run_rounds(send)
+                        tg.start_soon(self._speech.speak_all)
+                        try:
+                            await self._run_rounds()
+                        finally:
+                            self._speech.close()
             except anyio.get_cancelled_exc_class():
                 if self._discarded:
                     self._guard.restore(guard_before)
@@ -262,15 +255,17 @@ class Turn:
                 # As if it never ran: the next request is compared with the one before this one.
                 self._guard.restore(guard_before)
                 return self._discarded_result(user_text)
+            sink_error = self._speech.sink_error
             stopped = self._scope.cancelled_caught or self._scope.cancel_called
-            interrupted = stopped and self._sink_error is None
+            interrupted = stopped and sink_error is None
             heard = await self._commit(played_before, stopped=stopped)
-            heard_text = "".join(u.text for u in self._utterances)[:heard]
-            if self._sink_error is not None:
-                heard_text += await self._fallback_after_sink_failure()
+            spoken = self._transcript.spoken_text
+            heard_text = spoken[:heard]
+            if sink_error is not None:
+                heard_text += await self._fallback_after_sink_failure(sink_error)
             result = TurnResult(
                 user_text=user_text,
-                spoken_text="".join(u.text for u in self._utterances),
+                spoken_text=self._transcript.spoken_text,
                 heard_text=heard_text,
                 rounds=tuple(self._rounds),
                 tool_calls=tuple(self._tool_records),
@@ -312,49 +307,48 @@ class Turn:
             interrupted=True,
         )
 
-    async def _run_rounds(self, speech: MemoryObjectSendStream[_Utterance]) -> None:
+    async def _run_rounds(self) -> None:
         for number in range(1, self._config.max_rounds + 1):
-            state = await self._round(number, speech)
+            state = await self._round(number)
             calls = state.acc.ready_calls
             if state.error is not None:
                 self._error = redact(str(state.error))
                 # A stream cut after tools were dispatched still has their results: let the model go on.
                 if isinstance(state.error, StreamInterruptedError) and calls:
                     continue
-                self._say_fallback(speech, number)
+                self._say_fallback(number)
                 break
             if not calls:
                 break
         else:
             log.warning("tool chain reached max_rounds=%d; ending the turn", self._config.max_rounds)
             self._error = f"tool chain reached max_rounds={self._config.max_rounds}"
-            self._say_fallback(speech, self._config.max_rounds)
-        if not any(not u.filler for u in self._utterances) and not self._fallback_spoken:
-            self._say_fallback(speech, len(self._rounds))  # never leave the caller in silence
+            self._say_fallback(self._config.max_rounds)
+        if not self._transcript.said_model_words and not self._fallback_spoken:
+            self._say_fallback(len(self._rounds))  # never leave the caller in silence
         self._llm_done_at = self._now()
 
-    async def _round(self, number: int, speech: MemoryObjectSendStream[_Utterance]) -> _RoundState:
-        state = self._current = _RoundState(number, self._now())
+    async def _round(self, number: int) -> _RoundState:
         chunker = SpeechChunker(
             max_chars=self._config.max_chunk_chars, min_first_chars=self._config.min_first_chunk_chars
         )
-        messages = self._conversation.messages() + copy.deepcopy(self._pending)
-        with log_context(round=number, request_id="-"):
+        state = self._current = _RoundState(number, self._now(), chunker)
+        messages = self._conversation.messages() + copy.deepcopy(self._transcript.messages)
+        with log_context(round=number, request_id="-"), at_position(self.index, number):
             self._emit(RoundStarted(number, state.started_at))
             bust = self._guard.check(messages, self._tools_schema)
             if bust is not None:
                 state.cache_bust = bust.reason
                 self._emit(CacheBusted(number, bust.index, bust.reason))
-            async with anyio.create_task_group() as tools:
+            async with anyio.create_task_group() as state.tools:
                 try:
-                    await self._stream_round(state, messages, chunker, speech, tools)
+                    await self._stream_round(state, messages)
                 except LLMError as exc:
                     # Tools already started keep running: their results still count.
                     state.error = exc
                     state.request_id = state.request_id or exc.request_id
                     log.warning("round %d failed: %s", number, exc)
-                for text in chunker.flush():
-                    self._queue(speech, number, text)
+                self._say_all(number, chunker.flush())
             # A barge-in while the tools drained must not commit the round as finished: the
             # interrupted path in run() does that, answering unfinished calls.
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -364,14 +358,7 @@ class Turn:
                 await anyio.lowlevel.checkpoint()
         return state
 
-    async def _stream_round(
-        self,
-        state: _RoundState,
-        messages: list[Message],
-        chunker: SpeechChunker,
-        speech: MemoryObjectSendStream[_Utterance],
-        tools: TaskGroup,
-    ) -> None:
+    async def _stream_round(self, state: _RoundState, messages: list[Message]) -> None:
         """Read the round's stream within its deadlines; a missed one is an LLMDeadlineError (the stream is
         closed on the way out, tools already started keep running)."""
         first_token, whole = self._config.first_token_timeout, self._config.round_timeout
@@ -379,7 +366,7 @@ class Turn:
         with anyio.CancelScope(deadline=_deadline(start, whole)) as round_scope:
             with anyio.CancelScope(deadline=_deadline(start, first_token)) as first_scope:
                 state.first_token_scope = first_scope
-                await self._read_stream(state, messages, chunker, speech, tools)
+                await self._read_stream(state, messages)
         if first_scope.cancelled_caught:
             raise LLMDeadlineError(
                 f"no first token within first_token_timeout={first_token} s; the stream was closed",
@@ -391,19 +378,13 @@ class Turn:
                 request_id=state.request_id,
             )
 
-    async def _read_stream(
-        self,
-        state: _RoundState,
-        messages: list[Message],
-        chunker: SpeechChunker,
-        speech: MemoryObjectSendStream[_Utterance],
-        tools: TaskGroup,
-    ) -> None:
+    async def _read_stream(self, state: _RoundState, messages: list[Message]) -> None:
+        assert state.tools is not None  # _round reads the stream inside the round's task group
         params = dict(self._config.params)
         opening = self._llm.stream(messages, tools=self._tools_schema, **params)
         opened = anyio.Event()
         if self._config.filler and self._config.filler_after is not None and not self._filler_spoken:
-            tools.start_soon(self._filler_if_slow, state.number, speech, opened)
+            state.tools.start_soon(self._filler_if_slow, state.number, opened)
         try:
             async with opening as stream:
                 opened.set()
@@ -416,10 +397,10 @@ class Turn:
                             if state.first_token_scope is not None:
                                 state.first_token_scope.deadline = math.inf
                         for event in state.acc.feed(chunk):
-                            self._on_stream_event(event, state, chunker, speech, tools)
+                            self._on_stream_event(event, state)
                         self._check_caps(state)
                     for event in state.acc.end():
-                        self._on_stream_event(event, state, chunker, speech, tools)
+                        self._on_stream_event(event, state)
                 finally:
                     state.attempts = stream.attempts
                     state.malformed_chunks = stream.malformed_chunks
@@ -430,30 +411,21 @@ class Turn:
             if isinstance(attempts, int):
                 state.attempts = max(state.attempts, attempts)
 
-    async def _filler_if_slow(
-        self, number: int, speech: MemoryObjectSendStream[_Utterance], opened: anyio.Event
-    ) -> None:
+    async def _filler_if_slow(self, number: int, opened: anyio.Event) -> None:
         """No dead air while the stream opens slowly: say the filler once the wait passes filler_after."""
         with anyio.move_on_after(self._config.filler_after):
             await opened.wait()
         if not opened.is_set() and self._config.filler and not self._filler_spoken:
             self._filler_spoken = True
-            self._queue(speech, number, self._config.filler, filler=True)
+            self._say(number, self._config.filler, filler=True)
 
-    def _on_stream_event(
-        self,
-        event: StreamEvent,
-        state: _RoundState,
-        chunker: SpeechChunker,
-        speech: MemoryObjectSendStream[_Utterance],
-        tools: TaskGroup,
-    ) -> None:
+    def _on_stream_event(self, event: StreamEvent, state: _RoundState) -> None:
         if isinstance(event, TextDelta):
             room = self._config.max_round_chars - state.text_chars
             delta = event.text[:room]
             state.text_chars += len(delta)
-            for text in chunker.push(delta) if delta else ():
-                self._queue(speech, state.number, text)
+            if delta:
+                self._say_all(state.number, state.chunker.push(delta))
             if len(delta) < len(event.text) and state.capped_content is None:
                 # An answer that never ends stops here: what fit is spoken (flushed by _round), and the
                 # conversation keeps only those words. The stream is closed once the chunk's other
@@ -461,21 +433,20 @@ class Turn:
                 state.capped_content = state.acc.content[: self._config.max_round_chars]
         elif isinstance(event, ToolCallStarted):
             # Say what was said so far before the tool's silence; fill that silence if nothing was.
-            for text in chunker.flush():
-                self._queue(speech, state.number, text)
+            self._say_all(state.number, state.chunker.flush())
             if self._config.filler and not self._filler_spoken and not state.acc.content.strip():
                 self._filler_spoken = True
-                self._queue(speech, state.number, self._config.filler, filler=True)
+                self._say(state.number, self._config.filler, filler=True)
         elif isinstance(event, ToolCallReady):
             state.ready_at[event.id] = self._now()
             if len(state.ready_at) > self._config.max_tool_calls_per_round:
                 self._refuse_tool(state, event)
             else:
-                tools.start_soon(self._run_tool, state, event)
+                assert state.tools is not None
+                state.tools.start_soon(self._run_tool, state, event)
         elif isinstance(event, StreamFinished):
             # The text is final: its last words are speakable now, not a usage chunk and [DONE] later.
-            for text in chunker.flush():
-                self._queue(speech, state.number, text)
+            self._say_all(state.number, state.chunker.flush())
 
     def _check_caps(self, state: _RoundState) -> None:
         if state.capped_content is not None:
@@ -523,158 +494,81 @@ class Turn:
         state.results[call.id] = record
         self._emit(ToolFinished(state.number, call.id, call.name, content, True, now))
 
-    def _commit_round(self, state: _RoundState) -> None:
+    def _commit_round(self, state: _RoundState, *, interrupted: bool = False) -> None:
+        """Record a round and queue its messages: the assistant message, then one tool message per call.
+        A finished round has every dispatched call's result (its task group awaited them); an interrupted
+        one answers the unfinished ones with INTERRUPTED_TOOL_RESULT."""
         calls = state.acc.ready_calls
         usage = state.acc.usage or self._estimate_usage(state)
-        if calls or state.content:
-            self._assistant_at[state.number] = len(self._pending)
-            self._pending.append(self._assistant_message(state.content, calls))
-            for call in calls:
-                done = state.results[call.id]  # the round's task group awaited every dispatched call
-                self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
-                self._tool_records.append(done)
-        record = self._round_record(state, usage, redact(str(state.error)) if state.error else None)
-        self._rounds.append(record)
+        now = self._now()
+        if interrupted or calls or state.content:
+            records = [state.results.get(c.id) or self._unfinished_call(state, c, now) for c in calls]
+            self._transcript.add_round(
+                state.number,
+                self._assistant_message(state.content, calls),
+                [{"role": "tool", "tool_call_id": r.call_id, "content": r.result} for r in records],
+            )
+            self._tool_records.extend(records)
+        error = "interrupted" if interrupted else redact(str(state.error)) if state.error else None
+        self._rounds.append(self._round_record(state, usage, error))
         self._current = None
-        self._emit(RoundFinished(state.number, state.request_id, state.acc.finish_reason, usage, self._now()))
+        if not interrupted:
+            self._emit(RoundFinished(state.number, state.request_id, state.acc.finish_reason, usage, now))
+
+    @staticmethod
+    def _unfinished_call(state: _RoundState, call: ToolCallReady, now: float) -> ToolCallRecord:
+        ready = state.ready_at.get(call.id, now)
+        return ToolCallRecord(
+            state.number, call.id, call.name, call.arguments, INTERRUPTED_TOOL_RESULT, True, ready, ready, now
+        )
 
     # -- speech ----------------------------------------------------------------------------------
 
-    def _queue(
-        self, speech: MemoryObjectSendStream[_Utterance], number: int, text: str, filler: bool = False
-    ) -> None:
-        last = self._utterances[-1] if self._utterances else None
-        if last is not None and (last.round != number or last.filler or filler):
-            # Spoken apart (filler, another round): keep a space between them, as a reader expects.
-            if last.text and not last.text[-1].isspace() and not text[:1].isspace():
-                text = " " + text
-        utterance = _Utterance(number, text, filler)
-        self._utterances.append(utterance)
+    def _say(self, number: int, text: str, *, filler: bool = False) -> None:
+        utterance = self._speech.say(number, text, filler=filler)
         now = self._now()
         state = self._current
         if state is not None and state.first_text_at is None:
             state.first_text_at = now
-        try:
-            speech.send_nowait(utterance)
-        except anyio.BrokenResourceError:
-            pass  # the speaker is gone only after the sink failed; the turn is being stopped then
-        except anyio.WouldBlock:  # cannot happen within the caps (_speech_queue_size); never grow past it
-            log.error("speech queue full; dropped %d characters", len(text))
-        self._emit(SpeechQueued(number, text, now, filler))
+        self._emit(SpeechQueued(number, utterance.text, now, filler))
 
-    def _say_fallback(self, speech: MemoryObjectSendStream[_Utterance], number: int) -> None:
+    def _say_all(self, number: int, texts: Sequence[str]) -> None:
+        for text in texts:
+            self._say(number, text)
+
+    def _say_fallback(self, number: int) -> None:
         self._fallback_spoken = True
-        self._queue(speech, number, self._config.fallback, filler=True)
+        self._say(number, self._config.fallback, filler=True)
 
-    async def _speak_all(self, utterances: MemoryObjectReceiveStream[_Utterance]) -> None:
-        try:
-            await self._released.wait()  # a speculative turn's words wait for the end of the turn
-            async with utterances:
-                async for utterance in utterances:
-                    await self._sink.speak(utterance.text)
-            await self._sink.flush()
-        except Exception as exc:
-            # Words nobody hears are not worth generating: stop the turn, keep what was heard.
-            self._sink_error = exc
-            log.warning("TTS sink failed (%r); ending the turn", exc)
-            self._scope.cancel()
-
-    async def _cancel_sink(self) -> None:
-        try:
-            await self._sink.cancel()
-        except Exception as exc:  # a broken sink must not cost the turn its bookkeeping
-            log.warning("TTS sink cancel failed: %r", exc)
-
-    async def _fallback_after_sink_failure(self) -> str:
+    async def _fallback_after_sink_failure(self, sink_error: Exception) -> str:
         """Report the sink failure and try the fallback line once; return what was heard of it."""
-        failure = redact(f"TTS sink failed: {self._sink_error!r}")
+        failure = redact(f"TTS sink failed: {sink_error!r}")
         self._error = f"{self._error}; {failure}" if self._error else failure
         self._fallback_spoken = False  # anything queued before the failure may never have played
         number = len(self._rounds)
-        self._utterances.append(_Utterance(number, self._config.fallback, True))
         self._emit(SpeechQueued(number, self._config.fallback, self._now(), True))
-        try:
-            await self._sink.speak(self._config.fallback)
-            await self._sink.flush()
-        except Exception as exc:
-            log.warning("TTS sink still failing (%r); the fallback line was not spoken", exc)
+        if not await self._speech.fallback_after_failure(number, self._config.fallback):
             return ""
         self._fallback_spoken = True
         return self._config.fallback
 
     # -- barge-in bookkeeping --------------------------------------------------------------------
 
-    def _heard_chars(self, played: int, interrupted: bool) -> int:
-        total = sum(len(u.text) for u in self._utterances)
-        return total if not interrupted else max(0, min(played, total))
-
     async def _commit(self, played_before: int, *, stopped: bool) -> int:
         """Append the turn's messages to the conversation and return how many characters were heard. A
         stopped turn silences the sink first and keeps only what was heard."""
         if stopped:
             with anyio.CancelScope(shield=True):
-                await self._cancel_sink()
-        heard = self._heard_chars(self._sink.played_chars - played_before, stopped)
+                await self._speech.cancel_sink()
+        heard = self._transcript.heard_chars(self._sink.played_chars - played_before, stopped=stopped)
         if stopped:
-            self._truncate_to_heard(heard)
-        for message in self._pending:
+            state = self._current
+            if state is not None:  # the round in flight when the turn stopped
+                self._commit_round(state, interrupted=True)
+            self._transcript.truncate_to_heard(heard, cut_round=state.number if state else None)
+        for message in self._transcript.messages:
             self._append(message)
         return heard
-
-    def _truncate_to_heard(self, heard: int) -> None:
-        """Keep what the listener heard of each round's words; answer every dispatched tool call."""
-        state = self._current
-        cut_round = None
-        if state is not None:  # the round in flight when the turn was cancelled
-            cut_round = state.number
-            self._commit_interrupted_round(state)
-        heard_by_round: dict[int, list[str]] = {}
-        full_by_round: dict[int, bool] = {}
-        position = 0
-        for u in self._utterances:
-            kept = u.text[: max(0, heard - position)]
-            position += len(u.text)
-            if u.filler:
-                continue
-            heard_by_round.setdefault(u.round, []).append(kept)
-            full_by_round[u.round] = full_by_round.get(u.round, True) and kept == u.text
-        for number, at in self._assistant_at.items():
-            # The cut round may have streamed words the chunker still held: they were never spoken,
-            # so its message is only what was heard, even when every queued chunk played in full.
-            if number != cut_round and full_by_round.get(number, True):
-                continue
-            message = self._pending[at]
-            text = "".join(heard_by_round.get(number, [])).strip()
-            message["content"] = text or None
-        # An assistant message with neither words nor calls would be rejected by the server.
-        self._pending = [
-            m
-            for m in self._pending
-            if not (m["role"] == "assistant" and not m["content"] and not m.get("tool_calls"))
-        ]
-
-    def _commit_interrupted_round(self, state: _RoundState) -> None:
-        calls = state.acc.ready_calls
-        self._assistant_at[state.number] = len(self._pending)
-        self._pending.append(self._assistant_message(state.content, calls))
-        now = self._now()
-        for call in calls:
-            done = state.results.get(call.id) or ToolCallRecord(
-                state.number,
-                call.id,
-                call.name,
-                call.arguments,
-                INTERRUPTED_TOOL_RESULT,
-                True,
-                state.ready_at.get(call.id, now),
-                state.ready_at.get(call.id, now),
-                now,
-            )
-            self._pending.append({"role": "tool", "tool_call_id": call.id, "content": done.result})
-            self._tool_records.append(done)
-        usage = state.acc.usage or self._estimate_usage(state)
-        self._rounds.append(self._round_record(state, usage, "interrupted"))
-        self._current = None
 
     def _round_record(self, state: _RoundState, usage: Usage, error: str | None) -> RoundRecord:
         return RoundRecord(
@@ -726,7 +620,7 @@ class Turn:
             + len(state.acc.reasoning)
             + sum(len(c.arguments) + len(c.name) for c in state.acc.ready_calls)
         )
-        prompt = len(json.dumps(self._conversation.messages() + self._pending))
+        prompt = len(json.dumps(self._conversation.messages() + self._transcript.messages))
         return Usage(prompt // 4, math.ceil(generated / 4), 0, estimated=True)
 
     def _now(self) -> float:

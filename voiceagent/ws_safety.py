@@ -1,4 +1,4 @@
-"""What a WebSocket server connection needs to fail alone and stay bounded (DESIGN.md "Bounded everything").
+"""What a WebSocket server connection needs to fail alone and stay bounded (docs/reliability.md).
 
 - ``close_reason``: a close reason cut to the 123 UTF-8 bytes a close frame can carry (websockets
   raises on a longer one, and a raise there used to end the whole server).

@@ -1,4 +1,4 @@
-"""Lightning TTS wire format (PROTOCOLS.md §2): request bodies, frame parsing, text splitting. Pure code."""
+"""Lightning TTS wire format: request bodies, frame parsing, text splitting. Pure code."""
 
 from __future__ import annotations
 

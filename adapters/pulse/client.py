@@ -1,4 +1,4 @@
-"""Pulse streaming STT client: a voiceagent ``STTSource`` over one WebSocket (PROTOCOLS.md §3)."""
+"""Pulse streaming STT client: a voiceagent ``STTSource`` over one WebSocket."""
 
 from __future__ import annotations
 

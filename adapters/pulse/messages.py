@@ -1,4 +1,4 @@
-"""Pulse server messages (PROTOCOLS.md §3): pure parsing, no I/O."""
+"""Pulse server messages (Smallest AI's Pulse streaming STT docs): pure parsing, no I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pulse streaming STT connection options and URL (PROTOCOLS.md §3)."""
+"""Pulse streaming STT connection options and URL (Smallest AI's Pulse streaming STT docs)."""
 
 from __future__ import annotations
 

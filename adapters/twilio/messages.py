@@ -1,4 +1,4 @@
-"""Twilio Media Streams wire messages (PROTOCOLS.md §4): pure parsing and building, no I/O.
+"""Twilio Media Streams wire messages: pure parsing and building, no I/O.
 
 Inbound: connected, start, media, mark, stop, dtmf; any other event type parses as ``UnknownEvent``.
 Outbound (bidirectional streams): media, mark and clear only; Twilio answers anything else with

@@ -1,4 +1,4 @@
-"""X-Twilio-Signature validation (PROTOCOLS.md §4, after twilio-python's RequestValidator).
+"""X-Twilio-Signature validation (Twilio's webhook security docs, after twilio-python's RequestValidator).
 
 The signed string is the full URL (with its query string) followed, for form POSTs, by every
 parameter as ``name + value`` sorted by name (several values of one name sorted, duplicates once, as

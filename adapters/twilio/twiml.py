@@ -1,4 +1,4 @@
-"""TwiML for a bidirectional Media Stream: ``<Connect><Stream>`` (PROTOCOLS.md §4)."""
+"""TwiML for a bidirectional Media Stream: ``<Connect><Stream>`` (Twilio's TwiML <Stream> docs)."""
 
 from __future__ import annotations
 

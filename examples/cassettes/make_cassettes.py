@@ -3,7 +3,7 @@
 How they were made, honestly: there was no network and no API key where they were produced, so these are
 NOT recordings of live Electron. Each one is a REAL session of ``examples/weather_bot.py``'s agent (its
 SYSTEM_PROMPT, tools and PARAMS, the real LLMClient, Turn, chunker and tool runner, and a deterministic
-ToneSink) recorded by ``voiceagent.recorder`` against ``FakeOpenAIServer`` on 127.0.0.1, scripted with
+ToneSink) recorded by ``voiceagent.replay.recorder`` against ``FakeOpenAIServer`` on 127.0.0.1, scripted with
 Electron-shaped replies: filler ``content`` before ``tool_calls``, the finish chunk without ``delta``, an
 include_usage chunk with ``prompt_tokens_details.cached_tokens``, ~250 ms to the first token, then ~30
 tokens/s. The chunk times in the files are what the recorder measured. Request ids, chunk ids and tool
@@ -24,10 +24,10 @@ from typing import Any
 
 import anyio
 
-from voiceagent.cassette import CassetteWriter
 from voiceagent.examples.weather_bot import build_agent
 from voiceagent.llm import LLMClient
-from voiceagent.recorder import Recorder
+from voiceagent.replay.cassette import CassetteWriter
+from voiceagent.replay.recorder import Recorder
 from voiceagent.stt import SpeechStarted, STTEvent, Transcript
 from voiceagent.testing.openai_server import Chunk, FakeOpenAIServer, Reply
 from voiceagent.testing.tone_sink import ToneSink
@@ -93,7 +93,7 @@ class Script:
             for piece in _tokens(json.dumps(arguments), split_json=True):
                 chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         completion = len(chunks)
-        # Electron's finish chunk for tool calls has no delta (PROTOCOLS.md §5).
+        # Electron's finish chunk for tool calls has no delta (as the provider corpus records it).
         chunks.append(chunk(None, "tool_calls") if calls else chunk({}, "stop"))
         prompt = len(json.dumps(body["messages"]) + json.dumps(body.get("tools", []))) // 4
         cached = min(self.previous_prompt, prompt) // 32 * 32  # the server caches whole blocks of the prefix

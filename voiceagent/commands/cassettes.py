@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from voiceagent.cassette import Cassette
+    from voiceagent.replay.cassette import Cassette
 
 SHIPPED_PACKAGE = "voiceagent.examples"  # examples/cassettes/*.jsonl is package data
 
@@ -51,7 +51,7 @@ def _not_a_cassette(path: Path, first: bytes) -> str | None:
 
 def load(spec: str | Path) -> Cassette:
     """The cassette at ``spec`` (see ``resolve``); a file that is no cassette raises a CassetteError."""
-    from voiceagent.cassette import Cassette, CassetteError
+    from voiceagent.replay.cassette import Cassette, CassetteError
 
     path = resolve(spec)
     try:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the heavy imports wait for run(): `voiceagent --help` stays instant
-    from voiceagent.cassette import Cassette
     from voiceagent.events import TurnEvent
+    from voiceagent.replay.cassette import Cassette
     from voiceagent.results import TurnResult
     from voiceagent.tts import AudioOutput
 
@@ -49,11 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from voiceagent.cassette import CassetteError
     from voiceagent.commands import cassettes
     from voiceagent.commands.errors import expected
     from voiceagent.errors import VoiceAgentError
-    from voiceagent.timeline import Timeline
+    from voiceagent.replay.cassette import CassetteError
+    from voiceagent.replay.timeline import Timeline
 
     if args.speed < 0:
         print("error: --speed must be 0 or more", file=sys.stderr)
@@ -98,7 +98,7 @@ def _weather_agent_factory() -> Any:
 async def _offline(cassette: Cassette, args: argparse.Namespace) -> tuple[TurnResult, list[TurnEvent]]:
     from voiceagent.adapters.espeak import EspeakSink
     from voiceagent.audio_output import WavFileOutput
-    from voiceagent.testing.replay import ReplayServer, replay_session
+    from voiceagent.replay import ReplayServer, replay_session
 
     async with (
         ReplayServer(cassette, speed=args.speed) as server,
@@ -135,8 +135,8 @@ def _espeak(output: AudioOutput) -> Any:
 
 
 async def _live_turn(llm: Any, tts: Any, args: argparse.Namespace) -> tuple[TurnResult, list[TurnEvent]]:
-    from voiceagent.cassette import CassetteWriter
-    from voiceagent.recorder import Recorder
+    from voiceagent.replay.cassette import CassetteWriter
+    from voiceagent.replay.recorder import Recorder
 
     agent = _weather_agent_factory()(llm, tts)
     events: list[TurnEvent] = []

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the heavy imports wait for run(): `voiceagent --help` stays instant
-    from voiceagent.cassette import Cassette
-    from voiceagent.testing.replay import ReplayServer
-    from voiceagent.timeline import Timeline
+    from voiceagent.replay import ReplayServer
+    from voiceagent.replay.cassette import Cassette
+    from voiceagent.replay.timeline import Timeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from voiceagent.cassette import CassetteError
     from voiceagent.commands import cassettes
-    from voiceagent.timeline import Timeline
+    from voiceagent.replay.cassette import CassetteError
+    from voiceagent.replay.timeline import Timeline
 
     try:
         cassette = cassettes.load(args.cassette)
@@ -121,8 +121,8 @@ def load_factory(spec: str) -> Callable[..., Any]:
 async def _replay(
     cassette: Cassette, factory: Callable[..., Any] | None, speed: float, substitute: bool
 ) -> tuple[Timeline, list[str]]:
-    from voiceagent.testing.replay import ReplayServer, replay_session
-    from voiceagent.timeline import Timeline
+    from voiceagent.replay import ReplayServer, replay_session
+    from voiceagent.replay.timeline import Timeline
 
     async with ReplayServer(cassette, speed=speed, strict=False, substitute_tools=substitute) as server:
         if factory is not None:
@@ -137,10 +137,10 @@ async def _replay(
 
 
 async def _replay_raw(server: ReplayServer) -> Timeline:
-    from voiceagent.cassette import CassetteWriter
     from voiceagent.logs import log_context
-    from voiceagent.recorder import RecordingLLM
-    from voiceagent.timeline import Timeline
+    from voiceagent.replay.cassette import CassetteWriter
+    from voiceagent.replay.recorder import RecordingLLM
+    from voiceagent.replay.timeline import Timeline
 
     writer = CassetteWriter.memory()
     llm = RecordingLLM(server.client(), writer)

@@ -1,6 +1,6 @@
 """A scriptable, real OpenAI-compatible HTTP/1.1 server on 127.0.0.1 for tests.
 
-It speaks the wire format of Electron / OpenAI chat completions (PROTOCOLS.md §1 and §5): SSE over chunked
+It speaks the wire format of Electron / OpenAI chat completions: SSE over chunked
 transfer encoding, ``data: [DONE]`` at the end, the Electron error envelope and an ``X-Request-Id`` header on
 every response. Tests script replies (``enqueue`` or ``responder``) and order events with ``anyio.Event``
 gates instead of timing. One request per connection (``Connection: close``) keeps the server simple and lets

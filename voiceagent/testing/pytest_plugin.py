@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from voiceagent.cassette import Cassette
-    from voiceagent.testing.replay import ReplayMismatch, ReplayServer
+    from voiceagent.replay import ReplayMismatch, ReplayServer
+    from voiceagent.replay.cassette import Cassette
 
 ReplayFactory = Callable[..., Awaitable["ReplayServer"]]
 
@@ -50,7 +50,7 @@ def replay(request: pytest.FixtureRequest) -> Iterator[ReplayFactory]:
     """A factory: ``await replay(cassette, *, speed=1.0, allow_changed_tail=False, substitute_tools=())``."""
     import anyio.to_thread
 
-    from voiceagent.testing.replay import ReplayServer
+    from voiceagent.replay import ReplayServer
 
     servers: list[ReplayServer] = []
     request.node.stash[_SERVERS] = servers
@@ -84,7 +84,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 def _pending_mismatch(item: pytest.Item) -> ReplayMismatch | None:
     __tracebackhide__ = True
-    from voiceagent.testing.replay import ReplayMismatch
+    from voiceagent.replay import ReplayMismatch
 
     for server in item.stash.get(_SERVERS, []):
         try:
