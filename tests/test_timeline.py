@@ -80,12 +80,14 @@ WEATHER_LANES = [
     ("r1 streaming", (0x72, 0xB7, 0xB2)),
     ("round 2", (0x4C, 0x78, 0xA8)),
     ("r2 streaming", (0x72, 0xB7, 0xB2)),
+    ("speech queued", (0x54, 0xA2, 0x4B)),
+    ("audio played", (0xB2, 0x79, 0xA2)),
     ("get_weather", (0xF5, 0x85, 0x18)),
-    ("speech", (0x54, 0xA2, 0x4B)),
 ]
+TOOL_ERROR_SWATCH = (0xE4, 0x57, 0x56)  # only in the legend here: no tool of this cassette fails
 
 
-def test_png_is_rendered_with_one_lane_per_round_stream_tool_and_speech(tmp_path: Path) -> None:
+def test_png_is_rendered_with_one_lane_per_round_stream_speech_playback_and_tool(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is in [dev]: pip install -e '.[dev]'")
     import matplotlib.image
 
@@ -94,13 +96,16 @@ def test_png_is_rendered_with_one_lane_per_round_stream_tool_and_speech(tmp_path
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
-    # figsize (11, 0.45 * lanes + 1.2) inches at 120 dpi
-    assert (width, height) == (1320, round((0.45 * len(WEATHER_LANES) + 1.2) * 120))
+    # figsize (11, 0.45 * lanes + 1.8) inches at 120 dpi (the legend sits below the lanes)
+    assert (width, height) == (1320, round((0.45 * len(WEATHER_LANES) + 1.8) * 120))
     pixels = matplotlib.image.imread(str(out))  # decodes the whole file: a truncated PNG fails here
     assert pixels.shape[:2] == (height, width)
-    colours = {tuple(int(c * 255 + 0.5) for c in px[:3]) for row in pixels[::4] for px in row[::2]}
+    rows = [{tuple(int(c * 255 + 0.5) for c in px[:3]) for px in row[::2]} for row in pixels]
+    # The legend shows every colour: look for each lane above it (its first row is the tool-error swatch's).
+    legend_top = min(y for y, colours in enumerate(rows) if TOOL_ERROR_SWATCH in colours)
+    above = set().union(*rows[:legend_top])
     for name, colour in WEATHER_LANES:
-        assert colour in colours, f"no {name} lane drawn"
+        assert colour in above, f"no {name} lane drawn"
 
 
 def test_cli_replays_a_cassette_through_the_agent_and_prints_the_timeline(
