@@ -17,6 +17,7 @@ from voiceagent.commands.errors import run_cleanly
 COMMANDS: dict[str, str] = {
     "demo": "voiceagent.commands.demo",
     "replay": "voiceagent.commands.replay",
+    "serve": "voiceagent.commands.serve",
 }
 
 

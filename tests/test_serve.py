@@ -1,0 +1,123 @@
+"""``voiceagent serve`` as a deployment meets it: a replayed LLM behind real worker processes, fake
+Twilio calls signed with the Auth Token, SIGTERM drains, a killed worker comes back, /metrics counts the
+calls made."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.serve_support import TOKEN, serve_process, started, worker_pids
+from voiceagent.testing.twilio_client import FakeTwilioCall
+
+LIMIT = 90.0
+pytestmark = pytest.mark.anyio
+
+
+def _turns(serve: object) -> list[dict[str, object]]:
+    return [r for r in serve.records() if r.get("event") == "turn"]  # type: ignore[attr-defined]
+
+
+async def _call_until_answered(url: str, call_sid: str) -> FakeTwilioCall:
+    phone = FakeTwilioCall(url, auth_token=TOKEN, call_sid=call_sid)
+    await phone.__aenter__()
+    await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+    return phone
+
+
+async def test_serve_takes_signed_calls_and_metrics_count_them(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--replay-speed", "0", "--workers", "2") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve, 2)
+            assert serve.get("/healthz") == (200, "ok\n")
+            assert serve.get("/readyz")[0] == 200
+            for n in range(3):
+                sid = f"CA{n:032d}"
+                async with FakeTwilioCall(serve.url, auth_token=TOKEN, call_sid=sid) as phone:
+                    await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                    await serve.wait_for(lambda r, sid=sid: r.get("event") == "turn" and r.get("call") == sid)
+                    await phone.wait_until(lambda phone=phone: len(phone.received_mulaw) > 8000)
+                    await phone.stop()
+                await serve.wait_for(lambda r: r.get("event") == "call", n + 1)
+            # An unsigned upgrade is refused (403) through the supervisor too.
+            with pytest.raises(InvalidStatus):
+                async with FakeTwilioCall(serve.url, auth_token="wrong-token-123"):
+                    pass
+            turns = _turns(serve)
+            assert len(turns) == 3 and all(t["heard_text"] for t in turns)
+            assert all(t["session"] == t["call"] and t["turn"] == 1 and t["request_ids"] for t in turns)
+            assert serve.metric('voiceagent_calls_total{transport="twilio"}') == 3
+            assert serve.metric('voiceagent_turns_total{outcome="completed"}') == 3
+            assert serve.metric('voiceagent_tool_seconds_count{tool="get_weather"}') == 3
+            assert serve.metric("voiceagent_ttft_seconds_count") == 3
+            assert serve.metric("voiceagent_time_to_first_audio_seconds_count") == 3
+            assert serve.metric("voiceagent_active_calls") == 0
+            fresh = sum(int(t["fresh_tokens"]) for t in turns)  # type: ignore[call-overload]
+            assert fresh > 0 and serve.metric('voiceagent_llm_tokens_total{kind="fresh"}') == fresh
+            chars = sum(int(t["tts_chars_synthesized"]) for t in turns)  # type: ignore[call-overload]
+            assert serve.metric('voiceagent_tts_chars_total{kind="synthesized"}') == chars
+
+
+async def test_sigterm_lets_a_live_call_finish_and_refuses_new_ones(tmp_path: Path) -> None:
+    # Recorded pace: the answer takes a while, and SIGTERM lands in the middle of the call.
+    with serve_process(tmp_path, "--replay-speed", "1", "--drain-seconds", "60") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve)
+            sid = "CA" + "7" * 32
+            async with FakeTwilioCall(serve.url, auth_token=TOKEN, call_sid=sid, playback_speed=20) as phone:
+                await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                while serve.metric("voiceagent_active_calls") < 1:  # noqa: ASYNC110 (another process)
+                    await anyio.sleep(0.05)
+                os.kill(serve.process.pid, signal.SIGTERM)
+                await serve.wait_for(lambda r: r.get("event") == "drain" and r.get("worker") == 0)
+                assert serve.get("/readyz")[0] == 503
+                with pytest.raises(InvalidStatus):  # a new call is refused while draining
+                    async with FakeTwilioCall(serve.url, auth_token=TOKEN):
+                        pass
+                await serve.wait_for(lambda r: r.get("event") == "turn")
+                await phone.wait_until(lambda: len(phone.received_mulaw) > 8000)
+                await phone.stop()
+                await phone.wait_closed()
+            await serve.exited()
+            assert serve.process.returncode == 0
+            turn = _turns(serve)[0]
+            assert turn["call"] == sid and not turn["interrupted"] and "Paris" in str(turn["heard_text"])
+            assert not [r for r in serve.records() if r.get("event") == "goodbye"]
+
+
+async def test_drain_deadline_says_goodbye_and_keeps_the_record(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--replay-speed", "0", "--drain-seconds", "0.2") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve)
+            async with FakeTwilioCall(serve.url, auth_token=TOKEN) as phone:
+                await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                await serve.wait_for(lambda r: r.get("event") == "turn")
+                before = len(phone.received_mulaw)
+                os.kill(serve.process.pid, signal.SIGTERM)  # the caller never hangs up
+                code, _ = await phone.wait_closed()
+            assert code in (1000, 1001)  # a normal close or "going away"
+            assert len(phone.received_mulaw) > before  # the goodbye line was sent
+            await serve.exited()
+            assert [r for r in serve.records() if r.get("event") == "goodbye"]
+            assert len(_turns(serve)) == 1 and _turns(serve)[0]["heard_text"]
+
+
+async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--replay-speed", "0", "--workers", "2") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve, 2)
+            victim = worker_pids(serve)[0]
+            os.kill(victim, signal.SIGKILL)
+            await serve.wait_for(lambda r: r.get("event") == "worker_restart")
+            await serve.wait_for(lambda r: r.get("event") == "worker_up", 3)
+            assert serve.metric("voiceagent_worker_restarts_total") == 1
+            assert victim not in worker_pids(serve)[2:]
+            async with FakeTwilioCall(serve.url, auth_token=TOKEN) as phone:  # both workers take calls
+                await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                await serve.wait_for(lambda r: r.get("event") == "turn")
+                await phone.stop()
