@@ -121,3 +121,33 @@ async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
                 await phone.send_pcm(b"\x00\x00" * 4000, 8000)
                 await serve.wait_for(lambda r: r.get("event") == "turn")
                 await phone.stop()
+
+
+@pytest.mark.slow
+async def test_workers_share_the_plan_limit_through_redis(tmp_path: Path) -> None:
+    redis_launcher = pytest.importorskip("voiceagent.testing.redis_server")  # may move to tests/support
+    if redis_launcher.redis_server_path() is None:
+        pytest.skip("redis-server is not installed")
+    import redis
+
+    from voiceagent.adapters.redis_limiter import RedisLimiterKeys, account_id
+
+    with redis_launcher.RedisServer() as redis_server:
+        args = ("--replay-speed", "0", "--workers", "2", "--redis", redis_server.url)
+        with serve_process(tmp_path, *args) as serve:
+            with anyio.fail_after(LIMIT):
+                await started(serve, 2)
+                for n in range(2):
+                    async with FakeTwilioCall(serve.url, auth_token=TOKEN) as phone:
+                        await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                        await serve.wait_for(lambda r: r.get("event") == "turn", n + 1)
+                        await phone.stop()
+        keys = RedisLimiterKeys.for_account(account_id("replay"))
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            tickets = int(client.get(keys.ticket) or 0)
+        finally:
+            client.close()
+    # Every LLM request of both calls (two rounds each) took its slot through Redis.
+    assert tickets >= 4
+    assert all(not t["error"] for t in _turns(serve))

@@ -127,7 +127,7 @@ class Worker:
 
         # A replay server answers one recorded session in order: one per call.
         async with ReplayServer(self._cassette, speed=self.config.replay_speed, strict=False) as server:
-            yield server.client()
+            yield server.client(limiter=self._limiter)  # --redis: the replayed fleet shares a limit too
 
     def _stt(self, sample_rate: int) -> AbstractAsyncContextManager[STTSource]:
         if self._cassette is not None:
@@ -221,6 +221,7 @@ class Worker:
     async def serve(self) -> None:
         config = self.config
         async with AsyncExitStack() as stack:
+            self._limiter = await self._shared_limiter(stack)
             if self._cassette is None:
                 self._llm = await self._live_llm(stack)
             ports: dict[str, Any] = {"ready": True, "pid": os.getpid()}
@@ -266,31 +267,30 @@ class Worker:
                     await anyio.sleep(0.05)
         log.info("drained", extra={"event": "drained"})
 
-    async def _live_llm(self, stack: AsyncExitStack) -> Any:
+    async def _shared_limiter(self, stack: AsyncExitStack) -> Any:
+        """``--redis``: the plan's limit, shared by every worker (and machine) on this account."""
+        if not self.config.redis:
+            return None
+        from voiceagent.adapters.redis_limiter import RedisConcurrencyLimiter
         from voiceagent.limiter import PLAN_CONCURRENCY
+
+        key = os.environ.get("SMALLEST_API_KEY") or f"{self.config.base_url or 'replay'}"
+        return await stack.enter_async_context(
+            RedisConcurrencyLimiter(PLAN_CONCURRENCY[self.config.plan], self.config.redis, account=key)
+        )
+
+    async def _live_llm(self, stack: AsyncExitStack) -> Any:
         from voiceagent.llm import LLMClient
 
-        limiter: Any = None
-        if self.config.redis:
-            from voiceagent.adapters.redis_limiter import RedisLimiter
-
-            key = os.environ.get("SMALLEST_API_KEY", "")
-            limiter = await stack.enter_async_context(
-                RedisLimiter(
-                    PLAN_CONCURRENCY[self.config.plan],
-                    self.config.redis,
-                    account=self.config.base_url or "electron" + key[-4:],
-                )
-            )
         if self.config.base_url:
             llm = LLMClient(
                 base_url=self.config.base_url,
                 api_key=os.environ.get("SMALLEST_API_KEY") or "none",
                 model=self.config.model,
-                limiter=limiter,
+                limiter=self._limiter,
             )
-        elif limiter is not None:
-            llm = LLMClient(model=self.config.model, limiter=limiter)
+        elif self._limiter is not None:
+            llm = LLMClient(model=self.config.model, limiter=self._limiter)
         else:
             llm = LLMClient.electron(plan=self.config.plan, model=self.config.model)
         stack.push_async_callback(llm.aclose)
