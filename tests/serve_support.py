@@ -33,9 +33,10 @@ class ServeProcess:
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
-                out.append({"raw": line})
+                record = None
+            out.append(record if isinstance(record, dict) else {"raw": line})
         return out
 
     async def wait_for(

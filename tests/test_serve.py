@@ -56,6 +56,7 @@ async def test_serve_takes_signed_calls_and_metrics_count_them(tmp_path: Path) -
             assert serve.metric('voiceagent_tool_seconds_count{tool="get_weather"}') == 3
             assert serve.metric("voiceagent_ttft_seconds_count") == 3
             assert serve.metric("voiceagent_time_to_first_audio_seconds_count") == 3
+            assert serve.metric("voiceagent_caller_stop_to_bot_audio_seconds_count") == 3
             assert serve.metric("voiceagent_active_calls") == 0
             fresh = sum(int(t["fresh_tokens"]) for t in turns)  # type: ignore[call-overload]
             assert fresh > 0 and serve.metric('voiceagent_llm_tokens_total{kind="fresh"}') == fresh
@@ -151,3 +152,21 @@ async def test_workers_share_the_plan_limit_through_redis(tmp_path: Path) -> Non
     # Every LLM request of both calls (two rounds each) took its slot through Redis.
     assert tickets >= 4
     assert all(not t["error"] for t in _turns(serve))
+
+
+async def test_otel_console_spans_of_a_served_call(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--replay-speed", "0", "--otel", "console") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve)
+            async with FakeTwilioCall(serve.url, auth_token=TOKEN) as phone:
+                await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                await serve.wait_for(lambda r: r.get("event") == "turn")
+                await phone.stop()
+            await serve.wait_for(lambda r: r.get("event") == "call")
+            os.kill(serve.process.pid, signal.SIGTERM)
+            assert await serve.exited() == 0
+    text = serve.log_path.read_text()
+    for name in ("voiceagent.call", "voiceagent.turn", "voiceagent.round", "voiceagent.tool"):
+        assert f'"name": "{name}"' in text
+    request_id = _turns(serve)[0]["request_ids"][0]  # type: ignore[index]
+    assert f'"voiceagent.request_id": "{request_id}"' in text

@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(f"--rate-{name}", type=float, default=0.0, help=f"cost: {what}")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--otel",
+        choices=["otlp", "console"],
+        help="OpenTelemetry spans (the [otel] extra): OTLP/HTTP to $OTEL_EXPORTER_OTLP_ENDPOINT, or stderr",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             "stt_per_minute": args.rate_stt,
         },
         log_level=args.log_level,
+        otel=args.otel,
     )
     configure_json(worker="supervisor")
     supervisor = Supervisor(config, workers=args.workers, host=args.host, port=args.port)
@@ -123,6 +129,16 @@ def _check(args: argparse.Namespace) -> str | None:
         )
     if args.twilio_public_url and not args.twilio_public_url.startswith(("wss://", "ws://")):
         return f"--twilio-public-url must be the wss:// URL Twilio dials: {args.twilio_public_url!r}"
+    if args.otel:
+        import importlib.util
+
+        wanted = "opentelemetry.sdk" if args.otel == "console" else "opentelemetry.exporter.otlp.proto.http"
+        try:
+            found = importlib.util.find_spec(wanted) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return f"--otel {args.otel} needs {wanted}: pip install 'voiceagent[otel]'"
     if not args.replay and not os.environ.get("SMALLEST_API_KEY") and not args.base_url:
         return "SMALLEST_API_KEY is not set: export it, give --base-url, or try --replay CASSETTE"
     return None

@@ -36,12 +36,14 @@ class CallObserver:
         rates: Rates | None = None,
         stt_sample_rate: int = 16000,
         on_event: Callable[[TurnEvent], None] | None = None,
+        on_turn: Callable[[TurnResult], None] | None = None,
     ) -> None:
         self.call_id = call_id
         self.metrics = metrics
         self.rates = rates or Rates()
         self.stt_sample_rate = stt_sample_rate
         self.on_event = on_event
+        self.on_turn = on_turn
         self.results: list[TurnResult] = []
         self.turn: Turn | None = None  # the latest turn started
         self.turn_idle = anyio.Event()
@@ -61,7 +63,10 @@ class CallObserver:
 
         def observed_new_turn(on_event: Any = None, *, held: bool = False) -> Turn:
             def tee(event: TurnEvent) -> None:
-                self._on_turn_event(event)
+                # A speculative turn the caller talked over is dropped: its rounds are counted with
+                # the turn that replaced it (TurnResult.speculative_rounds).
+                if not (isinstance(event, TurnFinished) and turn.discarded):
+                    self._on_turn_event(event)
                 if on_event is not None:
                     on_event(event)
 
@@ -92,6 +97,8 @@ class CallObserver:
         cost = turn_cost(result, self.rates, stt_seconds=audio / (2 * self.stt_sample_rate))
         if self.metrics is not None:
             self.metrics.observe_turn(result, cost)
+        if self.on_turn is not None:
+            self.on_turn(result)
         with log_context(turn=len(self.results)):
             log.info(
                 "turn over",

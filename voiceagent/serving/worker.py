@@ -59,6 +59,7 @@ class WorkerConfig:
     goodbye: str = GOODBYE
     rates: dict[str, float] = field(default_factory=dict)
     log_level: str = "INFO"
+    otel: str | None = None  # "otlp" ($OTEL_EXPORTER_OTLP_ENDPOINT) or "console" (stderr)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -164,7 +165,19 @@ class Worker:
             log.info("refused a %s call: draining", kind)
             return
         call_id = str(getattr(transport, "call_sid", "") or f"{kind}-{uuid.uuid4().hex[:10]}")
-        observer = CallObserver(call_id, metrics=self.metrics, rates=self.rates, stt_sample_rate=sample_rate)
+        tracer = None
+        if self.config.otel:
+            from .tracing import CallTracer
+
+            tracer = CallTracer(call_id)
+        observer = CallObserver(
+            call_id,
+            metrics=self.metrics,
+            rates=self.rates,
+            stt_sample_rate=sample_rate,
+            on_event=tracer.on_event if tracer else None,
+            on_turn=tracer.on_turn if tracer else None,
+        )
         self.metrics.calls.labels(kind).inc()
         self.metrics.active_calls.inc()
         session: Session | None = None
@@ -194,6 +207,8 @@ class Worker:
             finally:
                 self.live.discard(live)
                 self.metrics.active_calls.dec()
+                if tracer is not None:
+                    tracer.end()
                 if session is not None:
                     self.metrics.barge_ins.inc(session.barge_ins)
                 log.info(
@@ -221,6 +236,8 @@ class Worker:
     async def serve(self) -> None:
         config = self.config
         async with AsyncExitStack() as stack:
+            if config.otel:
+                stack.callback(_tracing(config.otel))
             self._limiter = await self._shared_limiter(stack)
             if self._cassette is None:
                 self._llm = await self._live_llm(stack)
@@ -295,6 +312,26 @@ class Worker:
             llm = LLMClient.electron(plan=self.config.plan, model=self.config.model)
         stack.push_async_callback(llm.aclose)
         return llm
+
+
+def _tracing(kind: str) -> Callable[[], Any]:
+    """Install the process's tracer provider; returns its shutdown (which flushes the last spans)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    exporter: SpanExporter
+    if kind == "console":
+        exporter = ConsoleSpanExporter(out=sys.stderr)  # stdout is the supervisor's pipe
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "voiceagent"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider.shutdown
 
 
 @asynccontextmanager
