@@ -16,6 +16,7 @@ from tests.serve_support import TOKEN, serve_process, started, worker_pids
 from voiceagent.testing.twilio_client import FakeTwilioCall
 
 LIMIT = 90.0
+BOT = "voiceagent.examples.weather_bot:build_agent"
 pytestmark = pytest.mark.anyio
 
 
@@ -109,7 +110,7 @@ async def test_drain_deadline_says_goodbye_and_keeps_the_record(tmp_path: Path) 
 
 
 async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
-    with serve_process(tmp_path, "--replay-speed", "0", "--workers", "2") as serve:
+    with serve_process(tmp_path, "--replay-speed", "0", "--workers", "2", "--web", "--twilio") as serve:
         with anyio.fail_after(LIMIT):
             await started(serve, 2)
             victim = worker_pids(serve)[0]
@@ -118,6 +119,9 @@ async def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
             await serve.wait_for(lambda r: r.get("event") == "worker_up", 3)
             assert serve.metric("voiceagent_worker_restarts_total") == 1
             assert victim not in worker_pids(serve)[2:]
+            for _ in range(2):  # the web page comes through the supervisor from either worker
+                status, page = serve.get("/")
+                assert status == 200 and "<html" in page.lower()
             async with FakeTwilioCall(serve.url, auth_token=TOKEN) as phone:  # both workers take calls
                 await phone.send_pcm(b"\x00\x00" * 4000, 8000)
                 await serve.wait_for(lambda r: r.get("event") == "turn")
@@ -170,3 +174,41 @@ async def test_otel_console_spans_of_a_served_call(tmp_path: Path) -> None:
         assert f'"name": "{name}"' in text
     request_id = _turns(serve)[0]["request_ids"][0]  # type: ignore[index]
     assert f'"voiceagent.request_id": "{request_id}"' in text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (("voiceagent.examples.weather_bot:build_agent", "--replay", "weather"), {}, "TWILIO_AUTH_TOKEN"),
+        (("nosuchmodule:build", "--replay", "weather", "--allow-unsigned"), {}, "cannot load the agent"),
+        (("voiceagent.examples.weather_bot:build_agent", "--allow-unsigned"), {}, "SMALLEST_API_KEY"),
+        (
+            ("voiceagent.examples.weather_bot:build_agent", "--replay", "nosuch", "--allow-unsigned"),
+            {},
+            "nosuch",
+        ),
+    ],
+)
+def test_serve_refuses_bad_setups_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("SMALLEST_API_KEY", "TWILIO_AUTH_TOKEN")}
+    done = subprocess.run(
+        [sys.executable, "-m", "voiceagent.cli", "serve", *args, "--port", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**clean, **env}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0]
+
+
+async def test_ctrl_c_drains_and_exits_130(tmp_path: Path) -> None:
+    with serve_process(tmp_path, "--replay-speed", "0") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve)
+            os.kill(serve.process.pid, signal.SIGINT)
+            assert await serve.exited() == 130
+            assert [r for r in serve.records() if r.get("event") == "drained"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     configure_json(worker="supervisor")
     supervisor = Supervisor(config, workers=args.workers, host=args.host, port=args.port)
     anyio.run(supervisor.run)
-    return 0
+    return 130 if supervisor.stopped_by == signal.SIGINT else 0  # Ctrl-C: drained, then 130 as ever
 
 
 def _check(args: argparse.Namespace) -> str | None:

@@ -56,6 +56,7 @@ class Supervisor:
         self._rr = itertools.count()
         self._metrics_dir = tempfile.mkdtemp(prefix="voiceagent-metrics-")
         self.ready = anyio.Event()
+        self.stopped_by: int | None = None  # the signal that started the drain
 
     # ---- workers -----------------------------------------------------------------------------------
 
@@ -187,10 +188,12 @@ class Supervisor:
                         len(self.slots),
                         extra={"event": "listening", "port": self.bound_port},
                     )
-                    async for _ in signals:
+                    async for signum in signals:
+                        self.stopped_by = signum
                         break
                 self.draining = True
-                log.info("SIGTERM: draining", extra={"event": "drain"})
+                name = signal.Signals(self.stopped_by).name if self.stopped_by else "stop"
+                log.info("%s: draining", name, extra={"event": "drain"})
                 await self._stop_workers()
                 tg.cancel_scope.cancel()
         finally:
