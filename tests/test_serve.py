@@ -20,6 +20,14 @@ BOT = "voiceagent.examples.weather_bot:build_agent"
 pytestmark = pytest.mark.anyio
 
 
+def _raw_exchange(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        return sock.recv(200)
+
+
 def _turns(serve: object) -> list[dict[str, object]]:
     return [r for r in serve.records() if r.get("event") == "turn"]  # type: ignore[attr-defined]
 
@@ -37,6 +45,16 @@ async def test_serve_takes_signed_calls_and_metrics_count_them(tmp_path: Path) -
             await started(serve, 2)
             assert serve.get("/healthz") == (200, "ok\n")
             assert serve.get("/readyz")[0] == 200
+            # Garbage and an oversized head get an HTTP error; the port keeps serving.
+            for junk in (
+                b"\x00\xff garbage\r\n\r\n",
+                b"GET /" + b"a" * 20000,
+                b"GET /nowhere HTTP/1.1\r\n\r\n",
+            ):
+                answer = await anyio.to_thread.run_sync(_raw_exchange, serve.port, junk)
+                assert answer.startswith(b"HTTP/1.1 4") or answer.startswith(b"HTTP/1.1 5"), answer[:80]
+            assert serve.get("/")[0] == 404  # no --web: nothing but /media and the admin paths
+            assert serve.get("/healthz") == (200, "ok\n")
             for n in range(3):
                 sid = f"CA{n:032d}"
                 async with FakeTwilioCall(serve.url, auth_token=TOKEN, call_sid=sid) as phone:

@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-unsigned", action="store_true", help="accept Twilio upgrades without a valid signature"
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="--web behind a proxy: the page's public host name (repeatable)",
+    )
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="SIGTERM: how long calls may go on")
     parser.add_argument("--goodbye", help="what a call still live at the drain deadline hears")
     for name, what in (
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         },
         log_level=args.log_level,
         otel=args.otel,
+        allowed_hosts=args.allowed_host,
     )
     configure_json(worker="supervisor")
     supervisor = Supervisor(config, workers=args.workers, host=args.host, port=args.port)

@@ -63,6 +63,7 @@ class Supervisor:
     async def _keep_worker(self, slot: _Slot) -> None:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)
         config = replace(self.config, index=slot.index).to_json()
+        failures = 0
         while not self.draining:
             process = await anyio.open_process(
                 [sys.executable, "-m", "voiceagent.serving.worker", config],
@@ -72,13 +73,22 @@ class Supervisor:
                 start_new_session=True,  # our Ctrl-C is not theirs: they drain when told to
             )
             slot.process = process
+            came_up = False
             try:
                 line = await _read_line(process)
-                if line is not None:
-                    slot.ports = {k: v for k, v in json.loads(line).items() if k.endswith("_port")}
+                try:
+                    ports = {k: int(v) for k, v in json.loads(line or b"{}").items() if k.endswith("_port")}
+                except (ValueError, AttributeError, TypeError):
+                    ports = {}
+                if ports:
+                    came_up = True
+                    slot.ports = ports
                     log.info("worker %d up (pid %d)", slot.index, process.pid, extra={"event": "worker_up"})
                     if all(s.ports for s in self.slots):
                         self.ready.set()
+                else:
+                    log.error("worker %d did not start", slot.index)
+                    process.kill()
                 code = await process.wait()
             finally:
                 slot.ports = None
@@ -93,7 +103,9 @@ class Supervisor:
                 code,
                 extra={"event": "worker_restart"},
             )
-            await anyio.sleep(RESTART_DELAY)
+            # One that cannot even start (a broken deploy) is retried ever more slowly, up to 30 s.
+            failures = 0 if came_up else failures + 1
+            await anyio.sleep(min(30.0, RESTART_DELAY * 2**failures))
 
     async def _stop_workers(self) -> None:
         for slot in self.slots:
@@ -111,6 +123,12 @@ class Supervisor:
     # ---- the public port -------------------------------------------------------------------------
 
     async def _handle(self, client: SocketStream) -> None:
+        try:
+            await self._handle_connection(client)
+        except Exception:  # one connection's trouble never ends the server
+            log.exception("connection failed")
+
+    async def _handle_connection(self, client: SocketStream) -> None:
         async with client:
             head = b""
             with anyio.move_on_after(HEAD_TIMEOUT):
@@ -133,8 +151,12 @@ class Supervisor:
                 await _respond(client, 200, self.metrics_text(), "text/plain; version=0.0.4")
             elif self.draining:
                 await _respond(client, 503, "draining\n")
+            elif path == TWILIO_PATH and self.config.twilio:
+                await self._forward(client, head, "twilio_port")
+            elif path != TWILIO_PATH and self.config.web:
+                await self._forward(client, head, "web_port")
             else:
-                await self._forward(client, head, "twilio_port" if path == TWILIO_PATH else "web_port")
+                await _respond(client, 404, "not found\n")
 
     async def _forward(self, client: SocketStream, head: bytes, kind: str) -> None:
         ports = [s.ports[kind] for s in self.slots if s.ports and kind in s.ports]
@@ -226,9 +248,12 @@ async def _pipe(source: ByteStream, sink: ByteStream, tg: TaskGroup) -> None:
 
 
 async def _respond(client: SocketStream, status: int, body: str, content_type: str = "text/plain") -> None:
-    reason = {200: "OK", 408: "Request Timeout", 431: "Request Header Fields Too Large"}.get(
-        status, "Service Unavailable"
-    )
+    reason = {
+        200: "OK",
+        404: "Not Found",
+        408: "Request Timeout",
+        431: "Request Header Fields Too Large",
+    }.get(status, "Service Unavailable")
     data = body.encode("utf-8")
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"

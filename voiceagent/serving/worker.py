@@ -59,6 +59,7 @@ class WorkerConfig:
     goodbye: str = GOODBYE
     rates: dict[str, float] = field(default_factory=dict)
     log_level: str = "INFO"
+    allowed_hosts: list[str] = field(default_factory=list)  # the web page's public host names
     otel: str | None = None  # "otlp" ($OTEL_EXPORTER_OTLP_ENDPOINT) or "console" (stderr)
 
     def to_json(self) -> str:
@@ -259,7 +260,10 @@ class Worker:
             if config.web:
                 from voiceagent.adapters.web import WebServer
 
-                web = WebServer(lambda session: self.run_call(session, session.input_sample_rate, "web"))
+                web = WebServer(
+                    lambda session: self.run_call(session, session.input_sample_rate, "web"),
+                    allowed_hosts=config.allowed_hosts,
+                )
                 await stack.enter_async_context(web)
                 ports["web_port"] = web.port
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
