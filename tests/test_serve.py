@@ -230,3 +230,25 @@ async def test_ctrl_c_drains_and_exits_130(tmp_path: Path) -> None:
             os.kill(serve.process.pid, signal.SIGINT)
             assert await serve.exited() == 130
             assert [r for r in serve.records() if r.get("event") == "drained"]
+
+
+async def test_a_turn_in_flight_at_the_drain_deadline_is_cut_recorded_and_followed_by_goodbye(
+    tmp_path: Path,
+) -> None:
+    with serve_process(tmp_path, "--replay-speed", "0", "--drain-seconds", "0.2") as serve:
+        with anyio.fail_after(LIMIT):
+            await started(serve)
+            # Paused playback: no mark comes back, so the answer's turn cannot finish on its own.
+            async with FakeTwilioCall(serve.url, auth_token=TOKEN, start_paused=True) as phone:
+                await phone.send_pcm(b"\x00\x00" * 4000, 8000)
+                await phone.wait_until(lambda: len(phone.received_mulaw) > 0)
+                assert not _turns(serve)
+                os.kill(serve.process.pid, signal.SIGTERM)
+                await serve.wait_for(lambda r: r.get("event") == "goodbye")
+                phone.resume_playback()  # now the caller hears the goodbye
+                await phone.wait_closed()
+            assert await serve.exited() == 0
+    (turn,) = _turns(serve)
+    assert turn["interrupted"] and turn["user_text"]  # cut, and on the record
+    # The cut cleared the answer's queued audio; what played after the resume is the goodbye.
+    assert phone.clears >= 1 and len(phone.played_mulaw) > 0
