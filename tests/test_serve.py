@@ -70,6 +70,13 @@ async def test_serve_takes_signed_calls_and_metrics_count_them(tmp_path: Path) -
             turns = _turns(serve)
             assert len(turns) == 3 and all(t["heard_text"] for t in turns)
             assert all(t["session"] == t["call"] and t["turn"] == 1 and t["request_ids"] for t in turns)
+            # Lines logged inside a round carry its call, turn, round and request id.
+            inside = [
+                r for r in serve.records() if r.get("round") == 1 and r.get("session") == turns[0]["call"]
+            ]
+            assert inside and all(
+                r["turn"] == 1 and r["request_id"] in turns[0]["request_ids"] for r in inside
+            )  # type: ignore[operator]
             assert serve.metric('voiceagent_calls_total{transport="twilio"}') == 3
             assert serve.metric('voiceagent_turns_total{outcome="completed"}') == 3
             assert serve.metric('voiceagent_tool_seconds_count{tool="get_weather"}') == 3
