@@ -87,3 +87,44 @@ def test_retried_429s_are_counted_from_the_llm_clients_records() -> None:
     finally:
         logger.removeHandler(counter)
     assert registry.get_sample_value("voiceagent_llm_rate_limited_total") == 2
+
+
+def test_the_observers_wrappers_show_the_protocols_statically() -> None:
+    # Python 3.12+ checks runtime protocols with getattr_static: __getattr__ forwarding is not seen.
+    import inspect
+
+    from voiceagent.serving.observe import CallObserver
+    from voiceagent.stt import Finalizes, ReportsSpeech
+    from voiceagent.transport import TextDisplay
+
+    class Display:
+        input_sample_rate = 16000
+
+        async def send_transcript(self, text: str, *, is_final: bool) -> None: ...
+
+        async def send_agent_text(self, text: str, *, final: bool = True) -> None: ...
+
+        async def send_audio(self, chunk: object) -> None: ...
+
+    class Pulse:
+        @property
+        def vad_events(self) -> bool:
+            return True
+
+        async def finalize(self) -> None: ...
+
+        async def send_audio(self, pcm: bytes) -> None: ...
+
+        async def events(self) -> object: ...
+
+        async def aclose(self) -> None: ...
+
+    observer = CallObserver("c")
+    transport = observer.wrap_transport(Display())
+    stt = observer.wrap_stt(Pulse())  # type: ignore[arg-type]
+    for thing, name in ((transport, "send_transcript"), (stt, "finalize"), (stt, "vad_events")):
+        inspect.getattr_static(thing, name)  # raises AttributeError when only __getattr__ forwards it
+    assert isinstance(transport, TextDisplay) and transport.input_sample_rate == 16000
+    assert isinstance(stt, ReportsSpeech) and stt.vad_events and isinstance(stt, Finalizes)
+    plain = observer.wrap_transport(object())
+    assert not isinstance(plain, TextDisplay)

@@ -8,6 +8,7 @@ session's protocol checks still see what the real ones offer).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -122,10 +123,11 @@ class CallObserver:
     # ---- audio in and out ------------------------------------------------------------------------
 
     def wrap_stt(self, stt: STTSource) -> STTSource:
-        return _ObservedSTT(stt, self)
+        wrapped: STTSource = _forwarding(_ObservedSTT, stt)(stt, self)
+        return wrapped
 
     def wrap_transport(self, transport: Any) -> Any:
-        return _ObservedTransport(transport, self)
+        return _forwarding(_ObservedTransport, transport)(transport, self)
 
     def _bot_audio_sent(self) -> None:
         if not self._awaiting_audio or self._turn_started_at is None:
@@ -140,6 +142,37 @@ class CallObserver:
             if self.metrics is not None:
                 self.metrics.response.observe(now - self._caller_stopped_at)
             self._caller_stopped_at = None
+
+
+def _forwarding(base: type, inner: Any) -> type:
+    """``base`` plus a forwarder for every public attribute of ``inner`` that ``base`` lacks. Real
+    class attributes, not ``__getattr__``: since Python 3.12 ``isinstance`` against a runtime protocol
+    (``TextDisplay``, ``ReportsSpeech``, ``Finalizes``) looks attributes up statically."""
+    attrs: dict[str, Any] = {}
+    for name in dir(inner):
+        if name.startswith("_") or hasattr(base, name):
+            continue
+        static = inspect.getattr_static(inner, name, None)
+        if isinstance(static, property) or not callable(getattr(inner, name, None)):
+            attrs[name] = property(_reader(name))
+        else:
+            attrs[name] = _caller(name)
+    return type(base.__name__, (base,), attrs)
+
+
+def _reader(name: str) -> Callable[[Any], Any]:
+    def read(self: Any) -> Any:
+        return getattr(self._inner, name)
+
+    return read
+
+
+def _caller(name: str) -> Callable[..., Any]:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._inner, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
 
 
 class _ObservedSTT:
