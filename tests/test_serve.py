@@ -259,3 +259,18 @@ async def test_a_turn_in_flight_at_the_drain_deadline_is_cut_recorded_and_follow
     assert turn["interrupted"] and turn["user_text"]  # cut, and on the record
     # The cut cleared the answer's queued audio; what played after the resume is the goodbye.
     assert phone.clears >= 1 and len(phone.played_mulaw) > 0
+
+
+def test_serve_without_prometheus_client_says_which_extra(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['prometheus_client'] = None\n"  # as if not installed
+        "from voiceagent.cli import main\n"
+        f"sys.exit(main(['serve', {BOT!r}, '--replay', 'weather', '--allow-unsigned']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2 and "voiceagent[serve]" in done.stderr, done.stderr

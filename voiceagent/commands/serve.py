@@ -138,9 +138,13 @@ def _check(args: argparse.Namespace) -> str | None:
         )
     if args.twilio_public_url and not args.twilio_public_url.startswith(("wss://", "ws://")):
         return f"--twilio-public-url must be the wss:// URL Twilio dials: {args.twilio_public_url!r}"
-    if args.otel:
-        import importlib.util
+    import importlib.util
 
+    if importlib.util.find_spec("prometheus_client") is None:
+        return "voiceagent serve needs prometheus-client (its /metrics): pip install 'voiceagent[serve]'"
+    if args.redis and importlib.util.find_spec("redis") is None:
+        return "--redis needs the redis client: pip install 'voiceagent[redis]'"
+    if args.otel:
         wanted = "opentelemetry.sdk" if args.otel == "console" else "opentelemetry.exporter.otlp.proto.http"
         try:
             found = importlib.util.find_spec(wanted) is not None
