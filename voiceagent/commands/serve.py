@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    problem = _check(args)  # before importing what needs the extras
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     import anyio
 
     from voiceagent.commands.replay import load_factory
@@ -74,10 +78,6 @@ def run(args: argparse.Namespace) -> int:
     from voiceagent.serving.supervisor import Supervisor
     from voiceagent.serving.worker import GOODBYE, WorkerConfig
 
-    problem = _check(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     try:
         load_factory(args.factory)  # fail here, once, not in every worker
     except (ImportError, AttributeError, ValueError) as exc:
