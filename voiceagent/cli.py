@@ -15,8 +15,10 @@ from voiceagent.commands.errors import run_cleanly
 
 # name -> module; each module defines add_arguments(parser) and run(args) -> int
 COMMANDS: dict[str, str] = {
+    "chat": "voiceagent.commands.chat",
     "demo": "voiceagent.commands.demo",
     "replay": "voiceagent.commands.replay",
+    "serve": "voiceagent.commands.serve",
 }
 
 
