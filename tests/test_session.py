@@ -1,6 +1,6 @@
 """Session end to end, every part real: a fake Twilio caller over a WebSocket -> TwilioServer ->
 Session -> Pulse STT adapter -> fake Pulse server; the agent's turns stream from the fake Electron
-server; espeak-ng speaks into the call through TransportOutput; marks tell what the caller heard."""
+server; espeak-ng speaks into the call's own output (TransportOutput); marks tell what the caller heard."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from voiceagent.testing.pulse_server import (
 from voiceagent.testing.sinks import RecordingSink
 from voiceagent.testing.twilio_client import FakeTwilioCall
 from voiceagent.tools import Tool, tool
-from voiceagent.transport_output import TransportOutput
 from voiceagent.vad import VoiceActivityDetector, WebRtcVad
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -74,18 +73,19 @@ async def run_call(
 
     async def call(stream: TwilioMediaStream) -> None:
         async with PulseSTT("sk_test", options or PulseOptions.for_twilio("en"), url=pulse.url) as stt:
-            output = TransportOutput(stream, 8000)
             agent = Agent(
                 llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
-                sink=EspeakSink(output, words_per_minute=220),
+                sink=EspeakSink(stream.output, words_per_minute=220),  # the call owns its output
                 system_prompt="You are a phone storyteller.",
                 tools=tools,
             )
+            transport = wrap(stream)
             session = Session(
                 agent=agent,
-                transport=wrap(stream),
+                transport=transport,
                 stt=stt,
-                output=output,
+                # The stream owns its output and Session takes it from there; a wrapper hides it.
+                output=None if transport is stream else stream.output,
                 policy=policy,
                 endpointing=endpointing() if endpointing else None,
                 **({"vad": vad()} if vad else {}),
