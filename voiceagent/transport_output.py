@@ -21,13 +21,20 @@ _EPSILON = 1e-6
 
 
 class TransportOutput:
-    def __init__(self, transport: Transport, sample_rate: int = 16000) -> None:
+    """``ledger``: the transport's own ``MarkLedger``, when it keeps one (``TwilioMediaStream`` does, to
+    read Twilio's echoes of flushed marks): then the transport records every chunk, mark, echo and clear
+    and this output only reads it, so each mark is counted once."""
+
+    def __init__(
+        self, transport: Transport, sample_rate: int = 16000, *, ledger: MarkLedger | None = None
+    ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self._transport = transport
         self._sample_rate = sample_rate
+        self._records = ledger is None
         # played_marks() reports played marks only: marks a clear dropped are forgotten, not awaited.
-        self._ledger = MarkLedger(echoes_cleared=False)
+        self._ledger = ledger if ledger is not None else MarkLedger(echoes_cleared=False)
         self._names = itertools.count(1)
         self._progress = anyio.Event()
         self._closed = False
@@ -53,9 +60,11 @@ class TransportOutput:
         if chunk.sample_rate != self._sample_rate:
             raise ValueError(f"chunk is {chunk.sample_rate} Hz, this output takes {self._sample_rate} Hz")
         await self._transport.send_audio(chunk)
-        self._ledger.audio_sent(chunk.duration, chunk.text_span)
+        if self._records:
+            self._ledger.audio_sent(chunk.duration, chunk.text_span)
         name = f"va-{next(self._names)}"
-        self._ledger.mark_sent(name)
+        if self._records:
+            self._ledger.mark_sent(name)
         await self._transport.mark(name)
 
     async def wait_played(self) -> None:
@@ -63,7 +72,8 @@ class TransportOutput:
             await self._progress.wait()
 
     async def clear(self) -> None:
-        self._ledger.cleared()
+        if self._records:
+            self._ledger.cleared()
         await self._transport.clear()
         self._notify()
 
@@ -73,7 +83,7 @@ class TransportOutput:
             async for name in self._transport.played_marks():
                 # Marks play in order: every earlier mark's audio has played too. An unknown name was
                 # dropped by clear(), or is not one of ours.
-                if self._ledger.mark_echoed(name) is MarkOutcome.PLAYED:
+                if not self._records or self._ledger.mark_echoed(name) is MarkOutcome.PLAYED:
                     self._notify()
         finally:
             self._closed = True

@@ -145,7 +145,7 @@ class TwilioMediaStream:
         """The call's ``AudioOutput`` (8 kHz, so nothing is resampled here): give it to the TTS sink;
         ``Session`` follows its marks."""
         if self._output is None:
-            self._output = TransportOutput(self, TWILIO_RATE)
+            self._output = TransportOutput(self, TWILIO_RATE, ledger=self._ledger)  # marks counted once
         return self._output
 
     # ---- what the caller heard --------------------------------------------------------------------
