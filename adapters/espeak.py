@@ -1,43 +1,49 @@
 """Offline TTS through the local ``espeak-ng`` binary (Debian/Ubuntu: ``apt-get install espeak-ng``).
 
-One process per ``speak()``: the text goes in on stdin (so text starting with ``-`` is never taken as
+One process per text: the text goes in on stdin (so text starting with ``-`` is never taken as
 an option), a WAV stream comes out on stdout and is delivered as it arrives, so the first audio
 reaches the output before the whole text is synthesized. ``cancel()`` kills the process.
+``EspeakEngine`` is the ``TTSEngine``; ``EspeakSink`` the ``Speaker`` over it.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from voiceagent.audio import WavStreamDecoder
 from voiceagent.errors import TTSError
 from voiceagent.logs import get_logger
-from voiceagent.sink_base import Delivery, StreamingSink
+from voiceagent.speaker import Speaker
 from voiceagent.tts import AudioOutput
 
-__all__ = ["EspeakSink", "available_voices"]
+__all__ = ["EspeakEngine", "EspeakSink", "available_voices"]
 
 logger = get_logger(__name__)
 
 _READ_SIZE = 4096
 _STDERR_LIMIT = 4000
+# The whole text is written to stdin before stdout is read: this many characters (at most 16 KB of
+# UTF-8) always fit the pipe's buffer, so espeak-ng can never block on a full stdout meanwhile.
+MAX_CHARS = 4000
+ESPEAK_RATE = 22050
 
 
-class EspeakSink(StreamingSink):
-    """``TTSSink`` on espeak-ng.
+class EspeakEngine:
+    """``TTSEngine`` on espeak-ng.
 
     ``voice``: an espeak-ng voice (``espeak-ng --voices``), e.g. ``en-us``, ``en-gb``, ``de``, ``en-us+f3``.
     ``words_per_minute``: speaking rate (espeak ``-s``, 80..450). ``pitch`` 0..99, ``amplitude`` 0..200,
-    ``word_gap`` in 10 ms units. Audio (22050 Hz from espeak) is resampled to ``output.sample_rate``.
+    ``word_gap`` in 10 ms units. Audio is espeak's 22050 Hz (the WAV header says so).
     """
 
     def __init__(
         self,
-        output: AudioOutput,
         *,
         voice: str = "en-us",
         words_per_minute: int = 175,
@@ -46,7 +52,6 @@ class EspeakSink(StreamingSink):
         word_gap: int | None = None,
         binary: str = "espeak-ng",
     ) -> None:
-        super().__init__(output)
         path = shutil.which(binary)
         if path is None:
             raise TTSError(
@@ -66,6 +71,7 @@ class EspeakSink(StreamingSink):
         self.pitch = pitch
         self.amplitude = amplitude
         self.word_gap = word_gap
+        self.sample_rate = ESPEAK_RATE
 
     @property
     def command(self) -> list[str]:
@@ -85,37 +91,55 @@ class EspeakSink(StreamingSink):
                 cmd += [flag, str(value)]
         return cmd
 
-    async def _synthesize(self, text: str, delivery: Delivery) -> None:
-        process = await anyio.open_process(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-        stderr = bytearray()
-        decoder = WavStreamDecoder()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_read_all, process.stderr, stderr)
-                tg.start_soon(_write_all, process.stdin, text.encode("utf-8"))
+    async def interrupt(self) -> None:
+        return None  # stopping the synthesis kills the process
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        # stderr goes to a file, not a pipe, so no reader task must outlive a yield.
+        with tempfile.TemporaryFile() as stderr_file:
+            process = await anyio.open_process(
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file
+            )
+            assert process.stdin is not None and process.stdout is not None
+            decoder = WavStreamDecoder()
+            try:
+                try:
+                    await process.stdin.send(text.encode("utf-8"))
+                    await process.stdin.aclose()
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # espeak-ng exited without reading its input; its exit status says why
                 async for data in process.stdout:
                     try:
                         pcm16 = decoder.feed(data)
                     except ValueError as exc:
                         raise TTSError(f"espeak-ng wrote something other than WAV: {exc}") from exc
                     if pcm16 and decoder.header is not None:
-                        await delivery.audio(pcm16, decoder.header.sample_rate)
-            returncode = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
-        message = stderr.decode("utf-8", "replace").strip()
+                        self.sample_rate = decoder.header.sample_rate
+                        yield pcm16
+                returncode = await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                with anyio.CancelScope(shield=True):
+                    await process.aclose()
+            stderr_file.seek(0)
+            message = stderr_file.read(_STDERR_LIMIT).decode("utf-8", "replace").strip()
         if returncode != 0:
             raise TTSError(f"espeak-ng exited with status {returncode}: {message or 'no message'}")
         if decoder.header is None:
             raise TTSError(f"espeak-ng produced no audio: {message or 'no message'}")
         if message:
             logger.warning("espeak-ng: %s", message)
+
+
+class EspeakSink(Speaker):
+    """The ``TTSSink`` on espeak-ng: a ``Speaker`` over an ``EspeakEngine`` built from the same keyword
+    arguments, resampling to ``output.sample_rate``."""
+
+    engine: EspeakEngine
+
+    def __init__(self, output: AudioOutput, **options: Any) -> None:
+        super().__init__(EspeakEngine(**options), output, max_chars=MAX_CHARS)
 
 
 def available_voices(binary: str = "espeak-ng") -> set[str]:
@@ -141,17 +165,3 @@ def _check_voice(binary: str, voice: str) -> str:
     if base not in available_voices(binary):
         raise TTSError(f"espeak-ng voice {voice!r} does not exist; list them with `espeak-ng --voices`")
     return voice
-
-
-async def _write_all(stream: ByteSendStream, data: bytes) -> None:
-    try:
-        await stream.send(data)
-        await stream.aclose()
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass  # espeak-ng exited without reading its input; its exit status says why
-
-
-async def _read_all(stream: ByteReceiveStream, into: bytearray) -> None:
-    async for data in stream:
-        if len(into) < _STDERR_LIMIT:
-            into += data[: _STDERR_LIMIT - len(into)]

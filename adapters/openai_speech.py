@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -23,10 +24,16 @@ from voiceagent.audio import WavStreamDecoder
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger, register_secret, set_request_id
-from voiceagent.sink_base import Delivery, StreamingSink
+from voiceagent.speaker import Speaker
 from voiceagent.tts import AudioOutput
 
-__all__ = ["OPENAI_SPEECH_SHUTDOWN", "OpenAISpeechSink", "deprecated_openai_model", "is_openai_host"]
+__all__ = [
+    "OPENAI_SPEECH_SHUTDOWN",
+    "OpenAISpeechEngine",
+    "OpenAISpeechSink",
+    "deprecated_openai_model",
+    "is_openai_host",
+]
 
 logger = get_logger(__name__)
 
@@ -48,8 +55,8 @@ def deprecated_openai_model(model: str) -> bool:
     return _DEPRECATED_OPENAI_MODELS.fullmatch(model) is not None
 
 
-class OpenAISpeechSink(StreamingSink):
-    """``TTSSink`` on ``POST {base_url}/audio/speech``.
+class OpenAISpeechEngine:
+    """``TTSEngine`` on ``POST {base_url}/audio/speech`` (one request per ``synthesize``).
 
     Pass a configured ``client`` (``openai.AsyncOpenAI``), or ``base_url``/``api_key`` to make one.
     ``model`` is required (see the module docstring). ``pcm_sample_rate`` is the rate the server's raw
@@ -59,7 +66,6 @@ class OpenAISpeechSink(StreamingSink):
 
     def __init__(
         self,
-        output: AudioOutput,
         *,
         client: openai.AsyncOpenAI | None = None,
         base_url: str | None = None,
@@ -73,7 +79,6 @@ class OpenAISpeechSink(StreamingSink):
         extra_body: dict[str, Any] | None = None,
         limiter: Limiter | None = None,
     ) -> None:
-        super().__init__(output)
         if not model:
             raise ValueError("model is required: the name of a model the speech server serves")
         if speed is not None and not 0.25 <= speed <= 4.0:
@@ -91,13 +96,14 @@ class OpenAISpeechSink(StreamingSink):
                 f"{OPENAI_SPEECH_SHUTDOWN}; OpenAI points new integrations to its Realtime API. "
                 "See the README (OpenAI speech) for what to use instead.",
                 FutureWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         self.model = model
         self.voice = voice
         self.speed = speed
         self.instructions = instructions
         self.pcm_sample_rate = pcm_sample_rate
+        self.sample_rate = pcm_sample_rate  # of the audio being yielded: a WAV answer says its own
         self.max_input_chars = max_input_chars
         self.extra_body = extra_body
         self.limiter = limiter
@@ -107,7 +113,7 @@ class OpenAISpeechSink(StreamingSink):
         if self._own_client:
             await self.client.close()
 
-    async def __aenter__(self) -> OpenAISpeechSink:
+    async def __aenter__(self) -> OpenAISpeechEngine:
         return self
 
     async def __aexit__(
@@ -115,10 +121,11 @@ class OpenAISpeechSink(StreamingSink):
     ) -> None:
         await self.aclose()
 
-    async def _synthesize(self, text: str, delivery: Delivery) -> None:
-        await self._synthesize_in_pieces(text, delivery, self.max_input_chars, self.limiter, self._request)
+    async def interrupt(self) -> None:
+        return None  # the speaker stopped reading: leaving the stream closes the request
 
-    async def _request(self, text: str, delivery: Delivery) -> None:
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        self.sample_rate = self.pcm_sample_rate
         params: dict[str, Any] = {}
         if self.speed is not None:
             params["speed"] = self.speed
@@ -137,7 +144,8 @@ class OpenAISpeechSink(StreamingSink):
                 if request_id:
                     self.request_ids.append(request_id)
                     set_request_id(request_id)
-                await self._read(response.iter_bytes(), delivery)
+                async for data in self._read(response.iter_bytes()):
+                    yield data
         except openai.APIStatusError as exc:
             raise TTSError(
                 f"speech endpoint: {_message(exc)}",
@@ -151,9 +159,8 @@ class OpenAISpeechSink(StreamingSink):
             # The response had started: what arrived was delivered, so it is not requested again.
             raise TTSInterruptedError(f"speech stream broke mid-utterance: {exc!r}") from exc
 
-    async def _read(self, chunks: Any, delivery: Delivery) -> None:
+    async def _read(self, chunks: Any) -> AsyncIterator[bytes]:
         decoder: WavStreamDecoder | None = None
-        carry = b""
         first = True
         async for data in chunks:
             if first and data:
@@ -163,15 +170,24 @@ class OpenAISpeechSink(StreamingSink):
             if decoder is not None:
                 pcm = decoder.feed(data)
                 if pcm and decoder.header is not None:
-                    await delivery.audio(pcm, decoder.header.sample_rate)
+                    self.sample_rate = decoder.header.sample_rate
+                    yield pcm
                 continue
-            data = carry + data
-            even = len(data) - len(data) % 2
-            data, carry = data[:even], data[even:]
-            if data:
-                await delivery.audio(data, self.pcm_sample_rate)
+            yield data
         if first:
             raise TTSError("speech endpoint answered with an empty body")
+
+
+class OpenAISpeechSink(Speaker):
+    """The ``TTSSink`` on ``/audio/speech``: a ``Speaker`` over an ``OpenAISpeechEngine`` built from the
+    same keyword arguments; texts over ``max_input_chars`` become several requests, each holding a
+    slot of ``limiter`` when there is one."""
+
+    engine: OpenAISpeechEngine
+
+    def __init__(self, output: AudioOutput, *, limiter: Limiter | None = None, **options: Any) -> None:
+        engine = OpenAISpeechEngine(limiter=limiter, **options)
+        super().__init__(engine, output, max_chars=engine.max_input_chars, limiter=limiter)
 
 
 def _message(exc: openai.APIStatusError) -> str:

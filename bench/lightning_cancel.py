@@ -30,9 +30,10 @@ import anyio
 from anyio.abc import SocketStream
 
 from bench.stats import summarize
-from voiceagent.adapters.lightning import LightningSink
-from voiceagent.adapters.lightning.websocket import _close
+from voiceagent.adapters.lightning import LightningSink, account_limiter
+from voiceagent.adapters.lightning.websocket import LightningEngine, _close
 from voiceagent.audio_output import CollectingOutput
+from voiceagent.speaker import Speaker
 from voiceagent.testing.lightning_server import FakeLightningServer
 from voiceagent.tts import AudioChunk
 
@@ -103,11 +104,11 @@ class ProbeOutput(CollectingOutput):
         await super().clear()
 
 
-class SequentialCancelSink(LightningSink):  # type: ignore[misc]  # (mypy sees adapters as Any)
+class SequentialCancelEngine(LightningEngine):  # type: ignore[misc]  # (mypy sees adapters as Any)
     """The barge-in as it was: wait for the close handshake, then reconnect in the background."""
 
-    async def _on_cancel(self) -> None:
-        conn = self._conn
+    async def interrupt(self) -> None:
+        conn = self._conn  # type: ignore[has-type]
         if conn is None or not conn.in_request or self._tg is None:
             return
         conn.dead = True
@@ -124,7 +125,7 @@ class Samples:
 
 
 async def barge_in(
-    server: FakeLightningServer, sink: LightningSink, out: ProbeOutput, pause: float
+    server: FakeLightningServer, sink: Speaker, out: ProbeOutput, pause: float
 ) -> tuple[float, float]:
     """(seconds to the output clear, seconds to the next turn's first audio), from the barge-in."""
     server.first_byte_gate = anyio.Event()
@@ -145,7 +146,7 @@ async def barge_in(
     return out.cleared_at - t0, out.first_audio_at - (starts if pause else t0)
 
 
-async def warm_first_audio(sink: LightningSink, out: ProbeOutput) -> float:
+async def warm_first_audio(sink: Speaker, out: ProbeOutput) -> float:
     await sink.speak("Warming up.")
     out.arm()
     t0 = time.perf_counter()
@@ -162,9 +163,11 @@ async def measure(rtt: float, reps: int) -> dict[str, Any]:
         async with anyio.create_task_group() as tg:
             await tg.start(proxy.serve)
             url = f"ws://127.0.0.1:{proxy.port}/waves/v1/tts/live"
-            makers: dict[str, Callable[[ProbeOutput], LightningSink]] = {
-                "sequential": lambda out: SequentialCancelSink(
-                    out, api_key=KEY, url=url, keepalive_interval=None, check_voice=False
+            makers: dict[str, Callable[[ProbeOutput], Speaker]] = {
+                "sequential": lambda out: Speaker(
+                    SequentialCancelEngine(api_key=KEY, url=url, keepalive_interval=None, check_voice=False),
+                    out,
+                    limiter=account_limiter(KEY),
                 ),
                 "overlapped": lambda out: LightningSink(
                     out, api_key=KEY, url=url, keepalive_interval=None, check_voice=False

@@ -18,7 +18,7 @@ import anyio
 from voiceagent.commands.errors import run_cleanly
 from voiceagent.session import Session
 from voiceagent.stt import STTSource
-from voiceagent.transport import Transport
+from voiceagent.transport import OwnsOutput, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioOutput, TTSSink
 from voiceagent.turn import ChatStreamer
@@ -68,9 +68,11 @@ async def run_call(
     sessions: list[Session] | None = None,
 ) -> None:
     """Serve one call until the caller hangs up."""
-    output = TransportOutput(transport, sample_rate)
+    # Twilio and the web page own their output; a bare Transport gets one at ``sample_rate``.
+    own = None if isinstance(transport, OwnsOutput) else TransportOutput(transport, sample_rate)
+    output = own or transport.output  # type: ignore[attr-defined]
     async with stt() as source, tts(output) as sink:
-        session = Session(agent=build_agent(llm, sink), transport=transport, stt=source, output=output)
+        session = Session(agent=build_agent(llm, sink), transport=transport, stt=source, output=own)
         if sessions is not None:
             sessions.append(session)
         await session.run()

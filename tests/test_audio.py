@@ -22,7 +22,6 @@ def test_sine_has_the_requested_length_and_frequency() -> None:
 def test_resample_keeps_duration_and_tone(src: int, dst: int) -> None:
     pcm = audio.sine_pcm16(440, 1.0, src)
     out = audio.resample(pcm, src, dst)
-    # ratecv's filter holds back about one input sample
     assert abs(len(out) // 2 - dst) <= dst // src + 2
     assert tone_power(out, dst, 440) > 100 * tone_power(out, dst, 1500)
     assert abs(audio.rms(out) - audio.rms(pcm)) < 0.05 * audio.rms(pcm)
@@ -32,7 +31,11 @@ def test_streaming_resampler_matches_whole_buffer() -> None:
     pcm = audio.sine_pcm16(300, 0.3, 22050)
     resampler = audio.Resampler(22050, 16000)
     pieces = [resampler.process(pcm[i : i + 1000]) for i in range(0, len(pcm), 1000)]
-    assert b"".join(pieces) == audio.resample(pcm, 22050, 16000)
+    streamed = samples(b"".join(pieces) + resampler.flush())
+    whole = samples(audio.resample(pcm, 22050, 16000))
+    # The same signal; soxr's block boundaries only move the float rounding (a few LSB, under -78 dBFS).
+    assert len(streamed) == len(whole)
+    assert max(abs(a - b) for a, b in zip(streamed, whole, strict=True)) <= 4
 
 
 def test_ulaw_round_trip_error_is_bounded() -> None:
@@ -133,3 +136,25 @@ def test_decode_audio_through_pydub_and_ffmpeg() -> None:
 def test_decode_audio_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="cannot decode"):
         audio.decode_audio(b"definitely not audio" * 10, 16000, "mp3")
+
+
+def test_downsampling_filters_out_what_the_new_rate_cannot_carry() -> None:
+    # 6 kHz is above 8 kHz's Nyquist (4 kHz): audioop.ratecv folded it back as a full-scale 2 kHz alias.
+    pcm = audio.sine_pcm16(6000, 0.5, 24000, amplitude=0.9)
+    out = audio.resample(pcm, 24000, 8000)
+    reference = tone_power(audio.sine_pcm16(2000, 0.5, 8000, amplitude=0.9), 8000, 2000)
+    middle = out[800:-800]  # 50 ms in from each end: the tone's abrupt start and stop are broadband
+    assert tone_power(middle, 8000, 2000) < reference * 1e-6  # the alias is at least 60 dB down
+    assert audio.rms(middle) < 0.001 * audio.rms(pcm)
+
+
+def test_streaming_resampler_flush_returns_the_tail_and_starts_over() -> None:
+    pcm = audio.sine_pcm16(440, 0.2, 24000)
+    resampler = audio.Resampler(24000, 16000)
+    first = b"".join(resampler.process(pcm[i : i + 960]) for i in range(0, len(pcm), 960)) + resampler.flush()
+    assert abs(len(first) // 2 - 3200) <= 2
+    second = samples(resampler.process(pcm) + resampler.flush())  # flush() started a fresh stream
+    whole = samples(audio.resample(pcm, 24000, 16000))
+    assert len(second) == len(whole) == len(first) // 2
+    assert max(abs(a - b) for a, b in zip(second, whole, strict=True)) <= 4
+    assert resampler.flush() == b""

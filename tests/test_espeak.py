@@ -117,7 +117,7 @@ async def test_a_failing_engine_is_a_clear_error_and_the_sink_still_works(tmp_pa
     with pytest.raises(TTSError, match="status 3: synthesis exploded"):
         await sink.speak("hello")
     assert sink.played_chars == 0 and out.chunks == []
-    sink.binary = "espeak-ng"
+    sink.engine.binary = "espeak-ng"
     await sink.speak("hello")
     assert sink.played_chars == len("hello")
 

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from voiceagent.adapters.twilio.ledger import MarkOutcome, PlaybackLedger
+from voiceagent.marks import MarkLedger, MarkOutcome
 
 
 def test_marks_move_audio_to_heard_in_order() -> None:
-    ledger = PlaybackLedger()
+    ledger = MarkLedger()
     ledger.audio_sent(0.5, "Hello there. ")
     ledger.mark_sent("a")
     ledger.audio_sent(0.25, "How are you?")
@@ -17,7 +17,7 @@ def test_marks_move_audio_to_heard_in_order() -> None:
 
 
 def test_marks_pending_at_clear_do_not_count_as_heard() -> None:
-    ledger = PlaybackLedger()
+    ledger = MarkLedger()
     ledger.audio_sent(1.0, "one ")
     ledger.mark_sent("a")
     ledger.audio_sent(1.0, "two ")
@@ -31,7 +31,7 @@ def test_marks_pending_at_clear_do_not_count_as_heard() -> None:
 
 
 def test_reused_mark_name_after_clear_first_echo_is_the_flushed_one() -> None:
-    ledger = PlaybackLedger()
+    ledger = MarkLedger()
     ledger.audio_sent(1.0, "x")
     ledger.mark_sent("m")
     ledger.cleared()

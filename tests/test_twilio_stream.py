@@ -127,6 +127,45 @@ async def test_clear_drops_unplayed_audio_and_flushed_marks_do_not_count_as_hear
     assert call.errors == []
 
 
+async def test_the_calls_own_output_reads_the_streams_mark_ledger() -> None:
+    seen: dict[str, Any] = {}
+    sent = anyio.Event()
+
+    async def handler(stream: TwilioMediaStream) -> None:
+        output = stream.output
+        assert output is stream.output and output.sample_rate == 8000
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(output.run)
+            await output.write(AudioChunk(tone(0.2, 8000), 8000, "one "))
+            await output.write(AudioChunk(tone(0.2, 8000), 8000, "two "))
+            sent.set()
+            with anyio.fail_after(10):
+                # Polled: the first mark's echo moves the playhead; no event is exposed for it.
+                while output.played_seconds == 0:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            seen["first"] = (output.played_seconds, stream.heard_seconds, output.written_seconds)
+            await output.clear()  # "two" is dropped: its flushed mark's echo must not count
+            seen["after_clear"] = output.written_seconds
+            await output.write(AudioChunk(tone(0.1, 8000), 8000, "three"))
+            await output.wait_played()
+            seen["end"] = (output.played_seconds, stream.heard_seconds, output.heard_text)
+            tg.cancel_scope.cancel()
+
+    async with TwilioServer(handler, auth_token=TOKEN) as server:
+        async with FakeTwilioCall(server.url, auth_token=TOKEN, start_paused=True) as call:
+            await sent.wait()
+            await call.wait_until(lambda: len(call.received) == 2 * 10 + 2)
+            call.play_until_mark(call.received[10]["mark"]["name"])
+            await call.wait_until(lambda: call.clears == 1)
+            call.resume_playback()
+            await call.wait_closed()
+
+    assert seen["first"] == (pytest.approx(0.2), pytest.approx(0.2), pytest.approx(0.4))
+    assert seen["after_clear"] == pytest.approx(0.2)
+    assert seen["end"] == (pytest.approx(0.3), pytest.approx(0.3), "one three")
+    assert [m.flushed for m in call.echoed_marks] == [False, True, False]
+
+
 async def test_dtmf_and_stop_end_the_stream() -> None:
     seen: dict[str, Any] = {}
 

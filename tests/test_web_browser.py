@@ -128,6 +128,8 @@ async def test_browser_call_mic_playback_marks_clear_and_token(tmp_path: Path) -
 
             await page.click("#start")
             await page.wait_for("window.voiceagent.connected")
+            # The page's AudioContext runs at the PCM rate: the browser resamples the mic (filtered).
+            assert await page.evaluate("window.voiceagent.contextRate") == 16000
             with anyio.fail_after(30):
                 await heard_speech.wait()
             assert mic["peak_rms"] > SPEECH_RMS

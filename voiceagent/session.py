@@ -40,7 +40,7 @@ from voiceagent.stt import (
     STTSource,
     Transcript,
 )
-from voiceagent.transport import TextDisplay, Transport
+from voiceagent.transport import OwnsOutput, TextDisplay, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.turn import Turn
 from voiceagent.vad import VoiceActivityDetector, default_vad
@@ -117,12 +117,16 @@ class Session:
         vad: VoiceActivityDetector | Literal["auto"] | None = "auto",
     ) -> None:
         """``output``: the ``TransportOutput`` the agent's sink writes to; the session follows its marks.
+        A transport that owns its output (``OwnsOutput``: Twilio, the web page) needs none: build the sink
+        on ``transport.output``.
         ``endpointing``: the end-of-turn policy (default ``EndpointingDetector``). ``vad``: a local VAD on
         the caller's audio, used only when the STT sends no speech events of its own; "auto" picks
         ``voiceagent.vad.default_vad()``, None runs none (then each final ends an utterance)."""
         self.agent = agent
         self.transport = transport
         self.stt = stt
+        if output is None and isinstance(transport, OwnsOutput):
+            output = transport.output
         self.output = output
         self.policy = policy or BargeInPolicy()
         self.greeting = greeting

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from voiceagent.tts import AudioChunk
+
+if TYPE_CHECKING:
+    from voiceagent.transport_output import TransportOutput
 
 
 @runtime_checkable
@@ -44,3 +47,13 @@ class TextDisplay(Protocol):
     async def send_agent_text(self, text: str, *, final: bool = True) -> None:
         """More of the agent's reply; ``final`` ends the reply."""
         ...
+
+
+@runtime_checkable
+class OwnsOutput(Protocol):
+    """A transport that owns its ``AudioOutput``: a ``TransportOutput`` at the far end's rate (so audio
+    is resampled once, by the ``Speaker``). Build the TTS sink on ``transport.output``; ``Session``
+    follows its marks."""
+
+    @property
+    def output(self) -> TransportOutput: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal
 
@@ -27,24 +28,23 @@ from voiceagent.audio import WavStreamDecoder
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger, set_request_id
-from voiceagent.sink_base import Delivery, StreamingSink
+from voiceagent.speaker import Speaker
 from voiceagent.tts import AudioOutput
 
-__all__ = ["LightningHTTPSink"]
+__all__ = ["LightningHTTPEngine", "LightningHTTPSink"]
 
 logger = get_logger(__name__)
 
 
-class LightningHTTPSink(StreamingSink):
-    """``TTSSink`` on Lightning's HTTP routes. ``mode="sse"`` streams base64 PCM events;
-    ``mode="sync"`` streams one WAV per request (``Accept: audio/wav``).
+class LightningHTTPEngine:
+    """``TTSEngine`` on Lightning's HTTP routes, one request per ``synthesize``. ``mode="sse"`` streams
+    base64 PCM events; ``mode="sync"`` streams one WAV per request (``Accept: audio/wav``).
 
     ``voice_id`` defaults to ``DEFAULT_VOICES[model]``. ``check_voice``: before the first request (or in
     ``async with``) the voice is looked up in the catalog next to ``base_url`` (see ``voices.py``)."""
 
     def __init__(
         self,
-        output: AudioOutput,
         *,
         api_key: str,
         voice_id: str | None = None,
@@ -62,14 +62,14 @@ class LightningHTTPSink(StreamingSink):
         client: httpx2.AsyncClient | None = None,
         check_voice: bool = True,
     ) -> None:
-        super().__init__(output)
         voice_id = check_common(model, speed, voice_id, api_key)
         if mode not in ("sse", "sync"):
             raise ValueError(f"mode must be 'sse' or 'sync', got {mode!r}")
         if not 1 <= max_chunk_chars <= MAX_CHARS:
             raise ValueError(f"max_chunk_chars must be 1..{MAX_CHARS}, got {max_chunk_chars}")
         self.mode = mode
-        self.sample_rate = request_sample_rate(output.sample_rate, sample_rate)
+        self.request_rate = request_sample_rate(0, sample_rate)
+        self.sample_rate = self.request_rate  # of the audio being yielded: a WAV header may say otherwise
         self.url = base_url.rstrip("/") + ("/tts/live" if mode == "sse" else "/tts")
         self.max_chunk_chars = max_chunk_chars
         self.limiter = limiter or account_limiter(api_key)
@@ -90,7 +90,7 @@ class LightningHTTPSink(StreamingSink):
         self._payload: dict[str, Any] = {
             "voice_id": voice_id,
             "model": model,
-            "sample_rate": self.sample_rate,
+            "sample_rate": self.request_rate,
             "speed": speed,
             "language": language,
             "output_format": "pcm" if mode == "sse" else "wav",
@@ -103,7 +103,7 @@ class LightningHTTPSink(StreamingSink):
         if self._own_client:
             await self._client.aclose()
 
-    async def __aenter__(self) -> LightningHTTPSink:
+    async def __aenter__(self) -> LightningHTTPEngine:
         await self._check_voice()
         return self
 
@@ -123,12 +123,14 @@ class LightningHTTPSink(StreamingSink):
     ) -> None:
         await self.aclose()
 
-    async def _synthesize(self, text: str, delivery: Delivery) -> None:
-        await self._check_voice()
-        await self._synthesize_in_pieces(text, delivery, self.max_chunk_chars, self.limiter, self._request)
+    async def interrupt(self) -> None:
+        return None  # the speaker stopped reading: leaving the stream closes the request
 
-    async def _request(self, text: str, delivery: Delivery) -> None:
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        await self._check_voice()
+        self.sample_rate = self.request_rate
         payload = {**self._payload, "text": text}
+        yielded = False
         try:
             async with self._client.stream("POST", self.url, json=payload, headers=self._headers) as response:
                 request_id = response.headers.get("X-Request-Id")
@@ -137,20 +139,20 @@ class LightningHTTPSink(StreamingSink):
                     set_request_id(request_id)
                 if response.status_code >= 300:
                     raise error_from_body(response.status_code, await response.aread(), request_id)
-                if self.mode == "sse":
-                    await self._read_sse(response, delivery, request_id)
-                else:
-                    await self._read_audio(response, delivery)
+                sse = self.mode == "sse"
+                audio = self._read_sse(response, request_id) if sse else self._read_audio(response)
+                async for data in audio:
+                    yielded = True
+                    yield data
         except httpx2.TransportError as exc:
-            if delivery.bytes_delivered:
+            if yielded:
                 raise TTSInterruptedError(f"Lightning stream broke mid-utterance: {exc!r}") from exc
             raise TTSError(f"cannot reach Lightning at {self.url}: {exc!r}") from exc
 
-    async def _read_audio(self, response: httpx2.Response, delivery: Delivery) -> None:
+    async def _read_audio(self, response: httpx2.Response) -> AsyncIterator[bytes]:
         # A WAV per the docs; headerless PCM at the requested rate is accepted too (UNCONFIRMED which
         # one the service sends for every output_format/Accept combination).
         decoder: WavStreamDecoder | None = None
-        carry = b""
         first = True
         async for data in response.aiter_bytes():
             if first:
@@ -160,17 +162,15 @@ class LightningHTTPSink(StreamingSink):
             if decoder is not None:
                 pcm = decoder.feed(data)
                 if pcm and decoder.header is not None:
-                    await delivery.audio(pcm, decoder.header.sample_rate)
+                    self.sample_rate = decoder.header.sample_rate
+                    yield pcm
                 continue
-            data = carry + data
-            even = len(data) - len(data) % 2
-            data, carry = data[:even], data[even:]
-            await delivery.audio(data, self.sample_rate)
+            yield data
         if first:
             raise TTSError("Lightning answered with an empty body")
 
-    async def _read_sse(self, response: httpx2.Response, delivery: Delivery, request_id: str | None) -> None:
-        carry = b""
+    async def _read_sse(self, response: httpx2.Response, request_id: str | None) -> AsyncIterator[bytes]:
+        yielded = False
         event = ""
         data_lines: list[str] = []
         async for line in response.aiter_lines():
@@ -197,15 +197,26 @@ class LightningHTTPSink(StreamingSink):
                     pcm = base64.b64decode(audio, validate=True)
                 except (binascii.Error, ValueError) as exc:
                     raise TTSError("Lightning sent audio that is not valid base64") from exc
-                data = carry + pcm
-                even = len(data) - len(data) % 2
-                data, carry = data[:even], data[even:]
-                await delivery.audio(data, self.sample_rate)
+                yielded = yielded or bool(pcm)
+                yield pcm
             if message.get("done") is True:
                 return
-        if delivery.bytes_delivered:
+        if yielded:
             raise TTSInterruptedError("Lightning SSE stream ended without done=true mid-utterance")
         raise TTSError("Lightning SSE stream ended without done=true and without audio")
+
+
+class LightningHTTPSink(Speaker):
+    """The ``TTSSink`` on Lightning's HTTP routes: a ``Speaker`` over a ``LightningHTTPEngine`` built
+    from the same keyword arguments. Texts over ``max_chunk_chars`` become several requests, each
+    holding the account's slot; Lightning is asked for ``output``'s rate when it has it."""
+
+    engine: LightningHTTPEngine
+
+    def __init__(self, output: AudioOutput, *, sample_rate: int | None = None, **options: Any) -> None:
+        rate = request_sample_rate(output.sample_rate, sample_rate)
+        engine = LightningHTTPEngine(sample_rate=rate, **options)
+        super().__init__(engine, output, max_chars=engine.max_chunk_chars, limiter=engine.limiter)
 
 
 def _sse_json(data: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -64,10 +65,10 @@ from voiceagent.adapters.lightning.voices import check_voice, voices_url_for_ws
 from voiceagent.errors import TTSError, TTSInterruptedError
 from voiceagent.limiter import Limiter
 from voiceagent.logs import get_logger, register_secret, set_request_id
-from voiceagent.sink_base import Delivery, StreamingSink
+from voiceagent.speaker import Speaker
 from voiceagent.tts import AudioOutput
 
-__all__ = ["LightningSink"]
+__all__ = ["LightningEngine", "LightningSink"]
 
 logger = get_logger(__name__)
 
@@ -118,8 +119,9 @@ def check_common(model: str, speed: float, voice_id: str | None, api_key: str) -
     return voice_id or DEFAULT_VOICES[model]
 
 
-class LightningSink(StreamingSink):
-    """``TTSSink`` on the Lightning WebSocket. Use as ``async with LightningSink(...) as sink``.
+class LightningEngine:
+    """``TTSEngine`` on the Lightning WebSocket. Use as ``async with LightningEngine(...) as engine``
+    (or through ``LightningSink``, the ``Speaker`` over it).
 
     ``complete_backoff_ms`` defaults to 300 instead of the server's 4000: ``speak`` returns on ``complete``,
     so a long backoff would hold back the next sentence. ``idle_timeout`` (seconds) is sent as
@@ -136,7 +138,6 @@ class LightningSink(StreamingSink):
 
     def __init__(
         self,
-        output: AudioOutput,
         *,
         api_key: str,
         voice_id: str | None = None,
@@ -163,7 +164,6 @@ class LightningSink(StreamingSink):
         voices_url: str | None = None,
         cancel_request: bool = False,
     ) -> None:
-        super().__init__(output)
         voice_id = check_common(model, speed, voice_id, api_key)
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
@@ -171,7 +171,7 @@ class LightningSink(StreamingSink):
             raise ValueError(f"keepalive_interval must be positive, got {keepalive_interval}")
         if not 1 <= max_chunk_chars <= MAX_CHARS:
             raise ValueError(f"max_chunk_chars must be 1..{MAX_CHARS}, got {max_chunk_chars}")
-        self.sample_rate = request_sample_rate(output.sample_rate, sample_rate)
+        self.sample_rate = request_sample_rate(0, sample_rate)
         self.url = url if idle_timeout is None else f"{url}{'&' if '?' in url else '?'}timeout={idle_timeout}"
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
@@ -223,7 +223,7 @@ class LightningSink(StreamingSink):
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> LightningSink:
+    async def __aenter__(self) -> LightningEngine:
         if self.check_voice and self.voices_url is not None:
             await check_voice(
                 self.voice_id,
@@ -341,7 +341,7 @@ class LightningSink(StreamingSink):
         except TTSError as exc:
             logger.warning("background reconnect failed (the next speak retries): %s", exc)
 
-    async def _on_cancel(self) -> None:
+    async def interrupt(self) -> None:
         # No documented cancel message: retiring the socket is what stops the server. Nothing here
         # waits on the network, so the caller's output is cleared at once; the close and the next
         # connection proceed together in the background.
@@ -378,29 +378,31 @@ class LightningSink(StreamingSink):
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def _synthesize(self, text: str, delivery: Delivery) -> None:
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        """One request: every piece of ``text``, then a flush; the speaker holds the account's slot."""
         pieces = split_text(text, self.max_chunk_chars)
-        async with self.limiter.slot():
-            await self._wait_for_retired()
-            attempt = 0
-            while True:
-                conn = await self._ensure_connection()
-                try:
-                    await self._request(conn, pieces, delivery)
-                    return
-                except _Retry as exc:
-                    await self._drop(conn)
-                    if delivery.bytes_delivered:
-                        raise TTSInterruptedError(
-                            f"Lightning connection lost mid-utterance ({exc}); "
-                            f"{delivery.bytes_delivered} bytes of audio had been delivered"
-                        ) from None
-                    if attempt >= self.max_reconnects:
-                        raise TTSError(f"Lightning connection lost before any audio ({exc})") from None
-                    attempt += 1
-                    logger.info("Lightning connection lost (%s); reconnecting", exc)
-                finally:
-                    self._busy = False
+        await self._wait_for_retired()
+        attempt = 0
+        yielded = _Count()
+        while True:
+            conn = await self._ensure_connection()
+            try:
+                async for data in self._request(conn, pieces, yielded):
+                    yield data
+                return
+            except _Retry as exc:
+                await self._drop(conn)
+                if yielded.bytes:
+                    raise TTSInterruptedError(
+                        f"Lightning connection lost mid-utterance ({exc}); "
+                        f"{yielded.bytes} bytes of audio had been delivered"
+                    ) from None
+                if attempt >= self.max_reconnects:
+                    raise TTSError(f"Lightning connection lost before any audio ({exc})") from None
+                attempt += 1
+                logger.info("Lightning connection lost (%s); reconnecting", exc)
+            finally:
+                self._busy = False
 
     def _discard_stale(self, conn: _Connection) -> None:
         """Frames that arrived while no request was in flight: a close or an idle timeout means the
@@ -424,7 +426,7 @@ class LightningSink(StreamingSink):
             else:
                 logger.debug("stray Lightning frame while idle: %r", frame)
 
-    async def _request(self, conn: _Connection, pieces: list[str], delivery: Delivery) -> None:
+    async def _request(self, conn: _Connection, pieces: list[str], yielded: _Count) -> AsyncIterator[bytes]:
         self._discard_stale(conn)
         self._busy = True
         conn.in_request = True
@@ -435,11 +437,9 @@ class LightningSink(StreamingSink):
         for piece in pieces:
             await self._send(conn, {**payload, "text": piece, "continue": True})
         await self._send(conn, {**payload, "text": "", "flush": True})
-        delivery.restart_clock()
-        carry = b""
         request_id: str | None = None
         while True:
-            timeout = self.complete_timeout if delivery.bytes_delivered else self.first_byte_timeout
+            timeout = self.complete_timeout if yielded.bytes else self.first_byte_timeout
             frame: Frame | _Closed | None = None
             with anyio.move_on_after(timeout):
                 try:
@@ -450,7 +450,7 @@ class LightningSink(StreamingSink):
                 # The server may still answer this request later; a fresh socket keeps that answer
                 # from being read as the next request's.
                 await self._drop(conn)
-                if not delivery.bytes_delivered:
+                if not yielded.bytes:
                     raise TTSError(f"Lightning sent no audio within {timeout} s", request_id=request_id)
                 logger.warning("no `complete` %.1f s after the last audio; taking the text as done", timeout)
                 return
@@ -459,14 +459,12 @@ class LightningSink(StreamingSink):
                     request_id = frame.request_id
                     self.request_ids.append(request_id)
                     set_request_id(request_id)
-                data = carry + frame.pcm16
-                even = len(data) - len(data) % 2
-                data, carry = data[:even], data[even:]
-                await delivery.audio(data, self.sample_rate)
+                yielded.bytes += len(frame.pcm16)
+                yield frame.pcm16
             elif isinstance(frame, WordTimestamp):
                 self.word_timestamps.append(frame)
             elif isinstance(frame, CompleteFrame):
-                if not delivery.bytes_delivered and conn.keepalive_answers_due:
+                if not yielded.bytes and conn.keepalive_answers_due:
                     conn.keepalive_answers_due -= 1  # a keepalive's answer that arrived late
                     continue
                 conn.in_request = False
@@ -480,6 +478,26 @@ class LightningSink(StreamingSink):
                 raise _Retry(f"server closed the connection (code {frame.code} {frame.reason!r})")
             elif isinstance(frame, OtherFrame):
                 logger.debug("ignoring Lightning frame %r", frame.raw)
+
+
+class _Count:
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+class LightningSink(Speaker):
+    """The ``TTSSink`` on the Lightning WebSocket: a ``Speaker`` over a ``LightningEngine`` built from
+    the same keyword arguments. It asks Lightning for ``output``'s rate when Lightning has it, and
+    holds the account's slot (``limiter``, by default the account-wide one) for each text.
+    Use as ``async with LightningSink(output, api_key=...) as sink``."""
+
+    engine: LightningEngine
+
+    def __init__(self, output: AudioOutput, *, sample_rate: int | None = None, **options: Any) -> None:
+        engine = LightningEngine(sample_rate=request_sample_rate(output.sample_rate, sample_rate), **options)
+        super().__init__(engine, output, limiter=engine.limiter)
 
 
 async def _read_frames(ws: ClientConnection, send: MemoryObjectSendStream[Frame | _Closed]) -> None:

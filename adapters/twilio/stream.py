@@ -13,11 +13,12 @@ from websockets.exceptions import ConnectionClosed
 
 from voiceagent.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from voiceagent.logs import get_logger
+from voiceagent.marks import MarkLedger, MarkOutcome
+from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioChunk
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, SendStalledError, close_bounded, send_bounded
 
 from .errors import TwilioProtocolError, TwilioStreamClosed
-from .ledger import MarkOutcome, PlaybackLedger
 from .messages import (
     MAX_FRAME_BYTES,
     Connected,
@@ -86,10 +87,11 @@ class TwilioMediaStream:
         self.start = start
         self.close_reason: str | None = None
         self.dropped_audio_frames = 0
-        self._ledger = PlaybackLedger()
+        self._ledger = MarkLedger(echoes_cleared=True)
         self._send_lock = anyio.Lock()
         self._pending = bytearray()  # mu-law not yet sent: less than one 20 ms frame
         self._resampler: Resampler | None = None
+        self._output: TransportOutput | None = None
         self._closed = anyio.Event()
         self._audio_tx, self._audio_rx = anyio.create_memory_object_stream[bytes](audio_buffer_frames)
         self._marks_tx, self._marks_rx = anyio.create_memory_object_stream[str](math.inf)
@@ -137,6 +139,14 @@ class TwilioMediaStream:
     @property
     def input_sample_rate(self) -> int:
         return TWILIO_RATE
+
+    @property
+    def output(self) -> TransportOutput:
+        """The call's ``AudioOutput`` (8 kHz, so nothing is resampled here): give it to the TTS sink;
+        ``Session`` follows its marks."""
+        if self._output is None:
+            self._output = TransportOutput(self, TWILIO_RATE, ledger=self._ledger)  # marks counted once
+        return self._output
 
     # ---- what the caller heard --------------------------------------------------------------------
 
@@ -192,14 +202,21 @@ class TwilioMediaStream:
                 self._resampler = Resampler(chunk.sample_rate, TWILIO_RATE, carry_odd_byte=True)
             self._pending += pcm16_to_ulaw(self._resampler.process(chunk.pcm16))
             self._ledger.audio_sent(chunk.duration, chunk.text_span)
-            full = len(self._pending) - len(self._pending) % FRAME_BYTES
-            frames, self._pending = bytes(self._pending[:full]), self._pending[full:]
-            for offset in range(0, full, FRAME_BYTES):
-                await self._send(build_media(self.stream_sid, frames[offset : offset + FRAME_BYTES]))
+            await self._send_full_frames()
+
+    async def _send_full_frames(self) -> None:
+        full = len(self._pending) - len(self._pending) % FRAME_BYTES
+        frames, self._pending = bytes(self._pending[:full]), self._pending[full:]
+        for offset in range(0, full, FRAME_BYTES):
+            await self._send(build_media(self.stream_sid, frames[offset : offset + FRAME_BYTES]))
 
     async def mark(self, name: str) -> None:
         """Send any partial frame (padded with silence to 20 ms), then the mark."""
         async with self._send_lock:
+            if self._resampler is not None:
+                # The mark follows everything sent so far, including what is still in the filter.
+                self._pending += pcm16_to_ulaw(self._resampler.flush())
+                await self._send_full_frames()
             await self._flush_pending()
             message = build_mark(self.stream_sid, name)
             self._ledger.mark_sent(name)

@@ -1,5 +1,6 @@
-// Mic capture: downsample the context's rate to the target rate (box-filter average, which also
-// low-passes), convert to PCM16 and post fixed-size frames with their RMS level to the page.
+// Mic capture: convert to PCM16 and post fixed-size frames with their RMS level to the page. The page
+// runs its AudioContext at the target rate, so the browser has already resampled (anti-aliased) the
+// mic; only a browser that refused that rate leaves a conversion here (a box-filter average).
 class VoiceAgentCapture extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -31,6 +32,10 @@ class VoiceAgentCapture extends AudioWorkletProcessor {
   process(inputs) {
     const channel = inputs[0] && inputs[0][0];
     if (!channel) return true;
+    if (this.ratio === 1) {
+      for (let i = 0; i < channel.length; i++) this.push(channel[i]);
+      return true;
+    }
     for (let i = 0; i < channel.length; i++) {
       this.acc += channel[i];
       this.accCount++;

@@ -2,7 +2,8 @@
 // JSON control: hello/mark/state out, ready/mark/clear/transcript/agent_text in.
 "use strict";
 (() => {
-  const RATE = 16000;          // PCM rate both ways (Web Audio resamples to the device rate)
+  const RATE = 16000;          // PCM rate both ways: the AudioContext runs at it, so the browser
+                               // resamples mic and speaker to the device with proper filtering
   const FRAME_SAMPLES = 320;   // 20 ms mic frames
   const START_LEAD = 0.05;     // seconds of slack before the first buffer of a burst plays
 
@@ -139,7 +140,11 @@
     button.disabled = true;
     setStatus("Starting…");
     try {
-      ctx = new AudioContext();
+      try {
+        ctx = new AudioContext({ sampleRate: RATE });
+      } catch (err) {
+        ctx = new AudioContext();  // a browser without that rate: the worklet converts (box filter)
+      }
       await ctx.resume();
       await ctx.audioWorklet.addModule("/capture-worklet.js");
       mic = await navigator.mediaDevices.getUserMedia({
@@ -214,5 +219,6 @@
     get queuedSources() { return sources.size; },
     get pendingMarks() { return pendingMarks.map((m) => m.name); },
     get status() { return statusEl.textContent; },
+    get contextRate() { return ctx ? ctx.sampleRate : null; },
   };
 })();

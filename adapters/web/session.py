@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from voiceagent.audio import Resampler, resample
 from voiceagent.errors import VoiceAgentError
 from voiceagent.logs import get_logger
+from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioChunk
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, SendStalledError, send_bounded
 
@@ -80,6 +81,7 @@ class WebSession:
         self.id = session_id
         self._rate = hello.sample_rate
         self._resampler: Resampler | None = None
+        self._output: TransportOutput | None = None
         self._audio_tx: MemoryObjectSendStream[bytes]
         self._audio_rx: MemoryObjectReceiveStream[bytes]
         self._audio_tx, self._audio_rx = anyio.create_memory_object_stream[bytes](audio_buffer)
@@ -103,6 +105,14 @@ class WebSession:
     def output_sample_rate(self) -> int:
         return self._rate
 
+    @property
+    def output(self) -> TransportOutput:
+        """The page's ``AudioOutput`` at the page's rate (nothing is resampled here): give it to the
+        TTS sink; ``Session`` follows its marks."""
+        if self._output is None:
+            self._output = TransportOutput(self, self._rate)
+        return self._output
+
     def audio_in(self) -> AsyncIterator[bytes]:
         """Mic audio, PCM16 mono at ``input_sample_rate``; ends when the browser disconnects."""
         return self._audio_rx
@@ -120,6 +130,8 @@ class WebSession:
     async def mark(self, name: str) -> None:
         if not name:
             raise ValueError("a mark needs a non-empty name")
+        if self._resampler is not None and (tail := self._resampler.flush()):
+            await self._send(tail)  # the mark follows everything sent so far, the filter's tail too
         self._outstanding_marks[name] += 1
         await self._send(mark_message(name))
 

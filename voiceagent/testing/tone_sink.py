@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -49,6 +50,26 @@ def _char_tone(char: str, sample_rate: int) -> bytes:
 
 def tone_pcm(text: str, sample_rate: int = SAMPLE_RATE) -> bytes:
     return b"".join(_char_tone(char, sample_rate) for char in text)
+
+
+class ToneEngine:
+    """The smallest ``TTSEngine`` (docs/adding-a-vendor.md): every character as a 20 ms tone, yielded
+    in ``piece_bytes`` pieces that may split a sample, the way a vendor's byte stream does."""
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE, *, piece_bytes: int = 333) -> None:
+        self.sample_rate = sample_rate
+        self.piece_bytes = piece_bytes
+        self.texts: list[str] = []
+        self.interrupts = 0
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        self.texts.append(text)
+        pcm = tone_pcm(text, self.sample_rate)
+        for start in range(0, len(pcm), self.piece_bytes):
+            yield pcm[start : start + self.piece_bytes]
+
+    async def interrupt(self) -> None:
+        self.interrupts += 1
 
 
 class ToneSink:

@@ -1,0 +1,211 @@
+"""``TTSEngine``, the one thing a TTS vendor writes, and ``Speaker``, which makes any engine a turn's sink.
+
+An engine only turns text into audio bytes at its ``sample_rate``. The ``Speaker`` does everything
+else once, for every engine: splitting text for engines with a length limit, the account's concurrency
+slot, time to first byte, the odd byte of a byte stream split mid-sample, resampling to the output
+(soxr), tagging the first chunk of each text, the heard-ledger (``played_chars``, ``spoken_spans``),
+``flush`` and barge-in (``cancel``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+import anyio
+
+from voiceagent.audio import Resampler
+from voiceagent.limiter import Limiter
+from voiceagent.logs import get_logger
+from voiceagent.playback import PlaybackLedger
+from voiceagent.text_split import split_text
+from voiceagent.tts import AudioChunk, AudioOutput, SpokenSpan, TTFBRecord
+
+__all__ = ["Speaker", "TTSEngine"]
+
+logger = get_logger(__name__)
+
+
+@runtime_checkable
+class TTSEngine(Protocol):
+    """A TTS vendor: text in, mono PCM16 bytes out, as they arrive.
+
+    The bytes may be split anywhere (even mid-sample). An engine that learns its rate from the audio
+    (a WAV header) may update ``sample_rate`` before yielding the first bytes at that rate. Errors are
+    ``voiceagent.errors.TTSError`` (``TTSInterruptedError`` once some audio of the text was yielded).
+    """
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate of the bytes ``synthesize`` yields."""
+        ...
+
+    def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        """Audio for ``text``; the iterator ends when the text is fully synthesized."""
+        ...
+
+    async def interrupt(self) -> None:
+        """Barge-in: synthesis was stopped; make the vendor stop too (close a socket, ...)."""
+        ...
+
+
+class Speaker:
+    """The ``TTSSink`` over any ``TTSEngine``, writing to an ``AudioOutput``.
+
+    ``max_chars``: texts longer than this are synthesized piece by piece (at sentence and word
+    boundaries). ``limiter``: each piece holds one of the account's slots while it is synthesized.
+    Attributes the Speaker does not have are read from the engine (``request_ids``, ...), so a
+    vendor's ``...Sink`` built on a Speaker keeps its engine's counters at hand.
+    """
+
+    def __init__(
+        self,
+        engine: TTSEngine,
+        output: AudioOutput,
+        *,
+        max_chars: int | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        if max_chars is not None and max_chars < 1:
+            raise ValueError(f"max_chars must be positive, got {max_chars}")
+        self.engine = engine
+        self.output = output
+        self.max_chars = max_chars
+        self.limiter = limiter
+        self.ttfb: list[TTFBRecord] = []
+        self._ledger = PlaybackLedger(output)
+        self._speak_lock = anyio.Lock()
+        self._scope: anyio.CancelScope | None = None
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._resampler: Resampler | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names the Speaker lacks: the engine's own (request_ids, word_timestamps, ...).
+        if name.startswith("_") or name == "engine":
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
+    # -- lifecycle: an engine that holds a connection is entered with its Speaker ------------------
+
+    async def __aenter__(self) -> Self:
+        enter = getattr(self.engine, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        leave = getattr(self.engine, "__aexit__", None)
+        if leave is not None:
+            await leave(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        close = getattr(self.engine, "aclose", None)
+        if close is not None:
+            await close()
+
+    # -- TTSSink ------------------------------------------------------------------------------------
+
+    async def speak(self, text: str) -> None:
+        if not text:
+            return
+        async with self._speak_lock:
+            if not text.strip():
+                # Nothing audible; the ledger credits it once the playhead reaches it.
+                self._ledger.begin(text, complete=True)
+                return
+            self._ledger.begin(text)
+            self._idle = anyio.Event()
+            delivered = _Delivered(text)
+            finished = False
+            try:
+                with anyio.CancelScope() as scope:
+                    self._scope = scope
+                    await self._synthesize(text, delivered)
+                    finished = True
+                    self._ledger.finish()
+            finally:
+                if not finished and delivered.bytes == 0:
+                    # Failed or cancelled before any audio: none of this text can have been heard.
+                    self._ledger.discard_last()
+                if self._resampler is not None:
+                    self._resampler.reset()
+                self._scope = None
+                self._idle.set()
+
+    async def _synthesize(self, text: str, delivered: _Delivered) -> None:
+        pieces = [text] if self.max_chars is None else split_text(text, self.max_chars)
+        for piece in pieces:
+            if not piece.strip():
+                continue
+            if self.limiter is None:
+                await self._piece(piece, delivered)
+                continue
+            async with self.limiter.slot():
+                await self._piece(piece, delivered)
+
+    async def _piece(self, text: str, delivered: _Delivered) -> None:
+        if not delivered.bytes:
+            delivered.started = anyio.current_time()  # TTFB counts from the request, not the slot wait
+        async with aclosing(self.engine.synthesize(text)) as audio:  # type: ignore[type-var]
+            async for data in audio:
+                await self._deliver(self._resample().process(data), delivered)
+        if self._resampler is not None:
+            await self._deliver(self._resampler.flush(), delivered)  # the filter's tail
+
+    def _resample(self) -> Resampler:
+        rate = self.engine.sample_rate
+        if self._resampler is None or self._resampler.from_rate != rate:
+            self._resampler = Resampler(rate, self.output.sample_rate, carry_odd_byte=True)
+        return self._resampler
+
+    async def _deliver(self, pcm16: bytes, delivered: _Delivered) -> None:
+        if not pcm16:
+            return
+        first = delivered.bytes == 0
+        if first:
+            self.ttfb.append(TTFBRecord(delivered.text, anyio.current_time() - delivered.started))
+        chunk = AudioChunk(pcm16, self.output.sample_rate, delivered.text if first else "")
+        await self.output.write(chunk)
+        delivered.bytes += len(pcm16)
+        self._ledger.add_audio(chunk.duration)
+
+    async def flush(self) -> None:
+        async with self._speak_lock:
+            await self.output.wait_played()
+            self._ledger.settle()
+
+    async def cancel(self) -> None:
+        scope = self._scope
+        if scope is not None:
+            scope.cancel()
+            # Synthesis stops at its next checkpoint; wait so nothing is written after the clear.
+            with anyio.CancelScope(shield=True):
+                await self._idle.wait()
+        await self.engine.interrupt()
+        await self.output.clear()
+        self._ledger.settle()
+        logger.debug("tts cancelled; %d chars heard so far", self.played_chars)
+
+    @property
+    def played_chars(self) -> int:
+        return self._ledger.played_chars
+
+    @property
+    def spoken_spans(self) -> list[SpokenSpan]:
+        return self._ledger.spoken_spans
+
+
+class _Delivered:
+    """One text's delivery so far."""
+
+    __slots__ = ("bytes", "started", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.started = anyio.current_time()
+        self.bytes = 0
