@@ -12,6 +12,8 @@ USER_FACING = {
     "ToolRunner", "ToolResult", "TTSSink", "AudioChunk", "STTSource", "STTEvent", "Transcript",
     "SpeechStarted", "SpeechEnded", "Transport", "TextDisplay", "EndOfTurnDetector", "EndpointingDetector",
     "Limiter", "ConcurrencyLimiter", "PLAN_CONCURRENCY", "RetryPolicy", "Usage",
+    # the audio side
+    "TTSEngine", "Speaker", "AudioOutput", "OwnsOutput",
     # the turn's events
     "TurnEvent", "RoundStarted", "SpeechQueued", "ToolStarted", "ToolFinished", "CacheBusted",
     "RoundFinished", "TurnFinished",

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
     from voiceagent.retry import RetryPolicy
     from voiceagent.session import BargeInPolicy, Session
+    from voiceagent.speaker import Speaker, TTSEngine
     from voiceagent.stt import (
         SpeechEnded,
         SpeechStarted,
@@ -61,11 +62,9 @@ if TYPE_CHECKING:
     )
     from voiceagent.tool_runner import ToolResult, ToolRunner
     from voiceagent.tools import Tool, tool
-    from voiceagent.transport import TextDisplay, Transport
-    from voiceagent.tts import AudioChunk, TTSSink
+    from voiceagent.transport import OwnsOutput, TextDisplay, Transport
+    from voiceagent.tts import AudioChunk, AudioOutput, TTSSink
     from voiceagent.turn import Turn, TurnConfig
-    # AUDIO SIDE (issue #16): the lead adds TTSEngine, Speaker and AudioOutput here and below once the
-    # audio branch is merged (tts.AudioOutput today is the older protocol, deliberately not exported).
 
 _EXPORTS = {  # name -> the module that defines it; imported on first use
     "Agent": "voiceagent.agent",
@@ -124,7 +123,11 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     "TTSSink": "voiceagent.tts",
     "Turn": "voiceagent.turn",
     "TurnConfig": "voiceagent.turn",
-    # AUDIO SIDE (issue #16): TTSEngine, Speaker, AudioOutput go here.
+    # the audio side: a vendor writes a TTSEngine; a Speaker makes it the turn's sink on an AudioOutput
+    "TTSEngine": "voiceagent.speaker",
+    "Speaker": "voiceagent.speaker",
+    "AudioOutput": "voiceagent.tts",
+    "OwnsOutput": "voiceagent.transport",
 }
 
 __all__ = [
@@ -132,6 +135,7 @@ __all__ = [
     "PLAN_CONCURRENCY",
     "Agent",
     "AudioChunk",
+    "AudioOutput",
     "BargeInPolicy",
     "CacheBusted",
     "ChatStream",
@@ -147,6 +151,7 @@ __all__ = [
     "LLMStatusError",
     "Limiter",
     "LimiterUnavailableError",
+    "OwnsOutput",
     "RateLimitError",
     "RetryPolicy",
     "RoundFinished",
@@ -156,12 +161,14 @@ __all__ = [
     "STTSource",
     "Session",
     "SlotTimeoutError",
+    "Speaker",
     "SpeechEnded",
     "SpeechLimitError",
     "SpeechQueued",
     "SpeechStarted",
     "StreamInterruptedError",
     "StreamProtocolError",
+    "TTSEngine",
     "TTSError",
     "TTSInterruptedError",
     "TTSSink",
