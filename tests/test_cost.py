@@ -128,3 +128,12 @@ def test_the_observers_wrappers_show_the_protocols_statically() -> None:
     assert isinstance(stt, ReportsSpeech) and stt.vad_events and isinstance(stt, Finalizes)
     plain = observer.wrap_transport(object())
     assert not isinstance(plain, TextDisplay)
+
+
+def test_a_turn_result_reports_its_own_cost() -> None:
+    counts = RESULT.cost()  # zero rates: the counts alone
+    assert (counts.fresh_tokens, counts.cached_tokens, counts.completion_tokens) == (800, 1800, 55)
+    assert (counts.tts_chars_synthesized, counts.tts_chars_heard, counts.total) == (35, 13, 0.0)
+    priced = RESULT.cost(Rates(tts_per_kchar=1000.0), stt_seconds=3.0)
+    assert priced == turn_cost(RESULT, Rates(tts_per_kchar=1000.0), stt_seconds=3.0)
+    assert priced.tts == 35.0 and priced.stt_seconds == 3.0

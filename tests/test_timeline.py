@@ -117,6 +117,8 @@ def test_cli_replays_a_cassette_through_the_agent_and_prints_the_timeline(
     assert "replayed with voiceagent.examples.weather_bot:build_agent" in out
     assert 'Turn 1: "What\'s the weather in Paris right now?"' in out
     assert "tool start  get_weather" in out and "(cached 160)" in out
+    # 163 + 246 prompt tokens, 160 of them cached; 11 + 15 generated; every spoken character heard
+    assert "cost  tokens fresh 249, cached 160, completion 26; TTS chars synthesized 107, heard 107" in out
     assert "<svg" in html.read_text()
 
 

@@ -7,8 +7,10 @@ caller finished were paid for too, so their tokens count.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from voiceagent.events import Usage
 from voiceagent.results import TurnResult
 
 
@@ -58,13 +60,18 @@ class TurnCost:
         }
 
 
-def turn_cost(result: TurnResult, rates: Rates = Rates(), *, stt_seconds: float = 0.0) -> TurnCost:
+def token_counts(usages: Iterable[Usage]) -> tuple[int, int, int]:
+    """(fresh, cached, completion) tokens over these rounds' usage: fresh = prompt - cached."""
     prompt = cached = completion = 0
-    for record in (*result.rounds, *result.speculative_rounds):
-        prompt += record.usage.prompt_tokens
-        cached += min(record.usage.cached_tokens, record.usage.prompt_tokens)
-        completion += record.usage.completion_tokens
-    fresh = prompt - cached
+    for usage in usages:
+        prompt += usage.prompt_tokens
+        cached += min(usage.cached_tokens, usage.prompt_tokens)
+        completion += usage.completion_tokens
+    return prompt - cached, cached, completion
+
+
+def turn_cost(result: TurnResult, rates: Rates = Rates(), *, stt_seconds: float = 0.0) -> TurnCost:
+    fresh, cached, completion = token_counts(r.usage for r in (*result.rounds, *result.speculative_rounds))
     synthesized, heard = len(result.spoken_text), len(result.heard_text)
     llm = (
         fresh * rates.llm_fresh_per_mtok

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from voiceagent.events import Usage
+
+if TYPE_CHECKING:
+    from voiceagent.cost import Rates, TurnCost
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,13 @@ class TurnResult:
         for r in self.rounds:
             total = total + r.usage
         return total
+
+    def cost(self, rates: Rates | None = None, *, stt_seconds: float = 0.0) -> TurnCost:
+        """What this turn cost (``voiceagent.cost``): tokens fresh and cached, TTS characters synthesized vs.
+        heard, STT seconds, priced at ``rates`` (zero rates by default: counts only)."""
+        from voiceagent.cost import Rates, turn_cost  # cost builds on this module
+
+        return turn_cost(self, rates or Rates(), stt_seconds=stt_seconds)
 
     @property
     def request_ids(self) -> tuple[str | None, ...]:

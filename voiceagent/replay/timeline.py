@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voiceagent.cost import token_counts
 from voiceagent.events import SpeechQueued, TurnEvent, Usage
 from voiceagent.replay.cassette import Cassette, Exchange, SinkRecord, TurnRecord
 from voiceagent.results import ToolCallRecord, TurnResult
@@ -139,6 +140,7 @@ class Timeline:
                     f"finish {r.finish_reason or '-'}" + (f"  ended {r.ended}" if r.ended else "")
                 )
                 out.append(f"           usage {_usage(r.usage)}" + (f"  error: {r.error}" if r.error else ""))
+            out.append(f"  cost  {_cost(t)}")
             for at, line in _events(t, chunks=chunks):
                 out.append(f"  {at:8.3f}s  {line}")
             if t.interrupted:
@@ -418,6 +420,18 @@ def _usage(usage: Usage | None) -> str:
     return (
         f"prompt {usage.prompt_tokens} (cached {usage.cached_tokens}) + completion {usage.completion_tokens}"
         + estimated
+    )
+
+
+def _cost(t: TurnTimeline) -> str:
+    """The turn's bill in units: tokens fresh, cached and generated; TTS characters synthesized vs. heard
+    (a barge-in's cut words were paid for and never heard)."""
+    fresh, cached, completion = token_counts(r.usage for r in t.rounds if r.usage is not None)
+    synthesized = sum(len(s.text) for s in t.speech)
+    heard = len(t.heard_text) if t.interrupted else synthesized
+    return (
+        f"tokens fresh {fresh}, cached {cached}, completion {completion}; "
+        f"TTS chars synthesized {synthesized}, heard {heard}"
     )
 
 
