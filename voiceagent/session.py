@@ -1,6 +1,6 @@
 """Session: one live conversation. Caller audio -> STT -> agent turns -> TTS -> caller, with barge-in.
 
-Turn-taking (DESIGN.md): a segment final is not the end of the caller's turn. Every STT event (and the
+Turn-taking: a segment final is not the end of the caller's turn. Every STT event (and the
 local VAD's, for an STT without VAD events) goes to one ``EndOfTurnDetector``; the session asks it when
 the turn is over and joins the segment finals into one user turn. When the words are final enough
 (``draft``) a speculative turn starts at once, held: it streams but says nothing and runs no tool. At the
