@@ -463,3 +463,21 @@ async def test_connection_without_start_is_closed_after_the_handshake_timeout() 
             await silent.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
             assert await silent.wait_closed() == (1008, "no start event")
     assert calls == []
+
+
+async def test_caller_audio_after_the_stream_ended_is_dropped_not_a_failure() -> None:
+    """The stream can end (a send timed out, the app is leaving) while the caller still talks: a frame read
+    then has nobody to go to, and must not fail the call (it raised ClosedResourceError)."""
+    seen: dict[str, Any] = {}
+
+    async def handler(stream: TwilioMediaStream) -> None:
+        stream._finish("ended by the test")
+        stream._put_audio(b"\x00\x00" * 160)
+        seen["dropped"] = stream.dropped_audio_frames
+
+    async with TwilioServer(handler, auth_token=TOKEN) as server:
+        async with FakeTwilioCall(server.url, auth_token=TOKEN) as call:
+            with anyio.fail_after(10):
+                await call.wait_closed()
+    assert seen["dropped"] == 1
+    assert call.close_code == 1000

@@ -320,6 +320,10 @@ class TwilioMediaStream:
             if self.dropped_audio_frames == 0:
                 logger.warning("audio consumer is behind; dropping the oldest caller audio")
             self.dropped_audio_frames += 1
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # The stream has ended (the app returned, a send timed out) while the caller still talks:
+            # nobody will read this frame, and it is no reason to fail the call.
+            self.dropped_audio_frames += 1
 
     def _finish(self, reason: str) -> None:
         if self.close_reason is None:
