@@ -62,8 +62,10 @@ def test_chunk_latency_picks_the_token_that_completed_the_chunk() -> None:
     assert chunk_latencies(words, [(7.003, "".join(words[:8]))], sent) == pytest.approx([3.0])
 
 
-def test_overhead_harness(server: ServerProcess) -> None:
-    result = measure_overhead(server.base_url, tokens=40, reps=1)
+@pytest.mark.parametrize("delay", [0.0, 0.002])
+def test_overhead_harness(server: ServerProcess, delay: float) -> None:
+    result = measure_overhead(server.base_url, tokens=40, reps=1, delay=delay)
+    assert result.regime == ("paced" if delay else "burst")
     assert set(result.cpu_ms_per_1k) == set(CONTENDERS)
     assert result.ratio_to_floor[FLOOR].median == 1.0
     assert all(finite(s) and s.count == 1 for s in result.cpu_ms_per_1k.values())

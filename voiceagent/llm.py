@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import openai
@@ -38,6 +38,7 @@ try:  # the HTTP library under the openai SDK: httpx2 in openai>=3.5x, httpx bef
 except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx as _http  # type: ignore[no-redef]
 
+from voiceagent import http_stream
 from voiceagent.errors import (
     LLMConnectionError,
     LLMError,
@@ -71,7 +72,15 @@ ELECTRON_BASE_URL = "https://api.smallest.ai/waves/v1"
 API_KEY_ENV = "SMALLEST_API_KEY"
 
 # What can fail while reading a response body: the SDK only wraps errors raised while the request is sent.
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (_http.RequestError, anyio.EndOfStream)
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    _http.RequestError,
+    anyio.EndOfStream,
+    *http_stream.BODY_ERRORS,
+)
+
+# How the response is read: "auto" takes the lean aiohttp path where it changes nothing but speed
+# (voiceagent.http_stream.usable, and a client built here), else the SDK's; "sdk" always the SDK's.
+ReadPath = Literal["auto", "sdk"]
 
 # Arguments of create() that are request options, not body fields. Every other parameter is a body field
 # and goes out as given (Electron forwards fields unknown to the SDK to the model; see _create).
@@ -113,9 +122,12 @@ class LLMClient:
         default_params: Mapping[str, Any] | None = None,
         openai_client: openai.AsyncOpenAI | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        read_path: ReadPath = "auto",
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
+        if read_path not in ("auto", "sdk"):
+            raise ValueError(f"read_path must be 'auto' or 'sdk', got {read_path!r}")
         self.base_url = base_url or ELECTRON_BASE_URL
         self.max_line_bytes = max_line_bytes
         self.model = model
@@ -123,6 +135,8 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.default_params: dict[str, Any] = dict(default_params or {})
+        # A caller's own openai client may carry a custom http_client (transport, proxy, hooks): SDK path.
+        lean = read_path == "auto" and openai_client is None and http_stream.AVAILABLE
         if openai_client is None:
             api_key = api_key or os.environ.get(API_KEY_ENV)
             if not api_key:
@@ -139,6 +153,18 @@ class LLMClient:
             )
         register_secret(openai_client.api_key)  # never in a log line, whatever its shape
         self.openai_client = openai_client
+        self._lean: http_stream.StreamTransport | None = None
+        if lean:
+            self._lean = http_stream.StreamTransport(
+                openai_client, timeout=timeout, ssl_context=_shared_ssl_context()
+            )
+
+    def _lean_transport(self, options: Mapping[str, Any]) -> http_stream.StreamTransport | None:
+        """The lean path for this request, or None for the SDK's (a per-request timeout or extra_query,
+        a proxy in the environment, a loop other than asyncio)."""
+        if self._lean is None or set(options) - {"extra_headers"} or not http_stream.usable():
+            return None
+        return self._lean
 
     @classmethod
     def electron(cls, plan: str = "standard", **kwargs: Any) -> LLMClient:
@@ -155,8 +181,12 @@ class LLMClient:
         return cls(**kwargs)
 
     async def aclose(self) -> None:
-        """Close the underlying HTTP client (its connection pool)."""
-        await self.openai_client.close()
+        """Close the underlying HTTP clients (their connection pools)."""
+        try:
+            if self._lean is not None:
+                await self._lean.aclose()
+        finally:
+            await self.openai_client.close()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -199,6 +229,7 @@ class LLMStream:
         self.client = client
         self.request = request
         self.request_id: str | None = None
+        self.read_path: str | None = None  # "aiohttp" or "sdk": how the last attempt was read
         self.attempts = 0
         self.started_at: float | None = None
         self.headers_at: float | None = None
@@ -477,6 +508,11 @@ class LLMStream:
         options = {k: v for k, v in request.items() if k in _REQUEST_OPTIONS}
         body = {k: v for k, v in request.items() if k not in _REQUEST_OPTIONS}
         body.update(options.pop("extra_body", None) or {})
+        lean = self.client._lean_transport(options)
+        if lean is not None:
+            self.read_path = "aiohttp"
+            return lean.post(body, options.get("extra_headers"))
+        self.read_path = "sdk"
         create: Any = self.client.openai_client.chat.completions.with_streaming_response.create
         manager = create(model=body["model"], messages=[], stream=True, extra_body=body, **options)
         return cast(AbstractAsyncContextManager[Any], manager)
