@@ -33,8 +33,17 @@ from bench.overhead import (
     measure_overhead,
 )
 from bench.pipecat_harness import pipecat_available, quiet_pipecat_logs
-from bench.scale import P99_TARGET_MS, ScaleResult, SessionRunner, measure_scale, run_ours, run_pipecat
+from bench.scale import (
+    P99_TARGET_MS,
+    UVLOOP_CONTENDERS,
+    ScaleResult,
+    SessionRunner,
+    measure_scale,
+    run_ours,
+    run_pipecat,
+)
 from bench.server import ServerProcess, shared_clock
+from voiceagent.runtime import uvloop_available
 from bench.turn_wall import (
     ANSWER_SECONDS,
     CHUNK_DELAY,
@@ -46,6 +55,9 @@ from bench.turn_wall import (
     TurnWallResult,
     measure_turn_wall,
 )
+
+
+OURS_UVLOOP = "ours, uvloop"
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,9 @@ def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234") 
         if "4" in sections:
             began = time.perf_counter()
             runners: dict[str, SessionRunner] = {OURS: run_ours}
+            if uvloop_available():
+                runners[OURS_UVLOOP] = run_ours
+                UVLOOP_CONTENDERS.add(OURS_UVLOOP)
             if skipped is None:
                 runners[PIPECAT] = run_pipecat
             report.scale = measure_scale(
