@@ -43,7 +43,6 @@ from bench.scale import (
     run_pipecat,
 )
 from bench.server import ServerProcess, shared_clock
-from voiceagent.runtime import uvloop_available
 from bench.turn_wall import (
     ANSWER_SECONDS,
     CHUNK_DELAY,
@@ -55,7 +54,7 @@ from bench.turn_wall import (
     TurnWallResult,
     measure_turn_wall,
 )
-
+from voiceagent.runtime import uvloop_available
 
 OURS_UVLOOP = "ours, uvloop"
 
