@@ -5,9 +5,11 @@ set-up CPU, on asyncio's loop and on uvloop.
 streamed text, checked against what the server sent. Candidates:
 
 - **floor**: a raw asyncio ``Protocol``, the request written by hand, ``json.loads`` in the read callback;
-- **aiohttp** (``LLMClient``'s lean path): aiohttp's C parser, our SSE parse, chunk dicts;
-- **aiohttp + orjson** / **+ msgspec**: the same with the JSON decoder swapped (``voiceagent.llm``'s
+- **h1** (``LLMClient``'s default read path, ``voiceagent.h1``): a small asyncio ``Protocol`` HTTP/1.1
+  client, our SSE parse, chunk dicts;
+- **h1 + orjson** / **+ msgspec**: the same with the JSON decoder swapped (``voiceagent.llm``'s
   ``json.loads``), to see whether a faster decoder pays off end to end;
+- **aiohttp** (``read_path="aiohttp"``): aiohttp's C parser under the same SSE parse;
 - **SDK** (``LLMClient(read_path="sdk")``): the openai SDK's httpx/httpcore/h11 stack;
 - **full turn**, both paths: ``Agent.respond()`` on top (accumulator, chunker, speaker task, sink).
 
@@ -78,15 +80,19 @@ def _decoder(loads: Callable[[Any], Any] | None) -> Iterator[None]:
 
 
 def _candidates(base_url: str) -> dict[str, tuple[Consumer, Callable[[Any], Any] | None, Any]]:
-    lean, sdk = our_client(base_url), our_client(base_url, read_path="sdk")
+    h1 = our_client(base_url, read_path="h1")
+    aio = our_client(base_url, read_path="aiohttp")
+    sdk = our_client(base_url, read_path="sdk")
     out: dict[str, tuple[Consumer, Callable[[Any], Any] | None, Any]] = {
         "floor: asyncio Protocol + json.loads": (protocol_floor(base_url), None, None),
-        "aiohttp (lean path)": (ours_stream(lean), None, lean),
+        "h1 (voiceagent.h1, the default)": (ours_stream(h1), None, h1),
     }
     for name, loads in _decoders().items():
-        out[f"aiohttp + {name}"] = (ours_stream(lean), loads, lean)
+        out[f"h1 + {name}"] = (ours_stream(h1), loads, h1)
+    out["aiohttp (C parser)"] = (ours_stream(aio), None, aio)
     out["SDK (httpx, httpcore, h11)"] = (ours_stream(sdk), None, sdk)
-    out["full turn, aiohttp"] = (ours_turn(lean), None, lean)
+    out["full turn, h1"] = (ours_turn(h1), None, h1)
+    out["full turn, aiohttp"] = (ours_turn(aio), None, aio)
     out["full turn, SDK"] = (ours_turn(sdk), None, sdk)
     return out
 

@@ -42,9 +42,10 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 _READ_PATH: list[ReadPath] = ["auto"]
 
 
-@pytest.fixture(autouse=True, params=["auto", "sdk"])
+@pytest.fixture(autouse=True, params=["auto", "aiohttp", "sdk"])
 def read_path(request: pytest.FixtureRequest) -> Iterator[ReadPath]:
-    """Every test runs on both read paths: the lean one (aiohttp) and the SDK's, which must agree."""
+    """Every test runs on every read path: ours (voiceagent.h1, the default), aiohttp's and the SDK's,
+    which must agree."""
     _READ_PATH[0] = request.param
     yield request.param
     _READ_PATH[0] = "auto"
@@ -642,7 +643,7 @@ async def test_read_path_choice_and_the_request_both_paths_send(
         async with _client(server) as client:
             async with client.stream(MESSAGES, extra_headers={"X-Trace": "t1"}) as stream:
                 assert [c async for c in stream]
-            assert stream.read_path == ("aiohttp" if read_path == "auto" else "sdk")
+            assert stream.read_path == {"auto": "h1"}.get(read_path, read_path)
             async with client.stream(MESSAGES, timeout=5.0) as timed:
                 assert [c async for c in timed]
             assert timed.read_path == "sdk"

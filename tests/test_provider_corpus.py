@@ -283,7 +283,7 @@ def test_every_corpus_file_has_a_case_and_cites_a_source() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("read_path", ["auto", "sdk"])
+@pytest.mark.parametrize("read_path", ["auto", "aiohttp", "sdk"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_provider_stream_through_llmclient_and_turn_matches_the_sdk(
     server: FakeOpenAIServer, case: Case, read_path: ReadPath

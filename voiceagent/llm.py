@@ -38,7 +38,7 @@ try:  # the HTTP library under the openai SDK: httpx2 in openai>=3.5x, httpx bef
 except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx as _http  # type: ignore[no-redef]
 
-from voiceagent import http_stream
+from voiceagent import h1, http_stream
 from voiceagent.errors import (
     LLMConnectionError,
     LLMError,
@@ -75,12 +75,16 @@ API_KEY_ENV = "SMALLEST_API_KEY"
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     _http.RequestError,
     anyio.EndOfStream,
+    h1.BodyError,
     *http_stream.BODY_ERRORS,
 )
 
-# How the response is read: "auto" takes the lean aiohttp path where it changes nothing but speed
-# (voiceagent.http_stream.usable, and a client built here), else the SDK's; "sdk" always the SDK's.
-ReadPath = Literal["auto", "sdk"]
+# How the response is read. "auto": our small HTTP/1.1 client (voiceagent.h1) where it changes nothing
+# but speed (h1.usable(): asyncio, no proxy; and a client built here, no per-request timeout), else the
+# SDK's. "aiohttp": the same through aiohttp (if installed). "sdk": always the SDK's. bench/README.md
+# has the measurements behind the choice.
+ReadPath = Literal["auto", "h1", "aiohttp", "sdk"]
+_READ_PATHS = ("auto", "h1", "aiohttp", "sdk")
 
 # Arguments of create() that are request options, not body fields. Every other parameter is a body field
 # and goes out as given (Electron forwards fields unknown to the SDK to the model; see _create).
@@ -126,8 +130,10 @@ class LLMClient:
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
-        if read_path not in ("auto", "sdk"):
-            raise ValueError(f"read_path must be 'auto' or 'sdk', got {read_path!r}")
+        if read_path not in _READ_PATHS:
+            raise ValueError(f"read_path must be one of {_READ_PATHS}, got {read_path!r}")
+        if read_path == "aiohttp" and not http_stream.AVAILABLE:
+            raise ValueError("read_path='aiohttp' needs aiohttp installed (pip install 'voiceagent[fast]')")
         self.base_url = base_url or ELECTRON_BASE_URL
         self.max_line_bytes = max_line_bytes
         self.model = model
@@ -136,7 +142,7 @@ class LLMClient:
         self.timeout = timeout
         self.default_params: dict[str, Any] = dict(default_params or {})
         # A caller's own openai client may carry a custom http_client (transport, proxy, hooks): SDK path.
-        lean = read_path == "auto" and openai_client is None and http_stream.AVAILABLE
+        lean = read_path != "sdk" and openai_client is None
         if openai_client is None:
             api_key = api_key or os.environ.get(API_KEY_ENV)
             if not api_key:
@@ -153,16 +159,23 @@ class LLMClient:
             )
         register_secret(openai_client.api_key)  # never in a log line, whatever its shape
         self.openai_client = openai_client
-        self._lean: http_stream.StreamTransport | None = None
+        self._lean: h1.H1Transport | http_stream.StreamTransport | None = None
+        self._lean_name = "aiohttp" if read_path == "aiohttp" else "h1"
         if lean:
-            self._lean = http_stream.StreamTransport(
-                openai_client, timeout=timeout, ssl_context=_shared_ssl_context()
-            )
+            ssl_context = _shared_ssl_context() if str(openai_client.base_url).startswith("https") else None
+            if read_path == "aiohttp":
+                self._lean = http_stream.StreamTransport(
+                    openai_client, timeout=timeout, ssl_context=ssl_context
+                )
+            else:
+                self._lean = h1.H1Transport(openai_client, timeout=timeout, ssl_context=ssl_context)
 
-    def _lean_transport(self, options: Mapping[str, Any]) -> http_stream.StreamTransport | None:
+    def _lean_transport(
+        self, options: Mapping[str, Any]
+    ) -> h1.H1Transport | http_stream.StreamTransport | None:
         """The lean path for this request, or None for the SDK's (a per-request timeout or extra_query,
         a proxy in the environment, a loop other than asyncio)."""
-        if self._lean is None or set(options) - {"extra_headers"} or not http_stream.usable():
+        if self._lean is None or set(options) - {"extra_headers"} or not h1.usable():
             return None
         return self._lean
 
@@ -510,7 +523,7 @@ class LLMStream:
         body.update(options.pop("extra_body", None) or {})
         lean = self.client._lean_transport(options)
         if lean is not None:
-            self.read_path = "aiohttp"
+            self.read_path = self.client._lean_name
             return lean.post(body, options.get("extra_headers"))
         self.read_path = "sdk"
         create: Any = self.client.openai_client.chat.completions.with_streaming_response.create
