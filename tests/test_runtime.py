@@ -45,5 +45,5 @@ def test_uvloop_runs_a_stream_on_the_lean_path(monkeypatch: pytest.MonkeyPatch) 
 
     module, path, text = anyio.run(stream, backend_options=server_loop_options())
     assert module.startswith("uvloop")
-    assert path == "aiohttp"
+    assert path == "h1"
     assert text == "Hello from uvloop."
