@@ -76,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.in_flight = False  # a request was written and its response has not ended
         self._paused = False
         self._new_response()
 
@@ -107,11 +108,11 @@ class _Connection(asyncio.Protocol):
         self._last = self.loop.time()
         if self._mode:
             self._body(data)
-        elif not self.head.done():
+        elif self.in_flight and not self.head.done():
             self._head(data)
-        # else: bytes after a finished response, or for none: the connection is not reused
-        else:
+        else:  # bytes no request asked for (on an idle connection): never trust it again
             self.keep_alive = False
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -277,6 +278,7 @@ class _Connection(asyncio.Protocol):
             if tail:
                 self._pieces.append(tail)
         self.complete = True
+        self.in_flight = False
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
@@ -416,14 +418,20 @@ class H1Transport:
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self._loop:  # a finished loop's connections went with it
+            for connection in idle:
+                connection.close()
 
     @asynccontextmanager
     async def post(self, body: dict[str, Any], extra_headers: Any) -> AsyncIterator[H1Response]:
         """The response to a streaming POST of ``body``, open for reading."""
         loop = asyncio.get_running_loop()
-        payload = json.dumps(body).encode()
+        # As httpx encodes a JSON body: compact, UTF-8, and NaN refused (it is not JSON).
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         request = self._head_bytes(len(payload), extra_headers) + payload
         connection = await self._send(loop, request)
         try:
@@ -449,6 +457,7 @@ class H1Transport:
                 if connection is None:
                     connection = await self._connect(loop)
                 assert connection.transport is not None
+                connection.in_flight = True
                 connection.transport.write(request)
                 # The head's wait is bounded like a read (the watchdog runs only once the body is read).
                 await asyncio.wait_for(asyncio.shield(connection.head), self._timeout)
