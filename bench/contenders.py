@@ -165,7 +165,9 @@ def ours_turn_client_per_call(base_url: str) -> Consumer:
 
 async def _turn(client: LLMClient) -> str:
     sink = RecordingSink(seconds_per_char=0.0)
-    agent = Agent(llm=client, sink=sink, system_prompt="You are a bench.", config=TurnConfig())
+    # The bench's 2,000-token answers are far over the default cap on one round's text (3,000 chars).
+    config = TurnConfig(max_round_chars=1_000_000)
+    agent = Agent(llm=client, sink=sink, system_prompt="You are a bench.", config=config)
     result = await agent.respond("Talk to me.")
     if result.error:
         raise RuntimeError(f"turn failed: {result.error}")
