@@ -108,3 +108,42 @@ def measure_overhead(
             for name, values in samples.items()
         },
     )
+
+
+SETUP_CONTENDERS = (FLOOR, STREAM, STREAM_SDK)
+
+
+async def _measure_setup(base_url: str, calls: int, reps: int) -> dict[str, list[float]]:
+    ours, ours_sdk = our_client(base_url), our_client(base_url, read_path="sdk")
+    consumers: dict[str, Consumer] = {
+        FLOOR: protocol_floor(base_url),
+        STREAM: ours_stream(ours),
+        STREAM_SDK: ours_stream(ours_sdk),
+    }
+    model = scenario("setup", "text", tokens=1, delay=0).model
+    samples: dict[str, list[float]] = {name: [] for name in consumers}
+    try:
+        for consume in consumers.values():
+            await consume(model)
+        names = list(consumers)
+        for rep in range(reps):
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                gc.collect()
+                start = time.process_time()
+                for _ in range(calls):
+                    await consumers[name](model)
+                samples[name].append((time.process_time() - start) * 1000 / calls)
+    finally:
+        await ours.aclose()
+        await ours_sdk.aclose()
+    return samples
+
+
+def measure_setup(base_url: str, *, calls: int = 20, reps: int = 5) -> dict[str, Summary]:
+    """CPU ms per 1-token call (request built and sent, head parsed, 3 events, closed; the bench server
+    closes each connection, so a connect is in every call); ``"ours over floor"`` is the set-up ours
+    adds to the least a call can cost, per repetition."""
+    samples = anyio.run(_measure_setup, base_url, calls, reps)
+    out = {name: summarize(values) for name, values in samples.items()}
+    out["ours over floor"] = summarize([o - f for o, f in zip(samples[STREAM], samples[FLOOR], strict=True)])
+    return out

@@ -1,7 +1,8 @@
 """Streaming chat completions from any OpenAI-compatible server, Electron by default.
 
-The openai SDK builds the request, authenticates and maps error statuses; the stream itself is read as raw
-bytes from the SDK's streaming response and parsed here: SSE lines split by ``bytes.split``, ``json.loads``
+The openai SDK supplies the URL and headers (auth included) and maps error statuses; the response is read by
+``voiceagent.h1``, a small HTTP/1.1 client (the SDK's own HTTP stack where h1 does not apply, see ReadPath),
+as raw bytes, and parsed here: SSE lines split by ``bytes.split``, ``json.loads``
 once per event, about 17x cheaper in CPU than the SDK's typed stream (DESIGN.md, "The fast stream path").
 Chunks are plain dicts. A ``data:`` line holding one whole object is decoded at once (servers that leave out
 the blank line between events work too); otherwise the event's ``data:`` fields are joined with ``\n`` at
@@ -161,7 +162,7 @@ class LLMClient:
         self.openai_client = openai_client
         self._lean: h1.H1Transport | http_stream.StreamTransport | None = None
         self._lean_name = "aiohttp" if read_path == "aiohttp" else "h1"
-        if lean:
+        if lean and str(openai_client.base_url).startswith(("http://", "https://")):
             ssl_context = _shared_ssl_context() if str(openai_client.base_url).startswith("https") else None
             if read_path == "aiohttp":
                 self._lean = http_stream.StreamTransport(
@@ -242,7 +243,7 @@ class LLMStream:
         self.client = client
         self.request = request
         self.request_id: str | None = None
-        self.read_path: str | None = None  # "aiohttp" or "sdk": how the last attempt was read
+        self.read_path: str | None = None  # "h1", "aiohttp" or "sdk": how the last attempt was read
         self.attempts = 0
         self.started_at: float | None = None
         self.headers_at: float | None = None
