@@ -37,9 +37,7 @@ def test_uvloop_runs_a_stream_on_the_lean_path(monkeypatch: pytest.MonkeyPatch) 
             async with LLMClient(base_url=server.base_url, api_key="sk_test") as client:
                 async with client.stream([{"role": "user", "content": "hi"}]) as s:
                     parts = [
-                        c["choices"][0]["delta"].get("content") or ""
-                        async for c in s
-                        if c.get("choices")
+                        c["choices"][0]["delta"].get("content") or "" async for c in s if c.get("choices")
                     ]
         return type(asyncio.get_running_loop()).__module__, s.read_path, "".join(parts)
 
