@@ -11,18 +11,23 @@ import asyncio
 import gzip
 import itertools
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+import openai
 import pytest
 from anyio.abc import SocketStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voiceagent.errors import RateLimitError, StreamInterruptedError
-from voiceagent.h1 import BodyError, _Connection
+from voiceagent.h1 import BodyError, H1Transport, _Connection
 from voiceagent.llm import LLMClient
 from voiceagent.retry import RetryPolicy
 
@@ -298,3 +303,64 @@ async def test_a_reused_connection_closed_without_an_answer_is_replaced_once() -
                 async with client.stream(MESSAGES) as second:
                     assert [c async for c in second]
     assert connections[0] == 2 and second.attempts == 1  # replaced inside the attempt, not retried
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_with_a_trusted_certificate_streams_and_an_untrusted_one_is_a_connection_error(
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    new_cert = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    ]
+    subprocess.run(
+        [*new_cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        writer.write(_head("Transfer-Encoding: chunked\r\n") + _chunked(SSE))
+        await writer.drain()
+        writer.close()
+
+    async def run() -> tuple[bytes, str | None, BaseException | None]:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert, key)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        sdk = openai.AsyncOpenAI(base_url=f"https://localhost:{port}/v1", api_key="sk_h1")
+        try:
+            trusted = H1Transport(sdk, timeout=5, ssl_context=ssl.create_default_context(cafile=str(cert)))
+            async with trusted.post({"model": "m", "messages": []}, None) as response:
+                body = b"".join([data async for data in response.iter_bytes()])
+            untrusted = H1Transport(sdk, timeout=5, ssl_context=ssl.create_default_context())
+            error: BaseException | None = None
+            try:
+                async with untrusted.post({"model": "m", "messages": []}, None):
+                    pass
+            except openai.APIConnectionError as exc:
+                error = exc
+            return body, response.request_id, error
+        finally:
+            server.close()
+            await sdk.close()
+
+    body, request_id, error = asyncio.run(asyncio.wait_for(run(), TIMEOUT))
+    assert (body, request_id) == (SSE, "req-h1")
+    assert error is not None and "CERTIFICATE_VERIFY_FAILED" in str(error)
