@@ -38,6 +38,14 @@ LEVEL_TIMEOUT_S = 60.0
 # A session's sink events: (time the sink got the chunk, the chunk's text).
 SinkLog = list[tuple[float, str]]
 # Runs ``sessions`` concurrent sessions (tag, model); returns each tag's sink log.
+# Contenders run on uvloop (anyio's backend option) when their name is here; every other on asyncio's loop.
+UVLOOP_CONTENDERS: set[str] = set()
+
+
+def _loop_options(name: str) -> dict[str, bool]:
+    return {"use_uvloop": True} if name in UVLOOP_CONTENDERS else {}
+
+
 SessionRunner = Callable[[str, Sequence[tuple[str, str]], float], Awaitable[dict[str, SinkLog]]]
 
 
@@ -172,7 +180,7 @@ def run_level(
         return logs
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    logs = anyio.run(level)
+    logs = anyio.run(level, backend_options=_loop_options(name))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     sent = server.send_log()
     latencies: list[float] = []
@@ -217,7 +225,7 @@ def heap_per_session(
         finally:
             tracemalloc.stop()
 
-    result = anyio.run(run)
+    result = anyio.run(run, backend_options=_loop_options(name))
     server.send_log()
     return result
 
@@ -235,7 +243,7 @@ def measure_scale(
     the target; then each one's heap per session."""
     for name, runner in runners.items():  # first use (imports, pools, caches) is not per-session cost
         warm = [(f"{name}-warm", scenario(f"{name}-warm", "text", tokens=16).model)]
-        anyio.run(runner, server.base_url, warm, 0.0)
+        anyio.run(runner, server.base_url, warm, 0.0, backend_options=_loop_options(name))
     # What a long-running voice server does after start-up: the ~100k objects of the imported modules
     # (openai's types, Pipecat's) leave the collector's view, or every full collection stalls every
     # session in the process for ~50 ms on this machine (seen as p99 spikes).

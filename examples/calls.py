@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 
 from voiceagent.commands.errors import run_cleanly
+from voiceagent.runtime import server_loop_options
 from voiceagent.session import Session
 from voiceagent.stt import STTSource
 from voiceagent.transport import OwnsOutput, Transport
@@ -119,7 +120,7 @@ def bot_main(
         # out of the collector's view, or each full collection pauses every call for tens of ms.
         gc.collect()
         gc.freeze()
-        anyio.run(serve, args)
+        anyio.run(serve, args, backend_options=server_loop_options())
         return 0
 
     # Ctrl-C ends it quietly; a port already taken is one line.

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's bench/ package
 
 from bench.latency import measure_latency
-from bench.overhead import CONTENDERS, FLOOR, measure_overhead
+from bench.overhead import CONTENDERS, FLOOR, SETUP_CONTENDERS, measure_overhead, measure_setup
 from bench.pipecat_harness import pipecat_available
 from bench.run import QUICK, Report, render
 from bench.scale import chunk_latencies, heap_per_session, run_level, run_ours
@@ -62,11 +62,19 @@ def test_chunk_latency_picks_the_token_that_completed_the_chunk() -> None:
     assert chunk_latencies(words, [(7.003, "".join(words[:8]))], sent) == pytest.approx([3.0])
 
 
-def test_overhead_harness(server: ServerProcess) -> None:
-    result = measure_overhead(server.base_url, tokens=40, reps=1)
+@pytest.mark.parametrize("delay", [0.0, 0.002])
+def test_overhead_harness(server: ServerProcess, delay: float) -> None:
+    result = measure_overhead(server.base_url, tokens=40, reps=1, delay=delay)
+    assert result.regime == ("paced" if delay else "burst")
     assert set(result.cpu_ms_per_1k) == set(CONTENDERS)
     assert result.ratio_to_floor[FLOOR].median == 1.0
     assert all(finite(s) and s.count == 1 for s in result.cpu_ms_per_1k.values())
+
+
+def test_setup_harness(server: ServerProcess) -> None:
+    result = measure_setup(server.base_url, calls=2, reps=1)
+    assert set(result) == {*SETUP_CONTENDERS, "ours over floor"}
+    assert all(finite(s) and s.count == 1 for s in result.values())
 
 
 def test_latency_harness(server: ServerProcess) -> None:
@@ -117,9 +125,9 @@ def test_render_has_a_row_per_measurement() -> None:
 @pytest.mark.parametrize(
     ("ours_p99", "theirs_p99", "verdict"),
     [
-        ([5.0, 9.0], [5.0, 80.0], "| yes |"),  # Pipecat missed the second level, we held it
-        ([5.0, 80.0], [5.0, 90.0], "| **no** |"),  # both stopped at the first level: a tie is no win
-        ([5.0, 9.0], [5.0, 9.0], "| not separated: both held every level run |"),
+        ([5.0, 9.0], [5.0, 80.0], "| **no**; yes |"),  # Pipecat missed the second level, we held it
+        ([5.0, 80.0], [5.0, 90.0], "| **no**; **no** |"),  # both stopped at the first level: no win
+        ([5.0, 9.0], [5.0, 9.0], "| **no**; not separated: both held every level run |"),
     ],
 )
 def test_scale_verdict_says_when_the_levels_did_not_separate_the_contenders(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from voiceagent.errors import (
     StreamProtocolError,
 )
 from voiceagent.limiter import ConcurrencyLimiter
-from voiceagent.llm import ELECTRON_BASE_URL, LLMClient, LLMStream
+from voiceagent.llm import ELECTRON_BASE_URL, LLMClient, LLMStream, ReadPath
 from voiceagent.logs import current
 from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import (
@@ -38,8 +39,21 @@ FAST_RETRY = RetryPolicy(base_delay=0.001, max_delay=0.002, jitter=False)
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
 
+_READ_PATH: list[ReadPath] = ["auto"]
+
+
+@pytest.fixture(autouse=True, params=["auto", "aiohttp", "sdk"])
+def read_path(request: pytest.FixtureRequest) -> Iterator[ReadPath]:
+    """Every test runs on every read path: ours (voiceagent.h1, the default), aiohttp's and the SDK's,
+    which must agree."""
+    _READ_PATH[0] = request.param
+    yield request.param
+    _READ_PATH[0] = "auto"
+
+
 def _client(server: FakeOpenAIServer, **kwargs: Any) -> LLMClient:
     kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("read_path", _READ_PATH[0])
     return LLMClient(base_url=server.base_url, api_key="sk_test", **kwargs)
 
 
@@ -616,3 +630,43 @@ def test_any_split_and_line_ending_of_a_body_gives_the_same_chunks(contents: lis
         return [chunk async for chunk in stream]
 
     assert anyio.run(collect) == events
+
+
+@pytest.mark.anyio
+async def test_read_path_choice_and_the_request_both_paths_send(
+    read_path: ReadPath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean path is the default; a caller's own openai client, a per-request timeout or a proxy in the
+    environment keep the SDK's. Both send the SDK's headers (auth included) and the same body."""
+    async with FakeOpenAIServer() as server:
+        for _ in range(5):
+            server.enqueue(text_reply("Hi there."))
+        async with _client(server) as client:
+            async with client.stream(MESSAGES, extra_headers={"X-Trace": "t1"}) as stream:
+                assert [c async for c in stream]
+            assert stream.read_path == {"auto": "h1"}.get(read_path, read_path)
+            async with client.stream(MESSAGES, timeout=5.0) as timed:
+                assert [c async for c in timed]
+            assert timed.read_path == "sdk"
+            monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+            async with client.stream(MESSAGES) as proxied:  # the server is not behind it: NO_PROXY unset
+                pass
+            assert proxied.read_path == "sdk"
+            monkeypatch.delenv("HTTPS_PROXY")
+        sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk_own", max_retries=0)
+        async with LLMClient(openai_client=sdk, retry=FAST_RETRY) as own:
+            async with own.stream(MESSAGES) as owned:
+                assert [c async for c in owned]
+        assert owned.read_path == "sdk"
+    first = server.requests[0]
+    assert first.headers["authorization"] == "Bearer sk_test"
+    assert first.headers["user-agent"].startswith("AsyncOpenAI/Python")
+    assert first.headers["x-trace"] == "t1"
+    assert first.body == server.requests[1].body
+    assert first.body["stream"] is True and first.body["stream_options"] == {"include_usage": True}
+    assert server.requests[-1].headers["authorization"] == "Bearer sk_own"
+
+
+def test_read_path_is_checked() -> None:
+    with pytest.raises(ValueError, match="read_path"):
+        LLMClient(base_url="http://127.0.0.1:9/v1", api_key="sk_test", read_path="fast")  # type: ignore[arg-type]

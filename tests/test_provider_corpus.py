@@ -25,7 +25,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.lib.streaming.chat._completions import _is_valid_chat_completion_chunk_weak
 
 from voiceagent.agent import Agent
-from voiceagent.llm import LLMClient
+from voiceagent.llm import LLMClient, ReadPath
 from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import Chunk, Drop, FakeOpenAIServer, Reply, text_reply
 from voiceagent.testing.sinks import RecordingSink
@@ -232,9 +232,12 @@ class Ours:
     sent_back: dict[str, Any] | None  # the assistant message as the next round's request carried it
 
 
-async def _ours(server: FakeOpenAIServer) -> Ours:
+async def _ours(server: FakeOpenAIServer, read_path: ReadPath) -> Ours:
     llm = LLMClient(
-        base_url=server.base_url, api_key="sk_test", retry=RetryPolicy(base_delay=0.001, max_delay=0.002)
+        base_url=server.base_url,
+        api_key="sk_test",
+        retry=RetryPolicy(base_delay=0.001, max_delay=0.002),
+        read_path=read_path,
     )
     sink = RecordingSink()
     agent = Agent(llm=llm, sink=sink, system_prompt="Be brief.", config=TurnConfig(filler=None))
@@ -280,9 +283,10 @@ def test_every_corpus_file_has_a_case_and_cites_a_source() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("read_path", ["auto", "aiohttp", "sdk"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_provider_stream_through_llmclient_and_turn_matches_the_sdk(
-    server: FakeOpenAIServer, case: Case
+    server: FakeOpenAIServer, case: Case, read_path: ReadPath
 ) -> None:
     with anyio.fail_after(TIMEOUT):
         server.enqueue(_reply(case))
@@ -294,7 +298,7 @@ async def test_provider_stream_through_llmclient_and_turn_matches_the_sdk(
             sdk, sdk_error = None, exc
         # A round with tool calls is answered by a second round.
         server.enqueue(_reply(case), text_reply("Done."))
-        ours = await _ours(server)
+        ours = await _ours(server, read_path)
 
     if case.error is not None:
         assert ours.fallback_spoken and case.error in (ours.error or "")

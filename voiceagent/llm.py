@@ -1,7 +1,8 @@
 """Streaming chat completions from any OpenAI-compatible server, Electron by default.
 
-The openai SDK builds the request, authenticates and maps error statuses; the stream itself is read as raw
-bytes from the SDK's streaming response and parsed here: SSE lines split by ``bytes.split``, ``json.loads``
+The openai SDK supplies the URL and headers (auth included) and maps error statuses; the response is read by
+``voiceagent.h1``, a small HTTP/1.1 client (the SDK's own HTTP stack where h1 does not apply, see ReadPath),
+as raw bytes, and parsed here: SSE lines split by ``bytes.split``, ``json.loads``
 once per event, about 17x cheaper in CPU than the SDK's typed stream (DESIGN.md, "The fast stream path").
 Chunks are plain dicts. A ``data:`` line holding one whole object is decoded at once (servers that leave out
 the blank line between events work too); otherwise the event's ``data:`` fields are joined with ``\n`` at
@@ -28,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import openai
@@ -38,6 +39,7 @@ try:  # the HTTP library under the openai SDK: httpx2 in openai>=3.5x, httpx bef
 except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx as _http  # type: ignore[no-redef]
 
+from voiceagent import h1, http_stream
 from voiceagent.errors import (
     LLMConnectionError,
     LLMError,
@@ -71,7 +73,19 @@ ELECTRON_BASE_URL = "https://api.smallest.ai/waves/v1"
 API_KEY_ENV = "SMALLEST_API_KEY"
 
 # What can fail while reading a response body: the SDK only wraps errors raised while the request is sent.
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (_http.RequestError, anyio.EndOfStream)
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    _http.RequestError,
+    anyio.EndOfStream,
+    h1.BodyError,
+    *http_stream.BODY_ERRORS,
+)
+
+# How the response is read. "auto": our small HTTP/1.1 client (voiceagent.h1) where it changes nothing
+# but speed (h1.usable(): asyncio, no proxy; and a client built here, no per-request timeout), else the
+# SDK's. "aiohttp": the same through aiohttp (if installed). "sdk": always the SDK's. bench/README.md
+# has the measurements behind the choice.
+ReadPath = Literal["auto", "h1", "aiohttp", "sdk"]
+_READ_PATHS = ("auto", "h1", "aiohttp", "sdk")
 
 # Arguments of create() that are request options, not body fields. Every other parameter is a body field
 # and goes out as given (Electron forwards fields unknown to the SDK to the model; see _create).
@@ -113,9 +127,14 @@ class LLMClient:
         default_params: Mapping[str, Any] | None = None,
         openai_client: openai.AsyncOpenAI | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        read_path: ReadPath = "auto",
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
+        if read_path not in _READ_PATHS:
+            raise ValueError(f"read_path must be one of {_READ_PATHS}, got {read_path!r}")
+        if read_path == "aiohttp" and not http_stream.AVAILABLE:
+            raise ValueError("read_path='aiohttp' needs aiohttp installed (pip install 'voiceagent[fast]')")
         self.base_url = base_url or ELECTRON_BASE_URL
         self.max_line_bytes = max_line_bytes
         self.model = model
@@ -123,6 +142,8 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.default_params: dict[str, Any] = dict(default_params or {})
+        # A caller's own openai client may carry a custom http_client (transport, proxy, hooks): SDK path.
+        lean = read_path != "sdk" and openai_client is None
         if openai_client is None:
             api_key = api_key or os.environ.get(API_KEY_ENV)
             if not api_key:
@@ -139,6 +160,25 @@ class LLMClient:
             )
         register_secret(openai_client.api_key)  # never in a log line, whatever its shape
         self.openai_client = openai_client
+        self._lean: h1.H1Transport | http_stream.StreamTransport | None = None
+        self._lean_name = "aiohttp" if read_path == "aiohttp" else "h1"
+        if lean and str(openai_client.base_url).startswith(("http://", "https://")):
+            ssl_context = _shared_ssl_context() if str(openai_client.base_url).startswith("https") else None
+            if read_path == "aiohttp":
+                self._lean = http_stream.StreamTransport(
+                    openai_client, timeout=timeout, ssl_context=ssl_context
+                )
+            else:
+                self._lean = h1.H1Transport(openai_client, timeout=timeout, ssl_context=ssl_context)
+
+    def _lean_transport(
+        self, options: Mapping[str, Any]
+    ) -> h1.H1Transport | http_stream.StreamTransport | None:
+        """The lean path for this request, or None for the SDK's (a per-request timeout or extra_query,
+        a proxy in the environment, a loop other than asyncio)."""
+        if self._lean is None or set(options) - {"extra_headers"} or not h1.usable():
+            return None
+        return self._lean
 
     @classmethod
     def electron(cls, plan: str = "standard", **kwargs: Any) -> LLMClient:
@@ -155,8 +195,12 @@ class LLMClient:
         return cls(**kwargs)
 
     async def aclose(self) -> None:
-        """Close the underlying HTTP client (its connection pool)."""
-        await self.openai_client.close()
+        """Close the underlying HTTP clients (their connection pools)."""
+        try:
+            if self._lean is not None:
+                await self._lean.aclose()
+        finally:
+            await self.openai_client.close()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -199,6 +243,7 @@ class LLMStream:
         self.client = client
         self.request = request
         self.request_id: str | None = None
+        self.read_path: str | None = None  # "h1", "aiohttp" or "sdk": how the last attempt was read
         self.attempts = 0
         self.started_at: float | None = None
         self.headers_at: float | None = None
@@ -477,6 +522,11 @@ class LLMStream:
         options = {k: v for k, v in request.items() if k in _REQUEST_OPTIONS}
         body = {k: v for k, v in request.items() if k not in _REQUEST_OPTIONS}
         body.update(options.pop("extra_body", None) or {})
+        lean = self.client._lean_transport(options)
+        if lean is not None:
+            self.read_path = self.client._lean_name
+            return lean.post(body, options.get("extra_headers"))
+        self.read_path = "sdk"
         create: Any = self.client.openai_client.chat.completions.with_streaming_response.create
         manager = create(model=body["model"], messages=[], stream=True, extra_body=body, **options)
         return cast(AbstractAsyncContextManager[Any], manager)
