@@ -1,6 +1,6 @@
 """DeltaAccumulator: pure state machine from chat-completion chunks (plain dicts) to stream events.
 
-It knows the quirks of OpenAI-compatible streams (see shared PROTOCOLS.md §5 and the provider corpus in
+It knows the quirks of OpenAI-compatible streams (the provider corpus in
 ``tests/provider_corpus``): the usage chunk has ``choices: []`` (Groq puts usage in ``x_groq``); Electron's
 finish chunk may have no ``delta``; ``id``/``name`` usually arrive only on a tool call's first fragment and
 later fragments carry only ``index`` and argument text, but some servers stream the name in pieces (Gemini:

@@ -3,7 +3,7 @@
 The openai SDK supplies the URL and headers (auth included) and maps error statuses; the response is read by
 ``voiceagent.h1``, a small HTTP/1.1 client (the SDK's own HTTP stack where h1 does not apply, see ReadPath),
 as raw bytes, and parsed here: SSE lines split by ``bytes.split``, ``json.loads``
-once per event, about 17x cheaper in CPU than the SDK's typed stream (DESIGN.md, "The fast stream path").
+once per event, about 17x cheaper in CPU than the SDK's typed stream (bench/README.md has the figures).
 Chunks are plain dicts. A ``data:`` line holding one whole object is decoded at once (servers that leave out
 the blank line between events work too); otherwise the event's ``data:`` fields are joined with ``\n`` at
 its blank line, as SSE says.
