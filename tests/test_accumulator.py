@@ -622,8 +622,23 @@ class _CallChecker:
                 assert not any(self.open_starts.values()), ("finished with calls pending", self.open_starts)
 
 
+# Chunks that do carry (hostile) tool-call fragments, so the call invariants get exercised too.
+tool_chunks = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {"delta": st.fixed_dictionaries({"tool_calls": st.lists(fragments, min_size=1, max_size=3)})},
+                optional={"finish_reason": st.sampled_from(["stop", "tool_calls", "", None])},
+            ),
+            min_size=1,
+            max_size=1,
+        )
+    }
+)
+
+
 @settings(max_examples=500, deadline=None)
-@given(st.lists(chunk_shapes, max_size=10))
+@given(st.lists(st.one_of(chunk_shapes, tool_chunks), max_size=10))
 def test_feed_matches_the_oracle_on_any_shape(chunks: list[dict[str, Any]]) -> None:
     acc, oracle, calls = DeltaAccumulator(), _PlainOracle(), _CallChecker()
     tool_events = (ToolCallStarted, ToolCallReady)
