@@ -1,5 +1,6 @@
 """DeltaAccumulator: example streams in the shapes providers send, and property tests."""
 
+import collections
 import itertools
 import json
 from typing import Any
@@ -7,6 +8,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
 
 from voiceagent.accumulator import DeltaAccumulator
 from voiceagent.events import StreamFinished, TextDelta, ToolCallReady, ToolCallStarted, Usage, UsageReported
@@ -433,47 +436,6 @@ def test_feed_never_raises_on_arbitrary_dicts(chunks: list[dict[str, Any]]) -> N
     acc.end()
 
 
-def _reference_choice_feed(acc: DeltaAccumulator, chunk: dict[str, Any]) -> list[Any]:
-    """feed() as first written (every shape through _dict/_list): the inlined checks must match it."""
-    from voiceagent.accumulator import _dict
-
-    def _list(value: Any) -> list[Any]:
-        return value if isinstance(value, list) else []
-
-    acc.chunks_seen += 1
-    events: list[Any] = []
-    if acc.response_id is None and isinstance(chunk.get("id"), str):
-        acc.response_id = chunk["id"]
-    if acc.model is None and isinstance(chunk.get("model"), str):
-        acc.model = chunk["model"]
-    for choice in _list(chunk.get("choices")):
-        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-            continue
-        delta = _dict(choice.get("delta"))
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            acc.content_parts.append(content)
-            events.append(TextDelta(content))
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            acc.reasoning_parts.append(reasoning)
-        for fragment in _list(delta.get("tool_calls")):
-            if isinstance(fragment, dict):
-                events.extend(acc._feed_tool_fragment(fragment))
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason:
-            events.extend(acc._dispatch_pending())
-            acc.finish_reason = reason
-            events.append(StreamFinished(reason))
-    usage = chunk.get("usage")
-    if not isinstance(usage, dict):
-        usage = _dict(_dict(chunk.get("x_groq")).get("usage"))
-    if "prompt_tokens" in usage:
-        acc.usage = Usage.from_dict(usage)
-        events.append(UsageReported(acc.usage))
-    return events
-
-
 # One branch for every odd (non-dict, non-list, wrong-type) value, so the real shapes stay likely.
 odd_values = st.sampled_from([None, 0, 1, -1, True, "", "x", 1.5])
 fragments = st.one_of(
@@ -503,6 +465,7 @@ deltas = st.one_of(
         optional={
             "content": st.one_of(st.text(max_size=4), odd_values),
             "reasoning": st.one_of(st.text(max_size=4), odd_values),
+            "reasoning_content": st.one_of(st.text(max_size=4), odd_values),
             "tool_calls": st.one_of(st.lists(fragments, max_size=3), odd_values),
         },
     ),
@@ -518,32 +481,283 @@ choices = st.one_of(
         },
     ),
 )
+counts = st.one_of(st.integers(-1, 9), odd_values)
+usages = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": counts,
+        "completion_tokens": counts,
+        "prompt_tokens_details": st.one_of(
+            st.fixed_dictionaries({}, optional={"cached_tokens": counts}), odd_values
+        ),
+        "prompt_cache_hit_tokens": counts,  # DeepSeek
+    },
+)
 chunk_shapes = st.fixed_dictionaries(
     {},
     optional={
         "id": st.one_of(st.just("c1"), odd_values),
         "choices": st.one_of(st.lists(choices, max_size=2), odd_values),
-        "usage": st.one_of(st.just({"prompt_tokens": 3, "completion_tokens": 2}), odd_values),
-        "x_groq": st.one_of(st.just({"usage": {"prompt_tokens": 4}}), odd_values),
+        "usage": st.one_of(usages, odd_values),
+        "x_groq": st.one_of(
+            st.fixed_dictionaries({}, optional={"usage": st.one_of(usages, odd_values)}), odd_values
+        ),
     },
 )
 
 
+# ---- an independent oracle (shares no code with voiceagent/accumulator.py) -------------------------
+
+
+def _as_count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+class _PlainOracle:
+    """What the spec (PROTOCOLS.md §5) says feed() makes of content, reasoning, finish and usage, written
+    from the spec: only the first choice counts, empty strings say nothing, the usage is the chunk's own
+    or else Groq's ``x_groq.usage``, and a stream ending without a finish says ``tool_calls`` if any
+    tool-call fragment came, else ``stop``."""
+
+    def __init__(self) -> None:
+        self.content = ""
+        self.reasoning = ""
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.saw_fragment = False
+        self.argument_pieces: list[str] = []  # every argument text fed, in order
+        self.opens_or_finishes = False  # the last chunk finished, or brought an id (a call may end)
+
+    def feed(self, chunk: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        self.opens_or_finishes = False
+        all_choices = chunk.get("choices")
+        for choice in all_choices if type(all_choices) is list else []:
+            if type(choice) is not dict or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            delta = delta if type(delta) is dict else {}
+            text = delta.get("content")
+            if type(text) is str and text != "":
+                self.content += text
+                out.append(TextDelta(text))
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if type(thought) is str:
+                self.reasoning += thought
+            calls = delta.get("tool_calls")
+            for fragment in calls if type(calls) is list else []:
+                if type(fragment) is not dict:
+                    continue
+                self.saw_fragment = True
+                call_id = fragment.get("id")
+                if type(call_id) is str and call_id != "":
+                    self.opens_or_finishes = True
+                function = fragment.get("function")
+                if type(function) is dict:
+                    piece = function.get("arguments")
+                    if type(piece) is str and piece != "":
+                        self.argument_pieces.append(piece)
+            why = choice.get("finish_reason")
+            if type(why) is str and why != "":
+                self.finish_reason = why
+                self.opens_or_finishes = True
+                out.append(StreamFinished(why))
+        usage = chunk.get("usage")
+        if type(usage) is not dict:
+            groq = chunk.get("x_groq")
+            usage = groq.get("usage") if type(groq) is dict else None
+        if type(usage) is dict and "prompt_tokens" in usage:
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if type(details) is dict else None
+            if cached is None:
+                cached = usage.get("prompt_cache_hit_tokens")
+            self.usage = Usage(
+                _as_count(usage.get("prompt_tokens")),
+                _as_count(usage.get("completion_tokens")),
+                _as_count(cached),
+            )
+            out.append(UsageReported(self.usage))
+        return out
+
+    def end(self) -> list[Any]:
+        self.opens_or_finishes = True
+        if self.finish_reason is not None:
+            return []
+        self.finish_reason = "tool_calls" if self.saw_fragment else "stop"
+        return [StreamFinished(self.finish_reason)]
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return type(json.loads(text)) is dict
+    except ValueError:
+        return False
+
+
+class _CallChecker:
+    """Invariants of the tool-call events that hold on any input, however hostile."""
+
+    def __init__(self) -> None:
+        self.ready: list[ToolCallReady] = []
+        self.open_starts: dict[int, list[ToolCallStarted]] = {}  # started, not yet ready, per index
+
+    def check(self, events: list[Any], may_end_unparsed: bool) -> None:
+        for event in events:
+            if isinstance(event, ToolCallStarted):
+                # A call is announced once: the index has no other announced call still pending.
+                assert not self.open_starts.get(event.index), (event, self.open_starts)
+                self.open_starts.setdefault(event.index, []).append(event)
+            elif isinstance(event, ToolCallReady):
+                assert isinstance(event.id, str) and event.id, event
+                assert event.id not in {r.id for r in self.ready}, ("id dispatched twice", event, self.ready)
+                assert all(event is not r for r in self.ready)
+                # Early (no finish, no new call) only when the arguments are a whole JSON object.
+                assert may_end_unparsed or _is_object(event.arguments), ("ready too early", event)
+                pending = self.open_starts.get(event.index)
+                if pending:
+                    assert event.name.startswith(pending.pop().name), event
+                self.ready.append(event)
+            elif isinstance(event, StreamFinished):
+                # Whatever was announced is dispatched before the finish is reported.
+                assert not any(self.open_starts.values()), ("finished with calls pending", self.open_starts)
+
+
+# Chunks that do carry (hostile) tool-call fragments, so the call invariants get exercised too.
+tool_chunks = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {"delta": st.fixed_dictionaries({"tool_calls": st.lists(fragments, min_size=1, max_size=3)})},
+                optional={"finish_reason": st.sampled_from(["stop", "tool_calls", "", None])},
+            ),
+            min_size=1,
+            max_size=1,
+        )
+    }
+)
+
+
 @settings(max_examples=500, deadline=None)
-@given(st.lists(chunk_shapes, max_size=10))
-def test_feed_matches_the_reference_on_any_shape(chunks: list[dict[str, Any]]) -> None:
-    fast, slow = DeltaAccumulator(), DeltaAccumulator()
+@given(st.lists(st.one_of(chunk_shapes, tool_chunks), max_size=10))
+def test_feed_matches_the_oracle_on_any_shape(chunks: list[dict[str, Any]]) -> None:
+    acc, oracle, calls = DeltaAccumulator(), _PlainOracle(), _CallChecker()
+    tool_events = (ToolCallStarted, ToolCallReady)
     for c in chunks:
-        assert fast.feed(c) == _reference_choice_feed(slow, c)
-    assert fast.end() == slow.end()
-    assert (fast.content, fast.ready_calls, fast.late_fragments, fast.finish_reason, fast.usage) == (
-        slow.content,
-        slow.ready_calls,
-        slow.late_fragments,
-        slow.finish_reason,
-        slow.usage,
+        events = acc.feed(c)
+        assert [e for e in events if not isinstance(e, tool_events)] == oracle.feed(c)
+        calls.check(events, oracle.opens_or_finishes)
+    events = acc.end()
+    assert [e for e in events if not isinstance(e, tool_events)] == oracle.end()
+    calls.check(events, True)
+    assert not any(calls.open_starts.values())
+    assert (acc.content, acc.reasoning, acc.finish_reason, acc.usage) == (
+        oracle.content,
+        oracle.reasoning,
+        oracle.finish_reason,
+        oracle.usage,
     )
-    assert fast.reasoning == slow.reasoning
+    assert acc.has_tool_calls == oracle.saw_fragment
+    assert acc.chunks_seen == len(chunks)
+    # ready_calls: the dispatched calls, each once, in index order (dispatch order within an index).
+    assert acc.ready_calls == sorted(calls.ready, key=lambda r: r.index)
+    assert all(isinstance(i, int) and isinstance(t, str) and t for i, t in acc.late_fragments)
+    # No argument text is lost or invented: it is in a dispatched call or among the late fragments.
+    given_text = collections.Counter("".join(oracle.argument_pieces))
+    kept = collections.Counter(
+        "".join([r.arguments for r in calls.ready] + [t for _, t in acc.late_fragments])
+    )
+    assert kept == given_text
+
+
+# ---- well-formed OpenAI streams: the openai SDK's own assembly is the reference ----------------------
+
+wf_arguments = st.one_of(
+    st.just(""),  # a call without arguments: ready only at the finish
+    st.dictionaries(st.text(min_size=1, max_size=6), json_values, max_size=3).map(json.dumps),
+)
+wf_calls = st.lists(st.tuples(st.sampled_from(["get_weather", "book", "lookup"]), wf_arguments), max_size=4)
+
+
+def _pieces(data: Any, text: str) -> list[str]:
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(len(text) - 1, 1)), max_size=4))))
+    return [p for p in (text[a:b] for a, b in itertools.pairwise([0, *cuts, len(text)])) if p]
+
+
+def _sdk_assembles(chunks: list[dict[str, Any]]) -> Any:
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    for c in chunks:
+        full = {"object": "chat.completion.chunk", "created": 0, "model": "m", "id": "chatcmpl-1", **c}
+        state.handle_chunk(ChatCompletionChunk.model_validate(full))
+    return state.current_completion_snapshot
+
+
+@settings(max_examples=150, deadline=None)
+@given(content=st.text(max_size=40), reasoning=st.text(max_size=20), calls=wf_calls, data=st.data())
+def test_well_formed_streams_assemble_as_the_openai_sdk_does(
+    content: str, reasoning: str, calls: list[tuple[str, str]], data: Any
+) -> None:
+    # Each call: its first fragment (index, id, type, name, "" arguments), then its argument pieces.
+    per_call = [
+        [
+            {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": ""}},
+            *({"index": i, "function": {"arguments": p}} for p in _pieces(data, args)),
+        ]
+        for i, (name, args) in enumerate(calls)
+    ]
+    # Parallel calls' argument pieces may interleave; each call's own stay in order, and calls open in
+    # index order (as OpenAI sends them; the SDK cannot take index 1 before index 0).
+    fragments: list[dict[str, Any]] = []
+    queues = [list(q) for q in per_call]
+    while any(queues):
+        opened = sum(len(q) < len(p) for q, p in zip(queues, per_call, strict=True))
+        movable = [i for i, q in enumerate(queues) if q and (len(q) < len(per_call[i]) or i == opened)]
+        fragments.append(queues[data.draw(st.sampled_from(movable))].pop(0))
+    items: list[tuple[str, Any]] = [("reasoning_content", p) for p in _pieces(data, reasoning)]
+    items += [("content", p) for p in _pieces(data, content)] + [("tool_calls", f) for f in fragments]
+    # Consecutive items share a chunk at random cut points.
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(len(items), 1)), max_size=len(items)))))
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+    ]
+    for a, b in itertools.pairwise([0, *cuts, len(items)]):
+        delta: dict[str, Any] = {}
+        for key, value in items[a:b]:
+            if key == "tool_calls":
+                delta.setdefault(key, []).append(value)
+            else:
+                delta[key] = delta.get(key, "") + value
+        if delta:
+            chunks.append({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    finish = "tool_calls" if calls else "stop"
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    chunks.append({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}})
+
+    acc = DeltaAccumulator()
+    ready_at: dict[str, int] = {}
+    for n, c in enumerate(chunks):
+        ready_at.update((e.id, n) for e in acc.feed(c) if isinstance(e, ToolCallReady))
+    acc.end()
+    snapshot = _sdk_assembles(chunks)
+    message = snapshot.choices[0].message
+    assert acc.content == (message.content or "")
+    assert acc.reasoning == ((message.model_extra or {}).get("reasoning_content") or "")
+    sdk_calls = [(t.id, t.function.name, t.function.arguments) for t in message.tool_calls or []]
+    assert [(r.id, r.name, r.arguments) for r in acc.ready_calls] == sdk_calls
+    assert acc.finish_reason == snapshot.choices[0].finish_reason
+    assert snapshot.usage is not None and acc.usage == Usage(9, 4, 0)
+    for r in acc.ready_calls:
+        assert r.arguments == "" or _is_object(r.arguments)
+        # Ready the moment its last argument piece arrives (no waiting for the finish), or at the
+        # finish when it has no arguments.
+        last = max(
+            (n for n, c in enumerate(chunks) for f in _fragments_of(c) if f["index"] == r.index),
+            default=-1,
+        )
+        assert ready_at[r.id] == (last if r.arguments else len(chunks) - 2), (r, ready_at)
+
+
+def _fragments_of(c: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for ch in c["choices"] for f in ch["delta"].get("tool_calls", [])]
 
 
 def test_null_unknown_fields_are_not_kept_and_nested_ones_merge() -> None:

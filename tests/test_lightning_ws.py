@@ -363,11 +363,15 @@ async def test_missing_complete_ends_the_text_and_replaces_the_socket(
     server: FakeLightningServer, key: str
 ) -> None:
     server.omit_complete = True
+    # One audio frame per text: once it is in, the missing `complete` is all that is left to wait for, so
+    # the short timeout is the only way out and never races the audio on a loaded machine.
+    server.chunk_seconds = 60.0
     out = CollectingOutput(16000)
     async with make_sink(server, key, out, complete_timeout=0.2) as sink:
         await sink.speak("No complete follows.")
         assert out.pcm16 == server.utterances[0].pcm16
         server.omit_complete = False
+        sink.complete_timeout = 30.0  # the healthy request gets a generous margin
         await sink.speak("Fresh socket.")
     assert server.connections_opened == 2
     assert sink.played_chars == len("No complete follows.") + len("Fresh socket.")
@@ -377,8 +381,9 @@ async def test_no_audio_at_all_is_an_error(server: FakeLightningServer, key: str
     server.first_byte_gate = anyio.Event()
     async with make_sink(server, key, first_byte_timeout=0.2) as sink:
         with pytest.raises(TTSError, match="no audio within"):
-            await sink.speak("Stuck server.")
+            await sink.speak("Stuck server.")  # the gate is shut: the timeout is the only way out
         server.first_byte_gate.set()
+        sink.first_byte_timeout = 30.0  # the healthy request gets a generous margin
         await sink.speak("Working again.")
     assert sink.played_chars == len("Working again.") and server.connections_opened == 2
 
