@@ -371,7 +371,7 @@ async def test_missing_complete_ends_the_text_and_replaces_the_socket(
         await sink.speak("No complete follows.")
         assert out.pcm16 == server.utterances[0].pcm16
         server.omit_complete = False
-        sink.complete_timeout = 30.0  # the healthy request gets a generous margin
+        sink.engine.complete_timeout = 30.0  # the healthy request gets a generous margin
         await sink.speak("Fresh socket.")
     assert server.connections_opened == 2
     assert sink.played_chars == len("No complete follows.") + len("Fresh socket.")
@@ -383,7 +383,7 @@ async def test_no_audio_at_all_is_an_error(server: FakeLightningServer, key: str
         with pytest.raises(TTSError, match="no audio within"):
             await sink.speak("Stuck server.")  # the gate is shut: the timeout is the only way out
         server.first_byte_gate.set()
-        sink.first_byte_timeout = 30.0  # the healthy request gets a generous margin
+        sink.engine.first_byte_timeout = 30.0  # the healthy request gets a generous margin
         await sink.speak("Working again.")
     assert sink.played_chars == len("Working again.") and server.connections_opened == 2
 
