@@ -3,6 +3,8 @@ by the fake, VAD segmentation of real (espeak-ng) speech, retries and typed erro
 
 from __future__ import annotations
 
+import socket
+
 import anyio
 import httpx
 import openai
@@ -182,15 +184,19 @@ async def test_a_refused_key_and_an_unreachable_server_are_typed_errors() -> Non
                         pass
                 with pytest.raises(TranscriptionStatusError):
                     await stt.send_audio(b"\0\0" * 160)  # the failure is sticky, not swallowed
-        url = server.base_url
     assert info.value.status_code == 401
-    stt = TranscriptionSTT(openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0), vad=WebRtcVad())
-    with anyio.fail_after(30):
-        async with stt:
-            await stt.send_audio(b"\0\0" * RATE + clip + b"\0\0" * RATE)
-            with pytest.raises(TranscriptionConnectionError):
-                async for _ in stt.events():
-                    pass
+    # A port held bound but never listening refuses every connection; a port merely closed could be
+    # taken at once by another process's server on a shared machine (and then hang, not refuse).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}/v1"
+        stt = TranscriptionSTT(openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0), vad=WebRtcVad())
+        with anyio.fail_after(30):
+            async with stt:
+                await stt.send_audio(b"\0\0" * RATE + clip + b"\0\0" * RATE)
+                with pytest.raises(TranscriptionConnectionError):
+                    async for _ in stt.events():
+                        pass
 
 
 # ---- segmentation (pure) ----------------------------------------------------------------------------
