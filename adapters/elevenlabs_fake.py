@@ -22,6 +22,7 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -60,8 +61,14 @@ class Utterance:
 
 class FakeElevenLabsServer:
     def __init__(
-        self, *, api_key: str = "test-key", seconds_per_char: float = 0.03, chunk_seconds: float = 0.1
+        self,
+        *,
+        api_key: str = "test-key",
+        seconds_per_char: float = 0.03,
+        chunk_seconds: float = 0.1,
+        ssl: SSLContext | None = None,
     ) -> None:
+        self.ssl = ssl  # TLS, for clients that insist on wss:// (the official SDK does)
         self.api_key = api_key
         self.seconds_per_char = seconds_per_char
         self.chunk_seconds = chunk_seconds
@@ -77,7 +84,7 @@ class FakeElevenLabsServer:
 
     async def __aenter__(self) -> FakeElevenLabsServer:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_upgrade, max_size=None
+            self._handle, "127.0.0.1", 0, process_request=self._process_upgrade, max_size=None, ssl=self.ssl
         ).__aenter__()
         return self
 
@@ -93,7 +100,8 @@ class FakeElevenLabsServer:
     def base_url(self) -> str:
         """The ``wss://api.elevenlabs.io`` equivalent."""
         assert self._server is not None
-        return f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        scheme = "ws" if self.ssl is None else "wss"
+        return f"{scheme}://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     @property
     def messages(self) -> list[dict[str, Any]]:
