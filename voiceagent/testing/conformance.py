@@ -8,6 +8,12 @@ give transcripts and speech events the right shapes, say where an utterance ends
 connection (recover by itself, or fail with a typed error and let a new source connect), turn refused
 credentials into a ``VoiceAgentError``, and close cleanly. Run them all with ``run_stt_conformance``,
 or one per test with ``pytest.mark.parametrize("check", STT_CHECKS)``.
+
+The TTS half is the same for any ``TTSEngine``: a ``TtsHarness`` stages a server for a ``TtsCase`` and
+makes engines for it; ``TTS_CHECKS`` (``run_tts_conformance``) drive them through a ``Speaker``: audio at
+each sample rate, the played characters, empty and unicode text, a barge-in mid-utterance (nothing is
+written after ``cancel`` and the engine speaks the next text), a dropped stream (a ``TTSError`` or a
+recovery, and the next text is spoken), and refused credentials as a ``TTSError``.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from typing import Literal, Protocol
 import anyio
 import anyio.lowlevel
 
-from voiceagent.errors import VoiceAgentError
+from voiceagent.audio_output import CollectingOutput
+from voiceagent.errors import TTSError, VoiceAgentError
+from voiceagent.speaker import Speaker, TTSEngine
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
+from voiceagent.testing.outputs import GatedOutput
 
 Fault = Literal["drop", "reject"]
 LISTEN_TIMEOUT = 30.0  # a stage that hangs fails the check instead of the run
@@ -216,3 +225,143 @@ async def run_stt_conformance(harness: SttHarness) -> list[str]:
     for check in STT_CHECKS.values():
         await check(harness)
     return list(STT_CHECKS)
+
+
+# ---- TTS: the same kit for any ``TTSEngine`` ------------------------------------------------------------
+
+TtsFault = Literal["drop", "reject"]
+SPEAK_TIMEOUT = 30.0
+# Long enough for several chunks of audio on every fake, so a drop or a barge-in lands mid-utterance.
+LONG_TEXT = (
+    "This sentence is long enough that its audio arrives in several pieces, so that a barge-in or a "
+    "dropped connection can land in the middle of it."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TtsCase:
+    """``fault``: "drop" (the server drops the first request's stream after some audio; later ones
+    work) or "reject" (the engine uses refused credentials)."""
+
+    sample_rate: int
+    fault: TtsFault | None = None
+
+
+class TtsStage(Protocol):
+    def engine(self) -> TTSEngine:
+        """A new engine for the case (asking for audio at the case's rate); a Speaker enters it."""
+        ...
+
+
+class TtsHarness(Protocol):
+    @property
+    def sample_rates(self) -> Sequence[int]: ...
+
+    def stage(self, case: TtsCase) -> AbstractAsyncContextManager[TtsStage]: ...
+
+
+async def _speak(speaker: Speaker, *texts: str) -> None:
+    with anyio.fail_after(SPEAK_TIMEOUT):
+        for text in texts:
+            await speaker.speak(text)
+        await speaker.flush()
+
+
+def _expect_spoken(out: CollectingOutput, speaker: Speaker, texts: Sequence[str], case: str) -> None:
+    _expect(bool(out.pcm16), f"{case}: no audio was written")
+    _expect(all(c.sample_rate == out.sample_rate for c in out.chunks), f"{case}: chunks at the wrong rate")
+    heard = sum(len(t) for t in texts)
+    _expect(speaker.played_chars == heard, f"{case}: played {speaker.played_chars} chars, not {heard}")
+    tags = [c.text_span for c in out.chunks if c.text_span]
+    _expect(tags == [t for t in texts if t.strip()], f"{case}: first chunks are tagged {tags!r}")
+
+
+async def check_tts_sample_rates(harness: TtsHarness) -> None:
+    for rate in harness.sample_rates:
+        async with harness.stage(TtsCase(rate)) as stage:
+            engine = stage.engine()
+            out = CollectingOutput(rate)
+            async with Speaker(engine, out) as speaker:
+                await _speak(speaker, "Hello there.")
+            _expect(engine.sample_rate == rate, f"{rate} Hz: the engine says {engine.sample_rate} Hz")
+            _expect_spoken(out, speaker, ["Hello there."], f"{rate} Hz")
+
+
+async def check_tts_played_chars(harness: TtsHarness) -> None:
+    texts = ["First sentence. ", "And a second one."]
+    async with harness.stage(TtsCase(harness.sample_rates[0])) as stage:
+        out = CollectingOutput(harness.sample_rates[0])
+        async with Speaker(stage.engine(), out) as speaker:
+            await _speak(speaker, *texts)
+    _expect_spoken(out, speaker, texts, "two texts")
+
+
+async def check_tts_empty_and_unicode_text(harness: TtsHarness) -> None:
+    texts = ["", "   ", "Grüße, ça va? 日本語のテキスト 🙂"]
+    async with harness.stage(TtsCase(harness.sample_rates[0])) as stage:
+        out = CollectingOutput(harness.sample_rates[0])
+        async with Speaker(stage.engine(), out) as speaker:
+            await _speak(speaker, *texts)
+    _expect_spoken(out, speaker, texts, "empty and unicode text")
+
+
+async def check_tts_cancel_mid_utterance(harness: TtsHarness) -> None:
+    async with harness.stage(TtsCase(harness.sample_rates[0])) as stage:
+        out = GatedOutput(harness.sample_rates[0], free_writes=1)
+        async with Speaker(stage.engine(), out) as speaker:
+            with anyio.fail_after(SPEAK_TIMEOUT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(speaker.speak, LONG_TEXT)
+                    await out.blocked.wait()  # audio is flowing: the second write waits
+                    await speaker.cancel()
+                    out.release()
+            _expect(len(out.chunks) == 1, f"cancel: {len(out.chunks)} chunks written, not 1")
+            _expect(speaker.played_chars < len(LONG_TEXT), "cancel: the whole text counts as heard")
+            # The engine is usable after a barge-in: the next text is spoken in full.
+            await _speak(speaker, "After the barge-in.")
+    _expect(any(c.text_span == "After the barge-in." for c in out.chunks), "after cancel: not spoken")
+
+
+async def check_tts_reconnect_after_drop(harness: TtsHarness) -> None:
+    async with harness.stage(TtsCase(harness.sample_rates[0], fault="drop")) as stage:
+        out = CollectingOutput(harness.sample_rates[0])
+        async with Speaker(stage.engine(), out) as speaker:
+            try:
+                await _speak(speaker, LONG_TEXT)
+            except TTSError:
+                pass  # typed, as it must be; some engines recover by themselves instead
+            before = len(out.chunks)
+            await _speak(speaker, "After the drop.")
+    _expect(any(c.text_span == "After the drop." for c in out.chunks[before:]), "after a drop: not spoken")
+
+
+async def check_tts_errors_are_typed(harness: TtsHarness) -> None:
+    async with harness.stage(TtsCase(harness.sample_rates[0], fault="reject")) as stage:
+        out = CollectingOutput(harness.sample_rates[0])
+        try:
+            async with Speaker(stage.engine(), out) as speaker:
+                await _speak(speaker, "Nobody hears this.")
+        except TTSError:
+            pass
+        except Exception as exc:
+            raise ConformanceError(f"refused credentials: {exc!r} is not a TTSError") from exc
+        else:
+            raise ConformanceError("refused credentials: no TTSError")
+    _expect(not out.pcm16, "refused credentials: audio was written")
+
+
+TTS_CHECKS: dict[str, Callable[[TtsHarness], Awaitable[None]]] = {
+    "sample_rates": check_tts_sample_rates,
+    "played_chars": check_tts_played_chars,
+    "empty_and_unicode_text": check_tts_empty_and_unicode_text,
+    "cancel_mid_utterance": check_tts_cancel_mid_utterance,
+    "reconnect_after_drop": check_tts_reconnect_after_drop,
+    "errors_are_typed": check_tts_errors_are_typed,
+}
+
+
+async def run_tts_conformance(harness: TtsHarness) -> list[str]:
+    """Run every TTS check; raises ``ConformanceError`` on the first that fails; the names that passed."""
+    for check in TTS_CHECKS.values():
+        await check(harness)
+    return list(TTS_CHECKS)

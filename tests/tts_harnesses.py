@@ -1,0 +1,84 @@
+"""``TtsHarness``es for the shipped TTS engines, each on its own fake (voiceagent.testing.conformance)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from voiceagent.adapters.elevenlabs import ElevenLabsEngine
+from voiceagent.adapters.elevenlabs_fake import FakeElevenLabsServer
+from voiceagent.adapters.lightning import LightningEngine
+from voiceagent.adapters.lightning.fake import FakeLightningServer
+from voiceagent.adapters.openai_speech import OpenAISpeechEngine
+from voiceagent.adapters.openai_speech_fake import FakeSpeechServer
+from voiceagent.speaker import TTSEngine
+from voiceagent.testing.conformance import TtsCase, TtsStage
+
+
+@dataclass
+class _Stage:
+    make: Any
+
+    def engine(self) -> TTSEngine:
+        engine: TTSEngine = self.make()
+        return engine
+
+
+class ElevenLabsHarness:
+    sample_rates: Sequence[int] = (16000, 24000, 8000)
+
+    @asynccontextmanager
+    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
+        async with FakeElevenLabsServer() as server:
+            if case.fault == "drop":
+                server.drop_next(after_chunks=2)
+            key = "wrong-key" if case.fault == "reject" else server.api_key
+            yield _Stage(
+                lambda: ElevenLabsEngine(
+                    api_key=key, voice_id="voice", base_url=server.base_url, sample_rate=case.sample_rate
+                )
+            )
+
+
+class LightningHarness:
+    sample_rates: Sequence[int] = (16000, 24000, 8000, 44100)
+
+    @asynccontextmanager
+    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
+        key = f"conformance-{uuid.uuid4()}"  # the account limiter is per key: one per stage
+        async with FakeLightningServer(api_key=key, chunk_seconds=0.1) as server:
+            if case.fault == "drop":
+                server.drop_next(after_chunks=2)
+            used = "wrong-key" if case.fault == "reject" else key
+            yield _Stage(
+                lambda: LightningEngine(
+                    api_key=used,
+                    voice_id="magnus",
+                    url=server.ws_url,
+                    sample_rate=case.sample_rate,
+                    keepalive_interval=None,
+                    check_voice=False,
+                )
+            )
+
+
+class OpenAISpeechHarness:
+    sample_rates: Sequence[int] = (24000,)  # raw PCM from /audio/speech is 24 kHz
+
+    @asynccontextmanager
+    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
+        async with FakeSpeechServer(chunk_seconds=0.1) as server:
+            if case.fault == "drop":
+                server.drop_next(after_chunks=2)
+            key = "wrong-key" if case.fault == "reject" else server.api_key
+
+            def make() -> OpenAISpeechEngine:
+                client = openai.AsyncOpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+                return OpenAISpeechEngine(client=client, model="kokoro")
+
+            yield _Stage(make)
