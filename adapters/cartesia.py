@@ -5,7 +5,9 @@ sent with ``continue: false`` and its audio arrives as ``chunk`` messages (base6
 until ``done``. A barge-in sends ``{"context_id": ..., "cancel": true}`` on that socket instead of
 reconnecting; Cartesia may still send audio it had already generated for that context, so every
 message of a context other than the current one is dropped. ``timestamps`` messages (with
-``add_timestamps=True``) are kept in ``word_timestamps``.
+``add_timestamps=True``) are kept in ``word_timestamps``. A kept socket that the server closed (idle)
+is replaced once if it breaks before any audio of the text; after some audio it is a
+``TTSInterruptedError`` (nothing is resent) and the next text reconnects.
 
 Auth and version are headers, as the official ``cartesia`` SDK sends them (``Authorization: Bearer``,
 ``Cartesia-Version``; SDK 4.2.0 pins ``2026-08-14``).
@@ -153,36 +155,44 @@ class CartesiaEngine:
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         await self._cancel_unfinished()
-        ws = await self._connect()
-        context_id = str(uuid.uuid4())
-        self.context_ids.append(context_id)
-        self._unfinished = context_id
-        yielded = False
-        try:
-            await ws.send(json.dumps(self.request(text, context_id)))
-            while True:
-                message = _parse(await ws.recv())
-                if message.get("context_id") not in (context_id, None):
-                    continue  # late audio of a cancelled context
-                kind = message.get("type")
-                if kind == "chunk":
-                    data = base64.b64decode(message.get("data") or "")
-                    if data:
-                        yielded = True
-                        yield data
-                elif kind == "timestamps":
-                    self._timestamps(text, message)
-                elif kind == "error":
-                    self._unfinished = None  # the context is over on the server
-                    raise _error(message, yielded)
-                if kind == "done" or (kind == "chunk" and message.get("done") is True):
-                    self._unfinished = None
-                    return
-        except ConnectionClosed as exc:
-            self._ws = None
-            self._unfinished = None
-            error = TTSInterruptedError if yielded else TTSError
-            raise error(f"Cartesia socket closed mid-utterance: {exc!r}") from exc
+        # A socket kept from an earlier text may have been closed by the server meanwhile (Cartesia
+        # closes idle ones): if it breaks before any audio of this text, one new socket is tried.
+        retry = self._ws is not None
+        while True:
+            ws = await self._connect()
+            context_id = str(uuid.uuid4())
+            self.context_ids.append(context_id)
+            self._unfinished = context_id
+            yielded = False
+            try:
+                await ws.send(json.dumps(self.request(text, context_id)))
+                while True:
+                    message = _parse(await ws.recv())
+                    if message.get("context_id") not in (context_id, None):
+                        continue  # late audio of a cancelled context
+                    kind = message.get("type")
+                    if kind == "chunk":
+                        data = base64.b64decode(message.get("data") or "")
+                        if data:
+                            yielded = True
+                            yield data
+                    elif kind == "timestamps":
+                        self._timestamps(text, message)
+                    elif kind == "error":
+                        self._unfinished = None  # the context is over on the server
+                        raise _error(message, yielded)
+                    if kind == "done" or (kind == "chunk" and message.get("done") is True):
+                        self._unfinished = None
+                        return
+            except ConnectionClosed as exc:
+                self._ws = None
+                self._unfinished = None
+                if retry and not yielded:
+                    retry = False
+                    logger.debug("cartesia socket was closed before this text; reconnecting once")
+                    continue
+                error = TTSInterruptedError if yielded else TTSError
+                raise error(f"Cartesia socket closed mid-utterance: {exc!r}") from exc
 
     async def interrupt(self) -> None:
         await self._cancel_unfinished()

@@ -15,6 +15,7 @@ stop audio it already generated). Misbehaviour on command:
 - ``drop_next(after_chunks)``: abort the connection after that many chunks of the next request.
 - ``hold_after``: pause every request after that many chunks until ``resume()`` (or its cancel).
 - ``reject_status``: refuse WebSocket upgrades with this status.
+- ``close_all()``: close every open connection now (an idle timeout).
 
 Everything is recorded (``messages``, ``cancels``, ``done``, ``upgrades``, ``connections_opened``,
 ``utterances``);
@@ -113,6 +114,7 @@ class FakeCartesiaServer:
         self.connections_opened = 0
         self.connections_closed = 0
         self._changed = anyio.Event()
+        self._open: set[_Conn] = set()
         self._server: Server | None = None
 
     async def __aenter__(self) -> FakeCartesiaServer:
@@ -147,6 +149,13 @@ class FakeCartesiaServer:
 
     def drop_next(self, after_chunks: int) -> None:
         self._drop_next.append(after_chunks)
+
+    async def close_all(self) -> int:
+        """Close every open connection now (as Cartesia closes an idle one)."""
+        conns = list(self._open)
+        for conn in conns:
+            await conn.ws.close()
+        return len(conns)
 
     def resume(self) -> None:
         self._resumed = True
@@ -186,6 +195,7 @@ class FakeCartesiaServer:
         self.connections_opened += 1
         self._notify()
         conn = _Conn(ws)
+        self._open.add(conn)
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](100)
         try:
             async with anyio.create_task_group() as tg:
@@ -198,6 +208,7 @@ class FakeCartesiaServer:
                 tg.cancel_scope.cancel()
         finally:
             send.close()
+            self._open.discard(conn)
             self.connections_closed += 1
             self._notify()
 

@@ -191,6 +191,21 @@ async def test_a_dropped_socket_mid_utterance_is_interrupted_and_the_next_text_r
     assert out.pcm16.endswith(server.utterances[-1].pcm16)
 
 
+async def test_a_socket_the_server_closed_while_idle_is_replaced_once(server: FakeCartesiaServer) -> None:
+    out = CollectingOutput(24000)
+    async with Speaker(engine(server, sample_rate=24000), out) as sink:
+        with anyio.fail_after(10):
+            await sink.speak(TEXT)
+            assert await server.close_all() == 1
+            await server.wait_until(lambda: server.connections_closed == 1)
+            before = len(out.chunks)
+            await sink.speak("Still here.")
+            await sink.flush()
+    assert server.connections_opened == 2
+    assert b"".join(c.pcm16 for c in out.chunks[before:]) == server.utterances[-1].pcm16
+    assert server.utterances[-1].transcript == "Still here."
+
+
 def test_bad_options_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="sample_rate"):
         CartesiaEngine(api_key="k", voice_id="v", sample_rate=12345)
