@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.tts_harnesses import ElevenLabsHarness, LightningHarness, OpenAISpeechHarness
+from tests.tts_harnesses import CartesiaHarness, ElevenLabsHarness, LightningHarness, OpenAISpeechHarness
 from voiceagent.errors import TTSError
 from voiceagent.speaker import TTSEngine
 from voiceagent.testing.conformance import (
@@ -24,6 +24,7 @@ from voiceagent.testing.conformance import (
 pytestmark = pytest.mark.anyio
 
 HARNESSES: dict[str, TtsHarness] = {
+    "cartesia": CartesiaHarness(),
     "elevenlabs": ElevenLabsHarness(),
     "lightning_ws": LightningHarness(),
     "openai_speech": OpenAISpeechHarness(),

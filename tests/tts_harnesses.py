@@ -10,6 +10,8 @@ from typing import Any
 
 import openai
 
+from voiceagent.adapters.cartesia import CartesiaEngine
+from voiceagent.adapters.cartesia_fake import FakeCartesiaServer
 from voiceagent.adapters.elevenlabs import ElevenLabsEngine
 from voiceagent.adapters.elevenlabs_fake import FakeElevenLabsServer
 from voiceagent.adapters.lightning import LightningEngine
@@ -82,3 +84,19 @@ class OpenAISpeechHarness:
                 return OpenAISpeechEngine(client=client, model="kokoro")
 
             yield _Stage(make)
+
+
+class CartesiaHarness:
+    sample_rates: Sequence[int] = (24000, 16000, 8000, 44100)
+
+    @asynccontextmanager
+    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
+        async with FakeCartesiaServer(chunk_seconds=0.1) as server:
+            if case.fault == "drop":
+                server.drop_next(after_chunks=2)
+            key = "wrong-key" if case.fault == "reject" else server.api_key
+            yield _Stage(
+                lambda: CartesiaEngine(
+                    api_key=key, voice_id="v1", url=server.ws_url, sample_rate=case.sample_rate
+                )
+            )
