@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.tts_harnesses import CartesiaHarness, ElevenLabsHarness, LightningHarness, OpenAISpeechHarness
+from tests.tts_harnesses import (
+    CartesiaHarness,
+    ElevenLabsHarness,
+    LightningHarness,
+    LightningHTTPHarness,
+    OpenAISpeechHarness,
+)
 from voiceagent.errors import TTSError
 from voiceagent.speaker import TTSEngine
 from voiceagent.testing.conformance import (
@@ -26,6 +32,7 @@ pytestmark = pytest.mark.anyio
 HARNESSES: dict[str, TtsHarness] = {
     "cartesia": CartesiaHarness(),
     "elevenlabs": ElevenLabsHarness(),
+    "lightning_http": LightningHTTPHarness(),
     "lightning_ws": LightningHarness(),
     "openai_speech": OpenAISpeechHarness(),
 }

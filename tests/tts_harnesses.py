@@ -14,7 +14,7 @@ from voiceagent.adapters.cartesia import CartesiaEngine
 from voiceagent.adapters.cartesia_fake import FakeCartesiaServer
 from voiceagent.adapters.elevenlabs import ElevenLabsEngine
 from voiceagent.adapters.elevenlabs_fake import FakeElevenLabsServer
-from voiceagent.adapters.lightning import LightningEngine
+from voiceagent.adapters.lightning import LightningEngine, LightningHTTPEngine
 from voiceagent.adapters.lightning.fake import FakeLightningServer
 from voiceagent.adapters.openai_speech import OpenAISpeechEngine
 from voiceagent.adapters.openai_speech_fake import FakeSpeechServer
@@ -98,5 +98,26 @@ class CartesiaHarness:
             yield _Stage(
                 lambda: CartesiaEngine(
                     api_key=key, voice_id="v1", url=server.ws_url, sample_rate=case.sample_rate
+                )
+            )
+
+
+class LightningHTTPHarness:
+    sample_rates: Sequence[int] = (16000, 24000, 8000)
+
+    @asynccontextmanager
+    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
+        key = f"conformance-{uuid.uuid4()}"
+        async with FakeLightningServer(api_key=key, chunk_seconds=0.1) as server:
+            if case.fault == "drop":
+                server.drop_next(after_chunks=2)
+            used = "wrong-key" if case.fault == "reject" else key
+            yield _Stage(
+                lambda: LightningHTTPEngine(
+                    api_key=used,
+                    voice_id="magnus",
+                    base_url=server.http_base,
+                    sample_rate=case.sample_rate,
+                    check_voice=False,
                 )
             )
