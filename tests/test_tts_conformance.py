@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import pytest
 from tests.tts_harnesses import (
     CartesiaHarness,
     ElevenLabsHarness,
+    EspeakHarness,
     LightningHarness,
     LightningHTTPHarness,
     OpenAISpeechHarness,
@@ -42,6 +44,16 @@ HARNESSES: dict[str, TtsHarness] = {
 @pytest.mark.parametrize("engine", sorted(HARNESSES))
 async def test_tts_engine_passes_the_conformance_check(engine: str, check: str) -> None:
     await TTS_CHECKS[check](HARNESSES[engine])
+
+
+# espeak-ng runs locally: no stream to drop, no credentials to refuse.
+LOCAL_CHECKS = sorted(set(TTS_CHECKS) - {"reconnect_after_drop", "errors_are_typed"})
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.parametrize("check", LOCAL_CHECKS)
+async def test_the_local_espeak_engine_passes_the_checks_that_apply(check: str) -> None:
+    await TTS_CHECKS[check](EspeakHarness())
 
 
 # ---- the kit fails an engine that breaks the rules -----------------------------------------------------

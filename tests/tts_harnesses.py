@@ -14,6 +14,7 @@ from voiceagent.adapters.cartesia import CartesiaEngine
 from voiceagent.adapters.cartesia_fake import FakeCartesiaServer
 from voiceagent.adapters.elevenlabs import ElevenLabsEngine
 from voiceagent.adapters.elevenlabs_fake import FakeElevenLabsServer
+from voiceagent.adapters.espeak import EspeakEngine
 from voiceagent.adapters.lightning import LightningEngine, LightningHTTPEngine
 from voiceagent.adapters.lightning.fake import FakeLightningServer
 from voiceagent.adapters.openai_speech import OpenAISpeechEngine
@@ -121,3 +122,13 @@ class LightningHTTPHarness:
                     check_voice=False,
                 )
             )
+
+
+class EspeakHarness:
+    """A local process: no connection to drop and no credentials, so only the checks without faults apply."""
+
+    sample_rates: Sequence[int] = (22050,)  # espeak-ng's own rate; the Speaker resamples for the output
+
+    @asynccontextmanager
+    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
+        yield _Stage(EspeakEngine)
