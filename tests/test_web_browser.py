@@ -139,6 +139,8 @@ async def test_browser_call_mic_playback_marks_clear_and_token(tmp_path: Path) -
             assert played == ["short"]
             assert await page.evaluate("window.voiceagent.playing") is True
             assert await page.evaluate("window.voiceagent.queuedSources") > 0
+            # The page reports "playing" from the audio; the mark frame after it may still be in flight.
+            await page.wait_for("window.voiceagent.pendingMarks.join() === 'long'")
             assert await page.evaluate("window.voiceagent.pendingMarks") == ["long"]
             assert "hello there" in await page.evaluate("document.getElementById('transcript').textContent")
             assert await page.evaluate("document.getElementById('start').textContent") == "Stop"

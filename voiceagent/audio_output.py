@@ -58,7 +58,8 @@ class _Playhead:
 
     @property
     def played(self) -> float:
-        return max(0.0, self.written - max(0.0, self._end - anyio.current_time()))
+        # Rounded to the nanosecond: (start + d) - start is not exactly d in floating point.
+        return round(max(0.0, self.written - max(0.0, self._end - anyio.current_time())), 9)
 
     async def wait(self) -> None:
         while (remaining := self._end - anyio.current_time()) > 0:
