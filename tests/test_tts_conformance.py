@@ -15,7 +15,6 @@ from tests.tts_harnesses import (
     ElevenLabsHarness,
     EspeakHarness,
     LightningHarness,
-    LightningHTTPHarness,
     OpenAISpeechHarness,
 )
 from voiceagent.errors import TTSError
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.anyio
 HARNESSES: dict[str, TtsHarness] = {
     "cartesia": CartesiaHarness(),
     "elevenlabs": ElevenLabsHarness(),
-    "lightning_http": LightningHTTPHarness(),
+    "lightning_http": LightningHarness(http=True),
     "lightning_ws": LightningHarness(),
     "openai_speech": OpenAISpeechHarness(),
 }

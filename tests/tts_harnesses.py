@@ -49,7 +49,11 @@ class ElevenLabsHarness:
 
 
 class LightningHarness:
-    sample_rates: Sequence[int] = (16000, 24000, 8000, 44100)
+    """Lightning's WebSocket engine, or with ``http=True`` its HTTP engine, on the one fake."""
+
+    def __init__(self, *, http: bool = False) -> None:
+        self.http = http
+        self.sample_rates: Sequence[int] = (16000, 24000, 8000) if http else (16000, 24000, 8000, 44100)
 
     @asynccontextmanager
     async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
@@ -58,16 +62,18 @@ class LightningHarness:
             if case.fault == "drop":
                 server.drop_next(after_chunks=2)
             used = "wrong-key" if case.fault == "reject" else key
-            yield _Stage(
-                lambda: LightningEngine(
-                    api_key=used,
-                    voice_id="magnus",
-                    url=server.ws_url,
-                    sample_rate=case.sample_rate,
-                    keepalive_interval=None,
-                    check_voice=False,
+            options: dict[str, Any] = {"api_key": used, "voice_id": "magnus", "check_voice": False}
+
+            def make() -> TTSEngine:
+                if self.http:
+                    return LightningHTTPEngine(
+                        base_url=server.http_base, sample_rate=case.sample_rate, **options
+                    )
+                return LightningEngine(
+                    url=server.ws_url, sample_rate=case.sample_rate, keepalive_interval=None, **options
                 )
-            )
+
+            yield _Stage(make)
 
 
 class OpenAISpeechHarness:
@@ -99,27 +105,6 @@ class CartesiaHarness:
             yield _Stage(
                 lambda: CartesiaEngine(
                     api_key=key, voice_id="v1", url=server.ws_url, sample_rate=case.sample_rate
-                )
-            )
-
-
-class LightningHTTPHarness:
-    sample_rates: Sequence[int] = (16000, 24000, 8000)
-
-    @asynccontextmanager
-    async def stage(self, case: TtsCase) -> AsyncIterator[TtsStage]:
-        key = f"conformance-{uuid.uuid4()}"
-        async with FakeLightningServer(api_key=key, chunk_seconds=0.1) as server:
-            if case.fault == "drop":
-                server.drop_next(after_chunks=2)
-            used = "wrong-key" if case.fault == "reject" else key
-            yield _Stage(
-                lambda: LightningHTTPEngine(
-                    api_key=used,
-                    voice_id="magnus",
-                    base_url=server.http_base,
-                    sample_rate=case.sample_rate,
-                    check_voice=False,
                 )
             )
 
