@@ -1,0 +1,45 @@
+"""Telephony as one generic media-stream layer plus a codec per provider (Twilio, Telnyx, Plivo).
+
+A provider adapter writes a ``MediaCodec`` (wire messages), an ``UpgradeAuth`` (how its upgrades are
+signed) and a ``CallControl`` (its REST API); the stream, the server, the mark ledger, barge-in and
+every bound are shared.
+"""
+
+from .auth import UpgradeAuth, UpgradeRequest
+from .codec import MediaCodec
+from .control import CallControl, CallControlError
+from .errors import MediaStreamClosed, MediaStreamProtocolError
+from .events import (
+    AudioFormat,
+    ClearDone,
+    DtmfReceived,
+    Encoding,
+    Ignored,
+    InboundAudio,
+    MarkPlayed,
+    Preamble,
+    ProviderEvent,
+    StreamStart,
+    StreamStop,
+)
+
+__all__ = [
+    "AudioFormat",
+    "CallControl",
+    "CallControlError",
+    "ClearDone",
+    "DtmfReceived",
+    "Encoding",
+    "Ignored",
+    "InboundAudio",
+    "MarkPlayed",
+    "MediaCodec",
+    "MediaStreamClosed",
+    "MediaStreamProtocolError",
+    "Preamble",
+    "ProviderEvent",
+    "StreamStart",
+    "StreamStop",
+    "UpgradeAuth",
+    "UpgradeRequest",
+]
