@@ -27,6 +27,11 @@ setup() {
   fi
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,redis,contract-livekit]" 2>&1 \
     | grep -v "^WARNING: Location" || true
+  # Pipecat's Twilio/Telnyx/Plivo serializers are the telephony tests' reference clients (code nobody here wrote).
+  # --no-deps: its full dependency set pulls numba and onnxruntime (~300 MB) that the serializers never import.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps pipecat-ai==1.14.0 wait_for2==0.4.1 \
+    loudness==0.2.0 docstring_parser==0.18.0 sentencex==1.0.32 aiofiles==25.1.0 loguru==0.7.3 2>&1 \
+    | grep -v -e "^WARNING: Location" -e "incompatible" -e "dependency conflicts" -e "^pipecat-ai" || true
 }
 
 case "${1:-}" in
