@@ -42,7 +42,7 @@ def twilio_signature(auth_token: str, url: str) -> str:
 class TwilioWire:
     """Twilio's side of one Media Stream: the frames it sends, and how it reads the app's."""
 
-    audio_format = AudioFormat("pcmu", 8000)
+    inbound_format = outbound_format = AudioFormat("pcmu", 8000)
     echoes_cleared_marks = True
 
     def __init__(

@@ -38,7 +38,7 @@ class BotFrame:
     """One frame the bot sent, as the provider understood it."""
 
     kind: Literal["media", "mark", "clear", "dtmf"]
-    payload: bytes = b""  # media: audio in the wire's audio_format
+    payload: bytes = b""  # media: audio in the wire's outbound_format
     name: str = ""  # mark: its name; dtmf: the digits
 
 
@@ -58,8 +58,13 @@ class ProviderWire(Protocol):
     adapter's codec it tests)."""
 
     @property
-    def audio_format(self) -> AudioFormat:
-        """What the caller's audio and the played-back audio are encoded as."""
+    def inbound_format(self) -> AudioFormat:
+        """What the caller's audio is sent as."""
+        ...
+
+    @property
+    def outbound_format(self) -> AudioFormat:
+        """What the bot's audio must arrive as to be played (usually ``inbound_format``)."""
         ...
 
     @property
@@ -76,7 +81,7 @@ class ProviderWire(Protocol):
         ...
 
     def media(self, payload: bytes) -> str:
-        """One frame of caller audio (``payload``: at most 20 ms in ``audio_format``)."""
+        """One frame of caller audio (``payload``: at most 20 ms in ``inbound_format``)."""
         ...
 
     def dtmf(self, digit: str) -> str: ...
@@ -120,7 +125,7 @@ class FakeMediaCall:
         self._handshake = handshake
         self.received: list[Any] = []  # every decoded message from the app, in order
         self.frames: list[BotFrame] = []  # every frame from the app the provider acted on, in order
-        self.played_audio = bytearray()  # in the wire's audio_format
+        self.played_audio = bytearray()  # in the wire's outbound_format
         self.echoed_marks: list[EchoedMark] = []
         self.clears = 0
         self.dtmf_sent: list[str] = []  # digits the bot sent on the stream
@@ -167,13 +172,13 @@ class FakeMediaCall:
         await self.send_raw(json.dumps(message))
 
     async def send_audio(self, encoded: bytes) -> None:
-        """Caller audio (in the wire's ``audio_format``) as the provider sends it: 20 ms frames."""
-        size = frame_bytes(self.wire.audio_format)
+        """Caller audio (in the wire's ``inbound_format``) as the provider sends it: 20 ms frames."""
+        size = frame_bytes(self.wire.inbound_format)
         for offset in range(0, len(encoded), size):
             await self.send_raw(self.wire.media(encoded[offset : offset + size]))
 
     async def send_pcm(self, pcm16: bytes, sample_rate: int) -> None:
-        fmt = self.wire.audio_format
+        fmt = self.wire.inbound_format
         await self.send_audio(encode(fmt, resample(pcm16, sample_rate, fmt.sample_rate)))
 
     async def send_wav(self, path: str | Path) -> None:
@@ -190,11 +195,11 @@ class FakeMediaCall:
 
     @property
     def played_pcm16(self) -> bytes:
-        return decode(self.wire.audio_format, bytes(self.played_audio))
+        return decode(self.wire.outbound_format, bytes(self.played_audio))
 
     @property
     def received_audio(self) -> bytes:
-        """All bot audio received (played or not), in the wire's ``audio_format``."""
+        """All bot audio received (played or not), in the wire's ``outbound_format``."""
         return b"".join(f.payload for f in self.frames if f.kind == "media")
 
     def pause_playback(self) -> None:
@@ -268,7 +273,8 @@ class FakeMediaCall:
                 await self._send_quietly(done)
 
     async def _play_loop(self) -> None:
-        bytes_per_second = self.wire.audio_format.sample_rate * bytes_per_sample(self.wire.audio_format)
+        fmt = self.wire.outbound_format
+        bytes_per_second = fmt.sample_rate * bytes_per_sample(fmt)
         while True:
             changed = self._changed
             if self._paused or not self._queue:
