@@ -93,18 +93,17 @@ def bot_main(
     argv: Sequence[str] | None,
     *,
     serve: Callable[[argparse.Namespace], Awaitable[None]],
-    selftest: Callable[[], Awaitable[int]],
-    public_url: bool = False,
+    selftest: Callable[[argparse.Namespace], Awaitable[int]],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """The example bots' command line: serve live calls, or ``--selftest`` one offline call."""
+    """The example bots' command line: serve live calls, or ``--selftest`` one offline call.
+    ``options`` adds a bot's own arguments (the phone bot's ``--provider`` and ``--public-url``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    if public_url:
-        parser.add_argument(
-            "--public-url", default="wss://example.com/media", help="the wss URL Twilio dials"
-        )
+    if options is not None:
+        options(parser)
     parser.add_argument(
         "--base-url", help="an OpenAI-compatible server instead of Electron (e.g. http://host:8000/v1)"
     )
@@ -113,7 +112,7 @@ def bot_main(
     parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID"))  # None: the model's default
     args = parser.parse_args(argv)
     if args.selftest:
-        return run_cleanly(lambda: anyio.run(selftest))
+        return run_cleanly(lambda: anyio.run(selftest, args))
 
     def serve_until_stopped() -> int:
         # A server lives long: take start-up's objects (the imported modules, ~100k with the openai SDK)

@@ -1,0 +1,254 @@
+"""The weather bot on the phone, one module for Twilio, Telnyx and Plivo: Pulse + Electron + Lightning.
+
+    python -m voiceagent.examples.phone_bot --provider twilio --port 8080 --public-url wss://your.host/media
+    python -m voiceagent.examples.phone_bot --selftest                    # one offline call per provider
+    python -m voiceagent.examples.phone_bot --selftest --provider twilio  # ... or one provider's
+
+The bot (agent, STT, TTS, session) is the same code whichever provider carries the call; what differs
+is one row of ``PROVIDERS``: the server class and the secret it checks upgrades with, the XML that
+connects a call to the stream (printed at start: configure your number with it), the provider's fake
+call for the self-test, and its call control (REST) when its credentials are in the environment.
+Put a TLS proxy in front of the port: providers dial ``wss://`` on 443.
+
+- twilio: ``TWILIO_AUTH_TOKEN`` (every upgrade's X-Twilio-Signature is checked against it and
+  --public-url; the server refuses to start without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
+from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
+from voiceagent.llm import LLMClient
+from voiceagent.session import Session
+from voiceagent.telephony import ControlFactory, MediaStream, MediaStreamServer
+from voiceagent.telephony.fake_call import FakeMediaCall
+from voiceagent.turn import ChatStreamer
+
+from .calls import (
+    QUESTION,
+    WEATHER_CASSETTE,
+    SinkFactory,
+    api_key,
+    bot_main,
+    espeak_sink,
+    lightning_sink,
+    run_call,
+    wait_for_first_answer,
+)
+
+SELFTEST_SECRET = "selftest-auth-token"
+
+Handler = Callable[[MediaStream], Any]
+
+
+class ServerFactory(Protocol):
+    def __call__(
+        self,
+        handler: Handler,
+        *,
+        secret: str | None,
+        host: str,
+        port: int,
+        path: str,
+        public_url: str | None,
+        control_factory: ControlFactory | None,
+    ) -> MediaStreamServer[Any]: ...
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Everything that differs between providers; the bot and its self-test are the same code."""
+
+    name: str
+    secret_env: str  # the secret the server checks each upgrade with
+    server: ServerFactory
+    answer_name: str  # what the provider calls the document that connects a call to the stream
+    answer: Callable[[str], str]  # the wss:// URL -> that document
+    fake_call: Callable[[str, str], FakeMediaCall]  # (server URL, secret) -> a signed fake call
+    control: Callable[[], ControlFactory | None]  # call control from the environment, None without it
+
+
+def _twilio_server(
+    handler: Handler,
+    *,
+    secret: str | None,
+    host: str,
+    port: int,
+    path: str,
+    public_url: str | None,
+    control_factory: ControlFactory | None,
+) -> MediaStreamServer[Any]:
+    # Typed here: mypy sees voiceagent.adapters (the mapped adapters/ folder) as untyped.
+    server: MediaStreamServer[Any] = TwilioServer(
+        handler,
+        auth_token=secret,
+        host=host,
+        port=port,
+        path=path,
+        public_url=public_url,
+        control_factory=control_factory,
+    )
+    return server
+
+
+def _twilio_fake(url: str, secret: str) -> FakeMediaCall:
+    call: FakeMediaCall = FakeTwilioCall(url, auth_token=secret, playback_speed=20)
+    return call
+
+
+def _no_control() -> ControlFactory | None:
+    return None  # the stream hangs up by closing itself
+
+
+PROVIDERS: dict[str, Provider] = {
+    "twilio": Provider(
+        name="twilio",
+        secret_env="TWILIO_AUTH_TOKEN",
+        server=_twilio_server,
+        answer_name="TwiML",
+        answer=connect_stream_twiml,
+        fake_call=_twilio_fake,
+        control=_no_control,
+    ),
+}
+
+
+def stt_options(sample_rate: int) -> PulseOptions:
+    """Pulse hears the call at its own rate: telephone audio as mu-law, anything wider as linear16."""
+    if sample_rate == 8000:
+        return PulseOptions.for_twilio("en")
+    return PulseOptions(language="en", sample_rate=sample_rate)
+
+
+def call_handler(
+    llm: ChatStreamer,
+    tts: SinkFactory,
+    *,
+    pulse_key: str,
+    pulse_url: str | None = None,
+    sessions: list[Session] | None = None,
+) -> Callable[[MediaStream], Any]:
+    """One call on any provider's stream: the weather agent, Pulse at the call's rate, ``tts``."""
+
+    async def handler(stream: MediaStream) -> None:
+        rate = stream.input_sample_rate
+        options = stt_options(rate)
+
+        def stt() -> PulseSTT:
+            return (
+                PulseSTT(pulse_key, options)
+                if pulse_url is None
+                else PulseSTT(pulse_key, options, url=pulse_url)
+            )
+
+        await run_call(stream, rate, llm=llm, stt=stt, tts=tts, sessions=sessions)
+
+    return handler
+
+
+async def serve(args: argparse.Namespace) -> None:
+    if args.provider is None:
+        raise SystemExit(f"--provider is required to serve: one of {', '.join(sorted(PROVIDERS))}")
+    provider = PROVIDERS[args.provider]
+    key = api_key()
+    handler = call_handler(
+        LLMClient.electron(plan=args.plan, base_url=args.base_url),
+        espeak_sink if args.tts == "espeak" else lightning_sink(args.voice),
+        pulse_key=key,
+    )
+    server = provider.server(
+        handler,
+        secret=os.environ.get(provider.secret_env) or None,  # None: the server says what to set
+        host=args.host,
+        port=args.port,
+        path=urlsplit(args.public_url).path or "/",  # the provider dials exactly the URL it was given
+        public_url=args.public_url,  # ... and signs that URL
+        control_factory=provider.control(),
+    )
+    async with server:
+        print(f"listening on {server.url} ({provider.name})")
+        print(f"{provider.answer_name} for your number:\n{provider.answer(args.public_url)}")
+        await server.serve_forever()
+
+
+async def selftest_call(provider: Provider) -> bool:
+    """One call: the provider's fake caller asks the question over a signed upgrade; fake Pulse
+    transcribes it; the LLM side is the recorded session on a local server; espeak-ng answers."""
+    from voiceagent.cassette import Cassette
+    from voiceagent.testing.pulse_server import FakePulseServer, Speech
+    from voiceagent.testing.replay import ReplayServer
+
+    sessions: list[Session] = []
+    # Heard as real Pulse does: VAD events, a final every few words, finalize at speech_ended.
+    pulse = FakePulseServer([Speech(QUESTION, 0.1, 0.8)])
+    async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
+        handler = call_handler(
+            replay.client(), espeak_sink, pulse_key="sk_test", pulse_url=pulse.url, sessions=sessions
+        )
+        server = provider.server(
+            handler,
+            secret=SELFTEST_SECRET,
+            host="127.0.0.1",
+            port=0,
+            path="/media",
+            public_url=None,
+            control_factory=None,
+        )
+        async with server, provider.fake_call(server.url, SELFTEST_SECRET) as phone:
+            await phone.send_pcm(b"\x00\x00" * 12000, 8000)  # 1.5 s of caller audio
+            await wait_for_first_answer(sessions)
+            await phone.stop()
+        replay.check()
+    result = sessions[0].results[0]
+    print(f"[{provider.name}] caller asked: {result.user_text}")
+    print(f"[{provider.name}] caller heard: {result.heard_text}")
+    seconds = len(phone.played_pcm16) / 2 / phone.wire.outbound_format.sample_rate
+    marks = len(phone.echoed_marks)
+    print(f"[{provider.name}] audio played to the caller: {seconds:.2f} s, marks echoed: {marks}")
+    return bool(result.heard_text) and not result.error and not phone.errors
+
+
+def add_options(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument(
+        "--provider",
+        choices=sorted(PROVIDERS),
+        default=default,
+        help="who carries the call (serving: required; --selftest: all of them unless given)",
+    )
+    parser.add_argument(
+        "--public-url", default="wss://example.com/media", help="the wss URL the provider dials"
+    )
+
+
+async def selftest(args: argparse.Namespace) -> int:
+    names = [args.provider] if args.provider else sorted(PROVIDERS)
+    failed = [name for name in names if not await selftest_call(PROVIDERS[name])]
+    if failed:
+        print(f"self-test failed for: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def main(
+    argv: list[str] | None = None, *, provider: str | None = None, description: str | None = None
+) -> int:
+    """``provider``: a default for ``--provider`` (``twilio_phone_bot`` is this module with twilio)."""
+    return bot_main(
+        description or (__doc__.splitlines()[0] if __doc__ else ""),
+        argv,
+        serve=serve,
+        selftest=selftest,
+        options=lambda parser: add_options(parser, provider),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
