@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from voiceagent.testing.fake_server import FakeWebSocketServer, query_of
+from voiceagent.testing.stt_script import Emit, Speech, bytes_per_second
 
 PATH = "/v1/listen"
 ENCODINGS = {"linear16", "linear32", "flac", "alaw", "mulaw", "amr-nb", "amr-wb", "opus", "ogg-opus", "speex"}
@@ -41,31 +42,7 @@ BOOLEANS = {
     "numerals",
     "multichannel",
 }
-BYTES_PER_SAMPLE = {"linear16": 2, "linear32": 4, "alaw": 1, "mulaw": 1}
 NET_0001 = "NET-0001: Deepgram did not receive audio data or a text message within the timeout window"
-
-
-@dataclass(frozen=True, slots=True)
-class Speech:
-    """The caller says ``text`` from ``start`` to ``end`` seconds of the stream's audio."""
-
-    text: str
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.end:
-            raise ValueError("Speech needs 0 <= start <= end")
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Send ``message`` (or close with ``close_code``) once ``after_bytes`` of audio have arrived."""
-
-    after_bytes: int
-    message: Mapping[str, Any] | None = None
-    close_code: int | None = None
-    close_reason: str = ""
 
 
 @dataclass
@@ -224,9 +201,7 @@ class FakeDeepgramServer(FakeWebSocketServer):
 
     async def _run(self, ws: ServerConnection, session: DeepgramSession) -> None:
         query = session.query
-        rate = int(query.get("sample_rate", "16000")) * BYTES_PER_SAMPLE.get(
-            query.get("encoding", "linear16"), 2
-        )
+        rate = bytes_per_second(query)
         hearing = _Hearing(self.max_words)
         pending = self._expand(query)
 

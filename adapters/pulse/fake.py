@@ -31,6 +31,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from voiceagent.testing.fake_server import FakeWebSocketServer, query_of
+from voiceagent.testing.stt_script import Emit, Speech, bytes_per_second
 
 PATH = "/waves/v1/stt/live"
 # Streaming models: "pulse", and the English-only "pulse-2" that Pipecat streams with. "pulse-pro" has
@@ -52,32 +53,7 @@ BOOLEAN_PARAMS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Send ``message`` (or close with ``close_code``) once ``after_bytes`` of audio have arrived."""
-
-    after_bytes: int
-    message: Mapping[str, Any] | None = None
-    close_code: int | None = None
-    close_reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Speech:
-    """The caller says ``text`` from ``start`` to ``end`` seconds of the stream's audio (its timeline is
-    the audio received, converted with the session's encoding and sample rate)."""
-
-    text: str
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.end:
-            raise ValueError("Speech needs 0 <= start <= end")
-
-
 ScriptItem = Emit | Speech
-BYTES_PER_SAMPLE = {"linear16": 2, "linear32": 4, "alaw": 1, "mulaw": 1}
 # Internal markers the hearing expands a Speech into; never sent as they are.
 _WORD, _EOU = "_fake_word", "_fake_eou"
 
@@ -227,9 +203,7 @@ class FakePulseServer(FakeWebSocketServer):
 
     def _expand(self, query: Mapping[str, str]) -> tuple[list[Emit], _Hearing]:
         """The script in audio order, each ``Speech`` as the events real Pulse would send for it."""
-        rate = int(query.get("sample_rate", "16000")) * BYTES_PER_SAMPLE.get(
-            query.get("encoding", "linear16"), 2
-        )
+        rate = bytes_per_second(query)
         segments = self.finals == "segments" and query.get("finalize_on_words", "true") != "false"
         max_words = int(query["max_words"]) if query.get("max_words", "").isdigit() else self.max_words
         vad = self.vad_events and query.get("vad_events", "true") != "false"
