@@ -44,7 +44,7 @@ class _Fault:
 
 @dataclass
 class FakePlivoRest:
-    auth_id: str = "MAFAKEAUTHID000000001"
+    auth_id: str = "MAFAKEAUTHID00000001"  # 20 characters, as the SDK checks
     auth_token: str = "fake-plivo-auth-token"
     fetch_transfer_urls: bool = True
     actions: list[CallAction] = field(default_factory=list)
