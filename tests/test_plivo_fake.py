@@ -95,11 +95,15 @@ async def test_checkpoints_are_answered_after_their_audio_and_a_clear_drops_the_
         async with (
             bot_server(bot, events, refusals) as url,
             FakePlivoCall(
-                url, auth_token=TOKEN, extra_headers={"lang": "en"}, playback_speed=math.inf
+                url,
+                auth_token=TOKEN,
+                extra_headers={"lang": "en"},
+                playback_speed=math.inf,
+                start_paused=True,
             ) as phone,
         ):
+            phone.play_until_checkpoint("first")  # then hold: the clear finds the second tone unplayed
             await phone.wait_until(lambda: phone.played_checkpoints == ["first"])
-            phone.pause_playback()  # hold the second tone so the clear finds it unplayed
             await phone.wait_until(lambda: phone.clears == 1)
             await phone.wait_until(lambda: phone.dtmf_sent == ["42#"])
             await phone.send_dtmf("7")
