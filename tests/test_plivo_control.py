@@ -207,3 +207,12 @@ async def test_the_official_sdk_is_accepted_by_the_fake_as_we_are(
 
 def _without_uuid(body: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in body.items() if k != "call_uuid"}
+
+
+def test_the_factory_needs_a_token_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PLIVO_AUTH_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="auth_token"):
+        PlivoCallControl.factory()
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "from-the-environment")
+    start = StreamStart("s1", CALL, AudioFormat("pcmu", 8000), AudioFormat("pcmu", 8000), account_id="MA0")
+    assert PlivoCallControl.factory()(start).call_uuid == CALL

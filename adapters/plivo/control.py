@@ -127,12 +127,16 @@ class PlivoCallControl:
         """One ``PlivoCallControl`` per stream, for its ``callId``. ``auth_id`` defaults to
         ``$PLIVO_AUTH_ID``, else the stream's ``accountId`` (the Auth ID of the account it runs on)."""
 
+        token = (os.environ.get(AUTH_TOKEN_ENV) or None) if auth_token == FROM_ENV else auth_token
+        if not token:  # fail when the server is built, not on the first call
+            raise ValueError(f"Plivo call control needs auth_token (or ${AUTH_TOKEN_ENV})")
+
         def make(start: StreamStart) -> PlivoCallControl:
             account = auth_id or os.environ.get(AUTH_ID_ENV) or start.account_id or None
             return cls(
                 start.call_id,
                 auth_id=account,
-                auth_token=auth_token,
+                auth_token=token,
                 transfer_url=transfer_url,
                 base_url=base_url,
                 timeout=timeout,
