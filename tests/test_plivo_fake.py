@@ -172,3 +172,28 @@ async def test_pipecat_reads_the_fakes_frames(content_type: str) -> None:
     dtmf = await serializer.deserialize(raw[2])
     assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "9"
     assert codec.parse(raw[2]) == DtmfReceived(phone.stream_id, "9")
+
+
+async def test_the_fake_reads_what_pipecat_sends_as_it_reads_our_codec() -> None:
+    from pipecat.frames.frames import InterruptionFrame, OutputAudioRawFrame
+    from pipecat.processors.frame_processor import FrameProcessorSetup
+    from pipecat.serializers.plivo import PlivoFrameSerializer
+
+    phone = FakePlivoCall("ws://127.0.0.1:1/plivo")  # never dialed: only its wire is used
+    serializer = PlivoFrameSerializer(
+        phone.stream_id, params=PlivoFrameSerializer.InputParams(auto_hang_up=False)
+    )
+    await serializer.setup(
+        FrameProcessorSetup(clock=None, task_manager=None, pipeline_worker=None, audio_in_sample_rate=8000)
+    )  # type: ignore[arg-type]
+    pcm = sine_pcm16(350, 0.02, 8000)
+    theirs = phone.plivo.read(
+        await serializer.serialize(OutputAudioRawFrame(audio=pcm, sample_rate=8000, num_channels=1))
+    )
+    start = StreamStart(phone.stream_id, phone.call_id, AudioFormat("pcmu", 8000), AudioFormat("pcmu", 8000))
+    ours = phone.plivo.read(PlivoCodec().build_media(start, pcm16_to_ulaw(pcm)))
+    assert theirs.error is None and ours.error is None
+    assert theirs.frame == ours.frame and ours.frame is not None and ours.frame.payload == pcm16_to_ulaw(pcm)
+    clear_theirs = phone.plivo.read(await serializer.serialize(InterruptionFrame()))
+    assert clear_theirs.frame == phone.plivo.read(PlivoCodec().build_clear(start)).frame
+    assert clear_theirs.frame is not None and clear_theirs.frame.kind == "clear"

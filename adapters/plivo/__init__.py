@@ -29,6 +29,7 @@ from .messages import (
     parse_outbound,
 )
 from .plivo_xml import dial_xml, stream_xml
+from .server import CallHandler, PlivoServer
 from .signature import (
     MAIN_ACCOUNT_SIGNATURE_HEADER,
     NONCE_HEADER,
@@ -41,6 +42,7 @@ __all__ = [
     "MAIN_ACCOUNT_SIGNATURE_HEADER",
     "NONCE_HEADER",
     "SIGNATURE_HEADER",
+    "CallHandler",
     "Checkpoint",
     "ClearAudio",
     "ClearedAudio",
@@ -54,6 +56,7 @@ __all__ = [
     "PlivoCallControl",
     "PlivoCodec",
     "PlivoProtocolError",
+    "PlivoServer",
     "PlivoSignatureAuth",
     "SendDtmf",
     "Start",

@@ -12,32 +12,36 @@ once the audio before it has played, and ``clearAudio`` drops the unplayed audio
 queued with it (never answered: Plivo sends ``playedStream`` "only if the preceding events were played
 successfully") and is answered with ``clearedAudio``. ``sendDTMF`` is recorded. What real Plivo would
 refuse lands in ``errors``. Playback can be paused so tests can order events without timing.
+
+``PlivoWire`` is Plivo's side of the wire; ``voiceagent.telephony.fake_call.FakeMediaCall`` does the rest.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import itertools
 import json
-import math
 import uuid
-from collections import deque
-from collections.abc import Callable, Mapping
-from types import TracebackType
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import anyio
-import anyio.lowlevel
-from anyio.abc import TaskGroup
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from voiceagent.telephony.events import AudioFormat, Encoding
+from voiceagent.telephony.fake_call import BotFrame, EchoedMark, FakeMediaCall, Received
+from voiceagent.telephony.formats import decode, encode
 
-from voiceagent.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
+__all__ = ["EchoedMark", "FakePlivoCall", "PlivoWire", "plivo_signature"]
 
 FRAME_MS = 20
+_FORMATS: dict[str, tuple[str, Encoding, int]] = {  # contentType -> (wire name, encoding, rate)
+    "audio/x-mulaw;rate=8000": ("audio/x-mulaw", "pcmu", 8000),
+    "audio/x-l16;rate=8000": ("audio/x-l16", "l16", 8000),
+    "audio/x-l16;rate=16000": ("audio/x-l16", "l16", 16000),
+}
+_DTMF = frozenset("0123456789*#ABCD")
 
 
 def plivo_signature(auth_token: str, url: str, nonce: str) -> str:
@@ -49,7 +53,158 @@ def plivo_signature(auth_token: str, url: str, nonce: str) -> str:
     return base64.b64encode(hmac.new(auth_token.encode(), signed.encode(), hashlib.sha256).digest()).decode()
 
 
-class FakePlivoCall:
+class PlivoWire:
+    """Plivo's side of one audio stream: the frames it sends, and how it reads the bot's."""
+
+    echoes_cleared_marks = False  # playedStream only for audio that played
+
+    def __init__(
+        self,
+        *,
+        content_type: str,
+        call_id: str,
+        stream_id: str,
+        account_id: str,
+        extra_headers: str,
+        auth_token: str | None,
+        public_url: str,
+    ) -> None:
+        if content_type not in _FORMATS:
+            raise ValueError(f"not a Plivo stream contentType: {content_type!r} (one of {sorted(_FORMATS)})")
+        self.content_type, encoding, rate = _FORMATS[content_type]
+        # Plivo plays back in the stream's contentType (the codec sends it so).
+        self.audio_format = self.inbound_format = self.outbound_format = AudioFormat(encoding, rate)
+        self.call_id = call_id
+        self.stream_id = stream_id
+        self.account_id = account_id
+        self.extra_headers = extra_headers
+        self.auth_token = auth_token
+        self.public_url = public_url
+        self._sequence = itertools.count(1)
+        self._chunk = itertools.count(1)
+        self._media_ms = 0
+
+    def upgrade_headers(self) -> Sequence[tuple[str, str]]:
+        if self.auth_token is None:
+            return []
+        nonce = uuid.uuid4().hex[:20]
+        return [
+            ("X-Plivo-Signature-V3", plivo_signature(self.auth_token, self.public_url, nonce)),
+            ("X-Plivo-Signature-V3-Nonce", nonce),
+        ]
+
+    def handshake(self) -> list[str]:
+        return [json.dumps(self.start_message())]  # no "connected" first: Plivo's stream opens with start
+
+    def start_message(self) -> dict[str, Any]:
+        return {
+            "event": "start",
+            "sequenceNumber": next(self._sequence),
+            "start": {
+                "callId": self.call_id,
+                "streamId": self.stream_id,
+                "accountId": self.account_id,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": self.content_type, "sampleRate": self.audio_format.sample_rate},
+            },
+            "extra_headers": self.extra_headers,
+        }
+
+    def media(self, payload: bytes) -> str:
+        message = {
+            "event": "media",
+            "sequenceNumber": next(self._sequence),
+            "streamId": self.stream_id,
+            "media": {
+                "track": "inbound",
+                "timestamp": str(self._media_ms),  # a decimal string, as Plivo's SDKs read it
+                "chunk": next(self._chunk),
+                "payload": base64.b64encode(payload).decode("ascii"),
+            },
+            "extra_headers": self.extra_headers,
+        }
+        self._media_ms += FRAME_MS
+        return json.dumps(message)
+
+    def dtmf(self, digit: str) -> str:
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "sequenceNumber": next(self._sequence),
+                "streamId": self.stream_id,
+                "dtmf": {"track": "inbound", "digit": digit, "timestamp": str(self._media_ms)},
+                "extra_headers": self.extra_headers,
+            }
+        )
+
+    def stop(self) -> str:
+        # Not in the current reference (a closed socket ends the stream); as Plivo's Java SDK models it.
+        return json.dumps(
+            {"event": "stop", "sequenceNumber": next(self._sequence), "streamId": self.stream_id}
+        )
+
+    def mark_played(self, name: str) -> str:
+        return json.dumps(
+            {
+                "event": "playedStream",
+                "sequenceNumber": next(self._sequence),
+                "streamId": self.stream_id,
+                "name": name,
+            }
+        )
+
+    def clear_done(self) -> str | None:
+        return json.dumps(
+            {"sequenceNumber": next(self._sequence), "event": "clearedAudio", "streamId": self.stream_id}
+        )
+
+    def read(self, raw: str | bytes) -> Received:
+        if isinstance(raw, bytes):
+            return Received(error="binary frame (Plivo expects JSON text)")
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return Received(error=f"invalid JSON: {raw[:60]!r}")
+        if not isinstance(message, dict):
+            return Received(message, error=f"not a JSON object: {raw[:60]!r}")
+        event = message.get("event")
+        if event == "playAudio":
+            return self._play_audio(message, raw)
+        if event in ("checkpoint", "clearAudio") and message.get("streamId") != self.stream_id:
+            return Received(message, error=f"missing or wrong streamId: {raw[:80]!r}")
+        if event == "checkpoint":
+            name = message.get("name")
+            if not isinstance(name, str) or not name:
+                return Received(message, error=f"bad checkpoint: {raw[:80]!r}")
+            return Received(message, BotFrame("mark", name=name))
+        if event == "clearAudio":
+            return Received(message, BotFrame("clear"))
+        if event == "sendDTMF":
+            digits = message.get("dtmf")
+            if not isinstance(digits, str) or not digits or not set(digits) <= _DTMF:
+                return Received(message, error=f"bad sendDTMF: {raw[:80]!r}")
+            return Received(message, BotFrame("dtmf", name=digits))
+        return Received(message, error=f"unsupported event {str(event)[:40]!r}")
+
+    def _play_audio(self, message: Mapping[str, Any], raw: str) -> Received:
+        media = message.get("media")
+        if not isinstance(media, dict):
+            return Received(message, error=f"playAudio without media: {raw[:80]!r}")
+        if "streamId" in message and message["streamId"] != self.stream_id:  # optional (Pipecat adds it)
+            return Received(message, error=f"playAudio for another stream: {raw[:80]!r}")
+        played_as = (media.get("contentType"), media.get("sampleRate"))
+        if played_as != (self.content_type, self.audio_format.sample_rate):
+            return Received(message, error=f"playAudio in {played_as!r}, the stream is {self.content_type}")
+        try:
+            payload = base64.b64decode(media["payload"], validate=True)
+        except (KeyError, TypeError, binascii.Error, ValueError):
+            return Received(message, error=f"bad playAudio payload: {raw[:80]!r}")
+        return Received(message, BotFrame("media", payload=payload))
+
+
+class FakePlivoCall(FakeMediaCall):
+    """One fake Plivo call to ``url``; ``async with`` dials and sends ``start``."""
+
     def __init__(
         self,
         url: str,
@@ -63,134 +218,46 @@ class FakePlivoCall:
         account_id: str = "MAFAKEAUTHID00000001",
         playback_speed: float = 1.0,
         start_paused: bool = False,
-        send_start: bool = True,
+        handshake: bool = True,
     ) -> None:
-        kind, _, rate = content_type.partition(";rate=")
-        if (kind, rate) not in (("audio/x-mulaw", "8000"), ("audio/x-l16", "8000"), ("audio/x-l16", "16000")):
-            raise ValueError(f"not a Plivo stream contentType: {content_type!r}")
-        self.url = url
-        self.auth_token = auth_token
-        self.public_url = public_url or "wss://" + url.split("://", 1)[1]
-        self.content_type, self.sample_rate = kind, int(rate)
-        self.extra_headers = ";".join(f"{k}={v}" for k, v in (extra_headers or {}).items())
-        self.call_id = call_id or str(uuid.uuid4())
-        self.stream_id = stream_id or str(uuid.uuid4())
-        self.account_id = account_id
-        self.playback_speed = playback_speed
-        self._send_start = send_start
-        self.received: list[dict[str, Any]] = []  # every message from the bot, in order
-        self.played = bytearray()  # bot audio played out, in the stream's encoding
-        self.played_checkpoints: list[str] = []  # answered with playedStream
-        self.dropped_checkpoints: list[str] = []  # dropped by a clearAudio, never answered
-        self.clears = 0
-        self.dtmf_sent: list[str] = []
-        self.errors: list[str] = []  # what real Plivo would refuse
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closed = anyio.Event()
-        self._queue: deque[tuple[str, bytes | str]] = deque()
-        self._clear_generation = 0
-        self._paused = start_paused
-        self._pause_after: str | None = None
-        self._changed = anyio.Event()
-        self._sequence = itertools.count(1)
-        self._chunk = itertools.count(1)
-        self._media_ms = 0
-        self._ws: ClientConnection | None = None
-        self._tg: TaskGroup | None = None
-
-    # ---- lifecycle --------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakePlivoCall:
-        headers = {}
-        if self.auth_token is not None:
-            nonce = uuid.uuid4().hex[:20]
-            headers["X-Plivo-Signature-V3-Nonce"] = nonce
-            headers["X-Plivo-Signature-V3"] = plivo_signature(self.auth_token, self.public_url, nonce)
-        self._ws = await connect(self.url, additional_headers=headers)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._read_loop)
-        self._tg.start_soon(self._play_loop)
-        if self._send_start:
-            await self.send_json(self.start_message())
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._tg is not None and self._ws is not None
-        await self._ws.close()
-        self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
-
-    def start_message(self) -> dict[str, Any]:
-        return {
-            "event": "start",
-            "sequenceNumber": next(self._sequence),
-            "start": {
-                "callId": self.call_id,
-                "streamId": self.stream_id,
-                "accountId": self.account_id,
-                "tracks": ["inbound"],
-                "mediaFormat": {"encoding": self.content_type, "sampleRate": self.sample_rate},
-            },
-            "extra_headers": self.extra_headers,
-        }
-
-    # ---- caller side ------------------------------------------------------------------------------
-
-    async def send_raw(self, data: str | bytes) -> None:
-        assert self._ws is not None
-        await self._ws.send(data)
-
-    async def send_json(self, message: Mapping[str, Any]) -> None:
-        await self.send_raw(json.dumps(message))
-
-    async def send_audio(self, encoded: bytes) -> None:
-        """Caller audio, already in the stream's encoding, as 20 ms media frames."""
-        frame_bytes = self.sample_rate * FRAME_MS // 1000 * (1 if self.content_type == "audio/x-mulaw" else 2)
-        for offset in range(0, len(encoded), frame_bytes):
-            frame = encoded[offset : offset + frame_bytes]
-            await self.send_json(
-                {
-                    "event": "media",
-                    "sequenceNumber": next(self._sequence),
-                    "streamId": self.stream_id,
-                    "media": {
-                        "track": "inbound",
-                        "timestamp": str(self._media_ms),
-                        "chunk": next(self._chunk),
-                        "payload": base64.b64encode(frame).decode("ascii"),
-                    },
-                    "extra_headers": self.extra_headers,
-                }
-            )
-            self._media_ms += FRAME_MS
-
-    async def send_pcm(self, pcm16: bytes, sample_rate: int) -> None:
-        await self.send_audio(self.encode(resample(pcm16, sample_rate, self.sample_rate)))
-
-    async def send_dtmf(self, digit: str) -> None:
-        await self.send_json(
-            {
-                "event": "dtmf",
-                "sequenceNumber": next(self._sequence),
-                "streamId": self.stream_id,
-                "dtmf": {"track": "inbound", "digit": digit, "timestamp": str(self._media_ms)},
-                "extra_headers": self.extra_headers,
-            }
+        self.plivo = PlivoWire(
+            content_type=content_type,
+            call_id=call_id or str(uuid.uuid4()),
+            stream_id=stream_id or str(uuid.uuid4()),
+            account_id=account_id,
+            extra_headers=";".join(f"{k}={v}" for k, v in (extra_headers or {}).items()),
+            auth_token=auth_token,
+            public_url=public_url or "wss://" + url.split("://", 1)[1],
+        )
+        super().__init__(
+            url, self.plivo, playback_speed=playback_speed, start_paused=start_paused, handshake=handshake
         )
 
-    async def send_stop(self, reason: str = "") -> None:
-        await self.send_json(
-            {
-                "event": "stop",
-                "sequenceNumber": next(self._sequence),
-                "streamId": self.stream_id,
-                "reason": reason,
-            }
-        )
+    @property
+    def call_id(self) -> str:
+        return self.plivo.call_id
+
+    @property
+    def stream_id(self) -> str:
+        return self.plivo.stream_id
+
+    @property
+    def played_checkpoints(self) -> list[str]:
+        """Checkpoints answered with playedStream, in order."""
+        return [mark.name for mark in self.echoed_marks]
+
+    @property
+    def dropped_checkpoints(self) -> list[str]:
+        """Checkpoints the bot sent that were never answered (dropped by a clear, or still queued)."""
+        answered = set(self.played_checkpoints)
+        return [f.name for f in self.frames if f.kind == "mark" and f.name not in answered]
+
+    def play_until_checkpoint(self, name: str) -> None:
+        """Resume playback and pause again right after answering checkpoint ``name``."""
+        self.play_until_mark(name)
+
+    async def send_stop(self) -> None:
+        await self.stop()
 
     async def hang_up(self) -> None:
         """The caller hangs up: Plivo closes the stream's socket."""
@@ -198,159 +265,12 @@ class FakePlivoCall:
         await self._ws.close()
 
     def encode(self, pcm16: bytes) -> bytes:
-        return pcm16_to_ulaw(pcm16) if self.content_type == "audio/x-mulaw" else pcm16
+        return encode(self.plivo.audio_format, pcm16)
 
     def decode(self, encoded: bytes) -> bytes:
-        return ulaw_to_pcm16(encoded) if self.content_type == "audio/x-mulaw" else encoded
-
-    # ---- playback control and observation ---------------------------------------------------------
+        return decode(self.plivo.audio_format, encoded)
 
     @property
-    def played_pcm16(self) -> bytes:
-        return self.decode(bytes(self.played))
-
-    @property
-    def received_audio(self) -> bytes:
-        """All bot audio received (played or not), in the stream's encoding."""
-        return b"".join(
-            base64.b64decode(m["media"]["payload"]) for m in self.received if m.get("event") == "playAudio"
-        )
-
-    def pause_playback(self) -> None:
-        self._paused = True
-
-    def resume_playback(self) -> None:
-        self._paused = False
-        self._notify()
-
-    def play_until_checkpoint(self, name: str) -> None:
-        """Resume playback and pause again right after answering checkpoint ``name``."""
-        self._pause_after = name
-        self.resume_playback()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while True:
-            changed = self._changed
-            if predicate():
-                return
-            await changed.wait()
-
-    async def wait_closed(self) -> tuple[int | None, str]:
-        await self.closed.wait()
-        return self.close_code, self.close_reason
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    # ---- Plivo side -------------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
-        try:
-            async for raw in self._ws:
-                await self._handle(raw)
-                self._notify()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.close_code = self._ws.close_code
-            self.close_reason = self._ws.close_reason or ""
-            self.closed.set()
-            self._notify()
-
-    async def _handle(self, raw: str | bytes) -> None:
-        if isinstance(raw, bytes):
-            self.errors.append("binary frame (Plivo expects JSON text)")
-            return
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            self.errors.append(f"invalid JSON: {raw[:60]!r}")
-            return
-        if not isinstance(message, dict):
-            self.errors.append(f"not a JSON object: {raw[:60]!r}")
-            return
-        self.received.append(message)
-        event = message.get("event")
-        if event == "playAudio":
-            self._play_audio(message, raw)
-        elif event == "checkpoint":
-            name = message.get("name")
-            if not self._own_stream(message, raw) or not isinstance(name, str) or not name:
-                self.errors.append(f"bad checkpoint: {raw[:80]!r}")
-                return
-            self._queue.append(("checkpoint", name))
-        elif event == "clearAudio":
-            if not self._own_stream(message, raw):
-                return
-            self.clears += 1
-            self._clear_generation += 1
-            self.dropped_checkpoints += [str(item) for kind, item in self._queue if kind == "checkpoint"]
-            self._queue.clear()
-            await self._send_event({"sequenceNumber": next(self._sequence), "event": "clearedAudio"})
-        elif event == "sendDTMF":
-            digits = message.get("dtmf")
-            if not isinstance(digits, str) or not digits or not set(digits) <= set("0123456789*#ABCD"):
-                self.errors.append(f"bad sendDTMF: {raw[:80]!r}")
-                return
-            self.dtmf_sent.append(digits)
-        else:
-            self.errors.append(f"unsupported event {str(event)[:40]!r}")
-
-    def _play_audio(self, message: Mapping[str, Any], raw: str) -> None:
-        media = message.get("media")
-        if not isinstance(media, dict):
-            self.errors.append(f"playAudio without media: {raw[:80]!r}")
-            return
-        if "streamId" in message and message["streamId"] != self.stream_id:  # optional (Pipecat adds it)
-            self.errors.append(f"playAudio for another stream: {raw[:80]!r}")
-            return
-        if (media.get("contentType"), media.get("sampleRate")) != (self.content_type, self.sample_rate):
-            self.errors.append(f"playAudio in {media.get('contentType')!r} at {media.get('sampleRate')!r}")
-            return
-        try:
-            payload = base64.b64decode(media["payload"], validate=True)
-        except (KeyError, TypeError, ValueError):
-            self.errors.append(f"bad playAudio payload: {raw[:80]!r}")
-            return
-        self._queue.append(("audio", payload))
-
-    def _own_stream(self, message: Mapping[str, Any], raw: str) -> bool:
-        if message.get("streamId") != self.stream_id:
-            self.errors.append(f"missing or wrong streamId: {raw[:80]!r}")
-            return False
-        return True
-
-    async def _play_loop(self) -> None:
-        bytes_per_second = self.sample_rate * (1 if self.content_type == "audio/x-mulaw" else 2)
-        while True:
-            changed = self._changed
-            if self._paused or not self._queue:
-                await changed.wait()
-                continue
-            kind, item = self._queue.popleft()
-            if kind == "checkpoint":
-                assert isinstance(item, str)
-                self.played_checkpoints.append(item)
-                await self._send_event(
-                    {"sequenceNumber": next(self._sequence), "event": "playedStream", "name": item}
-                )
-                if item == self._pause_after:
-                    self._paused, self._pause_after = True, None
-            else:
-                assert isinstance(item, bytes)
-                generation = self._clear_generation
-                if math.isfinite(self.playback_speed):
-                    await anyio.sleep(len(item) / bytes_per_second / self.playback_speed)
-                else:
-                    await anyio.lowlevel.checkpoint()  # let the reader see a clear between frames
-                if generation == self._clear_generation:  # a clear mid-frame cuts it off
-                    self.played += item
-            self._notify()
-
-    async def _send_event(self, message: dict[str, Any]) -> None:
-        try:
-            await self.send_json({**message, "streamId": self.stream_id})
-        except ConnectionClosed:
-            pass
+    def played(self) -> bytes:
+        """The bot audio played out, in the stream's encoding."""
+        return bytes(self.played_audio)
