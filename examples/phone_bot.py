@@ -10,8 +10,13 @@ connects a call to the stream (printed at start: configure your number with it),
 call for the self-test, and its call control (REST) when its credentials are in the environment.
 Put a TLS proxy in front of the port: providers dial ``wss://`` on 443.
 
+Each server refuses to start without its provider's secret (``allow_unsigned`` is not offered here):
+
 - twilio: ``TWILIO_AUTH_TOKEN`` (every upgrade's X-Twilio-Signature is checked against it and
-  --public-url; the server refuses to start without it).
+  --public-url). Answer: the printed TwiML (your number's voice webhook).
+- plivo: ``PLIVO_AUTH_TOKEN`` (X-Plivo-Signature-V3 over --public-url and its nonce); it also
+  authorizes the Call API, so hang-ups go through it (Auth ID: ``PLIVO_AUTH_ID`` or the stream's
+  accountId). Answer: the printed Plivo XML (your application's answer URL returns it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from voiceagent.adapters.plivo import PlivoCallControl, PlivoServer, stream_xml
+from voiceagent.adapters.plivo.fake import FakePlivoCall
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
 from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
 from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
@@ -105,6 +112,42 @@ def _twilio_fake(url: str, secret: str) -> FakeMediaCall:
     return call
 
 
+def _plivo_server(
+    handler: Handler,
+    *,
+    secret: str | None,
+    host: str,
+    port: int,
+    path: str,
+    public_url: str | None,
+    control_factory: ControlFactory | None,
+) -> MediaStreamServer[Any]:
+    server: MediaStreamServer[Any] = PlivoServer(
+        handler,
+        auth_token=secret,
+        host=host,
+        port=port,
+        path=path,
+        public_url=public_url,
+        control_factory=control_factory,
+    )
+    return server
+
+
+def _plivo_fake(url: str, secret: str) -> FakeMediaCall:
+    call: FakeMediaCall = FakePlivoCall(url, auth_token=secret, playback_speed=20)
+    return call
+
+
+def _plivo_control() -> ControlFactory | None:
+    # The Auth Token that signs the upgrades also authorizes the Call API (Auth ID: $PLIVO_AUTH_ID, else
+    # the stream's accountId): hang-ups go through it.
+    if not os.environ.get("PLIVO_AUTH_TOKEN"):
+        return None
+    factory: ControlFactory = PlivoCallControl.factory()
+    return factory
+
+
 def _no_control() -> ControlFactory | None:
     return None  # the stream hangs up by closing itself
 
@@ -118,6 +161,15 @@ PROVIDERS: dict[str, Provider] = {
         answer=connect_stream_twiml,
         fake_call=_twilio_fake,
         control=_no_control,
+    ),
+    "plivo": Provider(
+        name="plivo",
+        secret_env="PLIVO_AUTH_TOKEN",
+        server=_plivo_server,
+        answer_name="Plivo XML",
+        answer=stream_xml,
+        fake_call=_plivo_fake,
+        control=_plivo_control,
     ),
 }
 
@@ -176,7 +228,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     async with server:
         print(f"listening on {server.url} ({provider.name})")
-        print(f"{provider.answer_name} for your number:\n{provider.answer(args.public_url)}")
+        print(f"{provider.answer_name} that connects a call to it:\n{provider.answer(args.public_url)}")
         await server.serve_forever()
 
 
