@@ -13,6 +13,7 @@ from typing import Any, Literal
 import anyio
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.examples import weather_bot
 from voiceagent.llm import LLMClient
@@ -25,7 +26,6 @@ from voiceagent.replay import (
 )
 from voiceagent.replay.cassette import Cassette, CassetteWriter
 from voiceagent.replay.recorder import Recorder, RecordingTTSSink
-from voiceagent.retry import RetryPolicy
 from voiceagent.stt import SpeechStarted, Transcript
 from voiceagent.testing.openai_server import (
     Chunk,
@@ -302,7 +302,7 @@ def make_llm(server: FakeOpenAIServer) -> LLMClient:
     return LLMClient(
         base_url=server.base_url,
         api_key="sk_secret_never_recorded",
-        retry=RetryPolicy(base_delay=0.001, max_delay=0.002),
+        retry=fast_retry(),
     )
 
 
