@@ -341,7 +341,7 @@ async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: 
         assert [c.data for c in exchange.chunks] == [e.data for e in reply.events if isinstance(e, Chunk)]
     assert first.end is not None and first.end.how == "done" and first.end.chunks == len(first.chunks)
     assert all(a.t <= b.t for a, b in zip(first.chunks, first.chunks[1:], strict=False))
-    assert [t.result for t in cassette.tools] == ["London: 12 degrees C, light rain."]
+    assert [t.call.result for t in cassette.tools] == ["London: 12 degrees C, light rain."]
     assert [s.text for s in cassette.speech] == ["One second.", " Rainy, ", "12 degrees."]
     assert all(s.audio_sha256 and s.audio_seconds for s in cassette.speech)
     assert [(t.kind, t.text) for t in cassette.transcripts] == [

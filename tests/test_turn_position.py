@@ -1,42 +1,51 @@
-"""The recorder tags records with the turn and round the running Turn publishes, not the logging context."""
+"""The recorder tags records with the turn and round the turn's own events tell it (``RoundStarted``
+carries both), not with the logging context or any other ambient state."""
 
 from __future__ import annotations
 
 import pytest
 
+from voiceagent.events import RoundStarted, SpeechQueued, ToolFinished, TurnFinished, Usage
 from voiceagent.logs import log_context
-from voiceagent.replay.cassette import CassetteWriter, ToolRecord
-from voiceagent.replay.recorder import RecordingToolRunner
-from voiceagent.tool_runner import ToolRunner
-from voiceagent.tools import tool
-from voiceagent.turn_position import TurnPosition, at_position, current_position
+from voiceagent.replay.cassette import CassetteWriter, SpeechRecord, ToolRecord, TurnRecord
+from voiceagent.replay.recorder import Recorder
+from voiceagent.results import RoundRecord, ToolCall, TurnResult
+from voiceagent.testing.tone_sink import ToneSink
 
 pytestmark = pytest.mark.anyio
 
 
-@tool
-def echo(text: str) -> str:
-    """Say it back."""
-    return text
+def _result(calls: tuple[ToolCall, ...]) -> TurnResult:
+    rounds = (RoundRecord(1, "req-1", 1, Usage(10, 2), "stop", "hi", (), 0.0, 0.1, 0.1, 0.2),)
+    return TurnResult("hello", "hi", "hi", rounds, calls, 0.1, 0.2, 0.3)
 
 
-def test_the_position_is_scoped_and_none_outside_a_turn() -> None:
-    assert current_position() == TurnPosition(None, None)
-    with at_position(2):
-        assert current_position() == TurnPosition(2, None)
-        with at_position(2, 3):
-            assert current_position() == TurnPosition(2, 3)
-        assert current_position() == TurnPosition(2, None)
-    assert current_position() == TurnPosition()
-
-
-async def test_a_tool_record_carries_the_turn_and_round_without_any_log_context() -> None:
+async def test_records_carry_the_turn_and_round_its_events_told_the_recorder() -> None:
     writer = CassetteWriter.memory()
-    runner = RecordingToolRunner(ToolRunner([echo]), writer)
-    with at_position(3, 2):
-        await runner.run("c1", "echo", '{"text": "hi"}')
+    recorder = Recorder(writer)
+    sink = recorder.wrap_sink(ToneSink())
+    call = ToolCall(2, "c1", "echo", '{"text": "hi"}', "hi", False, 0.1, 0.1, 0.2)
     with log_context(turn=9, round=9):  # a log line's context is not what tags a record
-        await runner.run("c2", "echo", '{"text": "hi"}')
-    first, second = [r for r in writer.cassette().records if isinstance(r, ToolRecord)]
-    assert (first.turn, first.round, first.result) == (3, 2, "hi")
-    assert (second.turn, second.round) == (None, None)
+        await sink.speak("before any turn")
+        recorder.on_event(RoundStarted(1, 0.0, turn=3))
+        recorder.on_event(RoundStarted(2, 0.05, turn=3))
+        recorder.on_event(SpeechQueued(2, "hi", 0.1))
+        await sink.speak("hi")
+        recorder.on_event(ToolFinished(call))
+        recorder.on_event(TurnFinished(_result((call,))))
+    records = writer.cassette().records
+    before, during = [r for r in records if isinstance(r, SpeechRecord)]
+    [tool] = [r for r in records if isinstance(r, ToolRecord)]
+    [turn] = [r for r in records if isinstance(r, TurnRecord)]
+    assert (before.turn, during.turn) == (None, 3)
+    assert tool == ToolRecord(call, 3)  # written once, as it finished (not again with the summary)
+    assert turn.turn == 3
+
+
+async def test_a_call_the_turn_never_finished_is_written_with_the_summary() -> None:
+    writer = CassetteWriter.memory()
+    recorder = Recorder(writer)
+    unfinished = ToolCall(1, "c9", "slow", "{}", "Cancelled: the user interrupted.", True, 0.1, 0.1, 0.3)
+    recorder.on_event(RoundStarted(1, 0.0, turn=1))
+    recorder.on_event(TurnFinished(_result((unfinished,))))
+    assert [r for r in writer.cassette().records if isinstance(r, ToolRecord)] == [ToolRecord(unfinished, 1)]
