@@ -13,7 +13,7 @@ from voiceagent.audio_output import CollectingOutput
 from voiceagent.limiter import ConcurrencyLimiter
 from voiceagent.speaker import Speaker, TTSEngine
 from voiceagent.testing.outputs import GatedOutput
-from voiceagent.testing.tone_sink import ToneEngine, tone_pcm
+from voiceagent.testing.tone_sink import ToneEngine, ToneSink, tone_pcm
 from voiceagent.tts import TTSSink
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +98,27 @@ async def test_vendor_attributes_read_through_to_the_engine() -> None:
     assert speaker.texts == ["hi"] and speaker.engine is engine
     with pytest.raises(AttributeError):
         _ = speaker.no_such_attribute
+
+
+async def test_a_tap_sees_each_piece_sent_to_the_engine_and_the_bytes_it_returned() -> None:
+    engine = ToneEngine(24000, piece_bytes=333)
+    out = CollectingOutput(8000)
+    speaker = Speaker(engine, out, max_chars=12)
+    seen: list[tuple[str, bytes, int]] = []
+    speaker.tap(lambda text, pcm, rate: seen.append((text, pcm, rate)))
+    await speaker.speak("Hello there. How are you?")
+    pieces = engine.texts
+    assert len(pieces) > 1 and "".join(pieces) == "Hello there. How are you?"
+    for piece in pieces:  # what the engine returned for each piece, as returned (before resampling)
+        assert b"".join(pcm for text, pcm, _ in seen if text == piece) == tone_pcm(piece, 24000)
+    assert {rate for _, _, rate in seen} == {24000} and speaker.output is out
+
+
+async def test_the_tone_sink_is_a_tone_engine_in_a_speaker() -> None:
+    """The one playback path: the test sink the cassettes are recorded with is a Speaker like every vendor."""
+    sink = ToneSink()
+    assert isinstance(sink, Speaker) and isinstance(sink.engine, ToneEngine)
+    await sink.speak("Hi.")
+    await sink.cancel()
+    assert sink.output.pcm16 == tone_pcm("Hi.", 8000) and sink.output.clears == 1
+    assert sink.engine.interrupts == 1 and sink.played_chars == 3
