@@ -39,7 +39,6 @@ from voiceagent.testing.openai_server import (
     tool_reply,
 )
 from voiceagent.testing.pytest_plugin import ReplayFactory
-from voiceagent.testing.sinks import RecordingSink
 from voiceagent.testing.tone_sink import ToneEngine, ToneSink, tone_pcm
 from voiceagent.tools import tool
 from voiceagent.tts import TTSSink
@@ -562,7 +561,19 @@ async def test_recording_a_speaker_taps_its_engine_and_leaves_its_output_alone()
 
 @pytest.mark.anyio
 async def test_a_sink_that_is_no_speaker_is_recorded_as_text_only() -> None:
-    sink = RecordingTTSSink(RecordingSink())
+    class TextOnly:  # an app's own TTSSink, with no engine to tap
+        played_chars = 0
+
+        async def speak(self, text: str) -> None:
+            self.played_chars += len(text)
+
+        async def flush(self) -> None:
+            pass
+
+        async def cancel(self) -> None:
+            pass
+
+    sink = RecordingTTSSink(TextOnly())
     await sink.speak("Hi.")
     assert not sink.audio_captured
     assert [(r.text, r.audio_sha256) for r in sink.records] == [("Hi.", None)]

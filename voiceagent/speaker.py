@@ -80,7 +80,7 @@ class Speaker:
         self.limiter = limiter
         self.ttfb: list[TTFBRecord] = []
         self._ledger = PlaybackLedger(output)
-        self._speak_lock = anyio.Lock()
+        self._speak_lock = anyio.Lock(fast_acquire=True)  # uncontended (always, from a turn): no yield
         self._scope: anyio.CancelScope | None = None
         self._idle = anyio.Event()
         self._idle.set()
