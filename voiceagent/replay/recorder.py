@@ -65,7 +65,7 @@ class Position:
         if isinstance(event, RoundStarted):
             self.turn, self.round = event.turn, event.round
         elif isinstance(event, TurnFinished):
-            self.round = None  # what follows (a greeting, the next turn's first request) is no round
+            self.turn = self.round = None  # what follows (a greeting, say) belongs to no turn
 
 
 # ---- LLM -----------------------------------------------------------------------------------------
@@ -550,9 +550,10 @@ class Recorder:
     def on_event(self, event: TurnEvent) -> None:
         """Pass as a turn's ``on_event``: tags what follows with the turn and round, and records each tool
         call and, when the turn finishes, the calls it never finished and its summary."""
-        self.position.follow(event)
-        if isinstance(event, RoundStarted) and event.round == 1:
-            self._calls_written.clear()
+        if isinstance(event, RoundStarted):
+            self.position.follow(event)
+            if event.round == 1:
+                self._calls_written.clear()
         elif isinstance(event, ToolFinished):
             self._write_call(event.call)
         elif isinstance(event, TurnFinished):
@@ -560,6 +561,7 @@ class Recorder:
                 if call.call_id not in self._calls_written:
                     self._write_call(call)
             self.record_turn(event.result, self.position.turn)
+            self.position.follow(event)
 
     def _write_call(self, call: ToolCall) -> None:
         self._calls_written.add(call.call_id)

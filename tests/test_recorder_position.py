@@ -33,11 +33,12 @@ async def test_records_carry_the_turn_and_round_its_events_told_the_recorder() -
         await sink.speak("hi")
         recorder.on_event(ToolFinished(call))
         recorder.on_event(TurnFinished(_result((call,))))
+        await sink.speak("after the turn")
     records = writer.cassette().records
-    before, during = [r for r in records if isinstance(r, SpeechRecord)]
+    before, during, after = [r for r in records if isinstance(r, SpeechRecord)]
     [tool] = [r for r in records if isinstance(r, ToolRecord)]
     [turn] = [r for r in records if isinstance(r, TurnRecord)]
-    assert (before.turn, during.turn) == (None, 3)
+    assert (before.turn, during.turn, after.turn) == (None, 3, None)
     assert tool == ToolRecord(call, 3)  # written once, as it finished (not again with the summary)
     assert turn.turn == 3
 
