@@ -29,13 +29,16 @@ async def test_records_carry_the_turn_and_round_its_events_told_the_recorder() -
         await sink.speak("before any turn")
         recorder.on_event(RoundStarted(1, 0.0, turn=3))
         recorder.on_event(RoundStarted(2, 0.05, turn=3))
+        recorder.on_event(SpeechQueued(2, "One moment.", 0.06, filler=True))
         recorder.on_event(SpeechQueued(2, "hi", 0.1))
+        await sink.speak("One moment.")
         await sink.speak("hi")
         recorder.on_event(ToolFinished(call))
         recorder.on_event(TurnFinished(_result((call,))))
         await sink.speak("after the turn")
     records = writer.cassette().records
-    before, during, after = [r for r in records if isinstance(r, SpeechRecord)]
+    before, filler, during, after = [r for r in records if isinstance(r, SpeechRecord)]
+    assert (filler.turn, filler.filler, during.filler) == (3, True, False)  # ours, then the model's
     [tool] = [r for r in records if isinstance(r, ToolRecord)]
     [turn] = [r for r in records if isinstance(r, TurnRecord)]
     assert (before.turn, during.turn, after.turn) == (None, 3, None)

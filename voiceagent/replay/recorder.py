@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -27,7 +28,7 @@ import anyio
 
 from voiceagent.chat_stream import ChatStream, ChatStreamer
 from voiceagent.errors import LLMError, LLMStatusError, StreamInterruptedError
-from voiceagent.events import RoundStarted, ToolFinished, TurnEvent, TurnFinished
+from voiceagent.events import RoundStarted, SpeechQueued, ToolFinished, TurnEvent, TurnFinished
 from voiceagent.logs import REDACTED, longest_secret, secret_spans
 from voiceagent.replay.cassette import (
     CassetteWriter,
@@ -55,17 +56,30 @@ class Position:
     """Which turn and round is running, as the turn's events told the recorder: what records are tagged
     with. One per ``Recorder``, shared by its wrappers; a wrapper made alone has its own (never set)."""
 
-    __slots__ = ("round", "turn")
+    __slots__ = ("_fillers", "round", "turn")
 
     def __init__(self) -> None:
         self.turn: int | None = None
         self.round: int | None = None
+        self._fillers: Counter[str] = Counter()  # our lines queued and not spoken yet (filler, fallback)
 
     def follow(self, event: TurnEvent) -> None:
         if isinstance(event, RoundStarted):
+            if event.round == 1:
+                self._fillers.clear()  # a discarded turn's never spoken
             self.turn, self.round = event.turn, event.round
+        elif isinstance(event, SpeechQueued) and event.filler:
+            self._fillers[event.text] += 1
         elif isinstance(event, TurnFinished):
             self.turn = self.round = None  # what follows (a greeting, say) belongs to no turn
+            self._fillers.clear()
+
+    def take_filler(self, text: str) -> bool:
+        """Whether ``text``, being spoken now, is one of our lines the turn queued (not the model's)."""
+        if self._fillers[text] <= 0:
+            return False
+        self._fillers[text] -= 1
+        return True
 
 
 # ---- LLM -----------------------------------------------------------------------------------------
@@ -384,7 +398,8 @@ class RecordingTTSSink:
             seconds: float | None = round(self._pcm_bytes / 2 / self._pcm_rate, 6)
         else:
             digest = seconds = None
-        record = SpeechRecord(text, at, digest, seconds, self._pcm_rate, self.position.turn)
+        filler = self.position.take_filler(text)
+        record = SpeechRecord(text, at, digest, seconds, self._pcm_rate, self.position.turn, filler)
         self.records.append(record)
         if self.writer is not None:
             self.writer.write(record)
@@ -550,9 +565,9 @@ class Recorder:
     def on_event(self, event: TurnEvent) -> None:
         """Pass as a turn's ``on_event``: tags what follows with the turn and round, and records each tool
         call and, when the turn finishes, the calls it never finished and its summary."""
-        if isinstance(event, RoundStarted):
+        if isinstance(event, (RoundStarted, SpeechQueued)):
             self.position.follow(event)
-            if event.round == 1:
+            if isinstance(event, RoundStarted) and event.round == 1:
                 self._calls_written.clear()
         elif isinstance(event, ToolFinished):
             self._write_call(event.call)
