@@ -135,7 +135,7 @@ def test_cli_raw_and_recorded_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(WEATHER), "--raw", "--speed", "0"]) == 0
     raw = capsys.readouterr().out
     assert "the recorded requests (no agent)" in raw and "content 'Let'" in raw
-    assert "Turn 1: \"What's the weather in Paris right now?\"" in raw  # each request under its turn
+    assert 'Turn 1: "What\'s the weather in Paris right now?"' in raw  # each request under its turn
     assert main(["replay", str(WEATHER), "--recorded"]) == 0
     assert "as recorded" in capsys.readouterr().out
 
