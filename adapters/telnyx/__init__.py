@@ -1,0 +1,19 @@
+"""Telnyx media streaming (PCMU, PCMA, L16) on the generic media-stream layer, its stream-token
+authentication and Call Control v2 (hang up, transfer, DTMF)."""
+
+from .auth import STREAM_AUTH_HEADER, TOKEN_ENV, TelnyxStreamAuth
+from .codec import TelnyxCodec
+from .control import API_KEY_ENV, DEFAULT_BASE_URL, TelnyxCallControl, telnyx_control_factory
+from .errors import TelnyxProtocolError
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_BASE_URL",
+    "STREAM_AUTH_HEADER",
+    "TOKEN_ENV",
+    "TelnyxCallControl",
+    "TelnyxCodec",
+    "TelnyxProtocolError",
+    "TelnyxStreamAuth",
+    "telnyx_control_factory",
+]
