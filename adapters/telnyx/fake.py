@@ -215,36 +215,39 @@ class FakeTelnyxCall:
         """Caller audio already in the stream codec, as Telnyx sends it: 20 ms media frames."""
         step = int(_bytes_per_ms(self.encoding, self.sample_rate) * FRAME_MS)
         for offset in range(0, len(payload), step):
-            frame = payload[offset : offset + step]
-            await self.send_json(
-                {
-                    "event": "media",
-                    "sequence_number": str(next(self._sequence)),
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(next(self._chunk)),
-                        "timestamp": str(self._media_ms),
-                        "payload": base64.b64encode(frame).decode("ascii"),
-                    },
-                    "stream_id": self.stream_id,
-                }
-            )
-            self._media_ms += FRAME_MS
+            await self.send_json(self.media_message(payload[offset : offset + step]))
+
+    def media_message(self, frame: bytes, *, track: str = "inbound") -> dict[str, Any]:
+        """One media frame as Telnyx sends it (advances the sequence, chunk and timestamp)."""
+        message = {
+            "event": "media",
+            "sequence_number": str(next(self._sequence)),
+            "media": {
+                "track": track,
+                "chunk": str(next(self._chunk)),
+                "timestamp": str(self._media_ms),
+                "payload": base64.b64encode(frame).decode("ascii"),
+            },
+            "stream_id": self.stream_id,
+        }
+        self._media_ms += FRAME_MS
+        return message
+
+    def dtmf_message(self, digit: str) -> dict[str, Any]:
+        return {
+            "event": "dtmf",
+            "stream_id": self.stream_id,
+            "occurred_at": "2026-12-02T12:04:45.000000Z",
+            "sequence_number": str(next(self._sequence)),
+            "dtmf": {"digit": digit},
+        }
 
     async def send_pcm(self, pcm16: bytes, sample_rate: int) -> None:
         pcm = resample(pcm16, sample_rate, self.sample_rate)
         await self.send_payload(encode_pcm16(pcm, self.encoding))
 
     async def send_dtmf(self, digit: str) -> None:
-        await self.send_json(
-            {
-                "event": "dtmf",
-                "stream_id": self.stream_id,
-                "occurred_at": "2026-12-02T12:04:45.000000Z",
-                "sequence_number": str(next(self._sequence)),
-                "dtmf": {"digit": digit},
-            }
-        )
+        await self.send_json(self.dtmf_message(digit))
 
     async def stop(self) -> None:
         await self.send_json(
