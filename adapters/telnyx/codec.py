@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from types import MappingProxyType
 
+from voiceagent.logs import get_logger
 from voiceagent.telephony.events import (
     AudioFormat,
     DtmfReceived,
@@ -42,6 +43,8 @@ from . import messages as m
 from .errors import TelnyxProtocolError
 
 __all__ = ["ENCODINGS", "L16_SAMPLE_RATES", "TelnyxCodec", "swap16"]
+
+logger = get_logger(__name__)
 
 # Telnyx codec name -> neutral encoding, for the codecs this adapter carries (G722, OPUS and AMR-WB
 # are documented too, but need a decoder voiceagent does not ship).
@@ -132,8 +135,11 @@ class TelnyxCodec:
         if isinstance(event, m.Connected):
             return Preamble("connected")
         if isinstance(event, m.Error):
-            # About a frame we sent (malformed, invalid media, rate limit); the stream goes on.
-            return Ignored(f"error {event.code}: {event.title} {event.detail}"[:160])
+            # About a frame we sent (malformed, invalid media, rate limit): the stream goes on, but an
+            # operator should see it (the generic stream logs ignored events at debug level only).
+            described = f"error {event.code}: {event.title} {event.detail}".strip()[:160]
+            logger.warning("telnyx stream %s reports %s", event.stream_id[:40], described)
+            return Ignored(described)
         return Ignored(event.event)
 
     def _start(self, start: m.Start) -> StreamStart:
