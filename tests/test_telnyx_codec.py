@@ -7,9 +7,11 @@ from __future__ import annotations
 import audioop
 import base64
 import json
+import math
 from types import SimpleNamespace
 from typing import Any, cast
 
+import anyio
 import numpy
 import pytest
 from hypothesis import given, settings
@@ -230,3 +232,56 @@ async def test_pipecat_has_no_l16_so_l16_is_checked_against_numpy_only() -> None
     fake = _fake("L16", 16000)
     with pytest.raises(ValueError, match="Unsupported encoding"):
         await serializer.deserialize(json.dumps(fake.media_message(b"\x00\x01")))
+
+
+@pytest.mark.parametrize("encoding", ["PCMU", "PCMA"])
+async def test_pipecat_as_the_app_against_the_fake_over_a_real_websocket(encoding: str) -> None:
+    """Pipecat's serializer is the whole app side of a live call with our fake Telnyx: it reads every
+    frame the fake sends, and the fake plays what it writes and honours its clear."""
+    from pipecat.frames.frames import (
+        InputAudioRawFrame,
+        InputDTMFFrame,
+        InterruptionFrame,
+        OutputAudioRawFrame,
+    )
+    from websockets.asyncio.server import ServerConnection, serve
+
+    serializer = await _pipecat(encoding)
+    caller, reply = sine_pcm16(440, 0.2, 8000), sine_pcm16(300, 0.2, 8000, amplitude=0.3)
+    heard = bytearray()
+    digits: list[str] = []
+
+    async def app(ws: ServerConnection) -> None:
+        async for raw in ws:
+            frame = await serializer.deserialize(raw)
+            if isinstance(frame, InputAudioRawFrame):
+                heard.extend(frame.audio)
+                if len(heard) == len(caller):
+                    await ws.send(await serializer.serialize(OutputAudioRawFrame(reply, 8000, 1)))
+                    await ws.send(json.dumps({"event": "mark", "mark": {"name": "reply"}}))
+            elif isinstance(frame, InputDTMFFrame):
+                digits.append(frame.button.value)
+                await ws.send(await serializer.serialize(OutputAudioRawFrame(reply, 8000, 1)))
+                await ws.send(json.dumps({"event": "mark", "mark": {"name": "unplayed"}}))
+                await ws.send(await serializer.serialize(InterruptionFrame()))
+
+    with anyio.fail_after(20):
+        async with serve(app, "127.0.0.1", 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            fake = FakeTelnyxCall(
+                f"ws://127.0.0.1:{port}",
+                encoding=encoding,
+                bidirectional_codec=encoding,
+                playback_speed=math.inf,
+            )
+            async with fake:
+                await fake.send_pcm(caller, 8000)
+                await fake.wait_until(lambda: [m.name for m in fake.echoed_marks] == ["reply"])
+                fake.pause_playback()
+                await fake.send_dtmf("5")
+                await fake.wait_until(lambda: fake.clears == 1)
+    assert bytes(heard) == decode_to_pcm16(encode_pcm16(caller, encoding), encoding)
+    assert digits == ["5"]
+    assert fake.played_pcm16 == decode_to_pcm16(encode_pcm16(reply, encoding), encoding)  # not the 2nd
+    assert [(m.name, m.flushed) for m in fake.echoed_marks] == [("reply", False), ("unplayed", True)]
+    assert fake.errors == []
