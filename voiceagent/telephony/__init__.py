@@ -22,24 +22,34 @@ from .events import (
     StreamStart,
     StreamStop,
 )
+from .formats import SILENCE, frame_bytes
+from .server import ControlFactory, MediaStreamServer
+from .stream import MAX_FRAME_BYTES, MediaStream, read_start
 
 __all__ = [
+    "MAX_FRAME_BYTES",
+    "SILENCE",
     "AudioFormat",
     "CallControl",
     "CallControlError",
     "ClearDone",
+    "ControlFactory",
     "DtmfReceived",
     "Encoding",
     "Ignored",
     "InboundAudio",
     "MarkPlayed",
     "MediaCodec",
+    "MediaStream",
     "MediaStreamClosed",
     "MediaStreamProtocolError",
+    "MediaStreamServer",
     "Preamble",
     "ProviderEvent",
     "StreamStart",
     "StreamStop",
     "UpgradeAuth",
     "UpgradeRequest",
+    "frame_bytes",
+    "read_start",
 ]
