@@ -5,6 +5,7 @@ from .auth import STREAM_AUTH_HEADER, TOKEN_ENV, TelnyxStreamAuth
 from .codec import TelnyxCodec
 from .control import API_KEY_ENV, DEFAULT_BASE_URL, TelnyxCallControl, telnyx_control_factory
 from .errors import TelnyxProtocolError
+from .server import TelnyxServer, stream_parameters
 
 __all__ = [
     "API_KEY_ENV",
@@ -14,6 +15,8 @@ __all__ = [
     "TelnyxCallControl",
     "TelnyxCodec",
     "TelnyxProtocolError",
+    "TelnyxServer",
     "TelnyxStreamAuth",
+    "stream_parameters",
     "telnyx_control_factory",
 ]
