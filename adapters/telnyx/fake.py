@@ -1,17 +1,20 @@
 """A scripted fake Telnyx call: plays Telnyx's media-streaming protocol against a real server.
 
-Written from Telnyx's documentation (https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming,
+``TelnyxWire`` is Telnyx's side of the wire, written from Telnyx's documentation
+(https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming,
 https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket), not from the
-adapter it tests. It dials over a real WebSocket with the ``x-telnyx-streaming-auth-token`` header
-(when given a token), sends ``connected`` (repeating the token) and ``start`` (``media_format``,
-``call_control_id``, ``client_state``, ``custom_parameters``), streams caller audio as 20 ms ``media``
-frames in PCMU, PCMA or L16 (RTP payloads: L16 big-endian), sends ``dtmf`` and ``stop``.
+adapter it tests; ``voiceagent.telephony.fake_call.FakeMediaCall`` does the rest. It dials with the
+``x-telnyx-streaming-auth-token`` header (when given a token), sends ``connected`` (repeating the
+token) and ``start`` (``media_format``, ``call_control_id``, ``client_state``, ``custom_parameters``),
+streams caller audio as 20 ms ``media`` frames in PCMU, PCMA or L16 (RTP payloads: L16 big-endian),
+sends ``dtmf`` and ``stop``.
 
 It "plays" what the app sends in the bidirectional codec: media in order at ``playback_speed`` times
 real time (1.0 by default; ``math.inf``: instantly); a mark comes back once the media before it has
 played (at once when nothing is queued); ``clear`` drops unplayed media and sends the queued marks
-back, as Telnyx documents. A frame Telnyx would refuse gets an ``error`` frame (100003 malformed) and
-is recorded in ``errors``. Playback can be paused so tests can order events without timing.
+back, as Telnyx documents. What Telnyx would refuse (a frame that is not JSON, an unknown event, a
+media chunk outside 20 ms to 30 s, an odd-length L16 payload) is recorded in ``errors``. Playback can
+be paused so tests can order events without timing.
 """
 
 from __future__ import annotations
@@ -20,27 +23,27 @@ import base64
 import binascii
 import itertools
 import json
-import math
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import TracebackType
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-from anyio.abc import TaskGroup
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from voiceagent.audio import pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from voiceagent.telephony import AudioFormat, Encoding
+from voiceagent.telephony.fake_call import BotFrame, EchoedMark, FakeMediaCall, Received
 
-from voiceagent.audio import pcm16_to_alaw, pcm16_to_ulaw, resample, ulaw_to_pcm16
-
-__all__ = ["EchoedMark", "FakeTelnyxCall", "alaw_decode", "decode_to_pcm16", "encode_pcm16"]
+__all__ = [
+    "EchoedMark",
+    "FakeTelnyxCall",
+    "TelnyxWire",
+    "alaw_decode",
+    "decode_to_pcm16",
+    "encode_pcm16",
+]
 
 FRAME_MS = 20
 MIN_PLAYBACK_MS = 20  # "RTP media chunks sent back to Telnyx can contain 20 milliseconds to 30 seconds"
 MAX_PLAYBACK_MS = 30_000
 AUTH_HEADER = "x-telnyx-streaming-auth-token"
+_NEUTRAL: dict[str, Encoding] = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16"}
 
 
 def _alaw_sample(byte: int) -> int:
@@ -80,6 +83,7 @@ def encode_pcm16(pcm16: bytes, encoding: str) -> bytes:
 
 
 def decode_to_pcm16(payload: bytes, encoding: str) -> bytes:
+    """A Telnyx RTP payload in ``encoding`` to little-endian PCM16."""
     if encoding == "PCMU":
         return ulaw_to_pcm16(payload)
     if encoding == "PCMA":
@@ -89,94 +93,63 @@ def decode_to_pcm16(payload: bytes, encoding: str) -> bytes:
     raise ValueError(f"the fake carries PCMU, PCMA and L16, not {encoding!r}")
 
 
-def _bytes_per_ms(encoding: str, sample_rate: int) -> float:
-    return sample_rate / 1000 * (2 if encoding == "L16" else 1)
+def _format(encoding: str, sample_rate: int) -> AudioFormat:
+    # A codec the fake cannot encode (G722, OPUS) may still be announced in start; it carries no audio.
+    return AudioFormat(_NEUTRAL.get(encoding, "pcmu"), sample_rate)
 
 
-@dataclass(frozen=True, slots=True)
-class EchoedMark:
-    name: str
-    flushed: bool  # True when sent back because of a clear rather than after playing
+class TelnyxWire:
+    """Telnyx's side of one media stream: the frames it sends, and how it reads the app's.
 
+    Its formats are the neutral ones ``FakeMediaCall`` encodes (``l16``: little-endian); the byte
+    swap to and from RTP's big-endian L16 happens here, on the wire."""
 
-class FakeTelnyxCall:
+    echoes_cleared_marks = True  # "A clear frame also returns queued marks."
+
     def __init__(
         self,
-        url: str,
         *,
-        encoding: str = "PCMU",
-        sample_rate: int = 8000,
-        bidirectional_codec: str = "PCMU",
-        bidirectional_sample_rate: int = 8000,
-        stream_auth_token: str | None = None,
-        custom_parameters: Mapping[str, str] | None = None,
-        client_state: str = "",
-        stream_id: str = "32de0dea-53cb-4b21-89a4-9e1819c043bc",
-        call_control_id: str = "v3:fake-telnyx-call-control-id-0001",
-        call_session_id: str = "ff55a038-6f5d-11ef-9692-02420aeffb1f",
-        user_id: str = "3e6f995f-85f7-4705-9741-53b116d28237",
-        playback_speed: float = 1.0,
-        start_paused: bool = False,
-        handshake: bool = True,
-        extra_headers: Mapping[str, str] | None = None,
+        encoding: str,
+        sample_rate: int,
+        bidirectional_codec: str,
+        bidirectional_sample_rate: int,
+        stream_auth_token: str | None,
+        custom_parameters: Mapping[str, str],
+        client_state: str,
+        stream_id: str,
+        call_control_id: str,
+        call_session_id: str,
+        user_id: str,
+        extra_headers: Mapping[str, str],
     ) -> None:
-        self.url = url
         self.encoding = encoding
         self.sample_rate = sample_rate
         self.bidirectional_codec = bidirectional_codec
         self.bidirectional_sample_rate = bidirectional_sample_rate
         self.stream_auth_token = stream_auth_token
-        self.custom_parameters = dict(custom_parameters or {})
+        self.custom_parameters = dict(custom_parameters)
         self.client_state = client_state
         self.stream_id = stream_id
         self.call_control_id = call_control_id
         self.call_session_id = call_session_id
         self.user_id = user_id
-        self.playback_speed = playback_speed
-        self._handshake = handshake
-        self._extra_headers = dict(extra_headers or {})
-        self.received: list[dict[str, Any]] = []  # every message from the app, in order
-        self.played_payload = bytearray()  # in the bidirectional codec, as received
-        self.echoed_marks: list[EchoedMark] = []
-        self.clears = 0
-        self.errors: list[str] = []  # what real Telnyx would refuse
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._queue: deque[tuple[str, bytes | str]] = deque()
-        self._clear_generation = 0
-        self._paused = start_paused
-        self._pause_after: str | None = None
-        self._changed = anyio.Event()
+        self.extra_headers = dict(extra_headers)
+        self.inbound_format = _format(encoding, sample_rate)
+        self.outbound_format = _format(bidirectional_codec, bidirectional_sample_rate)
         self._sequence = itertools.count(1)
         self._chunk = itertools.count(1)
         self._media_ms = 0
-        self._ws: ClientConnection | None = None
-        self._tg: TaskGroup | None = None
-        self.closed = anyio.Event()
 
-    # ---- lifecycle --------------------------------------------------------------------------------
+    # ---- what Telnyx sends ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeTelnyxCall:
-        headers = dict(self._extra_headers)
+    def upgrade_headers(self) -> Sequence[tuple[str, str]]:
+        headers = list(self.extra_headers.items())
         if self.stream_auth_token is not None:
-            headers[AUTH_HEADER] = self.stream_auth_token
-        self._ws = await connect(self.url, additional_headers=headers)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._read_loop)
-        self._tg.start_soon(self._play_loop)
-        if self._handshake:
-            await self.send_json(self.connected_message())
-            await self.send_json(self.start_message())
-        return self
+            headers.append((AUTH_HEADER, self.stream_auth_token))
+        return headers
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._tg is not None and self._ws is not None
-        await self._ws.close()
-        self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+    def handshake(self) -> list[str]:
+        return [json.dumps(self.connected_message()), json.dumps(self.start_message())]
 
     def connected_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"event": "connected", "version": "1.0.0"}
@@ -202,23 +175,8 @@ class FakeTelnyxCall:
             },
         }
 
-    # ---- caller side ------------------------------------------------------------------------------
-
-    async def send_raw(self, data: str | bytes) -> None:
-        assert self._ws is not None
-        await self._ws.send(data)
-
-    async def send_json(self, message: Mapping[str, Any]) -> None:
-        await self.send_raw(json.dumps(message))
-
-    async def send_payload(self, payload: bytes) -> None:
-        """Caller audio already in the stream codec, as Telnyx sends it: 20 ms media frames."""
-        step = int(_bytes_per_ms(self.encoding, self.sample_rate) * FRAME_MS)
-        for offset in range(0, len(payload), step):
-            await self.send_json(self.media_message(payload[offset : offset + step]))
-
-    def media_message(self, frame: bytes, *, track: str = "inbound") -> dict[str, Any]:
-        """One media frame as Telnyx sends it (advances the sequence, chunk and timestamp)."""
+    def media_message(self, rtp_payload: bytes, *, track: str = "inbound") -> dict[str, Any]:
+        """One media frame carrying ``rtp_payload`` as is (advances sequence, chunk and timestamp)."""
         message = {
             "event": "media",
             "sequence_number": str(next(self._sequence)),
@@ -226,12 +184,16 @@ class FakeTelnyxCall:
                 "track": track,
                 "chunk": str(next(self._chunk)),
                 "timestamp": str(self._media_ms),
-                "payload": base64.b64encode(frame).decode("ascii"),
+                "payload": base64.b64encode(rtp_payload).decode("ascii"),
             },
             "stream_id": self.stream_id,
         }
         self._media_ms += FRAME_MS
         return message
+
+    def media(self, payload: bytes) -> str:
+        rtp = _swap(payload) if self.encoding == "L16" else payload
+        return json.dumps(self.media_message(rtp))
 
     def dtmf_message(self, digit: str) -> dict[str, Any]:
         return {
@@ -242,15 +204,11 @@ class FakeTelnyxCall:
             "dtmf": {"digit": digit},
         }
 
-    async def send_pcm(self, pcm16: bytes, sample_rate: int) -> None:
-        pcm = resample(pcm16, sample_rate, self.sample_rate)
-        await self.send_payload(encode_pcm16(pcm, self.encoding))
+    def dtmf(self, digit: str) -> str:
+        return json.dumps(self.dtmf_message(digit))
 
-    async def send_dtmf(self, digit: str) -> None:
-        await self.send_json(self.dtmf_message(digit))
-
-    async def stop(self) -> None:
-        await self.send_json(
+    def stop(self) -> str:
+        return json.dumps(
             {
                 "event": "stop",
                 "sequence_number": str(next(self._sequence)),
@@ -259,145 +217,8 @@ class FakeTelnyxCall:
             }
         )
 
-    # ---- playback control and observation ---------------------------------------------------------
-
-    @property
-    def played_pcm16(self) -> bytes:
-        """What the caller heard, as little-endian PCM16 at ``bidirectional_sample_rate``."""
-        return decode_to_pcm16(bytes(self.played_payload), self.bidirectional_codec)
-
-    @property
-    def received_payload(self) -> bytes:
-        """All bot audio received (played or not), in the bidirectional codec."""
-        return b"".join(
-            base64.b64decode(m["media"]["payload"]) for m in self.received if m.get("event") == "media"
-        )
-
-    def pause_playback(self) -> None:
-        self._paused = True
-
-    def resume_playback(self) -> None:
-        self._paused = False
-        self._notify()
-
-    def play_until_mark(self, name: str) -> None:
-        """Resume playback and pause again right after sending mark ``name`` back."""
-        self._pause_after = name
-        self.resume_playback()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while True:
-            changed = self._changed
-            if predicate():
-                return
-            await changed.wait()
-
-    async def wait_closed(self) -> tuple[int | None, str]:
-        await self.closed.wait()
-        return self.close_code, self.close_reason
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    # ---- Telnyx side ------------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
-        try:
-            async for raw in self._ws:
-                await self._handle(raw)
-                self._notify()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.close_code = self._ws.close_code
-            self.close_reason = self._ws.close_reason or ""
-            self.closed.set()
-            self._notify()
-
-    async def _refuse(self, why: str) -> None:
-        self.errors.append(why)
-        await self._send_quietly(
-            {
-                "event": "error",
-                "sequence_number": str(next(self._sequence)),
-                "stream_id": self.stream_id,
-                "payload": {"code": 100003, "title": "Malformed frame", "detail": why[:120]},
-            }
-        )
-
-    async def _handle(self, raw: str | bytes) -> None:
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            await self._refuse(f"invalid JSON: {raw[:60]!r}")
-            return
-        if not isinstance(message, dict):
-            await self._refuse(f"not a JSON object: {raw[:60]!r}")
-            return
-        self.received.append(message)
-        event = message.get("event")
-        if event == "media":
-            media = message.get("media")
-            try:
-                assert isinstance(media, dict)
-                payload = base64.b64decode(media["payload"], validate=True)
-            except (AssertionError, KeyError, TypeError, binascii.Error):
-                await self._refuse(f"bad media payload: {raw[:80]!r}")
-                return
-            ms = len(payload) / _bytes_per_ms(self.bidirectional_codec, self.bidirectional_sample_rate)
-            if not MIN_PLAYBACK_MS <= ms <= MAX_PLAYBACK_MS:
-                self.errors.append(f"media chunk of {ms:g} ms (Telnyx takes 20 ms to 30 s)")
-            if self.bidirectional_codec == "L16" and len(payload) % 2:
-                await self._refuse("L16 media of odd length")
-                return
-            self._queue.append(("media", payload))
-        elif event == "mark":
-            mark = message.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str) or not name:
-                await self._refuse(f"bad mark: {raw[:80]!r}")
-                return
-            self._queue.append(("mark", name))
-        elif event == "clear":
-            self.clears += 1
-            self._clear_generation += 1
-            pending = [item for kind, item in self._queue if kind == "mark"]
-            self._queue.clear()
-            for name in pending:
-                assert isinstance(name, str)
-                await self._send_mark(name, flushed=True)
-        else:
-            await self._refuse(f"unsupported event {event!r}")
-
-    async def _play_loop(self) -> None:
-        while True:
-            changed = self._changed
-            if self._paused or not self._queue:
-                await changed.wait()
-                continue
-            kind, item = self._queue.popleft()
-            if kind == "mark":
-                assert isinstance(item, str)
-                await self._send_mark(item, flushed=False)
-                if item == self._pause_after:
-                    self._paused, self._pause_after = True, None
-            else:
-                assert isinstance(item, bytes)
-                generation = self._clear_generation
-                if math.isfinite(self.playback_speed):
-                    rate = _bytes_per_ms(self.bidirectional_codec, self.bidirectional_sample_rate) * 1000
-                    await anyio.sleep(len(item) / rate / self.playback_speed)
-                else:
-                    await anyio.lowlevel.checkpoint()  # let the reader see a clear between frames
-                if generation == self._clear_generation:  # a clear mid-frame cuts it off
-                    self.played_payload += item
-            self._notify()
-
-    async def _send_mark(self, name: str, *, flushed: bool) -> None:
-        self.echoed_marks.append(EchoedMark(name, flushed))
-        await self._send_quietly(
+    def mark_played(self, name: str) -> str:
+        return json.dumps(
             {
                 "event": "mark",
                 "sequence_number": str(next(self._sequence)),
@@ -406,8 +227,137 @@ class FakeTelnyxCall:
             }
         )
 
-    async def _send_quietly(self, message: Mapping[str, Any]) -> None:
+    def clear_done(self) -> str | None:
+        return None  # Telnyx confirms a clear only by sending the queued marks back
+
+    # ---- how Telnyx reads the app's frames --------------------------------------------------------
+
+    def read(self, raw: str | bytes) -> Received:
         try:
-            await self.send_json(message)
-        except ConnectionClosed:
-            pass
+            message = json.loads(raw)
+        except ValueError:
+            return Received(error=f"100003 malformed frame: not JSON: {raw[:60]!r}")
+        if not isinstance(message, dict):
+            return Received(message, error=f"100003 malformed frame: not an object: {raw[:60]!r}")
+        event = message.get("event")
+        if event == "media":
+            return self._read_media(message, raw)
+        if event == "mark":
+            mark = message.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            if not isinstance(name, str) or not name:
+                return Received(message, error=f"100003 malformed frame: bad mark: {raw[:80]!r}")
+            return Received(message, BotFrame("mark", name=name))
+        if event == "clear":
+            return Received(message, BotFrame("clear"))
+        return Received(message, error=f"100003 malformed frame: unsupported event {event!r}")
+
+    def _read_media(self, message: dict[str, Any], raw: str | bytes) -> Received:
+        media = message.get("media")
+        encoded = media.get("payload") if isinstance(media, dict) else None
+        try:
+            if not isinstance(encoded, str):
+                raise ValueError("no payload")
+            rtp = base64.b64decode(encoded, validate=True)
+        except (ValueError, binascii.Error):
+            return Received(message, error=f"100004 invalid media: {raw[:80]!r}")
+        per_ms = self.bidirectional_sample_rate / 1000 * (2 if self.bidirectional_codec == "L16" else 1)
+        ms = len(rtp) / per_ms
+        if not MIN_PLAYBACK_MS <= ms <= MAX_PLAYBACK_MS:
+            return Received(message, error=f"100004 invalid media: a chunk of {ms:g} ms (20 ms to 30 s)")
+        if self.bidirectional_codec == "L16":
+            if len(rtp) % 2:
+                return Received(message, error="100004 invalid media: L16 of odd length")
+            rtp = _swap(rtp)
+        return Received(message, BotFrame("media", payload=rtp))
+
+
+class FakeTelnyxCall(FakeMediaCall):
+    """One fake Telnyx call (``TelnyxWire`` on ``FakeMediaCall``); ``async with`` dials ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        encoding: str = "PCMU",
+        sample_rate: int = 8000,
+        bidirectional_codec: str = "PCMU",
+        bidirectional_sample_rate: int = 8000,
+        stream_auth_token: str | None = None,
+        custom_parameters: Mapping[str, str] | None = None,
+        client_state: str = "",
+        stream_id: str = "32de0dea-53cb-4b21-89a4-9e1819c043bc",
+        call_control_id: str = "v3:fake-telnyx-call-control-id-0001",
+        call_session_id: str = "ff55a038-6f5d-11ef-9692-02420aeffb1f",
+        user_id: str = "3e6f995f-85f7-4705-9741-53b116d28237",
+        playback_speed: float = 1.0,
+        start_paused: bool = False,
+        handshake: bool = True,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.telnyx = TelnyxWire(
+            encoding=encoding,
+            sample_rate=sample_rate,
+            bidirectional_codec=bidirectional_codec,
+            bidirectional_sample_rate=bidirectional_sample_rate,
+            stream_auth_token=stream_auth_token,
+            custom_parameters=custom_parameters or {},
+            client_state=client_state,
+            stream_id=stream_id,
+            call_control_id=call_control_id,
+            call_session_id=call_session_id,
+            user_id=user_id,
+            extra_headers=extra_headers or {},
+        )
+        super().__init__(
+            url, self.telnyx, playback_speed=playback_speed, start_paused=start_paused, handshake=handshake
+        )
+
+    @property
+    def stream_id(self) -> str:
+        return self.telnyx.stream_id
+
+    @property
+    def call_control_id(self) -> str:
+        return self.telnyx.call_control_id
+
+    @property
+    def user_id(self) -> str:
+        return self.telnyx.user_id
+
+    def connected_message(self) -> dict[str, Any]:
+        return self.telnyx.connected_message()
+
+    def start_message(self) -> dict[str, Any]:
+        return self.telnyx.start_message()
+
+    def media_message(self, rtp_payload: bytes, *, track: str = "inbound") -> dict[str, Any]:
+        return self.telnyx.media_message(rtp_payload, track=track)
+
+    def dtmf_message(self, digit: str) -> dict[str, Any]:
+        return self.telnyx.dtmf_message(digit)
+
+    async def send_payload(self, rtp_payload: bytes) -> None:
+        """Caller audio already as Telnyx's RTP payload (L16: big-endian), sent as is in 20 ms frames."""
+        wire = self.telnyx
+        step = int(wire.sample_rate / 1000 * FRAME_MS * (2 if wire.encoding == "L16" else 1))
+        for offset in range(0, len(rtp_payload), step):
+            await self.send_json(self.media_message(rtp_payload[offset : offset + step]))
+
+    @property
+    def played_payload(self) -> bytes:
+        """What the caller heard as the RTP payloads Telnyx got (L16: big-endian)."""
+        played = bytes(self.played_audio)
+        return _swap(played) if self.telnyx.bidirectional_codec == "L16" else played
+
+    @property
+    def played_pcm16(self) -> bytes:
+        """What the caller heard, as little-endian PCM16 at ``bidirectional_sample_rate`` (decoded
+        here, with the fake's own G.711 A-law table, not with the adapter's)."""
+        return decode_to_pcm16(self.played_payload, self.telnyx.bidirectional_codec)
+
+    @property
+    def received_payload(self) -> bytes:
+        """All bot audio received (played or not), as RTP payloads."""
+        audio = self.received_audio
+        return _swap(audio) if self.telnyx.bidirectional_codec == "L16" else audio
