@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from voiceagent.adapters.telnyx import TelnyxCodec
+from voiceagent.adapters.telnyx import TelnyxCodec, TelnyxMediaStream
 from voiceagent.adapters.telnyx.fake import EchoedMark, FakeTelnyxCall, decode_to_pcm16, encode_pcm16
 from voiceagent.adapters.telnyx.fake_rest import FakeTelnyxRest
 from voiceagent.adapters.telnyx.server import TelnyxServer, stream_parameters
@@ -316,3 +316,21 @@ async def test_bad_frames_close_only_that_call() -> None:
                     code, reason = await good.wait_closed()
                     assert code == 1008 and "base64" in reason
     assert sorted(started) == ["v3:bad", "v3:good"]
+
+
+async def test_frames_without_a_stream_id_are_this_calls_and_a_foreign_id_ends_it() -> None:
+    digits: list[str] = []
+
+    async def handler(stream: MediaStream) -> None:
+        assert isinstance(stream, TelnyxMediaStream) and stream.call_control_id == stream.call_id
+        async for digit in stream.dtmf():
+            digits.append(digit)
+
+    with anyio.fail_after(30):
+        async with _server(handler) as server:
+            async with _call(server.url) as call:
+                await call.send_json({"event": "dtmf", "dtmf": {"digit": "3"}})  # names no stream
+                await call.send_json({"event": "dtmf", "stream_id": "someone-else", "dtmf": {"digit": "4"}})
+                code, reason = await call.wait_closed()
+    assert digits == ["3"]
+    assert code == 1008 and "someone-else" in reason

@@ -6,6 +6,7 @@ from .codec import TelnyxCodec
 from .control import API_KEY_ENV, DEFAULT_BASE_URL, TelnyxCallControl, telnyx_control_factory
 from .errors import TelnyxProtocolError
 from .server import TelnyxServer, stream_parameters
+from .stream import TelnyxMediaStream
 
 __all__ = [
     "API_KEY_ENV",
@@ -14,6 +15,7 @@ __all__ = [
     "TOKEN_ENV",
     "TelnyxCallControl",
     "TelnyxCodec",
+    "TelnyxMediaStream",
     "TelnyxProtocolError",
     "TelnyxServer",
     "TelnyxStreamAuth",

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from websockets.asyncio.server import ServerConnection
+
+from voiceagent.telephony import CallControl, StreamStart
 from voiceagent.telephony.server import ControlFactory, MediaStreamServer
-from voiceagent.telephony.stream import MediaStream
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT
 
 from .auth import TOKEN_ENV, TelnyxStreamAuth
 from .codec import TelnyxCodec
 from .control import API_KEY_ENV, DEFAULT_BASE_URL, telnyx_control_factory
 from .messages import MAX_FRAME_BYTES
+from .stream import TelnyxMediaStream
 
 __all__ = ["CallHandler", "TelnyxServer", "stream_parameters"]
 
-CallHandler = Callable[[MediaStream], Awaitable[None]]
+CallHandler = Callable[[TelnyxMediaStream], Awaitable[None]]
 _FROM_ENV = "from-env"
 
 
@@ -49,20 +53,21 @@ def stream_parameters(
     }
 
 
-class TelnyxServer(MediaStreamServer[MediaStream]):
-    """Accepts Telnyx media-stream WebSocket connections on ``path`` and runs ``handler(stream)`` per call.
+class TelnyxServer(MediaStreamServer[TelnyxMediaStream]):
+    """Accepts Telnyx media-stream WebSocket connections on ``path`` and runs ``handler(stream)`` per call
+    (a ``TelnyxMediaStream``).
 
-    Upgrades must carry your stream auth token (``x-telnyx-streaming-auth-token``, or the
-    ``query_param`` URL parameter for TeXML); it defaults to ``$TELNYX_STREAM_AUTH_TOKEN``. Without one
-    the server refuses to start unless you pass ``allow_unsigned=True`` (then anyone who learns the URL
-    can run up your STT, LLM and TTS bills). Rejected upgrades get 403.
+        Upgrades must carry your stream auth token (``x-telnyx-streaming-auth-token``, or the
+        ``query_param`` URL parameter for TeXML); it defaults to ``$TELNYX_STREAM_AUTH_TOKEN``. Without one
+        the server refuses to start unless you pass ``allow_unsigned=True`` (then anyone who learns the URL
+        can run up your STT, LLM and TTS bills). Rejected upgrades get 403.
 
-    ``bidirectional_codec``/``bidirectional_sample_rate`` must be what Telnyx was told
-    (``stream_bidirectional_codec``/``..._sampling_rate``; Telnyx's defaults are PCMU at 8000 Hz;
-    ``None``: the same as the inbound stream). With a Telnyx API key (``api_key``, default
-    ``$TELNYX_API_KEY``) each call gets a ``TelnyxCallControl``: the stream's ``hang_up``,
-    ``transfer`` and ``send_dtmf`` go to Call Control v2; ``control_factory`` overrides it. Every other
-    behaviour and bound is the generic ``MediaStreamServer``'s.
+        ``bidirectional_codec``/``bidirectional_sample_rate`` must be what Telnyx was told
+        (``stream_bidirectional_codec``/``..._sampling_rate``; Telnyx's defaults are PCMU at 8000 Hz;
+        ``None``: the same as the inbound stream). With a Telnyx API key (``api_key``, default
+        ``$TELNYX_API_KEY``) each call gets a ``TelnyxCallControl``: the stream's ``hang_up``,
+        ``transfer`` and ``send_dtmf`` go to Call Control v2; ``control_factory`` overrides it. Every other
+        behaviour and bound is the generic ``MediaStreamServer``'s.
     """
 
     def __init__(
@@ -128,4 +133,17 @@ class TelnyxServer(MediaStreamServer[MediaStream]):
         return (
             "TelnyxServer is accepting UNCHECKED upgrades (allow_unsigned=True): anyone who learns the URL "
             f"can place calls on your STT, LLM and TTS bills. Pass stream_auth_token= or set {TOKEN_ENV}."
+        )
+
+    def _open_stream(
+        self, ws: ServerConnection, start: StreamStart, control: CallControl | None
+    ) -> AbstractAsyncContextManager[TelnyxMediaStream]:
+        return TelnyxMediaStream.open(
+            ws,
+            start,
+            codec=self.codec,
+            control=control,
+            max_frame_bytes=self._max_frame_bytes,
+            audio_buffer_frames=self._audio_buffer_frames,
+            send_timeout=self._send_timeout,
         )
