@@ -5,7 +5,6 @@ This module re-exports it so older imports keep working; import from the new pla
 
 from voiceagent.adapters.pulse.fake import (
     BOOLEAN_PARAMS,
-    BYTES_PER_SAMPLE,
     ENCODINGS,
     PATH,
     SAMPLE_RATES,
@@ -20,6 +19,7 @@ from voiceagent.adapters.pulse.fake import (
     speech_started,
     transcript,
 )
+from voiceagent.testing.stt_script import BYTES_PER_SAMPLE
 
 __all__ = [
     "BOOLEAN_PARAMS",
