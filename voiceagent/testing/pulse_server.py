@@ -9,17 +9,15 @@ from voiceagent.adapters.pulse.fake import (
     PATH,
     SAMPLE_RATES,
     STREAMING_MODELS,
-    Emit,
     FakePulseServer,
     PulseSession,
     ScriptItem,
-    Speech,
     error_message,
     speech_ended,
     speech_started,
     transcript,
 )
-from voiceagent.testing.stt_script import BYTES_PER_SAMPLE
+from voiceagent.testing.stt_script import BYTES_PER_SAMPLE, Emit, Speech
 
 __all__ = [
     "BOOLEAN_PARAMS",
