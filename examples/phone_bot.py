@@ -14,6 +14,9 @@ Each server refuses to start without its provider's secret (``allow_unsigned`` i
 
 - twilio: ``TWILIO_AUTH_TOKEN`` (every upgrade's X-Twilio-Signature is checked against it and
   --public-url). Answer: the printed TwiML (your number's voice webhook).
+- telnyx: ``TELNYX_STREAM_AUTH_TOKEN`` (the stream_auth_token you give Telnyx; it comes back as the
+  x-telnyx-streaming-auth-token header on every upgrade); with ``TELNYX_API_KEY`` hang-ups go through
+  Call Control v2. Answer: start the stream with the printed Call Control fields.
 - plivo: ``PLIVO_AUTH_TOKEN`` (X-Plivo-Signature-V3 over --public-url and its nonce); it also
   authorizes the Call API, so hang-ups go through it (Auth ID: ``PLIVO_AUTH_ID`` or the stream's
   accountId). Answer: the printed Plivo XML (your application's answer URL returns it).
@@ -22,6 +25,7 @@ Each server refuses to start without its provider's secret (``allow_unsigned`` i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -32,6 +36,8 @@ from urllib.parse import urlsplit
 from voiceagent.adapters.plivo import PlivoCallControl, PlivoServer, stream_xml
 from voiceagent.adapters.plivo.fake import FakePlivoCall
 from voiceagent.adapters.pulse import PulseOptions, PulseSTT
+from voiceagent.adapters.telnyx import TelnyxServer, stream_parameters, telnyx_control_factory
+from voiceagent.adapters.telnyx.fake import FakeTelnyxCall
 from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
 from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
 from voiceagent.llm import LLMClient
@@ -148,6 +154,49 @@ def _plivo_control() -> ControlFactory | None:
     return factory
 
 
+def _telnyx_server(
+    handler: Handler,
+    *,
+    secret: str | None,
+    host: str,
+    port: int,
+    path: str,
+    public_url: str | None,
+    control_factory: ControlFactory | None,
+) -> MediaStreamServer[Any]:
+    server: MediaStreamServer[Any] = TelnyxServer(
+        handler,
+        stream_auth_token=secret,
+        api_key=None,  # call control comes from the table's row, as for the other providers
+        host=host,
+        port=port,
+        path=path,
+        public_url=public_url,
+        control_factory=control_factory,
+    )
+    return server
+
+
+def _telnyx_answer(url: str) -> str:
+    # Telnyx starts a bidirectional stream from Call Control (answer, dial or streaming_start); the
+    # token placeholder is yours to fill in (never printed).
+    fields = stream_parameters(url, stream_auth_token="<your $TELNYX_STREAM_AUTH_TOKEN>")
+    return json.dumps(fields, indent=2)
+
+
+def _telnyx_fake(url: str, secret: str) -> FakeMediaCall:
+    call: FakeMediaCall = FakeTelnyxCall(url, stream_auth_token=secret, playback_speed=20)
+    return call
+
+
+def _telnyx_control() -> ControlFactory | None:
+    key = os.environ.get("TELNYX_API_KEY")
+    if not key:
+        return None
+    factory: ControlFactory = telnyx_control_factory(api_key=key)
+    return factory
+
+
 def _no_control() -> ControlFactory | None:
     return None  # the stream hangs up by closing itself
 
@@ -161,6 +210,15 @@ PROVIDERS: dict[str, Provider] = {
         answer=connect_stream_twiml,
         fake_call=_twilio_fake,
         control=_no_control,
+    ),
+    "telnyx": Provider(
+        name="telnyx",
+        secret_env="TELNYX_STREAM_AUTH_TOKEN",
+        server=_telnyx_server,
+        answer_name="Call Control fields (answer / dial / streaming_start)",
+        answer=_telnyx_answer,
+        fake_call=_telnyx_fake,
+        control=_telnyx_control,
     ),
     "plivo": Provider(
         name="plivo",
@@ -228,7 +286,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     async with server:
         print(f"listening on {server.url} ({provider.name})")
-        print(f"{provider.answer_name} that connects a call to it:\n{provider.answer(args.public_url)}")
+        print(f"{provider.answer_name}, to connect a call to it:\n{provider.answer(args.public_url)}")
         await server.serve_forever()
 
 

@@ -49,7 +49,7 @@ def test_one_phone_bot_answers_the_caller_over_each_provider(tmp_path: Path, pro
 
 
 def test_the_phone_bot_table_has_the_providers_and_serving_needs_one(tmp_path: Path) -> None:
-    assert set(PROVIDERS) >= {"twilio", "plivo"}
+    assert set(PROVIDERS) == {"twilio", "telnyx", "plivo"}
     for name, provider in PROVIDERS.items():
         assert provider.name == name
         assert "wss://bot.example.com/media" in provider.answer("wss://bot.example.com/media")
