@@ -13,6 +13,7 @@ import pytest
 
 from voiceagent.adapters.web.chromium import find_chromium
 from voiceagent.examples.phone_bot import PROVIDERS
+from voiceagent.telephony import AudioFormat, CallControl, StreamStart
 
 ANSWER = "It's 18 degrees and sunny in Paris right now"
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -59,6 +60,31 @@ def test_the_phone_bot_table_has_the_providers_and_serving_needs_one(tmp_path: P
         cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env, check=False,
     )  # fmt: skip
     assert done.returncode != 0 and "--provider is required to serve" in done.stderr
+
+
+# The credentials each provider's call control reads; without them the stream hangs up by closing itself.
+CONTROL_ENV = {
+    "telnyx": {"TELNYX_API_KEY": "KEY-test"},
+    "plivo": {"PLIVO_AUTH_TOKEN": "plivo-token", "PLIVO_AUTH_ID": "MAFAKEAUTHID00000001"},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(CONTROL_ENV))
+def test_the_phone_bot_takes_each_providers_call_control_from_the_environment(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for names in CONTROL_ENV.values():
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    assert PROVIDERS[provider].control() is None
+    for name, value in CONTROL_ENV[provider].items():
+        monkeypatch.setenv(name, value)
+    factory = PROVIDERS[provider].control()
+    assert factory is not None
+    pcmu = AudioFormat("pcmu", 8000)
+    control = factory(StreamStart("stream-1", "call-1", pcmu, pcmu, account_id="MAFAKEAUTHID00000001"))
+    assert isinstance(control, CallControl)
+    assert type(control).__module__.startswith(f"voiceagent.adapters.{provider}")
 
 
 @needs_espeak
