@@ -398,7 +398,8 @@ class Turn:
                                 state.first_token_scope.deadline = math.inf
                         for event in state.acc.feed(chunk):
                             self._on_stream_event(event, state)
-                        self._check_caps(state)
+                        if state.capped_content is not None:
+                            self._check_caps(state)
                     for event in state.acc.end():
                         self._on_stream_event(event, state)
                 finally:
