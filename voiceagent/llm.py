@@ -345,6 +345,11 @@ class LLMStream:
                 if choices and isinstance(choices, list) and isinstance(choices[0], dict):
                     self.finished = bool(choices[0].get("finish_reason"))
             self.chunks_yielded += 1
+            lines, pos = self._lines, self._pos
+            if pos < len(lines) and not lines[pos] and not self._data:
+                # The blank line ending this event is a no-op with no data pending: taken now, which
+                # saves the next call a pass through the loop (one per token).
+                self._pos = pos + 1
             return chunk
 
     def _start_body(self, source: AsyncIterator[bytes]) -> None:
