@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
     from voiceagent.retry import RetryPolicy
     from voiceagent.session import BargeInPolicy, Session
-    from voiceagent.speaker import Speaker, TextStreamingEngine, TTSEngine
+    from voiceagent.speaker import Speaker, TTSEngine
     from voiceagent.stt import (
         SpeechEnded,
         SpeechStarted,
@@ -126,7 +126,6 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     # the audio side: a vendor writes a TTSEngine; a Speaker makes it the turn's sink on an AudioOutput
     "TTSEngine": "voiceagent.speaker",
     "Speaker": "voiceagent.speaker",
-    "TextStreamingEngine": "voiceagent.speaker",
     "AudioOutput": "voiceagent.tts",
     "OwnsOutput": "voiceagent.transport",
 }
@@ -174,7 +173,6 @@ __all__ = [
     "TTSInterruptedError",
     "TTSSink",
     "TextDisplay",
-    "TextStreamingEngine",
     "Tool",
     "ToolCallRecord",
     "ToolDefinitionError",
