@@ -209,3 +209,21 @@ def test_h1s_one_chunk_read_decodes_as_the_state_machine_does(reads: list[bytes]
     whole = b"".join(reads)
     byte_by_byte = [whole[i : i + 1] for i in range(len(whole))]  # never one whole chunk a read
     assert _body(reads) == _body(byte_by_byte) == _body([whole])
+
+
+def test_h1s_cached_request_head_follows_the_api_key_and_extra_headers() -> None:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-first", max_retries=0)
+    transport = h1.H1Transport(client, timeout=5.0, ssl_context=None)
+    first = transport._head_bytes(12, None)
+    assert first == transport._head_bytes(12, None)  # built once, the same bytes
+    assert first.startswith(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:9\r\nContent-Length: 12\r\n"
+    )
+    assert b"Authorization: Bearer sk-first\r\n" in first and first.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 345\r\n" in transport._head_bytes(345, None)
+    client.api_key = "sk-second"  # a refreshed key is used from the next request on
+    assert b"Authorization: Bearer sk-second\r\n" in transport._head_bytes(12, None)
+    extra = transport._head_bytes(12, {"X-Trace": "t1"})
+    assert b"X-Trace: t1\r\n" in extra and b"X-Trace" not in transport._head_bytes(12, None)
