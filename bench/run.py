@@ -19,6 +19,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.first_text import CLAUSES, STREAMING, FirstTextResult, measure_first_text
 from bench.latency import LatencyResult, measure_latency
 from bench.overhead import (
     CONTENDERS,
@@ -26,8 +27,10 @@ from bench.overhead import (
     PACED_DELAY,
     SDK_LINES,
     STREAM,
+    STREAM_AIO,
     STREAM_SDK,
     TURN,
+    TURN_AIO,
     TURN_PER_CALL,
     TURN_SDK,
     TYPED,
@@ -77,12 +80,13 @@ class Sizes:
     scale_tokens: int
     memory_sessions: int
     scale_budget_s: float
+    first_text_reps: int = 5
 
 
 FULL = Sizes(
     2000, 15, 300, 9, 20, 5, 20, 5, (10, 15, 20, 25, 35, 50, 75, 100, 150, 200, 300, 400), 150, 50, 150.0
 )
-QUICK = Sizes(500, 3, 60, 2, 5, 2, 5, 1, (5, 20, 40, 80), 30, 5, 25.0)
+QUICK = Sizes(500, 3, 60, 2, 5, 2, 5, 1, (5, 20, 40, 80), 30, 5, 25.0, 1)
 
 
 @dataclass
@@ -96,12 +100,13 @@ class Report:
     latency: LatencyResult | None = None
     turn_wall: TurnWallResult | None = None
     scale: list[ScaleResult] = field(default_factory=list)
+    first_text: FirstTextResult | None = None
     seconds: float = 0.0
     section_s: dict[str, float] = field(default_factory=dict)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234") -> Report:
+def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "12345") -> Report:
     if not shared_clock():
         raise SystemExit("the bench needs perf_counter to be the system-wide CLOCK_MONOTONIC (Linux)")
     skipped = pipecat_available() if with_pipecat else "left out with --no-pipecat"
@@ -150,6 +155,10 @@ def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234") 
                 budget_s=sizes.scale_budget_s,
             )
             timed("4", began)
+    if "5" in sections:  # in process: its own fake servers (a time to first text, not a CPU share)
+        began = time.perf_counter()
+        report.first_text = measure_first_text(reps=sizes.first_text_reps)
+        timed("5", began)
     report.seconds = time.perf_counter() - started
     report.load_after = os.getloadavg()
     return report
@@ -208,6 +217,9 @@ def _summary_rows(report: Report) -> list[str]:
                 _yes(ours.median <= limit),
             )
         )
+    paced_run = next((o for o in report.overhead if o.regime == "paced"), None)
+    if paced_run is not None and TURN_AIO in paced_run.ratio_to_floor:
+        rows.append(_read_path_row(paced_run, report.setup_ms))
     su = report.setup_ms
     if su:
         over = su["ours over floor"]
@@ -265,6 +277,20 @@ def _summary_rows(report: Report) -> list[str]:
                 _yes(ours_wall.median <= t.ideal_s and beats_pipecat),
             )
         )
+    ft = report.first_text
+    if ft is not None:
+        streamed, whole = ft.first_text_ms[STREAMING], ft.first_text_ms[CLAUSES]
+        rows.append(
+            _row(
+                "5",
+                "First content chunk sent → first text at a streaming TTS (Lightning fake, `continue`)",
+                streamed.fmt(" ms", 1),
+                f"{CLAUSES} (the same engine needing whole text): {whole.fmt(' ms', 1)}; the first "
+                f"clause completes at {ft.clause_end_ms.fmt(' ms', 1)}",
+                "before the first clause ends",
+                _yes(streamed.high < ft.clause_end_ms.low),
+            )
+        )
     by_name = {s.contender: s for s in report.scale}
     if OURS in by_name:
         ours_scale, pipecat_scale = by_name[OURS], by_name.get(PIPECAT)
@@ -297,6 +323,33 @@ def _summary_rows(report: Report) -> list[str]:
             )
         )
     return rows
+
+
+# h1 stays the default unless aiohttp (a well-kept library) is within this of it per token and set-up.
+READ_PATH_MARGIN = 1.10
+
+
+def _read_path_row(paced: OverheadResult, setup: dict[str, Summary]) -> str:
+    """#17's read-path decision, from this run's numbers: h1 and aiohttp side by side."""
+    h1_turn, aio_turn = paced.ratio_to_floor[TURN].median, paced.ratio_to_floor[TURN_AIO].median
+    h1_stream, aio_stream = paced.ratio_to_floor[STREAM].median, paced.ratio_to_floor[STREAM_AIO].median
+    ours = f"h1: full turn {h1_turn:.2f}x, stream {h1_stream:.2f}x the floor"
+    other = f"aiohttp: full turn {aio_turn:.2f}x, stream {aio_stream:.2f}x"
+    close = aio_turn <= h1_turn * READ_PATH_MARGIN and aio_stream <= h1_stream * READ_PATH_MARGIN
+    if setup and STREAM_AIO in setup:
+        h1_setup, aio_setup = setup[STREAM].median, setup[STREAM_AIO].median
+        ours += f"; set-up {h1_setup:.2f} ms a call"
+        other += f"; set-up {aio_setup:.2f} ms (floor {setup[FLOOR].median:.2f} ms)"
+        close = close and aio_setup <= h1_setup * READ_PATH_MARGIN
+    verdict = "aiohttp within the margin: prefer the library" if close else "gap large: h1 stays the default"
+    return _row(
+        "1r",
+        "Read-path default (paced CPU per token; set-up per call), h1 vs aiohttp, this run",
+        ours,
+        other,
+        f"default h1 unless aiohttp within {READ_PATH_MARGIN:.2f}x of it on all three",
+        verdict,
+    )
 
 
 def _details(report: Report) -> list[str]:
@@ -367,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--no-pipecat", action="store_true", help="leave Pipecat out even if installed")
-    parser.add_argument("--sections", default="1234", help="which measurements, e.g. 13 (default 1234)")
+    parser.add_argument("--sections", default="12345", help="which measurements, e.g. 13 (default 12345)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     report = run_all(QUICK if args.quick else FULL, with_pipecat=not args.no_pipecat, sections=args.sections)
