@@ -73,6 +73,9 @@ class PipecatSession:
     model: str
     seconds_per_char: float
     tool_seconds: float
+    # Pipecat's TTS text aggregation: "sentence" (its default: whole sentences to the TTS) or "token"
+    # (each LLM token straight to the TTS, its low-latency mode for streaming engines).
+    text_aggregation: str = "sentence"
     log: PlaybackLog = field(default_factory=PlaybackLog)
     tool_started: list[float] = field(default_factory=list)
     _task: Any = None
@@ -106,7 +109,7 @@ class PipecatSession:
         from pipecat.services.llm_service import FunctionCallParams
         from pipecat.services.openai.llm import OpenAILLMService
         from pipecat.services.settings import TTSSettings
-        from pipecat.services.tts_service import TTSService
+        from pipecat.services.tts_service import TextAggregationMode, TTSService
         from pipecat.transports.base_output import BaseOutputTransport
         from pipecat.transports.base_transport import TransportParams
         from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies
@@ -114,6 +117,7 @@ class PipecatSession:
 
         log = self.log
         seconds_per_char = self.seconds_per_char
+        aggregation = TextAggregationMode(self.text_aggregation)
 
         class SimulatedTTS(TTSService):
             """Synthesizes silence lasting as long as the text takes to say."""
@@ -123,6 +127,7 @@ class PipecatSession:
                     sample_rate=SAMPLE_RATE,
                     push_start_frame=True,
                     push_stop_frames=True,
+                    text_aggregation_mode=aggregation,
                     settings=TTSSettings(model=None, voice=None, language=None),
                 )
 

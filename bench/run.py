@@ -53,6 +53,7 @@ from bench.turn_wall import (
     FILLER_SECONDS,
     OURS,
     PIPECAT,
+    PIPECAT_TOKEN,
     SEQUENTIAL,
     TOOL_SECONDS,
     TurnWallResult,
@@ -263,6 +264,20 @@ def _summary_rows(report: Report) -> list[str]:
                 "; ".join(others),
                 target,
                 _yes(ours_wall.median <= t.ideal_s and beats_pipecat),
+            )
+        )
+        token = t.wall_s.get(PIPECAT_TOKEN)
+        rows.append(
+            _row(
+                "3t",
+                "Turn wall vs Pipecat in TOKEN mode (each LLM token straight to its TTS), same run",
+                ours_wall.fmt(" s"),
+                f"{PIPECAT_TOKEN}: {token.fmt(' s')}; ours − theirs "
+                f"{(ours_wall.median - token.median) * 1000:+.0f} ms"
+                if token
+                else f"Pipecat: not run ({t.notes.get(PIPECAT_TOKEN, '')})",
+                "< Pipecat TOKEN (#17)",
+                _yes(ours_wall.median < token.median) if token else "not measured",
             )
         )
     by_name = {s.contender: s for s in report.scale}

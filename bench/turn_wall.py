@@ -135,7 +135,9 @@ async def sequential_turn(base_url: str, tag: str) -> float:
     return wall
 
 
-async def pipecat_turn(base_url: str, tag: str) -> float:
+async def pipecat_turn(base_url: str, tag: str, text_aggregation: str = "sentence") -> float:
+    """Pipecat's pipeline; ``text_aggregation`` "token" streams each LLM token to the TTS (its
+    ``TextAggregationMode.TOKEN``), "sentence" (its default) waits for whole sentences."""
     from bench.pipecat_harness import PipecatSession, PlaybackLog
 
     last_word = ANSWER.split()[-1]
@@ -145,7 +147,13 @@ async def pipecat_turn(base_url: str, tag: str) -> float:
         return said and log.played_s >= log.generated_s - 1e-9
 
     model = scenario(tag, "weather", delay=CHUNK_DELAY).model
-    bot = PipecatSession(base_url, model, seconds_per_char=SECONDS_PER_CHAR, tool_seconds=TOOL_SECONDS)
+    bot = PipecatSession(
+        base_url,
+        model,
+        seconds_per_char=SECONDS_PER_CHAR,
+        tool_seconds=TOOL_SECONDS,
+        text_aggregation=text_aggregation,
+    )
     async with bot.running():
         start = time.perf_counter()
         with anyio.fail_after(30):
@@ -157,8 +165,13 @@ async def pipecat_turn(base_url: str, tag: str) -> float:
     return wall
 
 
+async def pipecat_token_turn(base_url: str, tag: str) -> float:
+    return await pipecat_turn(base_url, tag, "token")
+
+
 SEQUENTIAL = "sequential (bare SDK)"
 PIPECAT = "Pipecat 1.14"
+PIPECAT_TOKEN = "Pipecat 1.14, TOKEN mode"
 OURS = "ours"
 
 
@@ -167,6 +180,7 @@ def measure_turn_wall(base_url: str, *, reps: int, pipecat: str | None) -> TurnW
     contenders = {OURS: ours_turn, SEQUENTIAL: sequential_turn}
     if pipecat is None:
         contenders[PIPECAT] = pipecat_turn
+        contenders[PIPECAT_TOKEN] = pipecat_token_turn
 
     async def run() -> dict[str, list[float]]:
         samples: dict[str, list[float]] = {name: [] for name in contenders}
@@ -178,5 +192,5 @@ def measure_turn_wall(base_url: str, *, reps: int, pipecat: str | None) -> TurnW
         return samples
 
     samples = anyio.run(run)
-    notes = {PIPECAT: pipecat} if pipecat is not None else {}
+    notes = {PIPECAT: pipecat, PIPECAT_TOKEN: pipecat} if pipecat is not None else {}
     return TurnWallResult(reps, {n: summarize(v) for n, v in samples.items()}, ideal_seconds(), notes)
