@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import LatencyResult, measure_latency
+from bench.livekit_harness import LiveKitResult, livekit_available, measure_livekit
 from bench.overhead import (
     CONTENDERS,
     FLOOR,
@@ -59,6 +60,7 @@ from bench.turn_wall import (
     TurnWallResult,
     measure_turn_wall,
 )
+from bench.voice_latency import VoiceLatencyResult, measure_voice_latency, render_rows
 from voiceagent.runtime import uvloop_available
 
 OURS_UVLOOP = "ours, uvloop"
@@ -78,12 +80,15 @@ class Sizes:
     scale_tokens: int
     memory_sessions: int
     scale_budget_s: float
+    livekit_tokens: int = 300
+    livekit_reps: int = 7
+    voice_reps: int = 7
 
 
 FULL = Sizes(
     2000, 15, 300, 9, 20, 5, 20, 5, (10, 15, 20, 25, 35, 50, 75, 100, 150, 200, 300, 400), 150, 50, 150.0
 )
-QUICK = Sizes(500, 3, 60, 2, 5, 2, 5, 1, (5, 20, 40, 80), 30, 5, 25.0)
+QUICK = Sizes(500, 3, 60, 2, 5, 2, 5, 1, (5, 20, 40, 80), 30, 5, 25.0, 60, 2, 2)
 
 
 @dataclass
@@ -97,12 +102,15 @@ class Report:
     latency: LatencyResult | None = None
     turn_wall: TurnWallResult | None = None
     scale: list[ScaleResult] = field(default_factory=list)
+    livekit: LiveKitResult | None = None
+    livekit_skipped: str | None = None
+    voice: VoiceLatencyResult | None = None
     seconds: float = 0.0
     section_s: dict[str, float] = field(default_factory=dict)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234") -> Report:
+def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "123467") -> Report:
     if not shared_clock():
         raise SystemExit("the bench needs perf_counter to be the system-wide CLOCK_MONOTONIC (Linux)")
     skipped = pipecat_available() if with_pipecat else "left out with --no-pipecat"
@@ -151,6 +159,18 @@ def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234") 
                 budget_s=sizes.scale_budget_s,
             )
             timed("4", began)
+        if "6" in sections:
+            report.livekit_skipped = livekit_available()
+            if report.livekit_skipped is None:
+                began = time.perf_counter()
+                report.livekit = measure_livekit(
+                    server.base_url, tokens=sizes.livekit_tokens, reps=sizes.livekit_reps
+                )
+                timed("6", began)
+        if "7" in sections:
+            began = time.perf_counter()
+            report.voice = measure_voice_latency(server, reps=sizes.voice_reps)
+            timed("7", began)
     report.seconds = time.perf_counter() - started
     report.load_after = os.getloadavg()
     return report
@@ -311,6 +331,60 @@ def _summary_rows(report: Report) -> list[str]:
                 "—",
             )
         )
+    rows += _livekit_voice_rows(report)
+    return rows
+
+
+def _livekit_voice_rows(report: Report) -> list[str]:
+    rows: list[str] = []
+    lk = report.livekit
+    if lk is not None:
+        from bench.livekit_harness import LIVEKIT, STREAM
+
+        electron = [r for r in lk.tool_rows if r.shape.startswith("Electron")]
+        theirs = next(r for r in electron if r.contender != "ours")
+        ours_row = next(r for r in electron if r.contender == "ours")
+        rows.append(
+            _row(
+                "6",
+                f"CPU per 1,000 tokens, paced ({lk.delay * 1000:.0f} ms apart), LLM stream alone",
+                f"{lk.cpu_ms_per_1k[STREAM].fmt(' ms', 0)} = "
+                f"{lk.ratio_to_floor[STREAM].median:.2f}x the floor",
+                f"{LIVEKIT}: {lk.cpu_ms_per_1k[LIVEKIT].fmt(' ms', 0)} = "
+                f"{lk.ratio_to_floor[LIVEKIT].median:.2f}x",
+                "less than LiveKit",
+                _yes(lk.cpu_ms_per_1k[STREAM].median < lk.cpu_ms_per_1k[LIVEKIT].median),
+            )
+        )
+        rows.append(
+            _row(
+                "6t",
+                "Tool call on Electron's stream (finish chunk without `delta`)",
+                f"{len(ours_row.calls)} call(s) run",
+                f"LiveKit Agents 1.8: {len(theirs.calls)} call(s) emitted"
+                + (" (dropped: `_parse_choice` returns on `delta is None`)" if not theirs.ok else ""),
+                "the call is run",
+                _yes(ours_row.ok),
+            )
+        )
+    elif report.livekit_skipped:
+        rows.append(_row("6", "LiveKit Agents 1.8", "—", f"not run: {report.livekit_skipped}", "—", "—"))
+    voice = report.voice
+    if voice is not None:
+        for row in voice.rows:
+            rows.append(
+                _row(
+                    "7" + ("s" if row.speculate != "off" else ""),
+                    f"STT final → first media frame on the Twilio socket, speculation {row.speculate} "
+                    f"(fakes: endpointing {voice.endpointing_s * 1000:.0f} ms, LLM TTFT "
+                    f"{voice.ttft_s * 1000:.0f} ms, TTS TTFB {voice.ttfb_s * 1000:.0f} ms)",
+                    f"{row.total_ms.fmt(' ms', 1)}: framework **{row.framework_ms.fmt(' ms', 1)}** over the "
+                    f"fakes' {row.configured_ms:.0f} ms (our stages alone {row.own_ms.fmt(' ms', 1)})",
+                    "Pipecat: not run in this section (no Twilio-socket harness for it yet)",
+                    "—",
+                    "—",
+                )
+            )
     return rows
 
 
@@ -374,6 +448,33 @@ def _details(report: Report) -> list[str]:
                     )
                 )
         lines += [f"\n{s.contender}: {s.note}." for s in report.scale if s.note]
+    lk = report.livekit
+    if lk is not None:
+        from bench.livekit_harness import CONTENDERS as LK_CONTENDERS
+
+        lines += [
+            "",
+            f"### 6. LiveKit Agents 1.8 ({lk.tokens}-token streams, chunks {lk.delay * 1000:.0f} ms apart, "
+            f"{lk.reps} repetitions, client process)",
+            "",
+            _row("Consumer", "CPU ms / 1k tokens", "Ratio to floor"),
+            _row(*["---"] * 3),
+        ]
+        for name in LK_CONTENDERS:
+            lines.append(_row(name, lk.cpu_ms_per_1k[name].fmt(" ms", 1), lk.ratio_to_floor[name].fmt("x")))
+        lines += ["", _row("Stream shape", "Contender", "Tool calls surfaced", "Filler text")]
+        lines.append(_row(*["---"] * 4))
+        for t in lk.tool_rows:
+            calls = ", ".join(f"`{c}`" for c in t.calls) or "**none: the call is dropped**"
+            lines.append(_row(t.shape, t.contender, calls, f"{t.text.strip()[:32]}…"))
+    if report.voice is not None:
+        lines += [
+            "",
+            f"### 7. Voice latency: STT final → first media frame ({report.voice.rows[0].reps} calls a row, "
+            "median (min–max))",
+            "",
+            *render_rows(report.voice),
+        ]
     lines += ["", "Section times: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.section_s.items())]
     return lines
 
@@ -382,7 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--no-pipecat", action="store_true", help="leave Pipecat out even if installed")
-    parser.add_argument("--sections", default="1234", help="which measurements, e.g. 13 (default 1234)")
+    parser.add_argument(
+        "--sections",
+        default="123467",
+        help="which measurements, e.g. 13 (default 123467; 6 LiveKit, 7 voice latency)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     report = run_all(QUICK if args.quick else FULL, with_pipecat=not args.no_pipecat, sections=args.sections)
