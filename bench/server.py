@@ -103,6 +103,10 @@ class ServerProcess:
             by_tag.setdefault(tag, {})[int(chunk)] = float(at)
         return by_tag
 
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
     def request_log(self) -> dict[str, list[float]]:
         """When each request since the last call arrived (its body read): ``{tag: [received_at, ...]}``."""
         proc = self._running()

@@ -45,3 +45,22 @@ def test_uvloop_runs_a_stream_on_the_lean_path(monkeypatch: pytest.MonkeyPatch) 
     assert module.startswith("uvloop")
     assert path == "h1"
     assert text == "Hello from uvloop."
+
+
+def test_settle_gc_freezes_the_startup_heap_and_raises_the_young_threshold() -> None:
+    import gc
+
+    from voiceagent.runtime import SERVER_GC_GEN0, settle_gc
+
+    kept = [object() for _ in range(10)]  # start-up state that must survive, out of the collector's view
+    before = gc.get_threshold()
+    try:
+        previous = settle_gc()
+        assert previous == before
+        assert gc.get_threshold() == (SERVER_GC_GEN0, before[1], before[2])
+        assert gc.get_freeze_count() >= len(kept)
+        with pytest.raises(ValueError, match="positive"):
+            settle_gc(gen0=0)
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
