@@ -501,9 +501,10 @@ def _details(report: Report) -> list[str]:
             lines.append(_row(name, lk.cpu_ms_per_1k[name].fmt(" ms", 1), lk.ratio_to_floor[name].fmt("x")))
         lines += ["", _row("Stream shape", "Contender", "Tool calls surfaced", "Filler text")]
         lines.append(_row(*["---"] * 4))
-        for t in lk.tool_rows:
-            calls = ", ".join(f"`{c}`" for c in t.calls) or "**none: the call is dropped**"
-            lines.append(_row(t.shape, t.contender, calls, f"{t.text.strip()[:32]}…"))
+        for shape_row in lk.tool_rows:
+            calls = ", ".join(f"`{c}`" for c in shape_row.calls) or "**none: the call is dropped**"
+            text = shape_row.text.strip()[:32]
+            lines.append(_row(shape_row.shape, shape_row.contender, calls, f"{text}…"))
     if report.voice is not None:
         lines += [
             "",

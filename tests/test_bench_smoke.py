@@ -16,8 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's bench/ package
 
 from bench.latency import measure_latency
-from bench.overhead import CONTENDERS, FLOOR, SETUP_CONTENDERS, measure_overhead, measure_setup
 from bench.livekit_harness import livekit_available
+from bench.overhead import CONTENDERS, FLOOR, SETUP_CONTENDERS, measure_overhead, measure_setup
 from bench.pipecat_harness import pipecat_available
 from bench.run import QUICK, Report, render
 from bench.scale import chunk_latencies, heap_per_session, run_level, run_ours
