@@ -55,6 +55,7 @@ from bench.turn_wall import (
     CHUNK_DELAY,
     FILLER_SECONDS,
     OURS,
+    OURS_STREAMING,
     PIPECAT,
     PIPECAT_TOKEN,
     SEQUENTIAL,
@@ -292,19 +293,26 @@ def _summary_rows(report: Report) -> list[str]:
             )
         )
         token = t.wall_s.get(PIPECAT_TOKEN)
-        rows.append(
-            _row(
-                "3t",
-                "Turn wall vs Pipecat in TOKEN mode (each LLM token straight to its TTS), same run",
-                ours_wall.fmt(" s"),
-                f"{PIPECAT_TOKEN}: {token.fmt(' s')}; ours − theirs "
-                f"{(ours_wall.median - token.median) * 1000:+.0f} ms"
-                if token
-                else f"Pipecat: not run ({t.notes.get(PIPECAT_TOKEN, '')})",
-                "< Pipecat TOKEN (#17)",
-                _yes(ours_wall.median < token.median) if token else "not measured",
+        streaming = t.wall_s.get(OURS_STREAMING)
+        for label, ours_cfg in (
+            ("default chunks", ours_wall),
+            (OURS_STREAMING.removeprefix("ours, "), streaming),
+        ):
+            if ours_cfg is None:
+                continue
+            rows.append(
+                _row(
+                    "3t",
+                    f"Turn wall vs Pipecat in TOKEN mode (each LLM token straight to its TTS); ours: {label}",
+                    ours_cfg.fmt(" s"),
+                    f"{PIPECAT_TOKEN}: {token.fmt(' s')}; ours − theirs "
+                    f"{(ours_cfg.median - token.median) * 1000:+.0f} ms"
+                    if token
+                    else f"Pipecat: not run ({t.notes.get(PIPECAT_TOKEN, '')})",
+                    "< Pipecat TOKEN (#17)",
+                    _yes(ours_cfg.median < token.median) if token else "not measured",
+                )
             )
-        )
     by_name = {s.contender: s for s in report.scale}
     if OURS in by_name:
         ours_scale, pipecat_scale = by_name[OURS], by_name.get(PIPECAT)

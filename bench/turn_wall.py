@@ -52,7 +52,12 @@ class TurnWallResult:
     notes: dict[str, str]
 
 
-async def ours_turn(base_url: str, tag: str) -> float:
+# Our knob for streaming TTS engines, the counterpart of Pipecat's TOKEN mode: chunks of a few words
+# (cut at a clause boundary, else a word start, past this many characters) instead of whole clauses.
+STREAMING_CHUNK_CHARS = 24
+
+
+async def ours_turn(base_url: str, tag: str, max_chunk_chars: int | None = None) -> float:
     @tool
     async def get_weather(city: str, unit: str) -> str:
         """Current weather for a city."""
@@ -62,7 +67,8 @@ async def ours_turn(base_url: str, tag: str) -> float:
     llm = our_client(base_url)
     llm.model = scenario(tag, "weather", delay=CHUNK_DELAY).model
     sink = RecordingSink(seconds_per_char=SECONDS_PER_CHAR)
-    agent = Agent(llm=llm, sink=sink, system_prompt=SYSTEM_PROMPT, tools=[get_weather], config=TurnConfig())
+    config = TurnConfig() if max_chunk_chars is None else TurnConfig(max_chunk_chars=max_chunk_chars)
+    agent = Agent(llm=llm, sink=sink, system_prompt=SYSTEM_PROMPT, tools=[get_weather], config=config)
     try:
         start = time.perf_counter()
         result = await agent.respond(USER_TEXT)
@@ -165,6 +171,10 @@ async def pipecat_turn(base_url: str, tag: str, text_aggregation: str = "sentenc
     return wall
 
 
+async def ours_streaming_turn(base_url: str, tag: str) -> float:
+    return await ours_turn(base_url, tag, STREAMING_CHUNK_CHARS)
+
+
 async def pipecat_token_turn(base_url: str, tag: str) -> float:
     return await pipecat_turn(base_url, tag, "token")
 
@@ -173,11 +183,12 @@ SEQUENTIAL = "sequential (bare SDK)"
 PIPECAT = "Pipecat 1.14"
 PIPECAT_TOKEN = "Pipecat 1.14, TOKEN mode"
 OURS = "ours"
+OURS_STREAMING = f"ours, chunks ≤ {STREAMING_CHUNK_CHARS} chars (for streaming TTS)"
 
 
 def measure_turn_wall(base_url: str, *, reps: int, pipecat: str | None) -> TurnWallResult:
     """``pipecat``: None to include Pipecat, else the reason it is left out."""
-    contenders = {OURS: ours_turn, SEQUENTIAL: sequential_turn}
+    contenders = {OURS: ours_turn, OURS_STREAMING: ours_streaming_turn, SEQUENTIAL: sequential_turn}
     if pipecat is None:
         contenders[PIPECAT] = pipecat_turn
         contenders[PIPECAT_TOKEN] = pipecat_token_turn

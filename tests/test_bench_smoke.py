@@ -24,7 +24,15 @@ from bench.scale import chunk_latencies, heap_per_session, run_level, run_ours
 from bench.scenarios import parse_model, scenario, token_words
 from bench.server import ServerProcess, shared_clock
 from bench.stats import Summary, percentile, summarize
-from bench.turn_wall import OURS, SEQUENTIAL, TurnWallResult, ideal_seconds, ours_turn, sequential_turn
+from bench.turn_wall import (
+    OURS,
+    SEQUENTIAL,
+    TurnWallResult,
+    ideal_seconds,
+    ours_streaming_turn,
+    ours_turn,
+    sequential_turn,
+)
 
 pytestmark = pytest.mark.skipif(not shared_clock(), reason="the bench needs Linux's CLOCK_MONOTONIC")
 
@@ -92,6 +100,7 @@ def test_turn_wall_contenders_speak_filler_and_answer(server: ServerProcess) -> 
 
     ours, sequential = anyio.run(both)  # each raises if the wrong words were spoken
     assert ours > 0 and sequential > 0 and ideal_seconds() > 0
+    assert anyio.run(ours_streaming_turn, server.base_url, "smoke-ours-streaming") > 0
 
 
 def test_scale_level_and_memory(server: ServerProcess) -> None:
