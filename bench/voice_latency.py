@@ -246,7 +246,7 @@ def render_rows(result: VoiceLatencyResult) -> list[str]:
         *STAGES,
         "fakes' configured delays",
         "total − configured",
-        "our stages alone",
+        "framework stages alone",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result.rows:

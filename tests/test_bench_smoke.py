@@ -205,3 +205,13 @@ def test_scale_verdict_says_when_the_levels_did_not_separate_the_contenders(
     report.scale = [result(OURS, ours_p99), result(PIPECAT, theirs_p99)]
     row = next(line for line in render(report).splitlines() if line.startswith("| 4a |"))
     assert row.endswith(verdict)
+
+
+@pytest.mark.skipif(pipecat_available() is not None, reason=f"{pipecat_available()} (not in [dev])")
+def test_pipecat_voice_call_reaches_the_phone(server: ServerProcess) -> None:
+    from bench.pipecat_harness import quiet_pipecat_logs
+    from bench.pipecat_voice import measure_pipecat_voice
+
+    quiet_pipecat_logs()
+    row = measure_pipecat_voice(server, reps=1)  # raises unless a media frame reached the fake phone
+    assert all(finite(s) for s in (row.total_ms, row.framework_ms, *row.stage_ms.values()))
