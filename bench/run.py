@@ -347,6 +347,14 @@ def _summary_rows(report: Report) -> list[str]:
         busiest = max(passed, key=lambda lv: lv.sessions) if passed else None
         if busiest is not None:
             projected = busiest.projected_sessions()
+            per_session_ms = busiest.client_ms_per_session_s + busiest.server_ms_per_session_s
+            paced = next((o for o in report.overhead if o.regime == "paced"), None)
+            floor_note = (
+                f" (the true floor alone, section 1p, would need "
+                f"{400 * 30 * paced.cpu_ms_per_1k[FLOOR].median / 1e6:.1f} client cores)"
+                if paced is not None
+                else ""
+            )
             rows.append(
                 _row(
                     "4p",
@@ -356,6 +364,7 @@ def _summary_rows(report: Report) -> list[str]:
                     f"{busiest.server_ms_per_session_s:.1f} ms CPU per session-second, at "
                     f"{busiest.sessions} sessions, load {busiest.load1:.1f}); the client alone on 2 cores: "
                     f"{busiest.projected_sessions(client_only=True)}",
+                    f"400 sessions need {400 * per_session_ms / 1000:.1f} cores at this cost{floor_note}; "
                     f"measured best: {best} {by_name[best].max_sessions} sessions; loop lag p99 "
                     f"{busiest.lag_p99_ms:.1f} ms, max {busiest.lag_max_ms:.1f} ms",
                     "≥ 400 (#17)",
