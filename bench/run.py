@@ -348,11 +348,11 @@ def _summary_rows(report: Report) -> list[str]:
         if busiest is not None:
             projected = busiest.projected_sessions()
             per_session_ms = busiest.client_ms_per_session_s + busiest.server_ms_per_session_s
-            paced = next((o for o in report.overhead if o.regime == "paced"), None)
+            paced_run = next((o for o in report.overhead if o.regime == "paced"), None)
             floor_note = (
                 f" (the true floor alone, section 1p, would need "
-                f"{400 * 30 * paced.cpu_ms_per_1k[FLOOR].median / 1e6:.1f} client cores)"
-                if paced is not None
+                f"{400 * 30 * paced_run.cpu_ms_per_1k[FLOOR].median / 1e6:.1f} client cores)"
+                if paced_run is not None
                 else ""
             )
             rows.append(
