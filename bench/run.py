@@ -506,8 +506,9 @@ def _details(report: Report) -> list[str]:
                 "server ms CPU / session-s",
                 "loop lag p99 / max ms",
                 "load 1 min",
+                "late opens",
             ),
-            _row(*["---"] * 13),
+            _row(*["---"] * 14),
         ]
         for s in report.scale:
             for lv in s.levels:
@@ -526,6 +527,7 @@ def _details(report: Report) -> list[str]:
                         f"{lv.server_ms_per_session_s:.1f}",
                         f"{lv.lag_p99_ms:.1f} / {lv.lag_max_ms:.1f}",
                         f"{lv.load1:.1f}",
+                        lv.late_opens,
                     )
                 )
         lines += [f"\n{s.contender}: {s.note}." for s in report.scale if s.note]

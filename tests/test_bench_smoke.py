@@ -215,3 +215,16 @@ def test_pipecat_voice_call_reaches_the_phone(server: ServerProcess) -> None:
     quiet_pipecat_logs()
     row = measure_pipecat_voice(server, reps=1)  # raises unless a media frame reached the fake phone
     assert all(finite(s) for s in (row.total_ms, row.framework_ms, *row.stage_ms.values()))
+
+
+def test_a_session_that_said_one_moment_fails_its_level() -> None:
+    from bench.scale import LevelResult
+
+    words = token_words(8)
+    sent = {i: float(i) for i in range(10)}
+    # The turn's own "One moment." (its stream took over a second to open) is not timed as a chunk...
+    log = [(0.5, "One moment. "), (8.001, "".join(words))]
+    assert chunk_latencies(words, log, sent) == pytest.approx([1.0])
+    # ...but the level that made a caller hear it misses the target, however good its p99.
+    assert LevelResult(5, 5, 1.0, 2.0, 3.0, 0.0, 30.0, 0.1).ok
+    assert not LevelResult(5, 5, 1.0, 2.0, 3.0, 0.0, 30.0, 0.1, late_opens=1).ok
