@@ -31,8 +31,14 @@ SAMPLE_RATE = 16000
 def pipecat_available() -> str | None:
     """None when Pipecat can run here, else why not."""
     try:
+        # Every module the harnesses use: dev.sh installs pipecat-ai without its dependencies (for its
+        # serializers), where e.g. the TTS service's num2words is missing.
         import pipecat
-        from pipecat.services.openai.llm import OpenAILLMService  # noqa: F401
+        import pipecat.pipeline.worker
+        import pipecat.services.openai.llm
+        import pipecat.services.tts_service
+        import pipecat.transports.base_output
+        import pipecat.transports.websocket.server
     except ImportError as exc:
         return f"pipecat-ai is not installed ({exc}); pip install -r bench/requirements.txt"
     version = getattr(pipecat, "__version__", "?")
