@@ -89,9 +89,9 @@ class Sizes:
     voice_reps: int = 7
 
 
-FULL = Sizes(
-    2000, 15, 300, 9, 20, 5, 20, 5, (10, 15, 20, 25, 35, 50, 75, 100, 150, 200, 300, 400), 150, 50, 150.0
-)
+# Scale levels: coarse, so the time budget reaches the #17 goal's 400 (with 3 of our contenders and Pipecat
+# at each level, the old 10, 15, 20, 25, 35... steps spent 150 s below 75 sessions).
+FULL = Sizes(2000, 15, 300, 9, 20, 5, 20, 5, (10, 25, 50, 100, 150, 200, 300, 400), 150, 50, 300.0)
 QUICK = Sizes(500, 3, 60, 2, 5, 2, 5, 1, (5, 20, 40, 80), 30, 5, 25.0, 60, 2, 2)
 
 
