@@ -28,27 +28,24 @@ def server_loop_options() -> dict[str, Any]:
     return {"use_uvloop": True} if uvloop_available() else {}
 
 
-# Young-generation threshold for servers: CPython's default (700 net allocations) runs a gen-0 pass every
-# few tokens across hundreds of calls; 10x fewer passes, each still small (a call's live objects are few).
-SERVER_GC_GEN0 = 7_000
-
-
-def settle_gc(*, gen0: int = SERVER_GC_GEN0) -> tuple[int, int, int]:
+def settle_gc(*, gen0: int | None = None) -> tuple[int, int, int]:
     """Call once after start-up (imports, config, warm-up), before taking calls.
 
     Collects, then ``gc.freeze()``s what is left: the ~100k objects of the imported modules (the openai
     SDK's types, pydantic's) leave the collector's view, so a full collection no longer walks them and
-    stalls every call in the process (bench/scale.py saw 50-140 ms pauses on a 2-core machine). Then
-    raises the young generation's threshold to ``gen0``. Returns the previous thresholds, for
-    ``gc.set_threshold(*previous)``.
+    stalls every call in the process (bench/scale.py saw 50-140 ms pauses on a 2-core machine without
+    it). ``gen0``: also set the young generation's threshold (CPython's default is 700); bench/scale.py
+    found no gain from 7,000 at up to 200 sessions, so it is left alone unless asked. Returns the
+    previous thresholds, for ``gc.set_threshold(*previous)``.
     """
-    if gen0 < 1:
+    if gen0 is not None and gen0 < 1:
         raise ValueError(f"gen0 must be positive, got {gen0}")
     previous = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(gen0, previous[1], previous[2])
+    if gen0 is not None:
+        gc.set_threshold(gen0, previous[1], previous[2])
     return previous
 
 
-__all__ = ["SERVER_GC_GEN0", "server_loop_options", "settle_gc", "uvloop_available"]
+__all__ = ["server_loop_options", "settle_gc", "uvloop_available"]
