@@ -114,11 +114,15 @@ async def one_call(server: ServerProcess, tag: str) -> _Stamps:
         host="127.0.0.1",
         port=port,
     )
-    connected = anyio.Event()
+    listening, connected = anyio.Event(), anyio.Event()
+
+    async def on_listening(_transport: Any) -> None:
+        listening.set()
 
     async def on_connected(_transport: Any, _ws: Any) -> None:
         connected.set()
 
+    transport.add_event_handler("on_websocket_ready", on_listening)
     transport.add_event_handler("on_client_connected", on_connected)
 
     model = scenario(tag, "latency-text", delay=CHUNK_DELAY, ttft=LLM_TTFT).model
@@ -150,17 +154,8 @@ async def one_call(server: ServerProcess, tag: str) -> _Stamps:
         tg.start_soon(runner.run)
         try:
             with anyio.fail_after(20):
-                phone = None
-                for _ in range(100):  # the transport's server starts with the pipeline
-                    try:
-                        phone = FakeTwilioCall(f"ws://127.0.0.1:{port}", playback_speed=math.inf)
-                        await phone.__aenter__()
-                        break
-                    except OSError:
-                        phone = None
-                        await anyio.sleep(0.05)
-                assert phone is not None, "Pipecat's WebSocket server did not start"
-                try:
+                await listening.wait()
+                async with FakeTwilioCall(f"ws://127.0.0.1:{port}", playback_speed=math.inf) as phone:
                     await connected.wait()
                     await anyio.sleep(0.05)
                     stamps.final_at = time.perf_counter()
@@ -170,8 +165,6 @@ async def one_call(server: ServerProcess, tag: str) -> _Stamps:
                     )
                     await phone.wait_until(lambda: any(m.get("event") == "media" for m in phone.received))
                     stamps.media_at = time.perf_counter()
-                finally:
-                    await phone.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await task.cancel()
