@@ -228,3 +228,12 @@ def test_a_session_that_said_one_moment_fails_its_level() -> None:
     # ...but the level that made a caller hear it misses the target, however good its p99.
     assert LevelResult(5, 5, 1.0, 2.0, 3.0, 0.0, 30.0, 0.1).ok
     assert not LevelResult(5, 5, 1.0, 2.0, 3.0, 0.0, 30.0, 0.1, late_opens=1).ok
+
+
+def test_render_says_why_livekit_was_skipped() -> None:
+    report = Report(QUICK, "test machine", (0.0, 0.0, 0.0), "not installed")
+    report.livekit_skipped = "livekit-agents/livekit-plugins-openai are not installed"
+    assert (
+        "| 6 | LiveKit Agents 1.8 | — | not run: livekit-agents/livekit-plugins-openai are not installed |"
+        in (render(report))
+    )
