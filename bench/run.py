@@ -59,6 +59,7 @@ from bench.turn_wall import (
     FILLER_SECONDS,
     OURS,
     OURS_STREAMING,
+    OURS_STREAMING_ENGINE,
     PIPECAT,
     PIPECAT_TOKEN,
     SEQUENTIAL,
@@ -331,6 +332,7 @@ def _summary_rows(report: Report) -> list[str]:
         for label, ours_cfg in (
             ("default chunks", ours_wall),
             (OURS_STREAMING.removeprefix("ours, "), streaming),
+            (OURS_STREAMING_ENGINE.removeprefix("ours, "), t.wall_s.get(OURS_STREAMING_ENGINE)),
         ):
             if ours_cfg is None:
                 continue

@@ -19,7 +19,9 @@ from bench.contenders import our_client, sdk_client
 from bench.scenarios import ANSWER, FILLER, TOOL_NAME, TOOL_SCHEMA, scenario, split_words
 from bench.stats import Summary, summarize
 from voiceagent.agent import Agent
-from voiceagent.testing.sinks import RecordingSink
+from voiceagent.audio_output import CollectingOutput
+from voiceagent.speaker import Speaker
+from voiceagent.testing.sinks import RATE, PacedEngine, RecordingSink, StreamingPacedEngine
 from voiceagent.tools import tool
 from voiceagent.turn import TurnConfig
 
@@ -57,7 +59,9 @@ class TurnWallResult:
 STREAMING_CHUNK_CHARS = 24
 
 
-async def ours_turn(base_url: str, tag: str, max_chunk_chars: int | None = None) -> float:
+async def ours_turn(
+    base_url: str, tag: str, max_chunk_chars: int | None = None, *, streaming_engine: bool = False
+) -> float:
     @tool
     async def get_weather(city: str, unit: str) -> str:
         """Current weather for a city."""
@@ -66,7 +70,10 @@ async def ours_turn(base_url: str, tag: str, max_chunk_chars: int | None = None)
 
     llm = our_client(base_url)
     llm.model = scenario(tag, "weather", delay=CHUNK_DELAY).model
-    sink = RecordingSink(seconds_per_char=SECONDS_PER_CHAR)
+    # A streaming engine takes each clause's words as they are written (the Speaker's speak_stream),
+    # the counterpart of Pipecat's TOKEN mode with our default chunking.
+    engine = (StreamingPacedEngine if streaming_engine else PacedEngine)(SECONDS_PER_CHAR)
+    sink = Speaker(engine, CollectingOutput(RATE))
     config = TurnConfig() if max_chunk_chars is None else TurnConfig(max_chunk_chars=max_chunk_chars)
     agent = Agent(llm=llm, sink=sink, system_prompt=SYSTEM_PROMPT, tools=[get_weather], config=config)
     try:
@@ -75,8 +82,9 @@ async def ours_turn(base_url: str, tag: str, max_chunk_chars: int | None = None)
         wall = time.perf_counter() - start
     finally:
         await llm.aclose()
-    if result.error or sink.text.strip() != (FILLER + ANSWER).strip():
-        raise RuntimeError(f"our turn went wrong: {result.error or sink.text!r}")
+    spoken = "".join(engine.texts)
+    if result.error or spoken.strip() != (FILLER + ANSWER).strip():
+        raise RuntimeError(f"our turn went wrong: {result.error or spoken!r}")
     return wall
 
 
@@ -175,6 +183,10 @@ async def ours_streaming_turn(base_url: str, tag: str) -> float:
     return await ours_turn(base_url, tag, STREAMING_CHUNK_CHARS)
 
 
+async def ours_streaming_engine_turn(base_url: str, tag: str) -> float:
+    return await ours_turn(base_url, tag, streaming_engine=True)
+
+
 async def pipecat_token_turn(base_url: str, tag: str) -> float:
     return await pipecat_turn(base_url, tag, "token")
 
@@ -184,11 +196,17 @@ PIPECAT = "Pipecat 1.14"
 PIPECAT_TOKEN = "Pipecat 1.14, TOKEN mode"
 OURS = "ours"
 OURS_STREAMING = f"ours, chunks ≤ {STREAMING_CHUNK_CHARS} chars (for streaming TTS)"
+OURS_STREAMING_ENGINE = "ours, streaming-text engine (default chunks, words as written)"
 
 
 def measure_turn_wall(base_url: str, *, reps: int, pipecat: str | None) -> TurnWallResult:
     """``pipecat``: None to include Pipecat, else the reason it is left out."""
-    contenders = {OURS: ours_turn, OURS_STREAMING: ours_streaming_turn, SEQUENTIAL: sequential_turn}
+    contenders = {
+        OURS: ours_turn,
+        OURS_STREAMING: ours_streaming_turn,
+        OURS_STREAMING_ENGINE: ours_streaming_engine_turn,
+        SEQUENTIAL: sequential_turn,
+    }
     if pipecat is None:
         contenders[PIPECAT] = pipecat_turn
         contenders[PIPECAT_TOKEN] = pipecat_token_turn
