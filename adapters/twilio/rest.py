@@ -28,6 +28,7 @@ import httpx2
 
 from voiceagent.logs import get_logger, register_secret
 from voiceagent.telephony import CallControlError, StreamStart
+from voiceagent.telephony.destination import validate_destination
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -44,8 +45,6 @@ DEFAULT_API_BASE = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 MAX_BODY = 64 * 1024  # bytes of an answer read (a call resource is ~2 KB)
 _SID = re.compile(r"[A-Za-z0-9]{2,64}")  # it goes into the URL path: letters and digits only
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_SIP = re.compile(r"sips?:[^\s<>\"'&]{1,250}")
 _MAX_REASON = 300
 
 
@@ -62,17 +61,6 @@ class TwilioRestError(CallControlError):
         self.code = code
         self.message = message
         self.more_info = more_info
-
-
-def validate_destination(to: str) -> str:
-    """``to`` if it is an E.164 number (``+15551234567``) or a SIP URI (``sip:alice@example.com``);
-    otherwise ``CallControlError``."""
-    if isinstance(to, str) and (_E164.fullmatch(to) or _SIP.fullmatch(to)):
-        return to
-    shown = to[:40] if isinstance(to, str) else type(to).__name__
-    raise CallControlError(
-        f"transfer target {shown!r} is neither an E.164 number (+15551234567) nor a sip: URI"
-    )
 
 
 def dial_twiml(to: str, *, caller_id: str | None = None, timeout: int | None = None) -> str:
