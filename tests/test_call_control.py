@@ -568,3 +568,40 @@ async def test_a_human_answer_changes_nothing_and_a_hook_decides_when_given() ->
 def test_the_supervisor_finds_call_control_on_the_transport() -> None:
     line = PhoneLine(None, TwilioCallControl(ACCOUNT, TOKEN, CALL_SID))  # type: ignore[arg-type]
     assert isinstance(line, CallControl)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: list[AnsweringMachineResult] = []
+
+    def answering_machine(self, result: AnsweringMachineResult) -> None:
+        self.results.append(result)
+
+
+def test_the_amd_webhook_refuses_what_twilio_would_not_send() -> None:
+    registry = CallRegistry()
+    webhook = TwilioAmdWebhook(TOKEN, registry)
+    url = "https://bot.example.com/amd?tenant=7"
+    recorder = Recorder()
+
+    def signed(form: dict[str, str], *, sign_url: str = url) -> dict[str, str]:
+        return {"x-twilio-signature": RequestValidator(TOKEN).compute_signature(sign_url, form)}
+
+    good = amd_form("fax")
+    with registry.register(CALL_SID, recorder):
+        with pytest.raises(ValueError, match="already registered"), registry.register(CALL_SID, recorder):
+            pass
+        assert webhook.handle("GET", url, signed(good), urlencode(good).encode()).status == 405
+        assert webhook.handle("POST", url, {}, urlencode(good).encode()).status == 403
+        moved = signed(good, sign_url="https://bot.example.com/amd")  # signed for another URL
+        assert webhook.handle("POST", url, moved, urlencode(good).encode()).status == 403
+        odd = {**good, "AnsweredBy": "robot"}
+        assert webhook.handle("POST", url, signed(odd), urlencode(odd).encode()).status == 400
+        huge = b"x" * 20_000
+        assert webhook.handle("POST", url, signed(good), huge).status == 413
+        assert recorder.results == [] and webhook.rejected == 4  # (a GET is not a refused callback)
+        assert webhook.handle("POST", url, signed(good), urlencode(good).encode()).status == 204
+    assert recorder.results == [AnsweringMachineResult(CALL_SID, "fax", 2400)]
+    assert CALL_SID not in registry
+    with pytest.raises(ValueError, match="auth_token"):
+        TwilioAmdWebhook("", registry)

@@ -57,6 +57,8 @@ DEFAULT_BACKCHANNELS = frozenset(
     }
 )  # fmt: skip
 
+_MAX_QUEUED_TURNS = 4  # turns asked for by call control (DTMF entries) not started yet
+
 _WORDS = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
 
 
@@ -392,6 +394,9 @@ class Session:
 
     def take_turn(self, text: str) -> None:
         """Take ``text`` as the caller's next turn (interrupting the bot, as speech would)."""
+        if len(self._queued) >= _MAX_QUEUED_TURNS:  # keys pressed faster than turns can answer them
+            log.warning("dropping a queued turn: %d are waiting", len(self._queued))
+            self._queued.pop(0)
         self._queued.append(text)
         self._wake.set()
 

@@ -5,9 +5,11 @@ signed) and a ``CallControl`` (its REST API); the stream, the server, the mark l
 every bound are shared.
 """
 
+from .amd import AnsweringMachineResult, CallRegistry
 from .auth import UpgradeAuth, UpgradeRequest
 from .codec import MediaCodec
 from .control import CallControl, CallControlError
+from .dtmf import DtmfCollector, ReceivesDtmf
 from .errors import MediaStreamClosed, MediaStreamProtocolError
 from .events import (
     AudioFormat,
@@ -22,13 +24,21 @@ from .events import (
     StreamStart,
     StreamStop,
 )
+from .settings import CallSettings, DtmfSettings
+from .supervisor import CallSupervisor
 
 __all__ = [
+    "AnsweringMachineResult",
     "AudioFormat",
     "CallControl",
     "CallControlError",
+    "CallRegistry",
+    "CallSettings",
+    "CallSupervisor",
     "ClearDone",
+    "DtmfCollector",
     "DtmfReceived",
+    "DtmfSettings",
     "Encoding",
     "Ignored",
     "InboundAudio",
@@ -38,6 +48,7 @@ __all__ = [
     "MediaStreamProtocolError",
     "Preamble",
     "ProviderEvent",
+    "ReceivesDtmf",
     "StreamStart",
     "StreamStop",
     "UpgradeAuth",
