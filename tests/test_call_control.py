@@ -12,6 +12,7 @@ here what matters is what call control does with a turn.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import shutil
@@ -159,6 +160,7 @@ async def run_call(
     greeting: str | None = None,
     start_paused: bool = False,
     registry: CallRegistry | None = None,
+    rest_control: bool = True,
 ) -> Call:
     from voiceagent.adapters.espeak import EspeakSink
 
@@ -196,7 +198,7 @@ async def run_call(
                 )
                 session = Session(
                     agent=agent,
-                    transport=PhoneLine(stream, control),
+                    transport=PhoneLine(stream, control) if rest_control else stream,
                     stt=stt,
                     output=stream.output,
                     endpointing=EndpointingDetector(delay=0, final_wait=0, speculate="off"),
@@ -210,6 +212,8 @@ async def run_call(
                         await session.run()
                 else:
                     await session.run()
+                if not rest_control:
+                    await stream.wait_closed()  # the session itself must have closed it
             finally:
                 call.done.set()
 
@@ -282,6 +286,24 @@ async def test_end_call_says_goodbye_waits_until_it_was_heard_then_hangs_up_over
     )
 
 
+async def test_without_call_control_end_call_closes_the_stream_once_the_goodbye_was_heard() -> None:
+    goodbye = "Goodbye then."
+    settings = CallSettings(end_call=True, goodbye=goodbye)
+
+    async def script(call: Call) -> None:
+        await call.started()
+        call.stts[0].say("Bye.")
+        await call.done.wait()
+        await call.phone.closed.wait()
+
+    replies = (tool_reply([("end_call", {})], filler="Okay."), text_reply("Bye now."))
+    call = await run_call(settings, script, replies=replies, rest_control=False)
+    assert call.rest.requests == []  # no REST credentials: the stream itself is closed
+    assert call.phone.close_code == 1000
+    assert call.session.output is not None and call.session.output.heard_text.endswith(goodbye)
+    assert call.supervisor.ended_by == "end_call"
+
+
 # ---- transfer_call --------------------------------------------------------------------------------
 
 
@@ -302,7 +324,8 @@ async def test_transfer_call_posts_dial_twiml_with_auth_after_the_hold_line_was_
     (update,) = call.rest.updates
     assert dict(update.params) == {"Twiml": dial_twiml(AGENT_NUMBER)} and update.username == ACCOUNT
     (request,) = [r for r in call.rest.requests if r.method == "POST"]
-    assert request.status == 200 and request.headers["authorization"].startswith("Basic ")
+    basic = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+    assert request.status == 200 and request.headers["authorization"] == basic
     (at_transfer,) = call.snapshots
     assert at_transfer["heard"].endswith(line) and at_transfer["marks_played"] == at_transfer["marks_sent"]
     assert call.supervisor.ended_by == "transfer"

@@ -423,7 +423,8 @@ class Session:
             self._tg.cancel_scope.cancel()
 
     def answering_machine(self, result: AnsweringMachineResult) -> None:
-        """An answering-machine detection result for this call (from a webhook's task)."""
+        """An answering-machine detection result for this call, from another task of the same event
+        loop (a webhook handler); it is acted on in the session's own task group."""
         if self.call is not None:
             self.call.deliver_answering_machine(result)
         else:

@@ -142,19 +142,22 @@ class CallSupervisor:
         self.ending, self.ended_by = True, why
         log.info("ending the call (%s)", why)
         await self._last_words(line, within)
-        control = self._session.transport
-        if isinstance(control, CallControl):
-            with anyio.move_on_after(self.settings.hang_up_timeout) as bound:
-                try:
-                    await control.hang_up()
-                except CallControlError as exc:
-                    log.warning("hang-up failed: %s; the session ends anyway", exc.reason)
-            if bound.cancelled_caught:
-                log.warning(
-                    "hang-up took over %.1f s; the session ends anyway", self.settings.hang_up_timeout
-                )
-        else:
-            log.warning("the transport has no call control: the session ends, the line stays up")
+        transport = self._session.transport
+        close = getattr(transport, "close", None)
+        with anyio.move_on_after(self.settings.hang_up_timeout) as bound:
+            try:
+                if isinstance(transport, CallControl):
+                    await transport.hang_up()
+                elif callable(close):
+                    # A media stream without call control: closing it ends the <Connect><Stream>;
+                    # with no TwiML after it, the provider hangs up.
+                    await close()
+                else:
+                    log.warning("the transport cannot hang up: the session ends, the line may stay up")
+            except Exception as exc:  # the call is ending either way: a failed hang-up only logs
+                log.warning("hang-up failed: %r; the session ends anyway", exc)
+        if bound.cancelled_caught:
+            log.warning("hang-up took over %.1f s; the session ends anyway", self.settings.hang_up_timeout)
         self._session.end()
 
     async def _last_words(self, line: str | None, within: float) -> None:
