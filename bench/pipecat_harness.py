@@ -30,9 +30,13 @@ SAMPLE_RATE = 16000
 
 def pipecat_available() -> str | None:
     """None when Pipecat can run here, else why not."""
+    # ./dev.sh installs Pipecat's serializers alone (--no-deps): the pipeline needs the rest.
     try:
         import pipecat
+        from pipecat.pipeline.worker import PipelineWorker  # noqa: F401
         from pipecat.services.openai.llm import OpenAILLMService  # noqa: F401
+        from pipecat.services.tts_service import TTSService  # noqa: F401
+        from pipecat.workers.runner import WorkerRunner  # noqa: F401
     except ImportError as exc:
         return f"pipecat-ai is not installed ({exc}); pip install -r bench/requirements.txt"
     version = getattr(pipecat, "__version__", "?")

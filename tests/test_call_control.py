@@ -6,8 +6,8 @@ REST API, which checks their Basic auth and ends the media stream as Twilio does
 The caller's words come from ``PushSTT`` (the test says them): the STT adapters are tested elsewhere;
 here what matters is what call control does with a turn.
 
-``PhoneLine`` is a Twilio stream with its REST call control: what the generic ``MediaStream`` with a
-``control_factory`` provides once it lands.
+The server gets ``control_factory=twilio_control_factory(...)``: each call's stream is then a
+``CallControl`` whose hang-up and transfer are REST calls to the fake.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from voiceagent.adapters.twilio import TwilioMediaStream, TwilioServer
 from voiceagent.adapters.twilio.amd import TwilioAmdWebhook
 from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
 from voiceagent.adapters.twilio.fake_rest import FakeTwilioREST
-from voiceagent.adapters.twilio.rest import TwilioCallControl, dial_twiml
+from voiceagent.adapters.twilio.rest import TwilioCallControl, dial_twiml, twilio_control_factory
 from voiceagent.endpointing import EndpointingDetector
 from voiceagent.session import Session
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, Transcript
@@ -81,29 +81,6 @@ class PushSTT:
     def say(self, text: str) -> None:
         for event in (SpeechStarted(), Transcript(text, is_final=True, end_of_turn=True), SpeechEnded()):
             self._tx.send_nowait(event)
-
-
-class PhoneLine:
-    """A Twilio media stream whose call control is Twilio's REST API."""
-
-    def __init__(self, stream: TwilioMediaStream, control: TwilioCallControl) -> None:
-        self.stream = stream
-        self.control = control
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
-
-    def dtmf(self) -> AsyncIterator[str]:
-        return self.stream.dtmf()
-
-    async def hang_up(self) -> None:
-        await self.control.hang_up()
-
-    async def transfer(self, to: str) -> None:
-        await self.control.transfer(to)
-
-    async def send_dtmf(self, digits: str) -> None:
-        await self.control.send_dtmf(digits)
 
 
 @dataclass
@@ -168,58 +145,57 @@ async def run_call(
         """Holds the caller's playback right before it speaks one of ``call.hold_before``."""
 
         async def speak(self, text: str) -> None:
-            if text in call.hold_before:
-                call.phone.pause_playback()
+            if text in calls[0].hold_before:
+                calls[0].phone.pause_playback()
             await super().speak(text)
+
+    calls: list[Call] = []
+
+    async def handler(stream: TwilioMediaStream) -> None:
+        call = calls[0]
+        try:
+            stt = PushSTT()
+            agent = Agent(
+                llm=LLMClient(base_url=call.llm.base_url, api_key="sk_test"),
+                sink=HoldingSink(stream.output, words_per_minute=220),
+                system_prompt="You answer the phone.",
+            )
+            session = Session(
+                agent=agent,
+                transport=stream,  # a CallControl: its hang_up/transfer go to the call's REST control
+                stt=stt,
+                endpointing=EndpointingDetector(delay=0, final_wait=0, speculate="off"),
+                greeting=greeting,
+                call=settings,
+            )
+            call.stts.append(stt)
+            call.sessions.append(session)
+            if registry is not None:
+                with registry.register(stream.call_sid, session):
+                    await session.run()
+            else:
+                await session.run()
+            if not rest_control:
+                await stream.wait_closed()  # the session itself must have closed it
+        finally:
+            call.done.set()
 
     async with FakeOpenAIServer() as llm, FakeTwilioREST(account_sid=ACCOUNT, auth_token=TOKEN) as rest:
         llm.enqueue(*replies)
-        phone = FakeTwilioCall(
-            "ws://placeholder", auth_token=TOKEN, playback_speed=math.inf, start_paused=start_paused
-        )
-        call = Call(phone, rest, llm)
+        # Each call's TwilioCallControl, made by the server from the stream's start (its CallSid).
+        controls = twilio_control_factory(ACCOUNT, TOKEN, base_url=rest.base_url) if rest_control else None
+        async with TwilioServer(handler, auth_token=TOKEN, control_factory=controls) as server:
+            phone = FakeTwilioCall(
+                server.url, auth_token=TOKEN, playback_speed=math.inf, start_paused=start_paused
+            )
+            call = Call(phone, rest, llm)
+            calls.append(call)
 
-        async def snapshot(update: Any) -> None:
-            call.snapshots.append(call.snapshot())
+            async def snapshot(update: Any) -> None:
+                call.snapshots.append(call.snapshot())
 
-        rest.on_update = snapshot
-        rest.link(phone)
-
-        async def handler(stream: TwilioMediaStream) -> None:
-            try:
-                stt = PushSTT()
-                control = TwilioCallControl(
-                    stream.start.account_sid, TOKEN, stream.call_sid, base_url=rest.base_url
-                )
-                agent = Agent(
-                    llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
-                    sink=HoldingSink(stream.output, words_per_minute=220),
-                    system_prompt="You answer the phone.",
-                )
-                session = Session(
-                    agent=agent,
-                    transport=PhoneLine(stream, control) if rest_control else stream,
-                    stt=stt,
-                    output=stream.output,
-                    endpointing=EndpointingDetector(delay=0, final_wait=0, speculate="off"),
-                    greeting=greeting,
-                    call=settings,
-                )
-                call.stts.append(stt)
-                call.sessions.append(session)
-                if registry is not None:
-                    with registry.register(stream.call_sid, session):
-                        await session.run()
-                else:
-                    await session.run()
-                if not rest_control:
-                    await stream.wait_closed()  # the session itself must have closed it
-            finally:
-                call.done.set()
-
-        async with TwilioServer(handler, auth_token=TOKEN) as server:
-            phone.url = server.url
-            phone.public_url = "wss://" + server.url.split("://", 1)[1]
+            rest.on_update = snapshot
+            rest.link(phone)
             with anyio.fail_after(20):
                 async with phone:
                     await script(call)
@@ -588,9 +564,8 @@ async def test_a_human_answer_changes_nothing_and_a_hook_decides_when_given() ->
     assert call.snapshots[0]["heard"] == "Custom voicemail."
 
 
-def test_the_supervisor_finds_call_control_on_the_transport() -> None:
-    line = PhoneLine(None, TwilioCallControl(ACCOUNT, TOKEN, CALL_SID))  # type: ignore[arg-type]
-    assert isinstance(line, CallControl)
+def test_the_rest_control_is_a_call_control() -> None:
+    assert isinstance(TwilioCallControl(ACCOUNT, TOKEN, CALL_SID), CallControl)
 
 
 class Recorder:

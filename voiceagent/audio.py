@@ -34,6 +34,7 @@ __all__ = [
     "Resampler",
     "WavHeader",
     "WavStreamDecoder",
+    "alaw_to_pcm16",
     "bytes_for_duration",
     "decode_audio",
     "duration_seconds",
@@ -173,6 +174,11 @@ def pcm16_to_alaw(pcm16: bytes) -> bytes:
 
 def ulaw_to_pcm16(ulaw: bytes) -> bytes:
     return bytes(audioop.ulaw2lin(ulaw, SAMPLE_WIDTH))
+
+
+def alaw_to_pcm16(alaw: bytes) -> bytes:
+    """G.711 A-law decode (one byte per sample in, two out); the rate is unchanged."""
+    return bytes(audioop.alaw2lin(alaw, SAMPLE_WIDTH))
 
 
 def pcm16_to_twilio(pcm16: bytes, sample_rate: int) -> bytes:

@@ -130,7 +130,7 @@ def _b64(text: str) -> bytes:
         raise TTSError("Lightning sent audio that is not valid base64") from exc
 
 
-def error_from_body(status_code: int, body: bytes, request_id: str | None = None) -> TTSError:
+def error_from_body(status_code: int, body: bytes | bytearray, request_id: str | None = None) -> TTSError:
     """A TTSError from a non-2xx HTTP answer (JSON error of either shape, or text)."""
     message, code = body.decode("utf-8", "replace").strip()[:500] or "no body", None
     try:

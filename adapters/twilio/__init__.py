@@ -1,6 +1,9 @@
 """Twilio Media Streams: a websockets server, the per-call stream (a voiceagent Transport), TwiML and
-webhook signature validation."""
+webhook signature validation, on the generic ``voiceagent.telephony`` layer (``TwilioCodec``,
+``TwilioSignatureAuth``)."""
 
+from .auth import TwilioSignatureAuth
+from .codec import TwilioCodec
 from .errors import TwilioProtocolError, TwilioStreamClosed
 from .messages import (
     Connected,
@@ -38,9 +41,11 @@ __all__ = [
     "MediaFormat",
     "Start",
     "Stop",
+    "TwilioCodec",
     "TwilioMediaStream",
     "TwilioProtocolError",
     "TwilioServer",
+    "TwilioSignatureAuth",
     "TwilioStreamClosed",
     "UnknownEvent",
     "build_clear",

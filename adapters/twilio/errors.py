@@ -1,17 +1,13 @@
-"""Errors of the Twilio Media Streams adapter."""
+"""Errors of the Twilio Media Streams adapter: the generic media-stream errors, named for Twilio."""
 
 from __future__ import annotations
 
-from voiceagent.errors import VoiceAgentError
+from voiceagent.telephony.errors import MediaStreamClosed, MediaStreamProtocolError
 
 
-class TwilioProtocolError(VoiceAgentError):
+class TwilioProtocolError(MediaStreamProtocolError):
     """An inbound Media Streams frame is malformed or out of protocol; ``reason`` says how."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
-
-class TwilioStreamClosed(VoiceAgentError):
+class TwilioStreamClosed(MediaStreamClosed):
     """Audio, a mark or a clear was sent on a stream whose WebSocket is already closed."""

@@ -1,34 +1,22 @@
-"""A websockets server for Twilio Media Streams: one task per call, in one task group."""
+"""A websockets server for Twilio Media Streams: the generic ``MediaStreamServer`` with Twilio's codec,
+signature check and defaults."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from types import TracebackType
+from contextlib import AbstractAsyncContextManager
 
-import anyio
-from anyio.abc import TaskGroup
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
 
-from voiceagent.logs import get_logger, log_context, register_secret
-from voiceagent.ws_safety import (
-    DEFAULT_SEND_TIMEOUT,
-    DEFAULT_WRITE_LIMIT,
-    close_bounded,
-    contained,
-    is_cancellation,
-)
+from voiceagent.telephony import CallControl, StreamStart
+from voiceagent.telephony.server import ControlFactory, MediaStreamServer
+from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT
 
-from .errors import TwilioProtocolError
+from .auth import TwilioSignatureAuth
+from .codec import TwilioCodec
 from .messages import MAX_FRAME_BYTES
-from .signature import SIGNATURE_HEADER, validate_signature
-from .stream import TwilioMediaStream, describe_close, read_start
-
-logger = get_logger(__name__)
+from .stream import TwilioMediaStream
 
 CallHandler = Callable[[TwilioMediaStream], Awaitable[None]]
 
@@ -36,8 +24,11 @@ AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
 _FROM_ENV = "from-env"
 
 
-class TwilioServer:
+class TwilioServer(MediaStreamServer[TwilioMediaStream]):
     """Accepts Media Stream WebSocket connections on ``path`` and runs ``handler(stream)`` for each call.
+
+    ``control_factory`` builds each call's ``CallControl`` (Twilio's REST API) from its start; the
+    stream's ``hang_up``/``transfer``/``send_dtmf`` then go through it.
 
     Each call runs in its own task in the server's task group. A call's bad input (garbage or
     oversized frames, a close reason that does not fit), an abrupt disconnect, a peer that stops
@@ -71,6 +62,7 @@ class TwilioServer:
         allow_unsigned: bool = False,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         write_limit: int = DEFAULT_WRITE_LIMIT,
+        control_factory: ControlFactory | None = None,
     ) -> None:
         if auth_token == _FROM_ENV:
             auth_token = os.environ.get(AUTH_TOKEN_ENV) or None
@@ -82,158 +74,38 @@ class TwilioServer:
             )
         if public_url is not None and not public_url.startswith(("wss://", "ws://")):
             raise ValueError(f"public_url must be the wss:// URL Twilio dials: {public_url!r}")
-        self._handler = handler
-        self._host = host
-        self._port = port
-        self.path = path
-        self._max_frame_bytes = max_frame_bytes
-        self._handshake_timeout = handshake_timeout
-        self._audio_buffer_frames = audio_buffer_frames
-        self._auth_token = auth_token
-        register_secret(auth_token)  # never in a log line
-        self._public_url = public_url
-        self._send_timeout = send_timeout
-        self._write_limit = write_limit
-        self._stack: AsyncExitStack | None = None
-        self._tg: TaskGroup | None = None
-        self._server: Server | None = None
-        self._ids = itertools.count(1)
-        self.active_calls = 0
-        self.rejected_upgrades = 0
+        super().__init__(
+            handler,
+            codec=TwilioCodec(),
+            auth=TwilioSignatureAuth(auth_token) if auth_token is not None else None,
+            allow_unsigned=allow_unsigned,
+            control_factory=control_factory,
+            host=host,
+            port=port,
+            path=path,
+            max_frame_bytes=max_frame_bytes,
+            handshake_timeout=handshake_timeout,
+            audio_buffer_frames=audio_buffer_frames,
+            public_url=public_url,
+            send_timeout=send_timeout,
+            write_limit=write_limit,
+        )
 
-    @property
-    def signed(self) -> bool:
-        """Whether upgrades are signature-checked."""
-        return self._auth_token is not None
+    def _unsigned_warning(self) -> str:
+        return (
+            "TwilioServer is accepting UNSIGNED upgrades (allow_unsigned=True): anyone who learns the "
+            f"URL can place calls on your STT, LLM and TTS bills. Pass auth_token= or set {AUTH_TOKEN_ENV}."
+        )
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server is not running")
-        return int(next(iter(self._server.sockets)).getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self._host}:{self.port}{self.path}"
-
-    async def __aenter__(self) -> TwilioServer:
-        if self._auth_token is None:
-            logger.warning(
-                "TwilioServer is accepting UNSIGNED upgrades (allow_unsigned=True): anyone who learns the "
-                "URL can place calls on your STT, LLM and TTS bills. Pass auth_token= or set %s.",
-                AUTH_TOKEN_ENV,
-            )
-        async with AsyncExitStack() as stack:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            # Twilio never sends frames anywhere near max_size; websockets fails bigger ones with 1009.
-            self._server = await serve(
-                self._on_connection,
-                self._host,
-                self._port,
-                max_size=self._max_frame_bytes,
-                write_limit=self._write_limit,
-                process_request=self._check_request,
-            )
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._stack is not None and self._tg is not None and self._server is not None
-        # Stop accepting first, then cancel the calls still running (their tasks are ours), then
-        # close whatever connections remain. The close happens outside the cancelled task group.
-        self._server.close(close_connections=False)
-        self._tg.cancel_scope.cancel()
-        try:
-            return await self._stack.__aexit__(exc_type, exc, tb)
-        finally:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def serve_forever(self) -> None:
-        await anyio.sleep_forever()
-
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?", 1)[0] != self.path:
-            return connection.respond(404, "Not Found\n")
-        if self._auth_token is None:
-            return None
-        signatures = request.headers.get_all(SIGNATURE_HEADER)
-        hosts = request.headers.get_all("Host")
-        if len(signatures) != 1 or (self._public_url is None and len(hosts) != 1):
-            why = (
-                f"{len(signatures)} {SIGNATURE_HEADER} headers" if len(signatures) != 1 else "no single Host"
-            )
-            return self._reject(connection, why)
-        url = self._public_url or f"wss://{hosts[0]}{request.path}"
-        if not validate_signature(self._auth_token, url, {}, signatures[0]):
-            return self._reject(connection, f"bad {SIGNATURE_HEADER} for {url[:200]}")
-        return None
-
-    def _reject(self, connection: ServerConnection, why: str) -> Response:
-        self.rejected_upgrades += 1
-        logger.warning("rejected Media Stream upgrade (403): %s, from %s", why, connection.remote_address)
-        return connection.respond(403, "Forbidden\n")
-
-    async def _on_connection(self, ws: ServerConnection) -> None:
-        # websockets runs this in its own task; the call itself is owned by our task group.
-        assert self._tg is not None
-        done = anyio.Event()
-        try:
-            self._tg.start_soon(self._run_call, ws, done)
-        except RuntimeError:  # the task group is shutting down
-            await close_bounded(ws, 1001, "server shutting down")
-            return
-        await done.wait()
-
-    async def _run_call(self, ws: ServerConnection, done: anyio.Event) -> None:
-        connection_id = f"ws-{next(self._ids)}"
-        self.active_calls += 1
-        try:
-            with log_context(session=connection_id), contained(logger, f"call on {connection_id}"):
-                try:
-                    await self._serve_call(ws)
-                except BaseException as exc:
-                    # However the call ended (a bug in this adapter included), its socket goes too.
-                    shutdown = is_cancellation(exc)
-                    with anyio.CancelScope(shield=True):
-                        await close_bounded(
-                            ws, *((1001, "server shutting down") if shutdown else (1011, "internal error"))
-                        )
-                    raise
-        finally:
-            self.active_calls -= 1
-            done.set()
-
-    async def _serve_call(self, ws: ServerConnection) -> None:
-        try:
-            with anyio.fail_after(self._handshake_timeout):
-                start = await read_start(ws, max_frame_bytes=self._max_frame_bytes)
-        except TwilioProtocolError as exc:
-            logger.warning("closing connection before start: protocol error: %s", exc.reason)
-            await close_bounded(ws, 1008, exc.reason)
-            return
-        except ConnectionClosed as exc:
-            logger.warning("connection ended before start: %s", describe_close(exc))
-            return
-        except TimeoutError:
-            logger.warning("closing connection: no start within %.1f s", self._handshake_timeout)
-            await close_bounded(ws, 1008, "no start event")
-            return
-        with log_context(session=start.call_sid):
-            logger.info("call %s started (stream %s)", start.call_sid, start.stream_sid)
-            failed = False
-            async with TwilioMediaStream.open(
-                ws,
-                start,
-                max_frame_bytes=self._max_frame_bytes,
-                audio_buffer_frames=self._audio_buffer_frames,
-                send_timeout=self._send_timeout,
-            ) as stream:
-                with contained(logger, "call handler"):
-                    failed = True
-                    await self._handler(stream)
-                    failed = False
-            await (close_bounded(ws, 1011, "handler failed") if failed else close_bounded(ws))
-            logger.info("call %s finished: %s", start.call_sid, stream.close_reason)
+    def _open_stream(
+        self, ws: ServerConnection, start: StreamStart, control: CallControl | None
+    ) -> AbstractAsyncContextManager[TwilioMediaStream]:
+        return TwilioMediaStream.open(
+            ws,
+            start,
+            codec=self.codec,
+            control=control,
+            max_frame_bytes=self._max_frame_bytes,
+            audio_buffer_frames=self._audio_buffer_frames,
+            send_timeout=self._send_timeout,
+        )

@@ -24,10 +24,15 @@ from .events import (
     StreamStart,
     StreamStop,
 )
+from .formats import SILENCE, frame_bytes
+from .server import ControlFactory, MediaStreamServer
 from .settings import CallSettings, DtmfSettings
+from .stream import MAX_FRAME_BYTES, MediaStream, read_start
 from .supervisor import CallSupervisor
 
 __all__ = [
+    "MAX_FRAME_BYTES",
+    "SILENCE",
     "AnsweringMachineResult",
     "AudioFormat",
     "CallControl",
@@ -36,6 +41,7 @@ __all__ = [
     "CallSettings",
     "CallSupervisor",
     "ClearDone",
+    "ControlFactory",
     "DtmfCollector",
     "DtmfReceived",
     "DtmfSettings",
@@ -44,8 +50,10 @@ __all__ = [
     "InboundAudio",
     "MarkPlayed",
     "MediaCodec",
+    "MediaStream",
     "MediaStreamClosed",
     "MediaStreamProtocolError",
+    "MediaStreamServer",
     "Preamble",
     "ProviderEvent",
     "ReceivesDtmf",
@@ -53,4 +61,6 @@ __all__ = [
     "StreamStop",
     "UpgradeAuth",
     "UpgradeRequest",
+    "frame_bytes",
+    "read_start",
 ]
