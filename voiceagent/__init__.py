@@ -60,7 +60,6 @@ if TYPE_CHECKING:
         STTSource,
         Transcript,
     )
-    from voiceagent.telephony.settings import CallSettings, DtmfSettings
     from voiceagent.tool_runner import ToolResult, ToolRunner
     from voiceagent.tools import Tool, tool
     from voiceagent.transport import OwnsOutput, TextDisplay, Transport
@@ -109,8 +108,6 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     "RetryPolicy": "voiceagent.retry",
     "BargeInPolicy": "voiceagent.session",
     "Session": "voiceagent.session",
-    "CallSettings": "voiceagent.telephony.settings",
-    "DtmfSettings": "voiceagent.telephony.settings",
     "SpeechEnded": "voiceagent.stt",
     "SpeechStarted": "voiceagent.stt",
     "STTEvent": "voiceagent.stt",
@@ -141,12 +138,10 @@ __all__ = [
     "AudioOutput",
     "BargeInPolicy",
     "CacheBusted",
-    "CallSettings",
     "ChatStream",
     "ChatStreamer",
     "ConcurrencyLimiter",
     "Conversation",
-    "DtmfSettings",
     "EndOfTurnDetector",
     "EndpointingDetector",
     "LLMClient",
