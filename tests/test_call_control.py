@@ -390,6 +390,29 @@ async def test_a_dtmf_handler_gets_the_digits_and_can_transfer() -> None:
     assert [dict(u.params) for u in call.rest.updates] == [{"Twiml": dial_twiml(AGENT_NUMBER)}]
 
 
+async def test_a_dtmf_handler_that_fails_or_hangs_loses_its_entry_and_the_call_goes_on() -> None:
+    release = anyio.Event()
+
+    async def on_digits(digits: str, call: CallSupervisor) -> str | None:
+        if digits == "9":
+            raise RuntimeError("the bot's own bug")
+        if digits == "8":
+            await release.wait()  # stuck: handler_timeout ends it
+        return f"Option {digits}."
+
+    dtmf = DtmfSettings(on_digits=on_digits, terminator=None, max_digits=1, handler_timeout=0.2)
+
+    async def script(call: Call) -> None:
+        await call.started()
+        for key in "981":
+            await call.phone.send_dtmf(key)
+        await call.wait(lambda: len(call.session.results) == 1)
+
+    call = await run_call(CallSettings(dtmf=dtmf), script, replies=(text_reply("One."),))
+    assert call.supervisor.dtmf_entries == ["9", "8", "1"]
+    assert user_turns(call.llm) == ["Option 1."]
+
+
 def test_dtmf_collector_ends_an_entry_on_terminator_max_digits_or_timeout() -> None:
     keys = DtmfCollector(terminator="#", inter_digit_timeout=2.0, max_digits=3)
     assert [keys.add(d, t) for d, t in (("1", 0.0), ("2", 1.0))] == [None, None]
