@@ -43,7 +43,7 @@ from voiceagent.testing.loopback_http import HTTPRequest, LoopbackHTTPServer, Re
 from voiceagent.testing.openai_server import (
     FakeOpenAIServer,
     Reply,
-    endless_text_reply,
+    drip_reply,
     text_reply,
     tool_reply,
 )
@@ -92,7 +92,7 @@ class Call:
     stts: list[PushSTT] = field(default_factory=list)
     done: anyio.Event = field(default_factory=anyio.Event)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
-    hold_before: set[str] = field(default_factory=set)  # lines before which the caller's playback holds
+    hold_before: set[str] = field(default_factory=set)  # lines before which playback holds (once each)
 
     @property
     def session(self) -> Session:
@@ -146,6 +146,7 @@ async def run_call(
 
         async def speak(self, text: str) -> None:
             if text in calls[0].hold_before:
+                calls[0].hold_before.discard(text)
                 calls[0].phone.pause_playback()
             await super().speak(text)
 
@@ -453,9 +454,11 @@ async def test_the_idle_timer_starts_when_the_bot_was_heard_not_when_it_was_sent
         # wait only gives a wrong timer the chance to fire; nothing is asserted about time.)
         await anyio.sleep(0.5)
         assert call.supervisor.idle_prompts_said == 0
+        call.hold_before.add("Are you still there?")  # held once: the caller answers over it
         call.phone.resume_playback()
-        await call.wait(lambda: call.supervisor.idle_prompts_said == 1)
+        await call.wait(lambda: call.spoken("Are you still there?"))
         call.stts[0].say("Yes, sorry.")  # the caller answers: the count starts over
+        call.phone.resume_playback()
         await call.wait(lambda: len(call.session.results) == 1)
         await call.done.wait()
 
@@ -491,7 +494,8 @@ async def test_the_hard_cap_hangs_up_on_a_turn_that_never_ends() -> None:
         call.stts[0].say("Tell me a story that never ends.")
         await call.done.wait()
 
-    call = await run_call(settings, script, replies=(endless_text_reply("and then "),))
+    # A stream that drips blank lines forever: only the turn's own 30 s round deadline would end it.
+    call = await run_call(settings, script, replies=(drip_reply(0.05),))
     assert call.supervisor.ended_by == "max_duration"
     assert [dict(u.params) for u in call.rest.updates] == [{"Status": "completed"}]
     assert "Never said." not in call.snapshots[0]["heard"]
