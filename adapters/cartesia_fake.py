@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voiceagent.audio import SAMPLE_WIDTH
+from voiceagent.testing.fake_server import FakeWebSocketServer, headers_of, json_response, query_of
 from voiceagent.testing.tone import tone
 
 __all__ = ["FakeCartesiaServer", "error_message"]
@@ -93,53 +91,27 @@ class _Conn:
     send_lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
-class FakeCartesiaServer:
+class FakeCartesiaServer(FakeWebSocketServer):
     def __init__(
         self, *, api_key: str = "test-key", seconds_per_char: float = 0.02, chunk_seconds: float = 0.1
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.seconds_per_char = seconds_per_char
         self.chunk_seconds = chunk_seconds
-        self.reject_status: int | None = None
         self.hold_after: int | None = None
         self.late_chunks_after_cancel = 0
         self._resumed = False
         self._fail_next: list[dict[str, Any]] = []
-        self._drop_next: list[int] = []
         self.messages: list[dict[str, Any]] = []
         self.cancels: list[dict[str, Any]] = []
         self.upgrades: list[Upgrade] = []
         self.utterances: list[Utterance] = []
         self.done: list[str] = []  # contexts whose done was sent
-        self.connections_opened = 0
-        self.connections_closed = 0
-        self._changed = anyio.Event()
-        self._open: set[_Conn] = set()
-        self._server: Server | None = None
-
-    async def __aenter__(self) -> FakeCartesiaServer:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_upgrade, max_size=None
-        ).__aenter__()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._server is not None:
-            self._server.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._server.wait_closed()
-
-    @property
-    def base_url(self) -> str:
-        """What the SDK's ``websocket_base_url`` takes (it appends ``/tts/websocket``)."""
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}"
 
     @property
     def ws_url(self) -> str:
+        """``base_url`` is what the SDK's ``websocket_base_url`` takes (it appends ``/tts/websocket``)."""
         return self.base_url + PATH
 
     # --- commands -------------------------------------------------------------------------------
@@ -147,37 +119,18 @@ class FakeCartesiaServer:
     def fail_next(self, error: dict[str, Any]) -> None:
         self._fail_next.append(error)
 
-    def drop_next(self, after_chunks: int) -> None:
-        self._drop_next.append(after_chunks)
-
-    async def close_all(self) -> int:
-        """Close every open connection now (as Cartesia closes an idle one)."""
-        conns = list(self._open)
-        for conn in conns:
-            await conn.ws.close()
-        return len(conns)
-
     def resume(self) -> None:
         self._resumed = True
         self._notify()
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
     # --- the upgrade: path, auth, version --------------------------------------------------------
 
     def _process_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
-        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        headers = headers_of(request)
         self.upgrades.append(Upgrade(request.path, headers))
         self._notify()
-        url = urlsplit(request.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        if url.path != PATH:
+        query = query_of(request.path)
+        if urlsplit(request.path).path != PATH:
             return _reject(404, "Not found")
         if self.reject_status is not None:
             return _reject(self.reject_status, "Rejected")
@@ -192,25 +145,17 @@ class FakeCartesiaServer:
     # --- a connection ----------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        self.connections_opened += 1
-        self._notify()
         conn = _Conn(ws)
-        self._open.add(conn)
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](100)
-        try:
+        with send:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._generate, conn, receive)
                 try:
                     async for raw in ws:
                         await self._on_message(conn, raw, send)
                 except ConnectionClosed:
-                    pass
+                    pass  # inside the task group: it would leave it as an exception group
                 tg.cancel_scope.cancel()
-        finally:
-            send.close()
-            self._open.discard(conn)
-            self.connections_closed += 1
-            self._notify()
 
     async def _on_message(self, conn: _Conn, raw: str | bytes, requests: Any) -> None:
         try:
@@ -256,7 +201,7 @@ class FakeCartesiaServer:
         self.utterances.append(utterance)
         pcm = tone(self.seconds_per_char * len(message["transcript"].strip()), rate)
         size = max(int(self.chunk_seconds * rate), 1) * SAMPLE_WIDTH
-        drop = self._drop_next.pop(0) if self._drop_next else None
+        drop = self._take_drop()
         late = 0
         for index, start in enumerate(range(0, len(pcm), size)):
             if drop is not None and index == drop:
@@ -341,6 +286,4 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _reject(status: int, message: str) -> Response:
-    body = json.dumps({"title": "Error", "message": message}).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return Response(status, "Error", headers, body)
+    return json_response(status, {"title": "Error", "message": message})

@@ -20,20 +20,17 @@ from __future__ import annotations
 import base64
 import json
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from ssl import SSLContext
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from voiceagent.audio import SAMPLE_WIDTH
+from voiceagent.testing.fake_server import FakeWebSocketServer, headers_of, json_response, query_of
 from voiceagent.testing.tone import tone
 
 __all__ = ["PCM_FORMATS", "FakeElevenLabsServer", "Utterance"]
@@ -59,7 +56,7 @@ class Utterance:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-class FakeElevenLabsServer:
+class FakeElevenLabsServer(FakeWebSocketServer):
     def __init__(
         self,
         *,
@@ -68,64 +65,26 @@ class FakeElevenLabsServer:
         chunk_seconds: float = 0.1,
         ssl: SSLContext | None = None,
     ) -> None:
-        self.ssl = ssl  # TLS, for clients that insist on wss:// (the official SDK does)
+        super().__init__(ssl=ssl)
         self.api_key = api_key
         self.seconds_per_char = seconds_per_char
         self.chunk_seconds = chunk_seconds
-        self.reject_status: int | None = None
         self.first_byte_gate: anyio.Event | None = None
         self._fail_next: deque[tuple[str, str]] = deque()
-        self._drop_next: deque[int] = deque()
         self.upgrades: list[Upgrade] = []
         self.utterances: list[Utterance] = []
-        self.connections_closed = 0
-        self._server: Server | None = None
-        self._changed = anyio.Event()
-
-    async def __aenter__(self) -> FakeElevenLabsServer:
-        self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_upgrade, max_size=None, ssl=self.ssl
-        ).__aenter__()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._server is not None:
-            self._server.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._server.wait_closed()
-
-    @property
-    def base_url(self) -> str:
-        """The ``wss://api.elevenlabs.io`` equivalent."""
-        assert self._server is not None
-        scheme = "ws" if self.ssl is None else "wss"
-        return f"{scheme}://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         return [m for u in self.utterances for m in u.messages]
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
     def fail_next(self, error: str, message: str) -> None:
         self._fail_next.append((error, message))
 
-    def drop_next(self, after_chunks: int) -> None:
-        self._drop_next.append(after_chunks)
-
     def _process_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         split = urlsplit(request.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        headers = {k.lower(): v for k, v in request.headers.raw_items()}
-        self.upgrades.append(Upgrade(split.path, query, headers))
+        query = query_of(request.path)
+        self.upgrades.append(Upgrade(split.path, query, headers_of(request)))
         parts = split.path.split("/")
         problem: tuple[int, str] | None = None
         if self.reject_status is not None:
@@ -136,26 +95,14 @@ class FakeElevenLabsServer:
             problem = (400, "this fake streams pcm_* output formats only")
         if problem is None:
             return None
-        body = json.dumps({"detail": {"status": "error", "message": problem[1]}}).encode()
-        return Response(
-            problem[0],
-            "Error",
-            Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))]),
-            body,
-        )
+        return json_response(problem[0], {"detail": {"status": "error", "message": problem[1]}})
 
     async def _handle(self, ws: ServerConnection) -> None:
         upgrade = self.upgrades[-1]
         rate = PCM_FORMATS[upgrade.query.get("output_format", "pcm_16000")]
         utterance = Utterance("", rate)
         self.utterances.append(utterance)
-        try:
-            await self._serve(ws, upgrade, utterance)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.connections_closed += 1
-            self._notify()
+        await self._serve(ws, upgrade, utterance)
 
     async def _error(self, ws: ServerConnection, error: str, message: str, code: int = 1008) -> None:
         await ws.send(json.dumps({"message": message, "error": error, "code": code}))
@@ -204,7 +151,7 @@ class FakeElevenLabsServer:
         rate = utterance.sample_rate
         pcm = tone(self.seconds_per_char * len(text.strip()), rate)
         size = max(int(self.chunk_seconds * rate), 1) * SAMPLE_WIDTH
-        drop = self._drop_next.popleft() if self._drop_next else None
+        drop = self._take_drop()
         if self.first_byte_gate is not None:
             await self.first_byte_gate.wait()
         ms_per_char = 1000 * self.seconds_per_char

@@ -630,3 +630,60 @@ def test_the_amd_webhook_refuses_what_twilio_would_not_send() -> None:
     assert CALL_SID not in registry
     with pytest.raises(ValueError, match="auth_token"):
         TwilioAmdWebhook("", registry)
+
+
+# ---- the same settings on another provider --------------------------------------------------------
+
+
+async def test_end_call_on_plivo_hangs_up_through_plivos_call_api_and_the_goodbye_is_heard() -> None:
+    """The same CallSettings, unchanged, on a Plivo stream: the goodbye is heard (Plivo's checkpoints) and
+    Plivo's Call API gets the hang-up (the fake checks auth and the call's id). The strict order is
+    asserted on Twilio above."""
+    from voiceagent.adapters.espeak import EspeakSink
+    from voiceagent.adapters.plivo import PlivoCallControl, PlivoServer
+    from voiceagent.adapters.plivo.fake import FakePlivoCall
+    from voiceagent.adapters.plivo.fake_rest import FakePlivoRest
+    from voiceagent.telephony import MediaStream
+
+    goodbye = "Goodbye from Plivo."
+    sessions: list[Session] = []
+    stts: list[PushSTT] = []
+    heard_at_hang_up: list[str] = []
+
+    async def handler(stream: MediaStream) -> None:
+        stt = PushSTT()
+        agent = Agent(
+            llm=LLMClient(base_url=llm.base_url, api_key="sk_test"),
+            sink=EspeakSink(stream.output, words_per_minute=220),
+            system_prompt="You answer the phone.",
+        )
+        session = Session(
+            agent=agent,
+            transport=stream,
+            stt=stt,
+            endpointing=EndpointingDetector(delay=0, final_wait=0, speculate="off"),
+            call=CallSettings(end_call=True, goodbye=goodbye),
+        )
+        stts.append(stt)
+        sessions.append(session)
+        await session.run()
+
+    async with FakeOpenAIServer() as llm, FakePlivoRest() as rest:
+        llm.enqueue(tool_reply([("end_call", {})], filler="Alright."), text_reply("Bye."))
+        factory = PlivoCallControl.factory(auth_token=rest.auth_token, base_url=rest.base_url)
+        with anyio.fail_after(30):
+            async with PlivoServer(handler, auth_token=TOKEN, control_factory=factory) as server:
+                async with FakePlivoCall(
+                    server.url, auth_token=TOKEN, account_id=rest.auth_id, playback_speed=math.inf
+                ) as phone:
+                    rest.add_call(phone.call_id)
+                    while not stts:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    stts[0].say("That is all.")
+                    await rest.wait_for(1)
+                    output = sessions[0].output
+                    heard_at_hang_up.append(output.heard_text if output is not None else "")
+                    await phone.hang_up()
+    assert [(a.kind, a.call_uuid) for a in rest.actions] == [("hangup", phone.call_id)]
+    assert heard_at_hang_up == ["Alright. Bye." + goodbye]
+    assert rest.rejected == [] and phone.errors == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from voiceagent.audio import read_wav, rms
-from voiceagent.replay import ReplayServer
+from voiceagent.replay import Cassette, ReplayServer
 
 WEATHER = Path(__file__).resolve().parents[1] / "examples" / "cassettes" / "weather.jsonl"
 
@@ -55,6 +55,17 @@ def test_demo_talks_to_the_server_given_by_base_url(tmp_path: Path) -> None:
     assert f"weather bot, live {server.base_url} + espeak-ng" in done.stdout
     assert "It's 18 degrees and sunny in Paris" in done.stdout
     assert_speech(tmp_path / "out" / "live.wav")
+
+
+def test_demo_records_the_live_turn_once(tmp_path: Path) -> None:
+    with ReplayServer(WEATHER, speed=0).in_thread() as server:
+        done = run_demo(tmp_path, "--base-url", server.base_url, "--record", "rec.jsonl")
+        assert done.returncode == 0, done.stderr
+    recording = Cassette.load(tmp_path / "rec.jsonl")
+    assert recording.source_version == 2
+    assert [t.turn for t in recording.turns] == [1]  # one summary (it was written twice)
+    assert [(t.turn, t.call.name) for t in recording.tools] == [(1, "get_weather")]
+    assert {r.turn for r in recording.speech} == {1}
 
 
 def test_demo_reports_a_broken_cassette_clearly(tmp_path: Path) -> None:

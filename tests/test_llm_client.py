@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import fast_retry
 from voiceagent.errors import (
     LLMConnectionError,
     LLMStatusError,
@@ -24,7 +25,6 @@ from voiceagent.errors import (
 from voiceagent.limiter import ConcurrencyLimiter
 from voiceagent.llm import ELECTRON_BASE_URL, LLMClient, LLMStream, ReadPath
 from voiceagent.logs import current
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import (
     Chunk,
     Drop,
@@ -35,7 +35,7 @@ from voiceagent.testing.openai_server import (
     tool_reply,
 )
 
-FAST_RETRY = RetryPolicy(base_delay=0.001, max_delay=0.002, jitter=False)
+FAST_RETRY = fast_retry(jitter=False)
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
 
@@ -247,7 +247,7 @@ async def test_drop_before_first_chunk_is_retried() -> None:
 async def test_drop_before_first_chunk_on_every_attempt_gives_up() -> None:
     async with FakeOpenAIServer() as server:
         server.enqueue(*[Reply(events=[Drop()]) for _ in range(3)])
-        stream = _client(server, retry=RetryPolicy(base_delay=0.001, max_attempts=3)).stream(MESSAGES)
+        stream = _client(server, retry=fast_retry(max_attempts=3)).stream(MESSAGES)
         with pytest.raises(StreamInterruptedError, match="all 3 attempts"):
             async with stream:
                 await _collect(stream)
@@ -487,7 +487,7 @@ async def test_unreachable_server_raises_connection_error_after_all_attempts() -
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # nothing listens there now
-    retry = RetryPolicy(base_delay=0.001, max_attempts=2)
+    retry = fast_retry(max_attempts=2)
     client = LLMClient(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk_test", retry=retry)
     stream = client.stream(MESSAGES)
     with pytest.raises(LLMConnectionError, match="after 2 attempts"):
@@ -562,7 +562,7 @@ async def test_timeout_before_headers_is_a_connection_error_and_retried() -> Non
 
     async with FakeOpenAIServer() as server:
         server.responder = responder
-        retry = RetryPolicy(base_delay=0.001, max_attempts=2)
+        retry = fast_retry(max_attempts=2)
         async with _client(server, retry=retry, timeout=0.2) as client:
             stream = client.stream(MESSAGES)
             with pytest.raises(LLMConnectionError, match="after 2 attempts"):

@@ -8,10 +8,11 @@ import voiceagent
 
 USER_FACING = {
     "Agent", "Session", "BargeInPolicy", "LLMClient", "ChatStreamer", "ChatStream", "ELECTRON_BASE_URL",
-    "Conversation", "Turn", "TurnConfig", "TurnResult", "RoundRecord", "ToolCallRecord", "Tool", "tool",
+    "Conversation", "Turn", "TurnConfig", "TurnResult", "RoundRecord", "ToolCall", "Tool", "tool",
     "ToolRunner", "ToolResult", "TTSSink", "AudioChunk", "STTSource", "STTEvent", "Transcript",
     "SpeechStarted", "SpeechEnded", "Transport", "TextDisplay", "EndOfTurnDetector", "EndpointingDetector",
     "Limiter", "ConcurrencyLimiter", "PLAN_CONCURRENCY", "RetryPolicy", "Usage",
+    "ToolCallRecord",  # ToolCall's old name, kept as an alias
     # the audio side
     "TTSEngine", "Speaker", "AudioOutput", "OwnsOutput",
     # the turn's events
@@ -53,3 +54,7 @@ def test_every_error_is_a_voiceagent_error() -> None:
 def test_the_chat_stream_protocols_are_the_ones_turn_uses() -> None:
     turn = importlib.import_module("voiceagent.turn")
     assert turn.ChatStreamer is voiceagent.ChatStreamer and turn.ChatStream is voiceagent.ChatStream
+
+
+def test_the_old_tool_call_record_name_is_the_one_record() -> None:
+    assert voiceagent.ToolCallRecord is voiceagent.ToolCall

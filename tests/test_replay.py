@@ -4,6 +4,7 @@ recording sessions against FakeOpenAIServer."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,9 @@ from typing import Any, Literal
 import anyio
 import pytest
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
+from voiceagent.audio_output import CollectingOutput
 from voiceagent.examples import weather_bot
 from voiceagent.llm import LLMClient
 from voiceagent.replay import (
@@ -24,8 +27,8 @@ from voiceagent.replay import (
     replay_session,
 )
 from voiceagent.replay.cassette import Cassette, CassetteWriter
-from voiceagent.replay.recorder import Recorder, RecordingTTSSink
-from voiceagent.retry import RetryPolicy
+from voiceagent.replay.recorder import Recorder, RecordingTTSSink, tool_record
+from voiceagent.speaker import Speaker
 from voiceagent.stt import SpeechStarted, Transcript
 from voiceagent.testing.openai_server import (
     Chunk,
@@ -36,7 +39,7 @@ from voiceagent.testing.openai_server import (
     tool_reply,
 )
 from voiceagent.testing.pytest_plugin import ReplayFactory
-from voiceagent.testing.tone_sink import ToneSink
+from voiceagent.testing.tone_sink import ToneEngine, ToneSink, tone_pcm
 from voiceagent.tools import tool
 from voiceagent.tts import TTSSink
 from voiceagent.turn import ChatStreamer, TurnConfig
@@ -98,10 +101,17 @@ async def test_parallel_tools_cassette_runs_both_calls(replay: ReplayFactory) ->
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("version", [1, 2])
 async def test_barge_in_cassette_cuts_at_the_same_point_and_the_next_turn_matches(
-    replay: ReplayFactory,
+    replay: ReplayFactory, tmp_path: Path, version: int
 ) -> None:
-    server = await replay(CASSETTES / "barge_in.jsonl", speed=0)
+    """As recorded (version 1), and written back by this version (2): the same session."""
+    path = CASSETTES / "barge_in.jsonl"
+    if version == 2:
+        path = tmp_path / "barge_in_v2.jsonl"
+        path.write_text(Cassette.load(CASSETTES / "barge_in.jsonl").dumps())
+    server = await replay(path, speed=0)
+    assert server.cassette.source_version == version
     recorded = server.cassette.turns
     with anyio.fail_after(GATE_TIMEOUT):
         run = await replay_session(server, build_agent)
@@ -302,7 +312,7 @@ def make_llm(server: FakeOpenAIServer) -> LLMClient:
     return LLMClient(
         base_url=server.base_url,
         api_key="sk_secret_never_recorded",
-        retry=RetryPolicy(base_delay=0.001, max_delay=0.002),
+        retry=fast_retry(),
     )
 
 
@@ -341,7 +351,9 @@ async def test_recorder_writes_what_went_by_and_the_recording_replays(tmp_path: 
         assert [c.data for c in exchange.chunks] == [e.data for e in reply.events if isinstance(e, Chunk)]
     assert first.end is not None and first.end.how == "done" and first.end.chunks == len(first.chunks)
     assert all(a.t <= b.t for a, b in zip(first.chunks, first.chunks[1:], strict=False))
-    assert [t.result for t in cassette.tools] == ["London: 12 degrees C, light rain."]
+    assert [t.call.result for t in cassette.tools] == ["London: 12 degrees C, light rain."]
+    # The tool line is the turn's own record of the call, tagged with its turn, written once.
+    assert cassette.tools == [tool_record(call, 1) for call in result.tool_calls]
     assert [s.text for s in cassette.speech] == ["One second.", " Rainy, ", "12 degrees."]
     assert all(s.audio_sha256 and s.audio_seconds for s in cassette.speech)
     assert [(t.kind, t.text) for t in cassette.transcripts] == [
@@ -530,3 +542,38 @@ async def test_a_session_whose_prompt_holds_a_secret_replays_against_its_redacte
         run = await replay_session(server, build)
     assert run.results[0].spoken_text == "Hello, how can I help?"
     server.assert_complete()
+
+
+@pytest.mark.anyio
+async def test_recording_a_speaker_taps_its_engine_and_leaves_its_output_alone() -> None:
+    """The recorder hooks the Speaker (what its engine returned), not the sink's output."""
+    out = CollectingOutput(8000)
+    speaker = Speaker(ToneEngine(24000), out)
+    sink = RecordingTTSSink(speaker)
+    await sink.speak("Hello there.")
+    [record] = sink.records
+    engine_pcm = tone_pcm("Hello there.", 24000)
+    assert speaker.output is out and sink.audio_captured
+    assert record.audio_sha256 == hashlib.sha256(engine_pcm).hexdigest()
+    assert record.sample_rate == 24000 and record.audio_seconds == len(engine_pcm) / 2 / 24000
+    assert out.pcm16 and out.pcm16 != engine_pcm  # the output got it resampled to 8 kHz
+
+
+@pytest.mark.anyio
+async def test_a_sink_that_is_no_speaker_is_recorded_as_text_only() -> None:
+    class TextOnly:  # an app's own TTSSink, with no engine to tap
+        played_chars = 0
+
+        async def speak(self, text: str) -> None:
+            self.played_chars += len(text)
+
+        async def flush(self) -> None:
+            pass
+
+        async def cancel(self) -> None:
+            pass
+
+    sink = RecordingTTSSink(TextOnly())
+    await sink.speak("Hi.")
+    assert not sink.audio_captured
+    assert [(r.text, r.audio_sha256) for r in sink.records] == [("Hi.", None)]

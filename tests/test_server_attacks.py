@@ -20,9 +20,10 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 import pytest
@@ -76,6 +77,90 @@ def reason_fits(raw: bytes) -> bool:
     return len(raw) <= MAX_CLOSE_REASON_BYTES and raw.decode("utf-8") is not None
 
 
+# ---- the attacks both servers get, and the run around them --------------------------------------
+
+Frame = str | bytes | tuple[int, bytes, int | None]  # text, or (opcode, payload, claimed length)
+Server = TypeVar("Server", TwilioServer, WebServer)
+
+
+async def closed_with_a_fitting_reason(
+    port: int, path: str, headers: list[tuple[str, str]], frames: Sequence[Frame]
+) -> None:
+    """An accepted connection sends ``frames`` and must be closed with a reason that fits a close frame."""
+
+    def run() -> tuple[int | None, bytes]:
+        raw = raw_upgrade(port, path, headers)
+        assert raw.status == 101
+        try:
+            for frame in frames:
+                if isinstance(frame, tuple):
+                    opcode, payload, claimed = frame
+                    raw.send_frame(opcode, payload, claimed_length=claimed)
+                else:
+                    raw.send_text(frame)
+            return raw.read_close()
+        finally:
+            raw.close()
+
+    code, reason = await anyio.to_thread.run_sync(run)
+    assert code in (1007, 1008, 1009, 1011, None)
+    assert reason_fits(reason)
+
+
+async def refused(port: int, path: str, headers: list[tuple[str, str]], status: int) -> None:
+    raw = await anyio.to_thread.run_sync(raw_upgrade, port, path, headers)
+    raw.close()
+    assert raw.status == status
+
+
+async def stops_reading(
+    port: int, path: str, headers: list[tuple[str, str]], first: str, dropped: anyio.Event
+) -> None:
+    """A connection that sends ``first`` and then never reads while the bot talks, until ``dropped``."""
+
+    def run() -> RawSocket:
+        raw = raw_upgrade(port, path, headers, rcvbuf=4096)
+        raw.send_text(first)
+        return raw
+
+    raw = await anyio.to_thread.run_sync(run)
+    try:
+        await dropped.wait()
+    finally:
+        raw.close()
+
+
+async def attack_during_a_good_call(
+    server: Server,
+    attacks: Mapping[str, Callable[[Server], Awaitable[None]]],
+    exchange: Callable[[], Awaitable[None]],
+    trips: RoundTrips,
+) -> None:
+    """20 round trips of the good call (``exchange``), then each attack while it keeps talking, and one
+    more round trip after each: the good call must never notice."""
+
+    async def round_trip() -> None:
+        began = time.perf_counter()
+        await exchange()
+        trips.add(time.perf_counter() - began)
+
+    async def keep_talking(stop: anyio.Event) -> None:
+        while not stop.is_set():
+            await round_trip()
+
+    for _ in range(20):
+        await round_trip()
+    for name, attack in attacks.items():
+        stop = anyio.Event()
+        with anyio.fail_after(ATTACK_SECONDS), trips.during(name):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keep_talking, stop)
+                await attack(server)
+                stop.set()
+        with anyio.fail_after(ATTACK_SECONDS):
+            await round_trip()  # the good call still works after the attack
+
+
 # ---- Twilio ----------------------------------------------------------------------------------------
 
 MZ = "MZ" + "0" * 32
@@ -102,40 +187,18 @@ def signed_headers(server: TwilioServer) -> list[tuple[str, str]]:
     return [("X-Twilio-Signature", twilio_signature(TOKEN, f"wss://127.0.0.1:{server.port}/media"))]
 
 
-Frame = str | bytes | tuple[int, bytes, int | None]  # text, or (opcode, payload, claimed length)
-
-
 def twilio_frames(*frames: Frame) -> TwilioAttack:
-    """A signed connection that sends ``frames`` (text, or (opcode, payload, claimed length)) and must
-    be closed by the server with a reason that fits."""
+    """A signed connection that sends ``frames``."""
 
     async def attack(server: TwilioServer) -> None:
-        def run() -> tuple[int | None, bytes]:
-            raw = raw_upgrade(server.port, "/media", signed_headers(server))
-            assert raw.status == 101
-            try:
-                for frame in frames:
-                    if isinstance(frame, tuple):
-                        opcode, payload, claimed = frame
-                        raw.send_frame(opcode, payload, claimed_length=claimed)
-                    else:
-                        raw.send_text(frame)
-                return raw.read_close()
-            finally:
-                raw.close()
-
-        code, reason = await anyio.to_thread.run_sync(run)
-        assert code in (1007, 1008, 1009, 1011, None)
-        assert reason_fits(reason)
+        await closed_with_a_fitting_reason(server.port, "/media", signed_headers(server), frames)
 
     return attack
 
 
 def twilio_refused(headers: Callable[[TwilioServer], list[tuple[str, str]]], status: int) -> TwilioAttack:
     async def attack(server: TwilioServer) -> None:
-        raw = await anyio.to_thread.run_sync(raw_upgrade, server.port, "/media", headers(server))
-        raw.close()
-        assert raw.status == status
+        await refused(server.port, "/media", headers(server), status)
 
     return attack
 
@@ -149,17 +212,8 @@ async def twilio_handler_exits(server: TwilioServer) -> None:
 
 async def twilio_stops_reading(server: TwilioServer) -> None:
     """A connection that starts a call and then never reads while the bot talks: dropped, not buffered."""
-
-    def run() -> RawSocket:
-        raw = raw_upgrade(server.port, "/media", signed_headers(server), rcvbuf=4096)
-        raw.send_text(start_frame(stream_sid="MZslow"))
-        return raw
-
-    raw = await anyio.to_thread.run_sync(run)
-    try:
-        await SLOW_CALL_DROPPED.wait()
-    finally:
-        raw.close()
+    first = start_frame(stream_sid="MZslow")
+    await stops_reading(server.port, "/media", signed_headers(server), first, SLOW_CALL_DROPPED)
 
 
 async def twilio_unknown_event_flood(server: TwilioServer) -> None:
@@ -220,28 +274,12 @@ async def test_twilio_attacks_end_only_the_attacking_connection() -> None:
     async with TwilioServer(handler, auth_token=TOKEN, send_timeout=STALL_SECONDS) as server:
         async with FakeTwilioCall(server.url, auth_token=TOKEN, call_sid="CAgood") as good:
 
-            async def round_trip() -> None:
+            async def exchange() -> None:
                 echoed = len(good.echoed_marks)
-                began = time.perf_counter()
                 await good.send_pcm(FRAME_PCM8K, 8000)
                 await good.wait_until(lambda: len(good.echoed_marks) > echoed)
-                trips.add(time.perf_counter() - began)
 
-            async def keep_talking(stop: anyio.Event) -> None:
-                while not stop.is_set():
-                    await round_trip()
-
-            for _ in range(20):
-                await round_trip()
-            for name, attack in TWILIO_ATTACKS.items():
-                stop = anyio.Event()
-                with anyio.fail_after(ATTACK_SECONDS), trips.during(name):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(keep_talking, stop)
-                        await attack(server)
-                        stop.set()
-                with anyio.fail_after(ATTACK_SECONDS):
-                    await round_trip()  # the good call still works after the attack
+            await attack_during_a_good_call(server, TWILIO_ATTACKS, exchange, trips)
             assert not good.closed.is_set() and good.errors == []
             await good.stop()
             assert (await good.wait_closed())[0] == 1000
@@ -266,23 +304,7 @@ def web_path(server: WebServer, token: str | None = None) -> str:
 
 def web_frames(*frames: Frame) -> WebAttack:
     async def attack(server: WebServer) -> None:
-        def run() -> tuple[int | None, bytes]:
-            raw = raw_upgrade(server.port, web_path(server), web_headers(server))
-            assert raw.status == 101
-            try:
-                for frame in frames:
-                    if isinstance(frame, tuple):
-                        opcode, payload, claimed = frame
-                        raw.send_frame(opcode, payload, claimed_length=claimed)
-                    else:
-                        raw.send_text(frame)
-                return raw.read_close()
-            finally:
-                raw.close()
-
-        code, reason = await anyio.to_thread.run_sync(run)
-        assert code in (1007, 1008, 1009, 1011, None)
-        assert reason_fits(reason)
+        await closed_with_a_fitting_reason(server.port, web_path(server), web_headers(server), frames)
 
     return attack
 
@@ -293,9 +315,7 @@ def web_refused(
     path: Callable[[WebServer], str] = web_path,
 ) -> WebAttack:
     async def attack(server: WebServer) -> None:
-        raw = await anyio.to_thread.run_sync(raw_upgrade, server.port, path(server), headers(server))
-        raw.close()
-        assert raw.status == status
+        await refused(server.port, path(server), headers(server), status)
 
     return attack
 
@@ -333,16 +353,8 @@ async def web_handler_exits(server: WebServer) -> None:
 
 
 async def web_stops_reading(server: WebServer) -> None:
-    def run() -> RawSocket:
-        raw = raw_upgrade(server.port, web_path(server), web_headers(server), rcvbuf=4096)
-        raw.send_text(json.dumps({"type": "hello", "sample_rate": 24000}))  # 24 kHz: the talking one
-        return raw
-
-    raw = await anyio.to_thread.run_sync(run)
-    try:
-        await WEB_STALLED.wait()
-    finally:
-        raw.close()
+    first = json.dumps({"type": "hello", "sample_rate": 24000})  # 24 kHz: the talking one
+    await stops_reading(server.port, web_path(server), web_headers(server), first, WEB_STALLED)
 
 
 WEB_ATTACKS: dict[str, WebAttack] = {
@@ -395,29 +407,13 @@ async def test_web_attacks_end_only_the_attacking_session() -> None:
             await good.send(HELLO)
             assert json.loads(await good.recv())["type"] == "ready"
 
-            async def round_trip() -> None:
-                began = time.perf_counter()
+            async def exchange() -> None:
                 await good.send(FRAME_PCM16K)
                 assert await good.recv() == FRAME_PCM16K
                 mark = json.loads(await good.recv())
                 await good.send(json.dumps({"type": "mark", "name": mark["name"]}))
-                trips.add(time.perf_counter() - began)
 
-            async def keep_talking(stop: anyio.Event) -> None:
-                while not stop.is_set():
-                    await round_trip()
-
-            for _ in range(20):
-                await round_trip()
-            for name, attack in WEB_ATTACKS.items():
-                stop = anyio.Event()
-                with anyio.fail_after(ATTACK_SECONDS), trips.during(name):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(keep_talking, stop)
-                        await attack(server)
-                        stop.set()
-                with anyio.fail_after(ATTACK_SECONDS):
-                    await round_trip()
+            await attack_during_a_good_call(server, WEB_ATTACKS, exchange, trips)
     assert stalled_reason and "stopped reading" in stalled_reason[0]
     print("\n" + trips.table("web"))
 

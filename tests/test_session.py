@@ -71,6 +71,15 @@ def heard_a_second(sessions: list[Session]) -> bool:
     return output is not None and output.played_seconds >= 1.0
 
 
+async def talk_over_the_bot(phone: FakeTwilioCall, sessions: list[Session]) -> None:
+    """Ask (one batch), let the caller hear a second of the answer, talk over it (a second batch), and
+    wait for both turns' results."""
+    await phone.send_pcm(AUDIO_128MS, 8000)
+    await eventually(lambda: heard_a_second(sessions))
+    await phone.send_pcm(AUDIO_128MS, 8000)
+    await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
+
+
 async def run_call(
     llm: FakeOpenAIServer,
     pulse: FakePulseServer,
@@ -161,9 +170,11 @@ class Captioned:
         self.shown.append(("agent", text, final))
 
 
-def captioning(displays: list[Captioned]) -> Callable[[TwilioMediaStream], Captioned]:
+def captioning(
+    displays: list[Captioned], *, broken: bool = False
+) -> Callable[[TwilioMediaStream], Captioned]:
     def wrap(stream: TwilioMediaStream) -> Captioned:
-        displays.append(Captioned(stream))
+        displays.append(Captioned(stream, broken=broken))
         return displays[-1]
 
     return wrap
@@ -175,11 +186,6 @@ async def test_a_transport_that_shows_text_gets_transcripts_and_the_agents_words
     broken: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     displays: list[Captioned] = []
-
-    def wrap(stream: TwilioMediaStream) -> Captioned:
-        displays.append(Captioned(stream, broken=broken))
-        return displays[-1]
-
     async with FakeOpenAIServer() as llm:
         llm.enqueue(text_reply("It is sunny in Paris, eighteen degrees. Anything else?"))
         pulse = FakePulseServer(
@@ -195,7 +201,9 @@ async def test_a_transport_that_shows_text_gets_transcripts_and_the_agents_words
             if not broken:
                 await eventually(lambda: displays[0].shown[-1] == ("agent", "", True))
 
-        sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
+        sessions = await run_call(
+            llm, pulse, script, playback_speed=20, wrap=captioning(displays, broken=broken)
+        )
     assert sessions[0].results[0].heard_text == "It is sunny in Paris, eighteen degrees. Anything else?"
     callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
     # One line for the caller's turn: what was heard so far, then the turn's text as final.
@@ -223,18 +231,8 @@ async def test_barge_in_clears_playback_and_keeps_only_what_the_caller_heard() -
                 Emit(2 * BATCH, transcript("wait, stop please", is_final=True)),
             ]
         )
-        played_before_clear: list[int] = []
-
-        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            # The bot is talking and the caller has heard some of it (marks echoed in real time)...
-            await eventually(lambda: heard_a_second(sessions))
-            played_before_clear.append(len(phone.played_mulaw))
-            # ...then talks over it.
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
-
-        sessions = await run_call(llm, pulse, script, playback_speed=1)
+        # The bot is talking and the caller has heard some of it (marks echoed in real time), then talks.
+        sessions = await run_call(llm, pulse, talk_over_the_bot, playback_speed=1)
         session = sessions[0]
         assert session.barge_ins == 1
         first, second = session.results
@@ -249,24 +247,41 @@ async def test_barge_in_clears_playback_and_keeps_only_what_the_caller_heard() -
         assert history[2] == {"role": "user", "content": "wait, stop please"}
 
 
+@pytest.mark.parametrize(
+    ("heard", "shown"),
+    [
+        pytest.param(
+            [Emit(2 * BATCH, transcript("mhm")), Emit(2 * BATCH, transcript("mhm, okay", is_final=True))],
+            "mhm, okay",  # the session has taken "mhm, okay" while the bot still speaks
+            id="backchannel",
+        ),
+        pytest.param(
+            [
+                Emit(2 * BATCH, speech_started(0.3)),  # VAD speech, and no words: a cough
+                Emit(2 * BATCH, speech_ended(0.4)),
+                Emit(2 * BATCH, transcript("mhm", is_final=True)),  # shown once the cough is taken
+            ],
+            "mhm",  # STT events arrive in order: once it is shown, the cough before it was taken
+            id="cough",
+        ),
+    ],
+)
 @pytest.mark.anyio
-async def test_backchannels_do_not_interrupt_the_bot() -> None:
+async def test_a_backchannel_or_a_cough_while_the_bot_speaks_does_not_interrupt_it(
+    heard: list[Emit], shown: str
+) -> None:
     async with FakeOpenAIServer() as llm:
         llm.enqueue(text_reply("Sure. The lighthouse stood on a rock. Ships passed it every night."))
         pulse = FakePulseServer(
-            [
-                Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)),
-                Emit(2 * BATCH, transcript("mhm")),
-                Emit(2 * BATCH, transcript("mhm, okay", is_final=True)),
-            ]
+            [Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)), *heard]
         )
 
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
             await phone.send_pcm(AUDIO_128MS, 8000)
             await hold_mid_answer(phone)
             await phone.send_pcm(AUDIO_128MS, 8000)
-            # Shown as a caller line: the session has taken "mhm, okay" while the bot still speaks.
-            await eventually(lambda: ("caller", "mhm, okay", True) in displays[0].shown)
+            # Shown as a caller line mid-answer: the session took it while the bot still speaks.
+            await eventually(lambda: ("caller", shown, True) in displays[0].shown)
             assert sessions[0].bot_speaking
             phone.resume_playback()
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
@@ -280,9 +295,9 @@ async def test_backchannels_do_not_interrupt_the_bot() -> None:
             start_paused=True,
             wrap=captioning(displays),
         )
-        assert sessions[0].barge_ins == 0
-        assert len(llm.requests) == 1  # "mhm, okay" during the bot's speech is no turn of its own
-        assert not sessions[0].results[0].interrupted
+    assert sessions[0].barge_ins == 0
+    assert len(llm.requests) == 1  # what the caller said during the bot's speech is no turn of its own
+    assert not sessions[0].results[0].interrupted
 
 
 @pytest.mark.parametrize(
@@ -319,15 +334,11 @@ async def test_a_three_segment_utterance_is_one_user_turn_with_the_whole_text_an
 
         displays: list[Captioned] = []
 
-        def wrap(stream: TwilioMediaStream) -> Captioned:
-            displays.append(Captioned(stream))
-            return displays[-1]
-
         async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
             await phone.send_pcm(silence(3.5), 8000)  # past speech_ended (0.3 s after the words)
             await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
 
-        sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=wrap)
+        sessions = await run_call(llm, pulse, script, playback_speed=20, wrap=captioning(displays))
     session = sessions[0]
     # A page shows one caller line, growing, final once with the whole sentence.
     callers = [(text, final) for who, text, final in displays[0].shown if who == "caller"]
@@ -386,67 +397,42 @@ async def test_a_pause_within_the_endpointing_delay_is_one_turn_and_the_early_re
     assert session.barge_ins == 0
 
 
-@pytest.mark.anyio
-async def test_a_cough_while_the_bot_speaks_does_not_cut_it_off() -> None:
-    async with FakeOpenAIServer() as llm:
-        llm.enqueue(text_reply("Sure. The lighthouse stood on a rock. Ships passed it every night."))
-        pulse = FakePulseServer(
+@pytest.mark.parametrize(
+    ("policy", "talk", "said", "reason"),
+    [
+        pytest.param(
+            BargeInPolicy(min_words=3),
             [
-                Emit(BATCH, transcript("Tell me about the lighthouse.", is_final=True)),
-                Emit(2 * BATCH, speech_started(0.3)),  # VAD speech, and no words: a cough
-                Emit(2 * BATCH, speech_ended(0.4)),
-                Emit(2 * BATCH, transcript("mhm", is_final=True)),  # shown once the cough is taken
-            ]
-        )
-
-        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            await hold_mid_answer(phone)
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            # STT events arrive in order: once "mhm" is shown, the cough before it was taken mid-answer.
-            await eventually(lambda: ("caller", "mhm", True) in displays[0].shown)
-            assert sessions[0].bot_speaking
-            phone.resume_playback()
-            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 1)
-
-        displays: list[Captioned] = []
-        sessions = await run_call(
-            llm,
-            pulse,
-            script,
-            playback_speed=2,
-            start_paused=True,
-            wrap=captioning(displays),
-        )
-    assert sessions[0].barge_ins == 0 and not sessions[0].results[0].interrupted
-    assert len(llm.requests) == 1
-
-
-@pytest.mark.anyio
-async def test_barge_in_waits_for_the_minimum_number_of_words(caplog: pytest.LogCaptureFixture) -> None:
-    async with FakeOpenAIServer() as llm:
-        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Of course."))
-        pulse = FakePulseServer(
-            [
-                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
                 Emit(2 * BATCH, transcript("hold")),
                 Emit(2 * BATCH, transcript("hold on")),
                 Emit(2 * BATCH, transcript("hold on a second", is_final=True)),
-            ]
-        )
-
-        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: heard_a_second(sessions))
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
-
+            ],
+            "hold on a second",
+            "barge-in: caller said 4 word(s)",  # not at "hold", nor at "hold on"
+            id="waits for the minimum number of words",
+        ),
+        pytest.param(
+            BargeInPolicy(min_speech_seconds=60.0),  # never long enough on its own
+            [Emit(2 * BATCH, transcript("stop")), Emit(2 * BATCH, transcript("stop", is_final=True))],
+            "stop",
+            "barge-in: the caller's turn ended",
+            id="a short utterance below the minimum still interrupts when its turn ends",
+        ),
+    ],
+)
+@pytest.mark.anyio
+async def test_barge_in_follows_the_policy(
+    policy: BargeInPolicy, talk: list[Emit], said: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeOpenAIServer() as llm:
+        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Of course."))
+        pulse = FakePulseServer([Emit(BATCH, transcript("Tell me a story.", is_final=True)), *talk])
         with caplog.at_level(logging.INFO, logger="voiceagent.session"):
-            sessions = await run_call(llm, pulse, script, playback_speed=1, policy=BargeInPolicy(min_words=3))
+            sessions = await run_call(llm, pulse, talk_over_the_bot, playback_speed=1, policy=policy)
     barge_ins = [r.getMessage() for r in caplog.records if r.getMessage().startswith("barge-in")]
-    assert barge_ins == ["barge-in: caller said 4 word(s)"]  # not at "hold", nor at "hold on"
+    assert barge_ins == [reason]
     assert sessions[0].results[0].interrupted
-    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": "hold on a second"}
+    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": said}
 
 
 @pytest.mark.anyio
@@ -490,35 +476,6 @@ async def test_caller_speaking_during_the_filler_keeps_the_running_tools_result(
     assert history[1]["tool_calls"][0]["id"] == history[2]["tool_call_id"]
     assert history[2]["content"] == "a table at eight in Paris"  # the real result, not "Cancelled"
     assert history[3] == {"role": "user", "content": "and for two people"}
-
-
-@pytest.mark.anyio
-async def test_a_short_utterance_below_the_minimum_still_interrupts_when_its_turn_ends(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async with FakeOpenAIServer() as llm:
-        llm.enqueue(text_reply(LONG_ANSWER), text_reply("Stopping."))
-        pulse = FakePulseServer(
-            [
-                Emit(BATCH, transcript("Tell me a story.", is_final=True)),
-                Emit(2 * BATCH, transcript("stop")),
-                Emit(2 * BATCH, transcript("stop", is_final=True)),
-            ]
-        )
-
-        async def script(phone: FakeTwilioCall, sessions: list[Session]) -> None:
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: heard_a_second(sessions))
-            await phone.send_pcm(AUDIO_128MS, 8000)
-            await eventually(lambda: bool(sessions) and len(sessions[0].results) == 2)
-
-        policy = BargeInPolicy(min_speech_seconds=60.0)  # never long enough on its own
-        with caplog.at_level(logging.INFO, logger="voiceagent.session"):
-            sessions = await run_call(llm, pulse, script, playback_speed=1, policy=policy)
-    barge_ins = [r.getMessage() for r in caplog.records if r.getMessage().startswith("barge-in")]
-    assert barge_ins == ["barge-in: the caller's turn ended"]
-    assert sessions[0].results[0].interrupted
-    assert sessions[0].agent.conversation.history[2] == {"role": "user", "content": "stop"}
 
 
 class RecordedVad:

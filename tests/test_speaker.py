@@ -13,7 +13,8 @@ from voiceagent.audio_output import CollectingOutput
 from voiceagent.limiter import ConcurrencyLimiter
 from voiceagent.speaker import Speaker, TTSEngine
 from voiceagent.testing.outputs import GatedOutput
-from voiceagent.testing.tone_sink import ToneEngine, tone_pcm
+from voiceagent.testing.sinks import FlakySink, PacedEngine, RecordingSink
+from voiceagent.testing.tone_sink import ToneEngine, ToneSink, tone_pcm
 from voiceagent.tts import TTSSink
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +99,58 @@ async def test_vendor_attributes_read_through_to_the_engine() -> None:
     assert speaker.texts == ["hi"] and speaker.engine is engine
     with pytest.raises(AttributeError):
         _ = speaker.no_such_attribute
+
+
+async def test_a_tap_sees_each_piece_sent_to_the_engine_and_the_bytes_it_returned() -> None:
+    engine = ToneEngine(24000, piece_bytes=333)
+    out = CollectingOutput(8000)
+    speaker = Speaker(engine, out, max_chars=12)
+    seen: list[tuple[str, bytes, int]] = []
+    speaker.tap(lambda text, pcm, rate: seen.append((text, pcm, rate)))
+    await speaker.speak("Hello there. How are you?")
+    pieces = engine.texts
+    assert len(pieces) > 1 and "".join(pieces) == "Hello there. How are you?"
+    for piece in pieces:  # what the engine returned for each piece, as returned (before resampling)
+        assert b"".join(pcm for text, pcm, _ in seen if text == piece) == tone_pcm(piece, 24000)
+    assert {rate for _, _, rate in seen} == {24000} and speaker.output is out
+
+
+async def test_the_tone_sink_is_a_tone_engine_in_a_speaker() -> None:
+    """The one playback path: the test sink the cassettes are recorded with is a Speaker like every vendor."""
+    sink = ToneSink()
+    assert isinstance(sink, Speaker) and isinstance(sink.engine, ToneEngine)
+    await sink.speak("Hi.")
+    await sink.cancel()
+    assert sink.output.pcm16 == tone_pcm("Hi.", 8000) and sink.output.clears == 1
+    assert sink.engine.interrupts == 1 and sink.played_chars == 3
+
+
+async def test_the_test_sinks_are_paced_engines_in_speakers() -> None:
+    """RecordingSink and FlakySink take the vendors' playback path: what was heard is the Speaker's
+    ledger over the audio the engine returned."""
+    sink = RecordingSink()
+    assert isinstance(sink, Speaker) and isinstance(sink.engine, PacedEngine)
+    await sink.speak("Hello there. ")
+    assert sink.played_chars == len("Hello there. ") and sink.spoken == ["Hello there. "]
+
+    flaky = FlakySink(fail_at=1, played_before_failure=9)
+    with pytest.raises(ConnectionResetError):
+        await flaky.speak("Second sentence is here.")
+    await flaky.cancel()  # what a turn does after a sink failure
+    assert flaky.played_chars == len("Second")  # 9 characters of audio, back to the word boundary
+    assert [c.kind for c in flaky.calls] == ["speak_failed", "cancel"] and flaky.engine.interrupts == 1
+
+
+async def test_a_paced_engine_cut_mid_text_is_credited_the_words_it_returned() -> None:
+    sink = RecordingSink(seconds_per_char=0.001)
+    out = sink.output
+    assert isinstance(out, CollectingOutput)
+    text = "one two three four five six seven eight nine ten"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.speak, text)
+        with anyio.fail_after(10):
+            while out.written_seconds < 9 / 14:  # noqa: ASYNC110  # "one two " and more returned
+                await anyio.sleep(0.001)
+        await sink.cancel()
+    heard = sink.played_chars
+    assert 0 < heard < len(text) and text[heard] == " "  # whole words only

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from voiceagent.cli import main
-from voiceagent.events import TurnEvent
+from voiceagent.events import SpeechQueued, TurnEvent, Usage
 from voiceagent.replay.cassette import Cassette
-from voiceagent.replay.timeline import Timeline
+from voiceagent.replay.session import replay_session
+from voiceagent.replay.timeline import SpeechMark, Timeline
+from voiceagent.results import RoundRecord, TurnResult
 from voiceagent.testing.pytest_plugin import ReplayFactory
 from voiceagent.testing.tone_sink import ToneSink
 
@@ -133,6 +135,7 @@ def test_cli_raw_and_recorded_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(WEATHER), "--raw", "--speed", "0"]) == 0
     raw = capsys.readouterr().out
     assert "the recorded requests (no agent)" in raw and "content 'Let'" in raw
+    assert 'Turn 1: "What\'s the weather in Paris right now?"' in raw  # each request under its turn
     assert main(["replay", str(WEATHER), "--recorded"]) == 0
     assert "as recorded" in capsys.readouterr().out
 
@@ -210,3 +213,35 @@ def test_png_draws_the_barge_in_cassette(tmp_path: Path) -> None:
     out = tmp_path / "b.png"
     Timeline.from_cassette(Cassette.load(CASSETTES / "barge_in.jsonl")).to_png(out)
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.anyio
+async def test_a_result_and_its_recording_give_the_same_timeline(replay: ReplayFactory) -> None:
+    """One source: a result's timeline is built from the records a recorder writes for it."""
+    server = await replay(CASSETTES / "barge_in.jsonl", speed=0)
+    run = await replay_session(server, _weather_bot().build_agent)
+    live = Timeline.from_results(run.results, run.events).turns
+    recorded = Timeline.from_cassette(run.recording).turns
+    assert len(live) == len(recorded) == 2
+    for a, b in zip(live, recorded, strict=True):
+        assert a.tools == b.tools and a.tools
+        assert [(r.round, r.request_id, r.finish_reason, r.usage, r.started) for r in a.rounds] == [
+            (r.round, r.request_id, r.finish_reason, r.usage, r.started) for r in b.rounds
+        ]
+        assert [s.text for s in a.speech] == [s.text for s in b.speech]
+        assert (a.user_text, a.heard_text, a.interrupted, a.total) == (
+            b.user_text,
+            b.heard_text,
+            b.interrupted,
+            b.total,
+        )
+    assert live[0].barge_in is not None and recorded[0].barge_in is not None
+
+
+def test_a_results_filler_is_marked_in_its_timeline() -> None:
+    rounds = (RoundRecord(1, "r1", 1, Usage(1, 1), "stop", "", (), 0.0, 0.1, 0.1, 0.2),)
+    result = TurnResult("u", "One moment.", "One moment.", rounds, (), 0.1, 0.2, 0.3)
+    events = [SpeechQueued(1, "One moment.", 0.1, filler=True)]
+    [turn] = Timeline.from_result(result, events).turns
+    assert turn.speech == (SpeechMark(0.1, "One moment.", True),)
+    assert "(filler)" in Timeline.from_result(result, events).format_text()

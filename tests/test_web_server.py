@@ -179,6 +179,65 @@ async def test_audio_marks_clear_and_display_messages_round_trip() -> None:
     assert results["pending_after_clear"] == []
 
 
+@pytest.mark.anyio
+async def test_the_output_reads_the_sessions_one_mark_ledger() -> None:
+    """Marks are counted once: the session's ledger, which its output reads. A mark pending when the
+    server cleared counts as not heard, whether the page reports it played (it was playing as the clear
+    arrived) or dropped; only a mark that played before any clear is a played mark."""
+    results: dict[str, Any] = {}
+    done = anyio.Event()
+
+    async def handler(session: WebSession) -> None:
+        output = session.output
+        await output.write(AudioChunk(b"\x00\x10" * 1600, 16000))  # 100 ms, then its mark va-1
+        await session.mark("m2")
+        marks = session.played_marks()
+        results["played"] = [await anext(marks)]
+        await output.clear()
+        await session.wait_playback(lambda s: s.event == "cleared")
+        results["heard"] = output.played_seconds
+        results["pending"] = session.pending_marks
+        with anyio.move_on_after(0.2):  # nothing more is a played mark (m2 was pending at the clear)
+            results["played"].append(await anext(marks))
+        done.set()
+        await anyio.sleep_forever()
+
+    async with running(handler) as server, await open_client(server) as client:
+        while isinstance(frame := await client.recv(), bytes):
+            pass
+        assert json.loads(frame) == {"type": "mark", "name": "va-1"}
+        assert json.loads(await client.recv()) == {"type": "mark", "name": "m2"}
+        await client.send(json.dumps({"type": "mark", "name": "va-1"}))
+        assert json.loads(await client.recv()) == {"type": "clear"}
+        await client.send(json.dumps({"type": "mark", "name": "m2"}))  # it played as the clear came
+        cleared = {"type": "state", "event": "cleared", "playing": False, "queued_ms": 0, "dropped_marks": []}
+        await client.send(json.dumps(cleared))
+        await done.wait()
+    assert results["played"] == ["va-1"]
+    assert results["heard"] == pytest.approx(0.1)
+    assert results["pending"] == []
+
+
+@pytest.mark.anyio
+async def test_a_page_that_drops_a_mark_no_clear_dropped_breaks_the_protocol() -> None:
+    async def handler(session: WebSession) -> None:
+        await session.mark("m1")
+        await anyio.sleep_forever()
+
+    async with running(handler) as server, await open_client(server) as client:
+        assert json.loads(await client.recv()) == {"type": "mark", "name": "m1"}
+        dropped = {
+            "type": "state",
+            "event": "cleared",
+            "playing": False,
+            "queued_ms": 0,
+            "dropped_marks": ["m1"],
+        }
+        await client.send(json.dumps(dropped))
+        code, reason = await closed_code(client)
+    assert code == 1008 and "never cleared" in reason
+
+
 BAD_INPUTS: list[tuple[str, bool, Callable[[ClientConnection], Awaitable[None]], int, str]] = [
     ("garbage text", True, lambda c: c.send("\x00\xffnot json"), 1008, "not JSON"),
     ("unknown type", True, lambda c: c.send('{"type":"dance"}'), 1008, "unknown message type"),

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     )
     from voiceagent.limiter import PLAN_CONCURRENCY, ConcurrencyLimiter, Limiter
     from voiceagent.llm import ELECTRON_BASE_URL, LLMClient
-    from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
+    from voiceagent.results import RoundRecord, ToolCall, ToolCallRecord, TurnResult
     from voiceagent.retry import RetryPolicy
     from voiceagent.session import BargeInPolicy, Session
     from voiceagent.speaker import Speaker, TTSEngine
@@ -103,7 +103,8 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     "ELECTRON_BASE_URL": "voiceagent.llm",
     "LLMClient": "voiceagent.llm",
     "RoundRecord": "voiceagent.results",
-    "ToolCallRecord": "voiceagent.results",
+    "ToolCall": "voiceagent.results",
+    "ToolCallRecord": "voiceagent.results",  # deprecated: ToolCall's old name
     "TurnResult": "voiceagent.results",
     "RetryPolicy": "voiceagent.retry",
     "BargeInPolicy": "voiceagent.session",
@@ -174,6 +175,7 @@ __all__ = [
     "TTSSink",
     "TextDisplay",
     "Tool",
+    "ToolCall",
     "ToolCallRecord",
     "ToolDefinitionError",
     "ToolFinished",

@@ -8,7 +8,10 @@ Two layers:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voiceagent.results import ToolCall  # results imports this module: the type only
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ StreamEvent = TextDelta | ToolCallStarted | ToolCallReady | UsageReported | Stre
 class RoundStarted:
     round: int
     at: float  # seconds since the turn started
+    turn: int | None = None  # the turn's index (``Turn.index``): a recorder tags the round's records with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +122,33 @@ class ToolStarted:
 
 @dataclass(frozen=True, slots=True)
 class ToolFinished:
-    round: int
-    call_id: str
-    name: str
-    result: str
-    is_error: bool
-    at: float
+    """A tool call has its result (run, refused or failed): ``call`` is the turn's record of it."""
+
+    call: ToolCall
+
+    @property
+    def round(self) -> int:
+        return self.call.round
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    @property
+    def name(self) -> str:
+        return self.call.name
+
+    @property
+    def result(self) -> str:
+        return self.call.result
+
+    @property
+    def is_error(self) -> bool:
+        return self.call.is_error
+
+    @property
+    def at(self) -> float:
+        return self.call.finished_at
 
 
 @dataclass(frozen=True, slots=True)

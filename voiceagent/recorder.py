@@ -7,7 +7,6 @@ from voiceagent.replay.recorder import (
     Recorder,
     RecordingLLM,
     RecordingSTTSource,
-    RecordingToolRunner,
     RecordingTTSSink,
     turn_record,
 )
@@ -17,6 +16,5 @@ __all__ = [
     "RecordingLLM",
     "RecordingSTTSource",
     "RecordingTTSSink",
-    "RecordingToolRunner",
     "turn_record",
 ]

@@ -1,4 +1,4 @@
-"""What a turn reports when it is over: per-round usage, request ids, tool spans and timings."""
+"""What a turn reports when it is over: per-round usage, request ids, tool calls and timings."""
 
 from __future__ import annotations
 
@@ -12,16 +12,27 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class ToolCallRecord:
+class ToolCall:
+    """One tool call of a turn and what it produced: the one record of a call, in ``TurnResult``, in the
+    ``ToolFinished`` event, in a cassette's ``tool`` line and in the timeline. Times are seconds since the
+    turn started: the arguments were complete (``ready_at``), the tool started and finished."""
+
     round: int
     call_id: str
     name: str
     arguments: str
     result: str
     is_error: bool
-    ready_at: float  # seconds since the turn started
+    ready_at: float
     started_at: float
     finished_at: float
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
+ToolCallRecord = ToolCall  # the name before 0.2; kept for imports that use it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,7 @@ class TurnResult:
     spoken_text: str  # every chunk handed to the TTS sink, filler and fallback included
     heard_text: str  # what the listener heard (== spoken_text unless interrupted)
     rounds: tuple[RoundRecord, ...]
-    tool_calls: tuple[ToolCallRecord, ...]
+    tool_calls: tuple[ToolCall, ...]
     time_to_first_text: float | None  # turn start -> first speakable chunk queued for the sink
     llm_done_at: float  # turn start -> last round over
     total: float  # turn start -> speech flushed (or the turn was interrupted)

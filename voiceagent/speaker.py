@@ -9,7 +9,7 @@ slot, time to first byte, the odd byte of a byte stream split mid-sample, resamp
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -23,7 +23,11 @@ from voiceagent.playback import PlaybackLedger
 from voiceagent.text_split import split_text
 from voiceagent.tts import AudioChunk, AudioOutput, SpokenSpan, TTFBRecord
 
-__all__ = ["Speaker", "TTSEngine"]
+__all__ = ["EngineTap", "Speaker", "TTSEngine"]
+
+EngineTap = Callable[[str, bytes, int], None]
+"""``tap(text, audio, sample_rate)``: a piece of text the Speaker sent its engine and bytes the engine
+returned for it, as returned (before resampling; possibly split mid-sample), at the engine's rate."""
 
 logger = get_logger(__name__)
 
@@ -76,11 +80,16 @@ class Speaker:
         self.limiter = limiter
         self.ttfb: list[TTFBRecord] = []
         self._ledger = PlaybackLedger(output)
-        self._speak_lock = anyio.Lock()
+        self._speak_lock = anyio.Lock(fast_acquire=True)  # uncontended (always, from a turn): no yield
         self._scope: anyio.CancelScope | None = None
         self._idle = anyio.Event()
         self._idle.set()
         self._resampler: Resampler | None = None
+        self._taps: list[EngineTap] = []
+
+    def tap(self, listener: EngineTap) -> None:
+        """Observe what goes to the engine and what comes back (a recorder does: ``EngineTap``)."""
+        self._taps.append(listener)
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names the Speaker lacks: the engine's own (request_ids, word_timestamps, ...).
@@ -153,6 +162,8 @@ class Speaker:
             delivered.started = anyio.current_time()  # TTFB counts from the request, not the slot wait
         async with aclosing(self.engine.synthesize(text)) as audio:  # type: ignore[type-var]
             async for data in audio:
+                for tap in self._taps:
+                    tap(text, data, self.engine.sample_rate)
                 await self._deliver(self._resample().process(data), delivered)
         if self._resampler is not None:
             await self._deliver(self._resampler.flush(), delivered)  # the filter's tail

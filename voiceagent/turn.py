@@ -62,13 +62,12 @@ from voiceagent.events import (
     Usage,
 )
 from voiceagent.logs import get_logger, log_context, redact, set_request_id
-from voiceagent.results import RoundRecord, ToolCallRecord, TurnResult
+from voiceagent.results import RoundRecord, ToolCall, TurnResult
 from voiceagent.speech_lane import SpeechLane
 from voiceagent.tool_runner import ToolRunner
 from voiceagent.tools import tools_schema
 from voiceagent.transcript import TurnTranscript
 from voiceagent.tts import TTSSink
-from voiceagent.turn_position import at_position
 
 log = get_logger(__name__)
 
@@ -131,7 +130,7 @@ class _RoundState:
     first_chunk_at: float | None = None
     first_text_at: float | None = None
     ready_at: dict[str, float] = field(default_factory=dict)
-    results: dict[str, ToolCallRecord] = field(default_factory=dict)
+    results: dict[str, ToolCall] = field(default_factory=dict)
     error: LLMError | None = None
     cache_bust: str | None = None
     text_chars: int = 0  # the model's characters handed to the chunker (max_round_chars counts these)
@@ -173,7 +172,7 @@ class Turn:
         self._t0 = 0.0
         self._transcript = TurnTranscript()
         self._rounds: list[RoundRecord] = []
-        self._tool_records: list[ToolCallRecord] = []
+        self._tool_records: list[ToolCall] = []
         self._current: _RoundState | None = None
         self._filler_spoken = False
         self._fallback_spoken = False
@@ -233,7 +232,7 @@ class Turn:
         self._transcript.messages.append({"role": "user", "content": user_text})
         played_before = self._sink.played_chars
         guard_before = self._guard.state()
-        with log_context(turn=self.index, round="-", request_id="-"), at_position(self.index):
+        with log_context(turn=self.index, round="-", request_id="-"):
             try:
                 with self._scope:
                     async with anyio.create_task_group() as tg:
@@ -334,8 +333,8 @@ class Turn:
         )
         state = self._current = _RoundState(number, self._now(), chunker)
         messages = self._conversation.messages() + copy.deepcopy(self._transcript.messages)
-        with log_context(round=number, request_id="-"), at_position(self.index, number):
-            self._emit(RoundStarted(number, state.started_at))
+        with log_context(round=number, request_id="-"):
+            self._emit(RoundStarted(number, state.started_at, self.index))
             bust = self._guard.check(messages, self._tools_schema)
             if bust is not None:
                 state.cache_bust = bust.reason
@@ -465,7 +464,7 @@ class Turn:
             # The runner shields tools whose policy is on_cancel="finish"; their results are kept.
             result = await self._runner.run(call.id, call.name, call.arguments)
             content, is_error = result.content, result.is_error
-        record = ToolCallRecord(
+        record = ToolCall(
             state.number,
             call.id,
             call.name,
@@ -477,7 +476,7 @@ class Turn:
             self._now(),
         )
         state.results[call.id] = record
-        self._emit(ToolFinished(state.number, call.id, call.name, content, is_error, record.finished_at))
+        self._emit(ToolFinished(record))
 
     def _refuse_tool(self, state: _RoundState, call: ToolCallReady) -> None:
         """A call past max_tool_calls_per_round: answered with an error, never run."""
@@ -488,11 +487,9 @@ class Turn:
             )
         now = self._now()
         content = f"Error: too many tool calls in one round (the limit is {limit}); {call.name} was not run."
-        record = ToolCallRecord(
-            state.number, call.id, call.name, call.arguments, content, True, now, now, now
-        )
+        record = ToolCall(state.number, call.id, call.name, call.arguments, content, True, now, now, now)
         state.results[call.id] = record
-        self._emit(ToolFinished(state.number, call.id, call.name, content, True, now))
+        self._emit(ToolFinished(record))
 
     def _commit_round(self, state: _RoundState, *, interrupted: bool = False) -> None:
         """Record a round and queue its messages: the assistant message, then one tool message per call.
@@ -516,9 +513,9 @@ class Turn:
             self._emit(RoundFinished(state.number, state.request_id, state.acc.finish_reason, usage, now))
 
     @staticmethod
-    def _unfinished_call(state: _RoundState, call: ToolCallReady, now: float) -> ToolCallRecord:
+    def _unfinished_call(state: _RoundState, call: ToolCallReady, now: float) -> ToolCall:
         ready = state.ready_at.get(call.id, now)
-        return ToolCallRecord(
+        return ToolCall(
             state.number, call.id, call.name, call.arguments, INTERRUPTED_TOOL_RESULT, True, ready, ready, now
         )
 

@@ -20,15 +20,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
+
+from voiceagent.testing.fake_server import FakeWebSocketServer, query_of
+from voiceagent.testing.stt_script import Emit, Speech, bytes_per_second
 
 PATH = "/v1/listen"
 ENCODINGS = {"linear16", "linear32", "flac", "alaw", "mulaw", "amr-nb", "amr-wb", "opus", "ogg-opus", "speex"}
@@ -41,31 +42,7 @@ BOOLEANS = {
     "numerals",
     "multichannel",
 }
-BYTES_PER_SAMPLE = {"linear16": 2, "linear32": 4, "alaw": 1, "mulaw": 1}
 NET_0001 = "NET-0001: Deepgram did not receive audio data or a text message within the timeout window"
-
-
-@dataclass(frozen=True, slots=True)
-class Speech:
-    """The caller says ``text`` from ``start`` to ``end`` seconds of the stream's audio."""
-
-    text: str
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.end:
-            raise ValueError("Speech needs 0 <= start <= end")
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Send ``message`` (or close with ``close_code``) once ``after_bytes`` of audio have arrived."""
-
-    after_bytes: int
-    message: Mapping[str, Any] | None = None
-    close_code: int | None = None
-    close_reason: str = ""
 
 
 @dataclass
@@ -130,7 +107,9 @@ class _Hearing:
         return results(words, start, self.cursor, is_final=True, **flags)
 
 
-class FakeDeepgramServer:
+class FakeDeepgramServer(FakeWebSocketServer):
+    max_message_size = 2**20  # the websockets default, as before the shared base
+
     def __init__(
         self,
         script: Sequence[Speech | Emit] = (),
@@ -139,41 +118,25 @@ class FakeDeepgramServer:
         max_words: int = 5,
         idle_timeout: float = 10.0,
     ) -> None:
+        super().__init__()
         self.script = list(script)
         self.api_key = api_key
         self.max_words = max_words
         self.idle_timeout = idle_timeout
         self.sessions: list[DeepgramSession] = []
         self.rejected: list[tuple[int, str]] = []
-        self._server: Server | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        port = next(iter(self._server.sockets)).getsockname()[1]
-        return f"ws://127.0.0.1:{port}{PATH}"
+        return f"{self.base_url}{PATH}"
 
-    async def __aenter__(self) -> FakeDeepgramServer:
-        self._server = await serve(
-            self._session, "127.0.0.1", 0, process_request=self._check, select_subprotocol=self._subprotocol
-        )
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def _subprotocol(
+    def _select_subprotocol(
         self, connection: ServerConnection, offered: Sequence[Subprotocol]
     ) -> Subprotocol | None:
         return Subprotocol("token") if list(offered[:1]) == ["token"] else None
 
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path != PATH:
+    def _process_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != PATH:
             return self._reject(connection, HTTPStatus.NOT_FOUND, "not found")
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         authorized = request.headers.get("Authorization") in (
@@ -182,7 +145,7 @@ class FakeDeepgramServer:
         )
         if not authorized and protocols[:2] != ["token", self.api_key]:
             return self._reject(connection, HTTPStatus.UNAUTHORIZED, "INVALID_AUTH: Invalid credentials.")
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        query = query_of(request.path)
         if "encoding" in query and query["encoding"] not in ENCODINGS:
             return self._reject(connection, HTTPStatus.BAD_REQUEST, "Bad Request: unsupported encoding")
         if "encoding" in query and not query.get("sample_rate", "").isdigit():
@@ -207,18 +170,11 @@ class FakeDeepgramServer:
         response.headers["dg-error"] = reason
         return response
 
-    async def _session(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        parts = urlsplit(ws.request.path)
-        session = DeepgramSession(
-            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
-            headers=dict(ws.request.headers.raw_items()),
-        )
+        session = DeepgramSession(query_of(ws.request.path), dict(ws.request.headers.raw_items()))
         self.sessions.append(session)
-        try:
-            await self._run(ws, session)
-        except ConnectionClosed:
-            pass
+        await self._run(ws, session)
 
     def _expand(self, query: Mapping[str, str]) -> list[tuple[float, dict[str, Any]]]:
         """The script as (seconds of audio, step) in audio order; steps are internal markers."""
@@ -245,9 +201,7 @@ class FakeDeepgramServer:
 
     async def _run(self, ws: ServerConnection, session: DeepgramSession) -> None:
         query = session.query
-        rate = int(query.get("sample_rate", "16000")) * BYTES_PER_SAMPLE.get(
-            query.get("encoding", "linear16"), 2
-        )
+        rate = bytes_per_second(query)
         hearing = _Hearing(self.max_words)
         pending = self._expand(query)
 

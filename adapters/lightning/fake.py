@@ -41,13 +41,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voiceagent.audio import SAMPLE_WIDTH, pcm16_to_alaw, pcm16_to_ulaw, wav_bytes
 from voiceagent.logs import get_logger
+from voiceagent.testing.fake_server import FakeWebSocketServer, headers_of, json_response
 from voiceagent.testing.loopback_http import HTTPRequest, LoopbackHTTPServer, Responder
 from voiceagent.testing.tone import tone
 
@@ -133,7 +133,7 @@ class Utterance:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeLightningServer:
+class FakeLightningServer(FakeWebSocketServer):
     def __init__(
         self,
         *,
@@ -142,6 +142,7 @@ class FakeLightningServer:
         seconds_per_char: float = 0.06,
         chunk_seconds: float = 0.2,
     ) -> None:
+        super().__init__()
         self.api_keys = {api_key, *extra_keys}
         self.seconds_per_char = seconds_per_char
         self.chunk_seconds = chunk_seconds
@@ -149,19 +150,15 @@ class FakeLightningServer:
         self.first_byte_gate: anyio.Event | None = None
         self.close_after_complete = False
         self.omit_complete = False
-        self.reject_status: int | None = None
         self.keepalive_reply: dict[str, Any] | None = {"status": "complete"}
         self.hold_keepalive_replies = False
         self.voices: list[dict[str, Any]] = [dict(v) for v in DEFAULT_CATALOG]
         self._fail_next: deque[dict[str, Any]] = deque()
-        self._drop_next: deque[int] = deque()
         # records
         self.messages: list[dict[str, Any]] = []
         self.upgrades: list[Upgrade] = []
         self.http_requests: list[HTTPRequest] = []
         self.utterances: list[Utterance] = []
-        self.connections_opened = 0
-        self.connections_closed = 0
         self.closed_by_client = 0
         self.keepalives = 0
         self.cancels: list[dict[str, Any]] = []
@@ -172,17 +169,13 @@ class FakeLightningServer:
         self.concurrency_violations = 0
         self.requests_started = 0
         self._open: set[_WSConn] = set()
-        self._changed = anyio.Event()
-        self._ws_server: Server | None = None
         self._http = LoopbackHTTPServer(self._handle_http)
         self._request_counter = 0
 
     # --- lifecycle and addresses -------------------------------------------------------------
 
     async def __aenter__(self) -> FakeLightningServer:
-        self._ws_server = await serve(
-            self._handle_ws, "127.0.0.1", 0, process_request=self._process_upgrade, max_size=None
-        ).__aenter__()
+        await super().__aenter__()
         await self._http.__aenter__()
         return self
 
@@ -190,16 +183,11 @@ class FakeLightningServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._http.__aexit__(exc_type, exc, tb)
-        if self._ws_server is not None:
-            self._ws_server.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._ws_server.wait_closed()
+        await super().__aexit__(exc_type, exc, tb)
 
     @property
     def ws_url(self) -> str:
-        assert self._ws_server is not None
-        port = self._ws_server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}/waves/v1/tts/live"
+        return f"{self.base_url}/waves/v1/tts/live"
 
     @property
     def http_base(self) -> str:
@@ -214,17 +202,14 @@ class FakeLightningServer:
     def fail_next(self, frame: dict[str, Any]) -> None:
         self._fail_next.append(frame)
 
-    def drop_next(self, after_chunks: int) -> None:
-        self._drop_next.append(after_chunks)
-
     def freeze_reads(self) -> None:
         """Stop reading every open connection (a stalled server): a client's close frame goes unanswered."""
-        for conn in self._open:
-            conn.ws.transport.pause_reading()
+        for ws in self._sockets:
+            ws.transport.pause_reading()
 
     def thaw_reads(self) -> None:
-        for conn in self._open:
-            conn.ws.transport.resume_reading()
+        for ws in self._sockets:
+            ws.transport.resume_reading()
 
     async def expire_idle(self) -> int:
         """Time out every idle connection now, as the real server does after ``timeout`` seconds."""
@@ -232,14 +217,6 @@ class FakeLightningServer:
         for conn in idle:
             await self._time_out(conn)
         return len(idle)
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
 
     def seconds_for(self, text: str) -> float:
         return self.seconds_per_char * len(text.strip())
@@ -323,41 +300,30 @@ class FakeLightningServer:
         return 200, {"voices": self.voices}
 
     def _process_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
-        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        headers = headers_of(request)
         if urlsplit(request.path).path == VOICES_PATH and "upgrade" not in headers:
             # A plain GET on the WebSocket port: the catalog route beside /tts/live, as on the real host.
             status, payload = self._voices_answer(headers)
-            body = json.dumps(payload).encode()
-            return Response(
-                status,
-                "OK" if status == 200 else "Error",
-                Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))]),
-                body,
-            )
+            return json_response(status, payload, "OK" if status == 200 else "Error")
         self.upgrades.append(Upgrade(request.path, headers))
         self._notify()
         if self.reject_status is not None:
-            body = json.dumps(spec_error("Too many requests", str(self.reject_status))).encode()
-            return Response(
-                self.reject_status, "Rejected", Headers([("Content-Length", str(len(body)))]), body
-            )
+            error = spec_error("Too many requests", str(self.reject_status))
+            return json_response(self.reject_status, error, "Rejected")
         try:
             self._check_auth(request.headers.get("Authorization"))
         except _RequestError as exc:
-            body = json.dumps(exc.payload).encode()
-            return Response(exc.status, "Unauthorized", Headers([("Content-Length", str(len(body)))]), body)
+            return json_response(exc.status, exc.payload, "Unauthorized")
         if urlsplit(request.path).path != "/waves/v1/tts/live":
             return connection.respond(404, "no such route\n")
         return None
 
-    async def _handle_ws(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection) -> None:
         query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
         timeout = float(query.get("timeout", ["60"])[0])
         key = (ws.request.headers.get("Authorization") or "").partition(" ")[2] if ws.request else ""
         conn = _WSConn(ws, key, timeout)
         self._open.add(conn)
-        self.connections_opened += 1
-        self._notify()
         try:
             async with anyio.create_task_group() as tg:
                 try:
@@ -368,8 +334,6 @@ class FakeLightningServer:
                 tg.cancel_scope.cancel()
         finally:
             self._open.discard(conn)
-            self.connections_closed += 1
-            self._notify()
 
     async def _read_ws(self, conn: _WSConn, tg: TaskGroup) -> None:
         while True:
@@ -460,7 +424,7 @@ class FakeLightningServer:
             if self._fail_next:
                 await ws.send(json.dumps(self._fail_next.popleft()))
                 return
-            drop_after = self._drop_next.popleft() if self._drop_next else None
+            drop_after = self._take_drop()
             await self._wait_first_byte(ws.wait_closed)
             self._request_counter += 1
             request_id = f"req-{self._request_counter}"
@@ -531,7 +495,7 @@ class FakeLightningServer:
             if self._fail_next:
                 await responder.send_json(500, self._fail_next.popleft())
                 return
-            drop_after = self._drop_next.popleft() if self._drop_next else None
+            drop_after = self._take_drop()
             await self._wait_first_byte()
             rate = int(payload.get("sample_rate", 44100))
             chunks = self._synthesize(payload["text"], rate)

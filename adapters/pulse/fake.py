@@ -24,13 +24,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
+
+from voiceagent.testing.fake_server import FakeWebSocketServer, query_of
+from voiceagent.testing.stt_script import Emit, Speech, bytes_per_second
 
 PATH = "/waves/v1/stt/live"
 # Streaming models: "pulse", and the English-only "pulse-2" that Pipecat streams with. "pulse-pro" has
@@ -52,32 +53,7 @@ BOOLEAN_PARAMS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Send ``message`` (or close with ``close_code``) once ``after_bytes`` of audio have arrived."""
-
-    after_bytes: int
-    message: Mapping[str, Any] | None = None
-    close_code: int | None = None
-    close_reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Speech:
-    """The caller says ``text`` from ``start`` to ``end`` seconds of the stream's audio (its timeline is
-    the audio received, converted with the session's encoding and sample rate)."""
-
-    text: str
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.end:
-            raise ValueError("Speech needs 0 <= start <= end")
-
-
 ScriptItem = Emit | Speech
-BYTES_PER_SAMPLE = {"linear16": 2, "linear32": 4, "alaw": 1, "mulaw": 1}
 # Internal markers the hearing expands a Speech into; never sent as they are.
 _WORD, _EOU = "_fake_word", "_fake_eou"
 
@@ -142,7 +118,9 @@ class _Hearing:
         return transcript(text, is_final=True, language=self.language) | {"from_finalize": from_finalize}
 
 
-class FakePulseServer:
+class FakePulseServer(FakeWebSocketServer):
+    max_message_size = 2**20  # the websockets default, as before the shared base
+
     def __init__(
         self,
         script: Sequence[ScriptItem] = (),
@@ -164,6 +142,7 @@ class FakePulseServer:
             raise ValueError('finals must be "segments" or "utterance"')
         if max_words < 1:
             raise ValueError("max_words must be at least 1")
+        super().__init__()
         self.script = list(script)
         self.finals = finals
         self.max_words = max_words
@@ -176,32 +155,17 @@ class FakePulseServer:
         self.sessions: list[PulseSession] = []
         self.rejected: list[tuple[int, str]] = []  # (status, reason) of refused upgrades
         self._active = 0
-        self._server: Server | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        port = next(iter(self._server.sockets)).getsockname()[1]
-        return f"ws://127.0.0.1:{port}{PATH}"
+        return f"{self.base_url}{PATH}"
 
-    async def __aenter__(self) -> FakePulseServer:
-        self._server = await serve(self._session, "127.0.0.1", 0, process_request=self._check)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path != PATH:
+    def _process_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != PATH:
             return self._reject(connection, HTTPStatus.NOT_FOUND, "not found")
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._reject(connection, HTTPStatus.UNAUTHORIZED, "invalid or missing API key")
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        query = query_of(request.path)
         if query.get("model") not in STREAMING_MODELS:
             return self._reject(
                 connection,
@@ -224,13 +188,9 @@ class FakePulseServer:
         body = json.dumps({"status": "error", "message": reason})
         return connection.respond(status, body)
 
-    async def _session(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
-        parts = urlsplit(ws.request.path)
-        session = PulseSession(
-            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
-            headers=dict(ws.request.headers.raw_items()),
-        )
+        session = PulseSession(query_of(ws.request.path), dict(ws.request.headers.raw_items()))
         self.sessions.append(session)
         if self.max_sessions is not None and self._active >= self.max_sessions:
             await ws.close(1008, "concurrency limit reached")
@@ -238,16 +198,12 @@ class FakePulseServer:
         self._active += 1
         try:
             await self._run(ws, session)
-        except ConnectionClosed:
-            pass
         finally:
             self._active -= 1
 
     def _expand(self, query: Mapping[str, str]) -> tuple[list[Emit], _Hearing]:
         """The script in audio order, each ``Speech`` as the events real Pulse would send for it."""
-        rate = int(query.get("sample_rate", "16000")) * BYTES_PER_SAMPLE.get(
-            query.get("encoding", "linear16"), 2
-        )
+        rate = bytes_per_second(query)
         segments = self.finals == "segments" and query.get("finalize_on_words", "true") != "false"
         max_words = int(query["max_words"]) if query.get("max_words", "").isdigit() else self.max_words
         vad = self.vad_events and query.get("vad_events", "true") != "false"

@@ -10,8 +10,6 @@ is final without it). There are no partials: the words come once the caller has 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from types import TracebackType
 
 import anyio
 import openai
@@ -20,7 +18,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from voiceagent.audio import wav_bytes
 from voiceagent.logs import get_logger
-from voiceagent.stt import STTEvent, Transcript
+from voiceagent.stt import Transcript
+from voiceagent.stt_session import STTSession
 from voiceagent.vad import VoiceActivityDetector, default_vad
 
 from .errors import TranscriptionConnectionError, TranscriptionError, TranscriptionStatusError
@@ -29,10 +28,12 @@ from .segmenter import Segment, VadSegmenter
 logger = get_logger(__name__)
 
 
-class TranscriptionSTT:
+class TranscriptionSTT(STTSession):
     """``client``: an ``openai.AsyncOpenAI`` pointed at the endpoint (or ``base_url``/``api_key`` to make
     one; its ``max_retries`` retry a dropped request). ``vad``: the segmenting VAD (default
     ``voiceagent.vad.default_vad()``). Segments are transcribed one at a time, in order."""
+
+    vendor = "transcriptions"
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class TranscriptionSTT:
         max_segment: float = 30.0,
         close_timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         self._client = client or openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
         vad = vad or default_vad()
         if vad is None:
@@ -60,36 +62,14 @@ class TranscriptionSTT:
         self._segments_tx: MemoryObjectSendStream[Segment]
         self._segments_rx: MemoryObjectReceiveStream[Segment]
         self._segments_tx, self._segments_rx = anyio.create_memory_object_stream[Segment](math.inf)
-        self._events_tx, self._events_rx = anyio.create_memory_object_stream[STTEvent | TranscriptionError](
-            math.inf
-        )
-        self._tg: TaskGroup | None = None
-        self._finished = anyio.Event()
-        self._closing = False
-        self._failure: TranscriptionError | None = None
         self.segments_sent = 0
 
     @property
     def vad_events(self) -> bool:
         return True  # its own VAD: the session runs no other
 
-    async def __aenter__(self) -> TranscriptionSTT:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._worker)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._tg is not None
-        try:
-            if exc_type is None:
-                await self.aclose()
-        finally:
-            self._tg.cancel_scope.cancel()
-            result = await self._tg.__aexit__(exc_type, exc, tb)
-        return result
+    def _start(self, tg: TaskGroup) -> None:
+        tg.start_soon(self._worker)
 
     async def send_audio(self, pcm: bytes) -> None:
         self._check_open()
@@ -97,7 +77,7 @@ class TranscriptionSTT:
             if isinstance(item, Segment):
                 self._segments_tx.send_nowait(item)
             else:
-                self._events_tx.send_nowait(item)
+                self._emit(item)
 
     async def aclose(self) -> None:
         """Transcribe the utterance still open and those queued (up to ``close_timeout``), then end."""
@@ -121,26 +101,17 @@ class TranscriptionSTT:
         if self._tg is None or self._closing:
             raise TranscriptionConnectionError("the transcription source is not open (use 'async with')")
 
-    async def events(self) -> AsyncIterator[STTEvent]:
-        """Speech events and finals; ends after ``aclose``; raises ``TranscriptionError`` on failure."""
-        async for item in self._events_rx:
-            if isinstance(item, TranscriptionError):
-                raise item
-            yield item
-
     async def _worker(self) -> None:
+        failure: TranscriptionError | None = None
         try:
             async for segment in self._segments_rx:
                 text = await self._transcribe(segment)
                 if text.strip():
-                    self._events_tx.send_nowait(Transcript(text.strip(), True, segment.end_of_speech))
+                    self._emit(Transcript(text.strip(), True, segment.end_of_speech))
         except TranscriptionError as exc:
-            logger.warning("transcription failed: %s", exc)
-            self._failure = exc
-            self._events_tx.send_nowait(exc)
+            failure = exc
         finally:
-            self._events_tx.close()
-            self._finished.set()
+            self._finish(failure)
 
     async def _transcribe(self, segment: Segment) -> str:
         file = ("speech.wav", wav_bytes(segment.pcm, self.sample_rate), "audio/wav")

@@ -22,13 +22,21 @@
   let sink = null;
   let running = false;
 
-  // Playback queue: sources scheduled back to back; each mark waits for the last source before it.
+  // Playback: sources scheduled back to back. Marks follow the server's MarkLedger (voiceagent/marks.py):
+  // audio and marks in the order they arrived; a mark is echoed once every source before it has ended;
+  // a clear drops everything pending and reports the pending marks as dropped.
   const sources = new Set();
   let playHead = 0;
-  let seq = 0;                 // sequence number of the last scheduled source
-  let endedSeq = 0;            // highest sequence number that finished playing
-  let pendingMarks = [];       // [{name, afterSeq}]
+  let ledger = [];             // [{source, ended} | {mark}], in arrival order
   let playing = false;
+
+  function settleLedger() {
+    while (ledger.length && (ledger[0].mark !== undefined || ledger[0].ended)) {
+      const entry = ledger.shift();
+      if (entry.mark !== undefined) send({ type: "mark", name: entry.mark });
+    }
+  }
+  const pendingMarks = () => ledger.filter((e) => e.mark !== undefined).map((e) => e.mark);
   let userPartial = null;
   let agentLine = null;
 
@@ -51,30 +59,28 @@
     if (playHead < now) playHead = now + START_LEAD;
     src.start(playHead);
     playHead += audio.duration;
-    const mySeq = ++seq;
+    const entry = { source: src, ended: false };
+    ledger.push(entry);
     sources.add(src);
     src.onended = () => {
       sources.delete(src);
-      endedSeq = Math.max(endedSeq, mySeq);
-      while (pendingMarks.length && pendingMarks[0].afterSeq <= endedSeq) {
-        send({ type: "mark", name: pendingMarks.shift().name });
-      }
+      entry.ended = true;
+      settleLedger();
       if (!sources.size && playing) { playing = false; report("drained"); }
     };
     if (!playing) { playing = true; report("started"); }
   }
 
   function onMark(name) {
-    if (!sources.size && !pendingMarks.length) send({ type: "mark", name });
-    else pendingMarks.push({ name, afterSeq: seq });
+    ledger.push({ mark: name });
+    settleLedger();  // nothing unplayed before it: echoed at once
   }
 
   function clearPlayback() {
-    const dropped = pendingMarks.map((m) => m.name);
-    pendingMarks = [];
+    const dropped = pendingMarks();
+    ledger = [];
     for (const src of sources) { src.onended = null; try { src.stop(); } catch (e) { /* not started */ } }
     sources.clear();
-    endedSeq = seq;
     playHead = 0;
     playing = false;
     report("cleared", dropped);
@@ -200,7 +206,7 @@
     if (ctx) await ctx.close().catch(() => {});
     for (const src of sources) src.onended = null;
     sources.clear();
-    pendingMarks = [];
+    ledger = [];
     playing = false;
     playHead = 0;
     ctx = mic = micSource = capture = sink = null;
@@ -217,7 +223,7 @@
     get connected() { return Boolean(ws && ws.readyState === WebSocket.OPEN); },
     get playing() { return playing; },
     get queuedSources() { return sources.size; },
-    get pendingMarks() { return pendingMarks.map((m) => m.name); },
+    get pendingMarks() { return pendingMarks(); },
     get status() { return statusEl.textContent; },
     get contextRate() { return ctx ? ctx.sampleRate : null; },
   };

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from voiceagent.audio import Resampler, resample
 from voiceagent.errors import VoiceAgentError
 from voiceagent.logs import get_logger
+from voiceagent.marks import MarkLedger, MarkOutcome
 from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioChunk
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, SendStalledError, send_bounded
@@ -64,6 +64,10 @@ class WebSession:
     to the same rate. ``audio_in()`` is bounded and lossless: when the app stops taking mic audio,
     reading from the socket pauses (TCP backpressure), and so do mark and playback reports; keep
     reading it for the whole session. Disconnects are noticed regardless.
+
+    Marks are counted once, in the session's ``MarkLedger`` (``output`` reads the same one), and the page
+    keeps the same ledger rules: a mark is echoed once all audio sent before it has played; a ``clear``
+    drops every pending mark, which the page lists as dropped instead of echoing.
     """
 
     def __init__(
@@ -89,7 +93,8 @@ class WebSession:
         self._marks_tx: MemoryObjectSendStream[str]
         self._marks_rx: MemoryObjectReceiveStream[str]
         self._marks_tx, self._marks_rx = anyio.create_memory_object_stream[str](math.inf)
-        self._outstanding_marks: Counter[str] = Counter()
+        # The page reports the marks a clear dropped: their reports are told apart like Twilio's echoes.
+        self._ledger = MarkLedger(echoes_cleared=True)
         self._playback = _IDLE
         self._playback_changed = anyio.Event()
         self._closed = False
@@ -110,7 +115,7 @@ class WebSession:
         """The page's ``AudioOutput`` at the page's rate (nothing is resampled here): give it to the
         TTS sink; ``Session`` follows its marks."""
         if self._output is None:
-            self._output = TransportOutput(self, self._rate)
+            self._output = TransportOutput(self, self._rate, ledger=self._ledger)  # marks counted once
         return self._output
 
     def audio_in(self) -> AsyncIterator[bytes]:
@@ -125,19 +130,24 @@ class WebSession:
                 self._resampler = Resampler(chunk.sample_rate, self._rate)
             pcm = self._resampler.process(chunk.pcm16)
         if pcm:
-            await self._send(pcm)
+            await self._send_pcm(pcm, chunk.text_span)
+
+    async def _send_pcm(self, pcm: bytes, text: str = "") -> None:
+        await self._send(pcm)
+        self._ledger.audio_sent(len(pcm) / 2 / self._rate, text)
 
     async def mark(self, name: str) -> None:
         if not name:
             raise ValueError("a mark needs a non-empty name")
         if self._resampler is not None and (tail := self._resampler.flush()):
-            await self._send(tail)  # the mark follows everything sent so far, the filter's tail too
-        self._outstanding_marks[name] += 1
+            await self._send_pcm(tail)  # the mark follows everything sent so far, the filter's tail too
+        self._ledger.mark_sent(name)
         await self._send(mark_message(name))
 
     async def clear(self) -> None:
         if self._resampler is not None:
             self._resampler.reset()
+        self._ledger.cleared()
         await self._send(clear_message())
 
     def played_marks(self) -> AsyncIterator[str]:
@@ -162,8 +172,8 @@ class WebSession:
 
     @property
     def pending_marks(self) -> list[str]:
-        """Marks sent but neither played nor dropped yet."""
-        return list(self._outstanding_marks.elements())
+        """Marks sent whose audio is not proven played and that no ``clear`` dropped."""
+        return list(self._ledger.pending_marks)
 
     async def wait_playback(self, predicate: Callable[[PlaybackState], bool]) -> PlaybackState:
         """Wait until the page reports a playback state satisfying ``predicate`` (checks the latest first)."""
@@ -221,24 +231,26 @@ class WebSession:
 
     def _on_control(self, message: object) -> None:
         if isinstance(message, MarkPlayed):
-            self._settle_mark(message.name, "played")
-            self._marks_tx.send_nowait(message.name)
+            outcome = self._ledger.mark_echoed(message.name)
+            if outcome is MarkOutcome.UNKNOWN:
+                raise ProtocolViolationError(
+                    f"played mark {message.name[:40]!r} was never sent or already settled"
+                )
+            # CLEARED: pending when we sent clear, played as it reached the page; like Twilio's echo of a
+            # flushed mark it counts as not heard (conservative), and is no played mark.
+            if outcome is MarkOutcome.PLAYED:
+                self._marks_tx.send_nowait(message.name)
         elif isinstance(message, PlaybackState):
             for name in message.dropped_marks:
-                self._settle_mark(name, "dropped")
+                if self._ledger.mark_echoed(name) is not MarkOutcome.CLEARED:
+                    raise ProtocolViolationError(
+                        f"dropped mark {name[:40]!r} was never cleared or already settled"
+                    )
             self._playback = message
             changed, self._playback_changed = self._playback_changed, anyio.Event()
             changed.set()
         elif isinstance(message, Hello):
             raise ProtocolViolationError("duplicate hello")
-
-    def _settle_mark(self, name: str, how: str) -> None:
-        if self._outstanding_marks[name] <= 0:
-            del self._outstanding_marks[name]
-            raise ProtocolViolationError(f"{how} mark {name[:40]!r} was never sent or already settled")
-        self._outstanding_marks[name] -= 1
-        if not self._outstanding_marks[name]:
-            del self._outstanding_marks[name]
 
     def _finish(self, reason: CloseReason) -> None:
         """The connection is over: end audio_in()/played_marks() and wake playback waiters."""

@@ -188,7 +188,6 @@ async def record(
         llm = LLMClient(base_url=server.base_url, api_key="sk_fake_key_for_recording_only")
         sink = recorder.wrap_sink(ToneSink())
         agent = build_agent(recorder.wrap_llm(llm), sink)
-        agent.runner = recorder.wrap_runner(agent.runner)
         stt = recorder.wrap_stt(ScriptedSTT(stt_events))
         turn_index = 0
         async for event in stt.events():

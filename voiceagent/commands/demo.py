@@ -149,6 +149,5 @@ async def _live_turn(llm: Any, tts: Any, args: argparse.Namespace) -> tuple[Turn
         events.append(event)
         recorder.on_event(event)
 
-    result = await agent.respond(args.question, on_event=on_event)
-    recorder.record_turn(result)
+    result = await agent.respond(args.question, on_event=on_event)  # on_event records the turn
     return result, events

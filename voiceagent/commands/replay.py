@@ -150,9 +150,11 @@ async def _replay_raw(server: ReplayServer) -> Timeline:
         tools = body.pop("tools", None)
         for key in ("model", "stream", "stream_options"):  # the client sets these itself
             body.pop(key, None)
+        # The recorded turn and round, passed to the recorder as the running turn's events would.
+        llm.position.turn = exchange.request.turn or 1
+        llm.position.round = exchange.request.round or exchange.n
         try:
-            # The recorded turn and round go into the log context, where the recorder reads them.
-            with log_context(turn=exchange.request.turn or 1, round=exchange.request.round or exchange.n):
+            with log_context(turn=llm.position.turn, round=llm.position.round):
                 async with llm.stream(messages, tools=tools, **body) as stream:
                     async for _ in stream:
                         pass

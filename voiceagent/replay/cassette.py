@@ -1,6 +1,6 @@
 """Cassettes: a recorded voice session as JSONL, one human-readable record per line.
 
-The first line is the header, ``{"type": "header", "version": 1, ...}``. Every other line is one record:
+The first line is the header, ``{"type": "header", "version": 2, ...}``. Every other line is one record:
 
 - ``request``: one LLM request (``n`` numbers the exchange), its JSON body (model, messages, tools,
   params) and whether it is the body sent on the wire (``source: "wire"``) or was rebuilt from the
@@ -9,13 +9,21 @@ The first line is the header, ``{"type": "header", "version": 1, ...}``. Every o
 - ``chunk``: one streamed chunk (the parsed dict) with ``t``, seconds since the request started;
 - ``end``: how the stream ended: ``done``, ``dropped`` (cut by the network), ``cancelled`` (we hung up:
   barge-in) or ``error`` (no stream at all);
-- ``tool``: one tool call with its arguments, result and times;
-- ``speech``: one text handed to the TTS sink, with the sha256 and duration of the audio it produced;
+- ``tool``: one tool call of a turn: the turn's ``ToolCall`` record (arguments, result, times since the
+  turn started) and the turn's index;
+- ``speech``: one text handed to the TTS sink, with the sha256 and duration of the audio its engine
+  returned;
 - ``sink``: a sink ``flush`` or ``cancel`` and how many characters had been played;
 - ``stt``: a transcript or speech-activity event from the STT source;
 - ``turn``: the per-turn summary (what was said and heard, usage per round, request ids, timings).
 
-Times named ``at`` are seconds since the session (the writer) started. Secrets are never written: keys that
+Times named ``at`` are seconds since the session (the writer) started; a tool call's and a turn's rounds'
+times are seconds since their turn started (it started ``total`` before its ``turn`` record's ``at``).
+
+Versions: 2 (written now) holds each tool call once, as a ``tool`` line. Version 1 wrote a call twice, a
+``tool`` line (session times, with the result) and an entry in its turn's ``tool_calls`` (turn times,
+without the result); a version-1 file is read into version-2 records (``Cassette.load``), so it replays
+as before, and ``dumps`` writes it back as version 2. Secrets are never written: keys that
 name credentials are dropped, and every string is redacted with ``voiceagent.logs.redact``: each value given
 to ``register_secret()`` (a Twilio auth token, an API key of any shape) and every known token shape (``sk_``
 keys, Bearer/Basic credentials, credentials in URLs, Twilio SIDs, AWS key ids, ``token=``/``password=``
@@ -37,10 +45,12 @@ from voiceagent.errors import VoiceAgentError
 from voiceagent.logs import REDACTED as REDACTED
 from voiceagent.logs import get_logger
 from voiceagent.logs import redact as redact_text
+from voiceagent.results import ToolCall
 
 log = get_logger(__name__)
 
-CASSETTE_VERSION = 1
+CASSETTE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 is upgraded as it is read
 
 _R = TypeVar("_R")
 
@@ -131,16 +141,11 @@ class EndRecord:
 
 @dataclass(frozen=True, slots=True)
 class ToolRecord:
+    """A ``tool`` line: the turn's ``ToolCall`` (its fields are the line's, flat) and the turn's index."""
+
     TYPE: ClassVar[str] = "tool"
-    call_id: str
-    name: str
-    arguments: str
-    result: str
-    is_error: bool = False
-    started: float = 0.0
-    finished: float = 0.0
+    call: ToolCall
     turn: int | None = None
-    round: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,7 @@ class SpeechRecord:
     audio_seconds: float | None = None
     sample_rate: int | None = None
     turn: int | None = None
+    filler: bool = False  # ours (filler, fallback), not the model's words; known from turn events only
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +187,6 @@ class TurnRecord:
     heard_text: str
     interrupted: bool = False
     rounds: tuple[dict[str, Any], ...] = ()  # per round: request_id, usage, finish_reason, times
-    tool_calls: tuple[dict[str, Any], ...] = ()
     time_to_first_text: float | None = None
     total: float = 0.0
     error: str | None = None
@@ -239,6 +244,10 @@ def redact(value: Any) -> Any:
 def encode(record: Record) -> str:
     """One JSONL line (no newline). ``type`` comes first so the file reads well."""
     out: dict[str, Any] = {"type": record.TYPE}
+    if isinstance(record, ToolRecord):  # the call's own fields, flat, then its turn
+        out.update({f.name: getattr(record.call, f.name) for f in fields(ToolCall)})
+        out["turn"] = record.turn
+        return json.dumps(redact(out), ensure_ascii=False)
     for f in fields(record):
         value = getattr(record, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
@@ -254,13 +263,13 @@ def decode(obj: Any, *, where: str) -> Record:
     if cls is None:
         known = ", ".join(RECORD_TYPES)
         raise CassetteError(f"{where}: unknown record type {kind!r} (known: {known})")
+    if cls is ToolRecord:
+        return _decode_tool(obj, where)
     names = {f.name: f for f in fields(cls)}
     unknown = sorted(set(obj) - set(names) - {"type"})
     if unknown:
         raise CassetteError(f"{where}: {kind} record has unknown field(s) {', '.join(unknown)}")
-    kwargs = {
-        k: (tuple(v) if isinstance(v, list) and k in ("rounds", "tool_calls") else v) for k, v in obj.items()
-    }
+    kwargs = {k: (tuple(v) if isinstance(v, list) and k == "rounds" else v) for k, v in obj.items()}
     kwargs.pop("type")
     try:
         record: Record = cls(**kwargs)
@@ -271,6 +280,101 @@ def decode(obj: Any, *, where: str) -> Record:
             f"{where}: end record has how={record.how!r} (expected one of {', '.join(END_HOWS)})"
         )
     return record
+
+
+_CALL_FIELDS = tuple(f.name for f in fields(ToolCall))
+
+
+def _decode_tool(obj: dict[str, Any], where: str) -> ToolRecord:
+    unknown = sorted(set(obj) - set(_CALL_FIELDS) - {"type", "turn"})
+    if unknown:
+        raise CassetteError(f"{where}: tool record has unknown field(s) {', '.join(unknown)}")
+    missing = [name for name in _CALL_FIELDS if name not in obj]
+    if missing:
+        raise CassetteError(f"{where}: tool record lacks field(s) {', '.join(missing)}")
+    turn = obj.get("turn")
+    if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool)):
+        raise CassetteError(f"{where}: tool record has turn={turn!r} (expected an integer or null)")
+    return ToolRecord(ToolCall(**{name: obj[name] for name in _CALL_FIELDS}), turn)
+
+
+def upgrade_v1(objects: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Version-1 records (parsed lines after the header) as version 2: each call once, as a ``tool`` line
+    placed before its turn's record, times since its turn started, its result from the version-1 ``tool``
+    line (or, for a call that never finished, the ``tool`` message a later request sent).
+
+    A call no turn record lists (its turn never finished: the call hung up) keeps its own ``tool`` line,
+    its times made relative to its turn's first request."""
+    lines = [o for o in objects if isinstance(o, dict)]
+    ran = {str(o.get("call_id")): o for o in lines if o.get("type") == "tool"}
+    answered: dict[str, str] = {}
+    first_request: dict[Any, float] = {}
+    for o in lines:
+        if o.get("type") != "request":
+            continue
+        first_request.setdefault(o.get("turn"), _number(o.get("at")))
+        body = o.get("body")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        for m in messages if isinstance(messages, list) else ():
+            if isinstance(m, dict) and m.get("role") == "tool":
+                answered.setdefault(str(m.get("tool_call_id")), str(m.get("content") or ""))
+    listed = {
+        str(c.get("call_id"))
+        for o in lines
+        if o.get("type") == "turn"
+        for c in o.get("tool_calls") or ()
+        if isinstance(c, dict)
+    }
+    out: list[dict[str, Any]] = []
+    for o in objects:
+        kind = o.get("type") if isinstance(o, dict) else None
+        if kind == "tool" and str(o.get("call_id")) not in listed:
+            origin = first_request.get(o.get("turn"), 0.0)
+            out.append(_v1_tool(o, o, origin, o.get("turn"), answered))
+        elif kind == "turn":
+            turn = dict(o)
+            calls = turn.pop("tool_calls", None) or ()
+            origin = _number(turn.get("at")) - _number(turn.get("total"))
+            for c in calls:
+                if isinstance(c, dict):
+                    out.append(
+                        _v1_tool(c, ran.get(str(c.get("call_id")), {}), origin, turn.get("turn"), answered)
+                    )
+            out.append(turn)
+        elif kind != "tool":
+            out.append(o)
+    return out
+
+
+def _v1_tool(
+    summary: dict[str, Any], line: dict[str, Any], origin: float, turn: Any, answered: dict[str, str]
+) -> dict[str, Any]:
+    """One version-2 ``tool`` line from a version-1 turn summary's entry and ``tool`` line (either may be
+    the other, when only one was written)."""
+    call_id = str(summary.get("call_id", line.get("call_id", "")))
+    # The summary's turn times when there is one; else the line's session times made turn-relative.
+    line_started = _number(line.get("started")) - origin if "started" in line else 0.0
+    line_finished = _number(line.get("finished")) - origin if "finished" in line else line_started
+    started = _number(summary.get("started_at", line_started))
+    finished = _number(summary.get("finished_at", line_finished))
+    result = line.get("result", answered.get(call_id, ""))
+    return {
+        "type": "tool",
+        "round": int(_number(summary.get("round", line.get("round")))),
+        "call_id": call_id,
+        "name": str(summary.get("name", line.get("name", ""))),
+        "arguments": str(summary.get("arguments", line.get("arguments", ""))),
+        "result": str(result),
+        "is_error": bool(summary.get("is_error", line.get("is_error", False))),
+        "ready_at": round(_number(summary.get("ready_at", started)), 6),
+        "started_at": round(started, 6),
+        "finished_at": round(finished, 6),
+        "turn": turn,
+    }
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -299,6 +403,7 @@ class Cassette:
     header: Header
     records: tuple[Record, ...]
     name: str = "<cassette>"
+    source_version: int = CASSETTE_VERSION  # the version the file was written in (records are version 2)
 
     @classmethod
     def load(cls, path: str | Path) -> Cassette:
@@ -316,7 +421,8 @@ class Cassette:
     @classmethod
     def from_lines(cls, lines: Iterable[str], *, name: str = "<cassette>") -> Cassette:
         header: Header | None = None
-        records: list[Record] = []
+        read_version = CASSETTE_VERSION
+        parsed: list[tuple[str, Any]] = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -326,15 +432,25 @@ class Cassette:
             except ValueError as exc:
                 raise CassetteError(f"{where}: not valid JSON ({exc})") from exc
             if header is None:
-                header = _read_header(obj, where)
+                header, read_version = _read_header(obj, where)
                 continue
+            parsed.append((where, obj))
+        if header is None:
+            raise CassetteError(f"{name}: empty cassette (no header line)")
+        if read_version == 1:
+            # Checked as version 1 first, so a bad line is named by its own line number.
+            for where, obj in parsed:
+                if not (isinstance(obj, dict) and obj.get("type") in ("tool", "turn")):
+                    decode(obj, where=where)
+            upgraded = upgrade_v1([obj for _, obj in parsed])
+            parsed = [(f"{name} (version 1, upgraded)", obj) for obj in upgraded]
+        records: list[Record] = []
+        for where, obj in parsed:
             record = decode(obj, where=where)
             if isinstance(record, Header):
                 raise CassetteError(f"{where}: a second header (only the first line may be one)")
             records.append(record)
-        if header is None:
-            raise CassetteError(f"{name}: empty cassette (no header line)")
-        return cls(header, tuple(records), name)
+        return cls(header, tuple(records), name, read_version)
 
     @classmethod
     def from_records(cls, records: Sequence[Record], *, name: str = "<memory>") -> Cassette:
@@ -398,20 +514,21 @@ class Cassette:
         return None
 
 
-def _read_header(obj: Any, where: str) -> Header:
+def _read_header(obj: Any, where: str) -> tuple[Header, int]:
+    """The header, as this version writes it, and the version the file was written in."""
     if not isinstance(obj, dict) or obj.get("type") != "header":
         raise CassetteError(
-            f'{where}: the first line must be the header {{"type": "header", "version": 1, ...}}'
+            f'{where}: the first line must be the header {{"type": "header", "version": 2, ...}}'
         )
     version = obj.get("version")
-    if version != CASSETTE_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise CassetteError(
-            f"{where}: unsupported cassette version {version!r} "
-            f"(this voiceagent reads version {CASSETTE_VERSION})"
+            f"{where}: unsupported cassette version {version!r} (this voiceagent reads versions {readable})"
         )
-    record = decode(obj, where=where)
+    record = decode({**obj, "version": CASSETTE_VERSION}, where=where)
     assert isinstance(record, Header)
-    return record
+    return record, int(version)
 
 
 # ---- writing ----------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
-"""Recording a live session into a cassette: wrappers around the LLM client, the TTS sink, the STT source
-and the tool runner that pass everything through unchanged and write what went by.
+"""Recording a live session into a cassette: wrappers around the LLM client, the TTS sink and the STT
+source that pass everything through unchanged and write what went by, and the turn's own records.
 
 ``Recorder(writer).attach(agent)`` wraps an agent's parts in place; ``await recorder.respond(agent, text)``
-runs a turn and writes its summary. Apps that drive turns themselves pass ``on_event=recorder.on_event``.
+runs a turn through it. Apps that drive turns themselves pass ``on_event=recorder.on_event``: the turn's
+events are where the recorder learns which turn and round is running (``RoundStarted`` carries both), and
+they hand it each finished tool call (``ToolFinished``) and the turn's result (``TurnFinished``).
+
+Speech: a sink that is a ``Speaker`` is tapped (``Speaker.tap``): each text's record has the digest and
+duration of the audio its engine returned. Any other sink records its texts only.
 
 A stream's chunk records are written a little behind the stream (until 64 characters of text follow them),
 so that a secret the model streams split over chunks is masked in every chunk; each keeps its own time.
@@ -13,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -22,7 +28,7 @@ import anyio
 
 from voiceagent.chat_stream import ChatStream, ChatStreamer
 from voiceagent.errors import LLMError, LLMStatusError, StreamInterruptedError
-from voiceagent.events import TurnEvent, TurnFinished
+from voiceagent.events import RoundStarted, SpeechQueued, ToolFinished, TurnEvent, TurnFinished
 from voiceagent.logs import REDACTED, longest_secret, secret_spans
 from voiceagent.replay.cassette import (
     CassetteWriter,
@@ -37,23 +43,43 @@ from voiceagent.replay.cassette import (
     ToolRecord,
     TurnRecord,
 )
-from voiceagent.results import TurnResult
+from voiceagent.results import ToolCall, TurnResult
+from voiceagent.speaker import Speaker
 from voiceagent.stt import SpeechEnded, SpeechStarted, STTEvent, STTSource, Transcript
-from voiceagent.tool_runner import ToolResult, ToolRunner
-from voiceagent.tts import AudioChunk, TTSSink
-from voiceagent.turn_position import current_position
+from voiceagent.tts import TTSSink
 
 if TYPE_CHECKING:
     from voiceagent.agent import Agent
 
 
-# Records are tagged with the turn and round that made them, as the running Turn publishes them.
-def _turn() -> int | None:
-    return current_position().turn
+class Position:
+    """Which turn and round is running, as the turn's events told the recorder: what records are tagged
+    with. One per ``Recorder``, shared by its wrappers; a wrapper made alone has its own (never set)."""
 
+    __slots__ = ("_fillers", "round", "turn")
 
-def _round() -> int | None:
-    return current_position().round
+    def __init__(self) -> None:
+        self.turn: int | None = None
+        self.round: int | None = None
+        self._fillers: Counter[str] = Counter()  # our lines queued and not spoken yet (filler, fallback)
+
+    def follow(self, event: TurnEvent) -> None:
+        if isinstance(event, RoundStarted):
+            if event.round == 1:
+                self._fillers.clear()  # a discarded turn's never spoken
+            self.turn, self.round = event.turn, event.round
+        elif isinstance(event, SpeechQueued) and event.filler:
+            self._fillers[event.text] += 1
+        elif isinstance(event, TurnFinished):
+            self.turn = self.round = None  # what follows (a greeting, say) belongs to no turn
+            self._fillers.clear()
+
+    def take_filler(self, text: str) -> bool:
+        """Whether ``text``, being spoken now, is one of our lines the turn queued (not the model's)."""
+        if self._fillers[text] <= 0:
+            return False
+        self._fillers[text] -= 1
+        return True
 
 
 # ---- LLM -----------------------------------------------------------------------------------------
@@ -62,9 +88,10 @@ def _round() -> int | None:
 class RecordingLLM:
     """A ChatStreamer that streams through ``inner`` and writes every request, chunk and ending."""
 
-    def __init__(self, inner: ChatStreamer, writer: CassetteWriter) -> None:
+    def __init__(self, inner: ChatStreamer, writer: CassetteWriter, position: Position | None = None) -> None:
         self.inner = inner
         self.writer = writer
+        self.position = position or Position()
         self.chunks_recorded = 0
         self._chunk_seen: anyio.Event | None = None
 
@@ -119,8 +146,9 @@ class _RecordingStreamContext:
     async def __aenter__(self) -> ChatStream:
         writer = self._owner.writer
         n = writer.next_exchange()
+        at = self._owner.position
         writer.write(
-            RequestRecord(n, self._body, writer.now(), self._source, _turn(), _round())  # type: ignore[arg-type]
+            RequestRecord(n, self._body, writer.now(), self._source, at.turn, at.round)  # type: ignore[arg-type]
         )
         started = time.perf_counter()
         try:
@@ -322,34 +350,25 @@ class _RecordingStream:
 # ---- TTS -----------------------------------------------------------------------------------------
 
 
-class _AudioTap:
-    """Stands in for a sink's audio output: forwards every chunk and lets the recorder hash it."""
-
-    def __init__(self, inner: Any, owner: RecordingTTSSink) -> None:
-        self._inner = inner
-        self._owner = owner
-
-    async def write(self, chunk: AudioChunk) -> None:
-        self._owner.on_audio(chunk)
-        await self._inner.write(chunk)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 class RecordingTTSSink:
     """A TTSSink around any sink: records each text, the digest of the audio it produced, flushes, cancels.
 
-    Audio is captured when the inner sink delivers ``AudioChunk``s through an ``output`` attribute with a
-    ``write(chunk)`` method (``voiceagent``'s streaming sinks do); that output is wrapped in place. Without
-    one, speech records carry text only. ``writer=None`` keeps the records in memory (``records``).
+    Audio is captured from a ``Speaker`` (the sink every engine is wrapped in): its engine is tapped, and
+    each text's record holds the sha256 and duration of the bytes the engine returned for it. Any other
+    sink's speech records carry text only. ``writer=None`` keeps the records in memory (``records``).
     """
 
     def __init__(
-        self, inner: TTSSink, writer: CassetteWriter | None = None, *, capture_audio: bool = True
+        self,
+        inner: TTSSink,
+        writer: CassetteWriter | None = None,
+        *,
+        capture_audio: bool = True,
+        position: Position | None = None,
     ) -> None:
         self.inner = inner
         self.writer = writer
+        self.position = position or Position()
         self.records: list[SpeechRecord] = []
         self._started = time.perf_counter()
         self._pcm = hashlib.sha256()
@@ -357,15 +376,15 @@ class RecordingTTSSink:
         self._pcm_rate: int | None = None
         self._changed: anyio.Event | None = None  # created on first wait: needs a running event loop
         self.audio_captured = False
-        output = getattr(inner, "output", None)
-        if capture_audio and output is not None and callable(getattr(output, "write", None)):
-            inner.output = _AudioTap(output, self)  # type: ignore[attr-defined]
+        if capture_audio and isinstance(inner, Speaker):
+            inner.tap(self.on_engine_audio)
             self.audio_captured = True
 
-    def on_audio(self, chunk: AudioChunk) -> None:
-        self._pcm.update(chunk.pcm16)
-        self._pcm_bytes += len(chunk.pcm16)
-        self._pcm_rate = chunk.sample_rate
+    def on_engine_audio(self, text: str, audio: bytes, sample_rate: int) -> None:
+        """``EngineTap``: bytes the Speaker's engine returned for the text being spoken."""
+        self._pcm.update(audio)
+        self._pcm_bytes += len(audio)
+        self._pcm_rate = sample_rate
 
     def _now(self) -> float:
         return self.writer.now() if self.writer else round(time.perf_counter() - self._started, 6)
@@ -379,7 +398,8 @@ class RecordingTTSSink:
             seconds: float | None = round(self._pcm_bytes / 2 / self._pcm_rate, 6)
         else:
             digest = seconds = None
-        record = SpeechRecord(text, at, digest, seconds, self._pcm_rate, _turn())
+        filler = self.position.take_filler(text)
+        record = SpeechRecord(text, at, digest, seconds, self._pcm_rate, self.position.turn, filler)
         self.records.append(record)
         if self.writer is not None:
             self.writer.write(record)
@@ -397,7 +417,8 @@ class RecordingTTSSink:
 
     def _sink_record(self, kind: str) -> None:
         if self.writer is not None:
-            self.writer.write(SinkRecord(kind, self._now(), self.inner.played_chars, _turn()))  # type: ignore[arg-type]
+            record = SinkRecord(kind, self._now(), self.inner.played_chars, self.position.turn)  # type: ignore[arg-type]
+            self.writer.write(record)
 
     @property
     def played_chars(self) -> int:
@@ -453,46 +474,11 @@ class RecordingSTTSource:
         await self.inner.aclose()
 
 
-# ---- tools ---------------------------------------------------------------------------------------
-
-
-class RecordingToolRunner(ToolRunner):
-    """Runs tools through ``inner`` and writes each call and its result."""
-
-    def __init__(self, inner: ToolRunner, writer: CassetteWriter) -> None:
-        super().__init__(
-            inner.tools,
-            default_timeout=inner.default_timeout,
-            max_threads=inner.max_threads,
-            max_result_chars=inner.max_result_chars,
-        )
-        self.inner = inner
-        self.writer = writer
-
-    async def run(self, call_id: str, name: str, arguments: str) -> ToolResult:
-        started = self.writer.now()
-        result = await self.inner.run(call_id, name, arguments)
-        self.writer.write(
-            ToolRecord(
-                call_id,
-                name,
-                arguments,
-                result.content,
-                result.is_error,
-                started,
-                self.writer.now(),
-                _turn(),
-                _round(),
-            )
-        )
-        return result
-
-
 # ---- the session -----------------------------------------------------------------------------------
 
 
 def turn_record(result: TurnResult, index: int, at: float = 0.0) -> TurnRecord:
-    """The per-turn summary written to a cassette."""
+    """The per-turn summary written to a cassette (its tool calls are ``tool`` records of their own)."""
     rounds = tuple(
         {
             "round": r.round,
@@ -514,19 +500,6 @@ def turn_record(result: TurnResult, index: int, at: float = 0.0) -> TurnRecord:
         }
         for r in result.rounds
     )
-    tools = tuple(
-        {
-            "round": c.round,
-            "call_id": c.call_id,
-            "name": c.name,
-            "arguments": c.arguments,
-            "is_error": c.is_error,
-            "ready_at": round(c.ready_at, 6),
-            "started_at": round(c.started_at, 6),
-            "finished_at": round(c.finished_at, 6),
-        }
-        for c in result.tool_calls
-    )
     ttft = None if result.time_to_first_text is None else round(result.time_to_first_text, 6)
     return TurnRecord(
         index,
@@ -535,7 +508,6 @@ def turn_record(result: TurnResult, index: int, at: float = 0.0) -> TurnRecord:
         result.heard_text,
         result.interrupted,
         rounds,
-        tools,
         ttft,
         round(result.total, 6),
         result.error,
@@ -543,36 +515,72 @@ def turn_record(result: TurnResult, index: int, at: float = 0.0) -> TurnRecord:
     )
 
 
+def tool_record(call: ToolCall, turn: int | None) -> ToolRecord:
+    """A call as a cassette writes it: the turn's record, times rounded to the microsecond."""
+    return ToolRecord(
+        ToolCall(
+            call.round,
+            call.call_id,
+            call.name,
+            call.arguments,
+            call.result,
+            call.is_error,
+            round(call.ready_at, 6),
+            round(call.started_at, 6),
+            round(call.finished_at, 6),
+        ),
+        turn,
+    )
+
+
 class Recorder:
-    """Everything one session needs to land in one cassette."""
+    """Everything one session needs to land in one cassette.
+
+    The turn's events (``on_event``) are the recorder's only view of the turn: they say which turn and
+    round is running (``position``, shared with the wrappers), and hand over each tool call as it
+    finishes and the result when the turn is over."""
 
     def __init__(self, writer: CassetteWriter) -> None:
         self.writer = writer
+        self.position = Position()
         self._turns = 0
+        self._calls_written: set[str] = set()  # this turn's calls already in the cassette
 
     def wrap_llm(self, llm: ChatStreamer) -> RecordingLLM:
-        return RecordingLLM(llm, self.writer)
+        return RecordingLLM(llm, self.writer, self.position)
 
     def wrap_sink(self, sink: TTSSink, *, capture_audio: bool = True) -> RecordingTTSSink:
-        return RecordingTTSSink(sink, self.writer, capture_audio=capture_audio)
+        return RecordingTTSSink(sink, self.writer, capture_audio=capture_audio, position=self.position)
 
     def wrap_stt(self, source: STTSource) -> RecordingSTTSource:
         return RecordingSTTSource(source, self.writer)
 
-    def wrap_runner(self, runner: ToolRunner) -> RecordingToolRunner:
-        return RecordingToolRunner(runner, self.writer)
-
     def attach(self, agent: Agent) -> Agent:
-        """Wrap the agent's LLM client, sink and tool runner in place (before its first turn)."""
+        """Wrap the agent's LLM client and sink in place (before its first turn). Tool calls need no
+        wrapper: the turn hands them over in its events."""
         agent.llm = self.wrap_llm(agent.llm)
         agent.sink = self.wrap_sink(agent.sink)
-        agent.runner = self.wrap_runner(agent.runner)
         return agent
 
     def on_event(self, event: TurnEvent) -> None:
-        """Pass as a turn's ``on_event`` to record its summary when it finishes."""
-        if isinstance(event, TurnFinished):
-            self.record_turn(event.result, _turn())
+        """Pass as a turn's ``on_event``: tags what follows with the turn and round, and records each tool
+        call and, when the turn finishes, the calls it never finished and its summary."""
+        if isinstance(event, (RoundStarted, SpeechQueued)):
+            self.position.follow(event)
+            if isinstance(event, RoundStarted) and event.round == 1:
+                self._calls_written.clear()
+        elif isinstance(event, ToolFinished):
+            self._write_call(event.call)
+        elif isinstance(event, TurnFinished):
+            for call in event.result.tool_calls:  # interrupted: answered at the commit, never finished
+                if call.call_id not in self._calls_written:
+                    self._write_call(call)
+            self.record_turn(event.result, self.position.turn)
+            self.position.follow(event)
+
+    def _write_call(self, call: ToolCall) -> None:
+        self._calls_written.add(call.call_id)
+        self.writer.write(tool_record(call, self.position.turn))
 
     def record_turn(self, result: TurnResult, index: int | None = None) -> None:
         self._turns += 1

@@ -80,7 +80,7 @@ async def replay_session(
     recording_sink = recorder.wrap_sink(sink or ToneSink())
     recording_llm = recorder.wrap_llm(server.client())
     agent = build_agent(recording_llm, recording_sink)
-    agent.runner = recorder.wrap_runner(server.tool_runner(agent.runner))
+    agent.runner = server.tool_runner(agent.runner)
     turns = cassette.turns
     utterances = [
         e.text

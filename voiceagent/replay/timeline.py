@@ -1,8 +1,10 @@
 """Turn timelines: what happened when, per turn, as text, HTML or a PNG picture.
 
-``Timeline.from_result(result, events)`` builds one from a finished turn (rounds, tool spans, speech);
-``Timeline.from_cassette(cassette)`` from a recording, which also has every chunk with its offset and the
-audio each text produced. All times are seconds since the turn started.
+One source: a timeline is built from cassette records only (``Timeline.from_records``). A recording
+(``from_cassette``) has every request, chunk with its offset, tool call, text spoken and the audio it
+produced; a finished turn (``from_result(result, events)``) is first written as the records a recorder
+would have written for it (its summary, its tool calls, the speech its events queued), so both read alike.
+All times are seconds since the turn started.
 
 Two speech lanes: *queued* (when a chunk left the chunker) and *played* (what the caller heard, when):
 from a recording, each text's audio laid end to end on a real-time playhead from when it was spoken, cut
@@ -16,14 +18,15 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from voiceagent.cost import token_counts
 from voiceagent.events import SpeechQueued, TurnEvent, Usage
-from voiceagent.replay.cassette import Cassette, Exchange, SinkRecord, TurnRecord
-from voiceagent.results import ToolCallRecord, TurnResult
+from voiceagent.replay.cassette import Cassette, Exchange, Record, SinkRecord, SpeechRecord, TurnRecord
+from voiceagent.replay.recorder import tool_record, turn_record
+from voiceagent.results import ToolCall, TurnResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ class TurnTimeline:
     turn: int
     user_text: str
     rounds: tuple[RoundSpan, ...]
-    tools: tuple[ToolCallRecord, ...]  # the turn's own record of each call, one type from both sources
+    tools: tuple[ToolCall, ...]  # the turn's own record of each call
     speech: tuple[SpeechMark, ...]
     time_to_first_text: float | None
     total: float
@@ -98,18 +101,25 @@ class Timeline:
         turn: int = 1,
         played: Sequence[PlayedSpan] = (),
     ) -> Timeline:
-        return cls((_turn_from_result(result, events, turn, played),))
+        """A finished turn's timeline, built from its records (``result_records``). ``played``: the audio
+        the caller heard, when the caller knows it (e.g. from an output's marks)."""
+        timeline = cls.from_records(result_records(result, events, turn=turn))
+        if not played:
+            return timeline
+        return cls(tuple(replace(t, played=tuple(played)) for t in timeline.turns))
 
     @classmethod
     def from_results(
         cls, results: Sequence[TurnResult], events: Sequence[Iterable[TurnEvent]] = ()
     ) -> Timeline:
-        return cls(
-            tuple(
-                _turn_from_result(r, events[i] if i < len(events) else (), i + 1)
-                for i, r in enumerate(results)
-            )
-        )
+        records: list[Record] = []
+        for i, r in enumerate(results):
+            records += result_records(r, events[i] if i < len(events) else (), turn=i + 1)
+        return cls.from_records(records)
+
+    @classmethod
+    def from_records(cls, records: Sequence[Record]) -> Timeline:
+        return cls.from_cassette(Cassette.from_records(records))
 
     @classmethod
     def from_cassette(cls, cassette: Cassette) -> Timeline:
@@ -209,39 +219,20 @@ class Timeline:
 # ---- building helpers ---------------------------------------------------------------------------
 
 
-def _turn_from_result(
-    result: TurnResult, events: Iterable[TurnEvent], turn: int, played: Sequence[PlayedSpan] = ()
-) -> TurnTimeline:
-    rounds = tuple(
-        RoundSpan(
-            r.round,
-            r.request_id,
-            r.started_at,
-            r.first_chunk_at,
-            r.finished_at,
-            r.finish_reason,
-            r.usage,
-            error=r.error,
-        )
-        for r in result.rounds
-    )
-    tools = result.tool_calls
-    speech = tuple(SpeechMark(e.at, e.text, e.filler) for e in events if isinstance(e, SpeechQueued))
-    # A barge-in ends the round it cut ("interrupted"); without one, at the end of the LLM's part.
-    cut = next((r.finished_at for r in result.rounds if r.error == "interrupted"), result.llm_done_at)
-    return TurnTimeline(
-        turn,
-        result.user_text,
-        rounds,
-        tools,
-        speech,
-        result.time_to_first_text,
-        result.total,
-        result.interrupted,
-        result.heard_text,
-        tuple(played),
-        cut if result.interrupted else None,
-    )
+def result_records(result: TurnResult, events: Iterable[TurnEvent] = (), *, turn: int = 1) -> list[Record]:
+    """The records a recorder writes for a finished turn, from the result alone: the speech its
+    ``SpeechQueued`` events queued (no audio: none was recorded), each tool call, a barge-in's sink
+    cancel, and the summary. The turn starts at 0 (its summary is written at ``total``)."""
+    records: list[Record] = [
+        SpeechRecord(e.text, e.at, turn=turn, filler=e.filler) for e in events if isinstance(e, SpeechQueued)
+    ]
+    records += [tool_record(call, turn) for call in result.tool_calls]
+    if result.interrupted:
+        # A barge-in ends the round it cut ("interrupted"); without one, at the end of the LLM's part.
+        cut = next((r.finished_at for r in result.rounds if r.error == "interrupted"), result.llm_done_at)
+        records.append(SinkRecord("cancel", cut, len(result.heard_text), turn))
+    records.append(turn_record(result, turn, result.total))
+    return records
 
 
 def _usage_from(data: Any) -> Usage | None:
@@ -264,7 +255,7 @@ def _turn_from_cassette(
     rounds = []
     for number, exchange in enumerate(exchanges, start=1):
         n = exchange.request.round or number
-        summary = summaries.get(n, {})
+        summary = summaries.pop(n, {})
         started = float(summary.get("started_at", exchange.request.at - origin))
         marks = tuple(ChunkMark(started + c.t, _chunk_label(c.data)) for c in exchange.chunks)
         last = exchange.end.t if exchange.end else (exchange.chunks[-1].t if exchange.chunks else 0.0)
@@ -283,37 +274,23 @@ def _turn_from_cassette(
                 summary.get("error") or (exchange.end.error if exchange.end else None),
             )
         )
-    tools = tuple(
-        ToolCallRecord(
-            int(c.get("round", 0)),
-            str(c.get("call_id", "")),
-            str(c.get("name", "")),
-            str(c.get("arguments", "")),
-            str(c.get("result", "")),
-            bool(c.get("is_error")),
-            float(c.get("ready_at", c.get("started_at", 0.0))),
-            float(c.get("started_at", 0.0)),
-            float(c.get("finished_at", 0.0)),
-        )
-        for c in (record.tool_calls if record else ())
-    )
-    if record and not tools:  # an older summary without times: take them from the tool records
-        tools = tuple(
-            ToolCallRecord(
-                t.round or 0,
-                t.call_id,
-                t.name,
-                t.arguments,
-                t.result,
-                t.is_error,
-                t.started - origin,
-                t.started - origin,
-                t.finished - origin,
+    for summary in summaries.values():  # rounds whose requests were not recorded (a result's records)
+        first = summary.get("first_chunk_at")
+        rounds.append(
+            RoundSpan(
+                int(summary.get("round") or 0),
+                summary.get("request_id"),
+                float(summary.get("started_at", 0.0)),
+                None if first is None else float(first),
+                float(summary.get("finished_at", 0.0)),
+                summary.get("finish_reason"),
+                _usage_from(summary.get("usage")),
+                error=summary.get("error"),
             )
-            for t in cassette.tools
-            if t.turn == index
         )
-    speech = tuple(SpeechMark(s.at - origin, s.text) for s in cassette.speech if s.turn == index)
+    rounds.sort(key=lambda r: r.started)
+    tools = tuple(t.call for t in cassette.tools if t.turn == index)
+    speech = tuple(SpeechMark(s.at - origin, s.text, s.filler) for s in cassette.speech if s.turn == index)
     cancels = [
         r.at - origin
         for r in cassette.records

@@ -7,18 +7,16 @@ from collections.abc import Callable, Collection
 
 import anyio
 
-from voiceagent.replay.cassette import (
-    Cassette,
-    ToolRecord,
-)
+from voiceagent.replay.cassette import Cassette
 from voiceagent.replay.mismatch import ReplayMismatch
+from voiceagent.results import ToolCall
 from voiceagent.tool_runner import ToolResult, ToolRunner
 
 
-def recorded_tool_results(cassette: Cassette) -> dict[str, ToolRecord]:
-    """Tool results by call id: the cassette's ``tool`` records, else one made from the ``tool`` messages
+def recorded_tool_results(cassette: Cassette) -> dict[str, ToolCall]:
+    """Tool calls by call id: the cassette's ``tool`` records, else one made from the ``tool`` messages
     of later requests (no arguments, no time)."""
-    out: dict[str, ToolRecord] = {t.call_id: t for t in cassette.tools}
+    out: dict[str, ToolCall] = {t.call.call_id: t.call for t in cassette.tools}
     names: dict[str, str] = {}
     for exchange in cassette.exchanges:
         for m in exchange.request.messages:
@@ -27,8 +25,16 @@ def recorded_tool_results(cassette: Cassette) -> dict[str, ToolRecord]:
             if m.get("role") == "tool" and m.get("tool_call_id") not in out:
                 call_id = str(m.get("tool_call_id"))
                 content = str(m.get("content") or "")
-                out[call_id] = ToolRecord(
-                    call_id, names.get(call_id, ""), "", content, content.startswith("Error")
+                out[call_id] = ToolCall(
+                    0,
+                    call_id,
+                    names.get(call_id, ""),
+                    "",
+                    content,
+                    content.startswith("Error"),
+                    0.0,
+                    0.0,
+                    0.0,
                 )
     return out
 
@@ -63,7 +69,7 @@ class ReplayToolRunner(ToolRunner):
             if self.on_missing is not None:
                 self.on_missing(ReplayMismatch(message))
             return ToolResult(call_id, name, f"Error: {message}", True, started, time.monotonic())
-        seconds = max(0.0, recorded.finished - recorded.started)
+        seconds = max(0.0, recorded.duration)
         if self.speed and seconds:
             await anyio.sleep(seconds / self.speed)
         return ToolResult(call_id, name, recorded.result, recorded.is_error, started, time.monotonic())

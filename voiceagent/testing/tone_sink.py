@@ -1,8 +1,9 @@
-"""ToneSink: a deterministic TTSSink that "speaks" by synthesizing tones, for recordings and replays.
+"""ToneEngine: a deterministic ``TTSEngine`` that "speaks" by synthesizing tones, for recordings and
+replays; ``ToneSink`` is it wrapped in a ``Speaker``, the way every vendor's engine is.
 
 Every character becomes 20 ms of a sine whose pitch depends on the character, so the same text always
 gives byte-identical PCM: cassettes can carry audio digests that a replay must reproduce. Audio goes to
-``output`` (an in-memory collector with ``write(chunk)``), the way real streaming sinks deliver it.
+``output`` (by default an in-memory ``CollectingOutput`` at 8 kHz, where written audio counts as played).
 """
 
 from __future__ import annotations
@@ -10,28 +11,16 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from functools import lru_cache
 
-from voiceagent.tts import AudioChunk
+from voiceagent.audio_output import CollectingOutput
+from voiceagent.speaker import Speaker
+from voiceagent.tts import AudioOutput
+
+__all__ = ["SAMPLE_RATE", "CollectingOutput", "ToneEngine", "ToneSink", "tone_pcm"]
 
 SAMPLE_RATE = 8000
 _SECONDS_PER_CHAR = 0.02
-
-
-@dataclass
-class CollectingOutput:
-    """An audio output that keeps what it is given; everything written counts as played."""
-
-    sample_rate: int = SAMPLE_RATE
-    chunks: list[AudioChunk] = field(default_factory=list)
-
-    async def write(self, chunk: AudioChunk) -> None:
-        self.chunks.append(chunk)
-
-    @property
-    def pcm(self) -> bytes:
-        return b"".join(c.pcm16 for c in self.chunks)
 
 
 @lru_cache(maxsize=512)
@@ -72,25 +61,10 @@ class ToneEngine:
         self.interrupts += 1
 
 
-class ToneSink:
-    def __init__(self, output: CollectingOutput | None = None) -> None:
-        self.output = output or CollectingOutput()
-        self._played = 0
-        self.texts: list[str] = []
+class ToneSink(Speaker):
+    """A ``ToneEngine`` in a ``Speaker``: the one playback path every vendor's sink takes. ``texts``
+    (read from the engine) are the texts synthesized."""
 
-    async def speak(self, text: str) -> None:
-        await self.output.write(
-            AudioChunk(tone_pcm(text, self.output.sample_rate), self.output.sample_rate, text)
-        )
-        self._played += len(text)
-        self.texts.append(text)
-
-    async def flush(self) -> None:
-        pass
-
-    async def cancel(self) -> None:
-        pass  # delivery is instant: nothing is ever left unplayed
-
-    @property
-    def played_chars(self) -> int:
-        return self._played
+    def __init__(self, output: AudioOutput | None = None) -> None:
+        output = output or CollectingOutput(SAMPLE_RATE)
+        super().__init__(ToneEngine(output.sample_rate), output)
