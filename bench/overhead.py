@@ -31,6 +31,7 @@ from bench.contenders import (
 )
 from bench.scenarios import scenario, token_words
 from bench.stats import Summary, summarize
+from voiceagent import http_stream
 
 FLOOR = "true floor: asyncio Protocol + json.loads"
 SDK_LINES = "bare SDK raw lines + json.loads"
@@ -40,7 +41,13 @@ STREAM_SDK = "ours: LLMClient stream, SDK read path"
 TURN = "ours: full turn"
 TURN_SDK = "ours: full turn, SDK read path"
 TURN_PER_CALL = "ours: full turn, client per call"
-CONTENDERS = (FLOOR, SDK_LINES, TYPED, STREAM, STREAM_SDK, TURN, TURN_SDK, TURN_PER_CALL)
+# The read-path choice (#17: a well-kept library unless the measured gap is large): aiohttp beside h1.
+STREAM_AIO = "ours: LLMClient stream, aiohttp read path"
+TURN_AIO = "ours: full turn, aiohttp read path"
+AIOHTTP = http_stream.AVAILABLE
+CONTENDERS = (FLOOR, SDK_LINES, TYPED, STREAM, STREAM_SDK, TURN, TURN_SDK, TURN_PER_CALL) + (
+    (STREAM_AIO, TURN_AIO) if AIOHTTP else ()
+)
 PACED_DELAY = 0.004  # 4 ms between chunks: far apart enough that each is its own read, quick to run
 
 
@@ -58,6 +65,7 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
     sdk = sdk_client(base_url)
     ours = our_client(base_url)
     ours_sdk = our_client(base_url, read_path="sdk")
+    ours_aio = our_client(base_url, read_path="aiohttp") if AIOHTTP else None
     consumers: dict[str, Consumer] = {
         FLOOR: protocol_floor(base_url),
         SDK_LINES: bare_raw_lines(sdk),
@@ -68,6 +76,9 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
         TURN_SDK: ours_turn(ours_sdk),
         TURN_PER_CALL: ours_turn_client_per_call(base_url),
     }
+    if ours_aio is not None:
+        consumers[STREAM_AIO] = ours_stream(ours_aio)
+        consumers[TURN_AIO] = ours_turn(ours_aio)
     expected = "".join(token_words(tokens))
     model = scenario("overhead", "text", tokens=tokens, delay=delay).model
     warm = scenario("warmup", "text", tokens=20, delay=0).model
@@ -89,6 +100,8 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
         await sdk.close()
         await ours.aclose()
         await ours_sdk.aclose()
+        if ours_aio is not None:
+            await ours_aio.aclose()
     return samples
 
 
@@ -110,16 +123,19 @@ def measure_overhead(
     )
 
 
-SETUP_CONTENDERS = (FLOOR, STREAM, STREAM_SDK)
+SETUP_CONTENDERS = (FLOOR, STREAM, STREAM_SDK) + ((STREAM_AIO,) if AIOHTTP else ())
 
 
 async def _measure_setup(base_url: str, calls: int, reps: int) -> dict[str, list[float]]:
     ours, ours_sdk = our_client(base_url), our_client(base_url, read_path="sdk")
+    ours_aio = our_client(base_url, read_path="aiohttp") if AIOHTTP else None
     consumers: dict[str, Consumer] = {
         FLOOR: protocol_floor(base_url),
         STREAM: ours_stream(ours),
         STREAM_SDK: ours_stream(ours_sdk),
     }
+    if ours_aio is not None:
+        consumers[STREAM_AIO] = ours_stream(ours_aio)
     model = scenario("setup", "text", tokens=1, delay=0).model
     samples: dict[str, list[float]] = {name: [] for name in consumers}
     try:
@@ -136,6 +152,8 @@ async def _measure_setup(base_url: str, calls: int, reps: int) -> dict[str, list
     finally:
         await ours.aclose()
         await ours_sdk.aclose()
+        if ours_aio is not None:
+            await ours_aio.aclose()
     return samples
 
 

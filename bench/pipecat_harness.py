@@ -30,13 +30,15 @@ SAMPLE_RATE = 16000
 
 def pipecat_available() -> str | None:
     """None when Pipecat can run here, else why not."""
-    # ./dev.sh installs Pipecat's serializers alone (--no-deps): the pipeline needs the rest.
     try:
+        # Every module the harnesses use: dev.sh installs pipecat-ai without its dependencies (for its
+        # serializers), where e.g. the TTS service's num2words is missing.
         import pipecat
-        from pipecat.pipeline.worker import PipelineWorker  # noqa: F401
-        from pipecat.services.openai.llm import OpenAILLMService  # noqa: F401
-        from pipecat.services.tts_service import TTSService  # noqa: F401
-        from pipecat.workers.runner import WorkerRunner  # noqa: F401
+        import pipecat.pipeline.worker
+        import pipecat.services.openai.llm
+        import pipecat.services.tts_service
+        import pipecat.transports.base_output
+        import pipecat.transports.websocket.server
     except ImportError as exc:
         return f"pipecat-ai is not installed ({exc}); pip install -r bench/requirements.txt"
     version = getattr(pipecat, "__version__", "?")
@@ -77,6 +79,9 @@ class PipecatSession:
     model: str
     seconds_per_char: float
     tool_seconds: float
+    # Pipecat's TTS text aggregation: "sentence" (its default: whole sentences to the TTS) or "token"
+    # (each LLM token straight to the TTS, its low-latency mode for streaming engines).
+    text_aggregation: str = "sentence"
     log: PlaybackLog = field(default_factory=PlaybackLog)
     tool_started: list[float] = field(default_factory=list)
     _task: Any = None
@@ -110,7 +115,7 @@ class PipecatSession:
         from pipecat.services.llm_service import FunctionCallParams
         from pipecat.services.openai.llm import OpenAILLMService
         from pipecat.services.settings import TTSSettings
-        from pipecat.services.tts_service import TTSService
+        from pipecat.services.tts_service import TextAggregationMode, TTSService
         from pipecat.transports.base_output import BaseOutputTransport
         from pipecat.transports.base_transport import TransportParams
         from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies
@@ -118,6 +123,7 @@ class PipecatSession:
 
         log = self.log
         seconds_per_char = self.seconds_per_char
+        aggregation = TextAggregationMode(self.text_aggregation)
 
         class SimulatedTTS(TTSService):
             """Synthesizes silence lasting as long as the text takes to say."""
@@ -127,6 +133,7 @@ class PipecatSession:
                     sample_rate=SAMPLE_RATE,
                     push_start_frame=True,
                     push_stop_frames=True,
+                    text_aggregation_mode=aggregation,
                     settings=TTSSettings(model=None, voice=None, language=None),
                 )
 

@@ -71,12 +71,14 @@ def _decoder(loads: Callable[[Any], Any] | None) -> Iterator[None]:
     if loads is None:
         yield
         return
-    saved = llm_module.json
+    # Both: a data line goes through llm._decode_json (its own fast path), other events through json.loads.
+    saved, saved_line = llm_module.json, llm_module._decode_json
     llm_module.json = _Json(loads)  # type: ignore[assignment]
+    llm_module._decode_json = loads
     try:
         yield
     finally:
-        llm_module.json = saved
+        llm_module.json, llm_module._decode_json = saved, saved_line
 
 
 def _candidates(base_url: str) -> dict[str, tuple[Consumer, Callable[[Any], Any] | None, Any]]:

@@ -82,10 +82,24 @@ def reply_for(body: dict[str, Any]) -> Reply:
     if spec.kind == "weather":  # filler + tool call, then the answer once the tool result is in
         if answered:
             return text_reply(ANSWER, chunk_delay=delay)
-        return tool_reply([(TOOL_NAME, TOOL_ARGUMENTS)], filler=FILLER, arg_pieces=3, chunk_delay=delay)
+        # finish_delta=1: the finish chunk carries an empty ``delta`` (OpenAI's shape); by default it has
+        # none (Electron's), which LiveKit Agents 1.8 drops along with the tool call it completes.
+        return tool_reply(
+            [(TOOL_NAME, TOOL_ARGUMENTS)],
+            filler=FILLER,
+            arg_pieces=3,
+            chunk_delay=delay,
+            omit_delta_on_finish=spec.params.get("finish_delta") != "1",
+        )
     if spec.kind == "latency-text":
-        reply = text_reply("".join(LATENCY_TEXT), pieces=len(LATENCY_TEXT), chunk_delay=delay)
-        return _replace_contents(reply, LATENCY_TEXT)
+        reply = _replace_contents(
+            text_reply("".join(LATENCY_TEXT), pieces=len(LATENCY_TEXT), chunk_delay=delay), LATENCY_TEXT
+        )
+        if "ttft" in spec.params:  # the first chunk ``ttft`` after the headers, as a model thinks first
+            first, *rest = reply.events
+            assert isinstance(first, Chunk)
+            return Reply(events=(Chunk(first.data, delay=spec.number("ttft", 0.0), gate=first.gate), *rest))
+        return reply
     if spec.kind == "latency-tool":  # no filler: chunk 0 opens the call, chunks 1..3 carry its arguments
         if answered:
             return text_reply("Done.", chunk_delay=delay)

@@ -44,7 +44,7 @@ async def _serve() -> None:
     async with FakeOpenAIServer() as server:
         server.responder = _respond
         print(f"PORT {server.port}", flush=True)
-        reported = 0
+        reported = requests_reported = 0
         while True:
             line = await anyio.to_thread.run_sync(sys.stdin.readline)
             command = line.strip()
@@ -56,6 +56,11 @@ async def _serve() -> None:
                 tags = [parse_model(str(r.body.get("model", ""))).tag for r in server.requests]
                 entries = [[tags[index], chunk, at] for index, chunk, at in log]
                 print(json.dumps(entries), flush=True)
+            elif command == "requests":  # when each request since the last ask arrived, by tag
+                fresh = server.requests[requests_reported:]
+                requests_reported += len(fresh)
+                arrivals = [[parse_model(str(r.body.get("model", ""))).tag, r.received_at] for r in fresh]
+                print(json.dumps(arrivals), flush=True)
             else:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
 
@@ -96,6 +101,21 @@ class ServerProcess:
         by_tag: dict[str, dict[int, float]] = {}
         for tag, chunk, at in entries:
             by_tag.setdefault(tag, {})[int(chunk)] = float(at)
+        return by_tag
+
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
+    def request_log(self) -> dict[str, list[float]]:
+        """When each request since the last call arrived (its body read): ``{tag: [received_at, ...]}``."""
+        proc = self._running()
+        assert proc.stdin is not None
+        proc.stdin.write("requests\n")
+        proc.stdin.flush()
+        by_tag: dict[str, list[float]] = {}
+        for tag, at in json.loads(self._readline(START_TIMEOUT)):
+            by_tag.setdefault(tag, []).append(float(at))
         return by_tag
 
     def _running(self) -> subprocess.Popen[str]:

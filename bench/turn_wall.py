@@ -19,7 +19,9 @@ from bench.contenders import our_client, sdk_client
 from bench.scenarios import ANSWER, FILLER, TOOL_NAME, TOOL_SCHEMA, scenario, split_words
 from bench.stats import Summary, summarize
 from voiceagent.agent import Agent
-from voiceagent.testing.sinks import RecordingSink
+from voiceagent.audio_output import CollectingOutput
+from voiceagent.speaker import Speaker
+from voiceagent.testing.sinks import RATE, PacedEngine, RecordingSink, StreamingPacedEngine
 from voiceagent.tools import tool
 from voiceagent.turn import TurnConfig
 
@@ -52,7 +54,14 @@ class TurnWallResult:
     notes: dict[str, str]
 
 
-async def ours_turn(base_url: str, tag: str) -> float:
+# Our knob for streaming TTS engines, the counterpart of Pipecat's TOKEN mode: chunks of a few words
+# (cut at a clause boundary, else a word start, past this many characters) instead of whole clauses.
+STREAMING_CHUNK_CHARS = 24
+
+
+async def ours_turn(
+    base_url: str, tag: str, max_chunk_chars: int | None = None, *, streaming_engine: bool = False
+) -> float:
     @tool
     async def get_weather(city: str, unit: str) -> str:
         """Current weather for a city."""
@@ -61,16 +70,21 @@ async def ours_turn(base_url: str, tag: str) -> float:
 
     llm = our_client(base_url)
     llm.model = scenario(tag, "weather", delay=CHUNK_DELAY).model
-    sink = RecordingSink(seconds_per_char=SECONDS_PER_CHAR)
-    agent = Agent(llm=llm, sink=sink, system_prompt=SYSTEM_PROMPT, tools=[get_weather], config=TurnConfig())
+    # A streaming engine takes each clause's words as they are written (the Speaker's speak_stream),
+    # the counterpart of Pipecat's TOKEN mode with our default chunking.
+    engine = (StreamingPacedEngine if streaming_engine else PacedEngine)(SECONDS_PER_CHAR)
+    sink = Speaker(engine, CollectingOutput(RATE))
+    config = TurnConfig() if max_chunk_chars is None else TurnConfig(max_chunk_chars=max_chunk_chars)
+    agent = Agent(llm=llm, sink=sink, system_prompt=SYSTEM_PROMPT, tools=[get_weather], config=config)
     try:
         start = time.perf_counter()
         result = await agent.respond(USER_TEXT)
         wall = time.perf_counter() - start
     finally:
         await llm.aclose()
-    if result.error or sink.text.strip() != (FILLER + ANSWER).strip():
-        raise RuntimeError(f"our turn went wrong: {result.error or sink.text!r}")
+    spoken = "".join(engine.texts)
+    if result.error or spoken.strip() != (FILLER + ANSWER).strip():
+        raise RuntimeError(f"our turn went wrong: {result.error or spoken!r}")
     return wall
 
 
@@ -135,7 +149,9 @@ async def sequential_turn(base_url: str, tag: str) -> float:
     return wall
 
 
-async def pipecat_turn(base_url: str, tag: str) -> float:
+async def pipecat_turn(base_url: str, tag: str, text_aggregation: str = "sentence") -> float:
+    """Pipecat's pipeline; ``text_aggregation`` "token" streams each LLM token to the TTS (its
+    ``TextAggregationMode.TOKEN``), "sentence" (its default) waits for whole sentences."""
     from bench.pipecat_harness import PipecatSession, PlaybackLog
 
     last_word = ANSWER.split()[-1]
@@ -145,7 +161,13 @@ async def pipecat_turn(base_url: str, tag: str) -> float:
         return said and log.played_s >= log.generated_s - 1e-9
 
     model = scenario(tag, "weather", delay=CHUNK_DELAY).model
-    bot = PipecatSession(base_url, model, seconds_per_char=SECONDS_PER_CHAR, tool_seconds=TOOL_SECONDS)
+    bot = PipecatSession(
+        base_url,
+        model,
+        seconds_per_char=SECONDS_PER_CHAR,
+        tool_seconds=TOOL_SECONDS,
+        text_aggregation=text_aggregation,
+    )
     async with bot.running():
         start = time.perf_counter()
         with anyio.fail_after(30):
@@ -157,16 +179,37 @@ async def pipecat_turn(base_url: str, tag: str) -> float:
     return wall
 
 
+async def ours_streaming_turn(base_url: str, tag: str) -> float:
+    return await ours_turn(base_url, tag, STREAMING_CHUNK_CHARS)
+
+
+async def ours_streaming_engine_turn(base_url: str, tag: str) -> float:
+    return await ours_turn(base_url, tag, streaming_engine=True)
+
+
+async def pipecat_token_turn(base_url: str, tag: str) -> float:
+    return await pipecat_turn(base_url, tag, "token")
+
+
 SEQUENTIAL = "sequential (bare SDK)"
 PIPECAT = "Pipecat 1.14"
+PIPECAT_TOKEN = "Pipecat 1.14, TOKEN mode"
 OURS = "ours"
+OURS_STREAMING = f"ours, chunks ≤ {STREAMING_CHUNK_CHARS} chars (for streaming TTS)"
+OURS_STREAMING_ENGINE = "ours, streaming-text engine (default chunks, words as written)"
 
 
 def measure_turn_wall(base_url: str, *, reps: int, pipecat: str | None) -> TurnWallResult:
     """``pipecat``: None to include Pipecat, else the reason it is left out."""
-    contenders = {OURS: ours_turn, SEQUENTIAL: sequential_turn}
+    contenders = {
+        OURS: ours_turn,
+        OURS_STREAMING: ours_streaming_turn,
+        OURS_STREAMING_ENGINE: ours_streaming_engine_turn,
+        SEQUENTIAL: sequential_turn,
+    }
     if pipecat is None:
         contenders[PIPECAT] = pipecat_turn
+        contenders[PIPECAT_TOKEN] = pipecat_token_turn
 
     async def run() -> dict[str, list[float]]:
         samples: dict[str, list[float]] = {name: [] for name in contenders}
@@ -178,5 +221,5 @@ def measure_turn_wall(base_url: str, *, reps: int, pipecat: str | None) -> TurnW
         return samples
 
     samples = anyio.run(run)
-    notes = {PIPECAT: pipecat} if pipecat is not None else {}
+    notes = {PIPECAT: pipecat, PIPECAT_TOKEN: pipecat} if pipecat is not None else {}
     return TurnWallResult(reps, {n: summarize(v) for n, v in samples.items()}, ideal_seconds(), notes)

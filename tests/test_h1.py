@@ -26,12 +26,12 @@ from anyio.abc import SocketStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import fast_retry
 from voiceagent.errors import RateLimitError, StreamInterruptedError
 from voiceagent.h1 import BodyError, H1Transport, _Connection
 from voiceagent.llm import LLMClient
-from voiceagent.retry import RetryPolicy
 
-FAST_RETRY = RetryPolicy(base_delay=0.001, max_delay=0.002, max_attempts=2, jitter=False)
+FAST_RETRY = fast_retry(max_attempts=2, jitter=False)  # a case that keeps failing gives up after two
 MESSAGES = [{"role": "user", "content": "Hi"}]
 TIMEOUT = 20
 

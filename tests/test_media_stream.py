@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import numpy
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -59,7 +60,7 @@ def tone(seconds: float, rate: int, freq: float = 440.0) -> bytes:
 
 
 def _fmt(doc: Any) -> AudioFormat:
-    if not isinstance(doc, dict) or doc.get("enc") not in ("pcmu", "pcma", "l16"):
+    if not isinstance(doc, dict) or doc.get("enc") not in ("pcmu", "pcma", "l16", "l16be"):
         raise MediaStreamProtocolError("begin: bad format")
     return AudioFormat(doc["enc"], int(doc["rate"]))
 
@@ -186,12 +187,16 @@ def server(handler: Any, codec: JsonCodec | None = None, **kwargs: Any) -> Media
     return MediaStreamServer(handler, codec=codec or JsonCodec(), auth=HeaderAuth(), **kwargs)
 
 
+def _swap(data: bytes) -> bytes:  # numpy's, not the layer's: big-endian <-> little-endian int16
+    return numpy.frombuffer(data, dtype=">i2").astype("<i2").tobytes()
+
+
 def decode(encoding: Encoding, data: bytes) -> bytes:
-    return {"pcmu": ulaw_to_pcm16, "pcma": alaw_to_pcm16, "l16": bytes}[encoding](data)
+    return {"pcmu": ulaw_to_pcm16, "pcma": alaw_to_pcm16, "l16": bytes, "l16be": _swap}[encoding](data)
 
 
 def encode(encoding: Encoding, pcm: bytes) -> bytes:
-    return {"pcmu": pcm16_to_ulaw, "pcma": pcm16_to_alaw, "l16": bytes}[encoding](pcm)
+    return {"pcmu": pcm16_to_ulaw, "pcma": pcm16_to_alaw, "l16": bytes, "l16be": _swap}[encoding](pcm)
 
 
 # ---- formats and framing --------------------------------------------------------------------------
@@ -201,6 +206,7 @@ FORMATS = [
     (AudioFormat("l16", 16000), AudioFormat("l16", 16000)),
     (AudioFormat("pcmu", 8000), AudioFormat("pcmu", 8000)),
     (AudioFormat("pcmu", 8000), AudioFormat("l16", 24000)),  # the provider plays back another format
+    (AudioFormat("l16be", 16000), AudioFormat("l16be", 24000)),
 ]
 
 
@@ -235,7 +241,7 @@ async def test_audio_is_coded_framed_and_padded_in_the_streams_formats(
     assert seen["caller"] == decode(inbound.encoding, encode(inbound.encoding, caller))
     assert seen["heard"] == ("Hello there.", pytest.approx(0.29))
     size = frame_bytes(outbound)
-    assert size == outbound.sample_rate // 50 * (2 if outbound.encoding == "l16" else 1)
+    assert size == outbound.sample_rate // 50 * (2 if outbound.encoding in ("l16", "l16be") else 1)
     media = [f.payload for f in call.frames if f.kind == "media"]
     assert len(media) == 15 and all(len(m) == size for m in media)
     assert call.frames[-1] == BotFrame("mark", name="greeting") and call.errors == []
@@ -244,7 +250,8 @@ async def test_audio_is_coded_framed_and_padded_in_the_streams_formats(
     played = bytes(call.played_audio)
     assert len(played) == 15 * size
     assert played[: len(expected)] == expected
-    silence = {"pcmu": 0xFF, "pcma": 0xD5, "l16": 0x00}[outbound.encoding]  # each encoding's zero sample
+    # Each encoding's zero sample.
+    silence = {"pcmu": 0xFF, "pcma": 0xD5, "l16": 0x00, "l16be": 0x00}[outbound.encoding]
     assert set(played[len(expected) :]) == {silence}
 
 
@@ -264,6 +271,25 @@ async def test_l16_payloads_split_mid_sample_lose_no_byte() -> None:
                 await call.send_raw(call.wire.media(piece))
             await call.wait_closed()
     assert b"".join(seen) == pcm and all(len(c) % 2 == 0 for c in seen)
+
+
+async def test_l16be_is_decoded_from_big_endian_and_an_odd_payload_ends_the_call() -> None:
+    """Big-endian L16 (RTP's) reaches the app as little-endian PCM16; its payloads are whole samples,
+    so one of odd length is a protocol error, not a byte held over as for little-endian l16."""
+    seen: list[bytes] = []
+    samples = numpy.array([1, -2, 300, -32768, 32767, 0, 258, -258], dtype=numpy.int16)
+
+    async def handler(stream: MediaStream) -> None:
+        async for chunk in stream.audio_in():
+            seen.append(chunk)
+
+    async with server(handler) as srv:
+        async with FakeMediaCall(srv.url, JsonWire(AudioFormat("l16be", 16000))) as call:
+            await call.send_raw(call.wire.media(samples.astype(">i2").tobytes()))
+            await call.send_raw(call.wire.media(b"\x00\x01\x02"))
+            code, reason = await call.wait_closed()
+    assert numpy.array_equal(numpy.frombuffer(b"".join(seen), dtype="<i2"), samples)
+    assert code == 1008 and "odd length 3" in reason
 
 
 # ---- marks and clear ------------------------------------------------------------------------------
@@ -352,6 +378,30 @@ async def test_out_of_protocol_frames_close_the_call_with_1008(frame: dict[str, 
             await call.send_json(frame)
             code, text = await call.wait_closed()
     assert code == 1008 and reason in text and reason in reasons[0]
+
+
+async def test_frames_naming_no_stream_are_this_calls_and_another_stream_ends_it() -> None:
+    digits: list[str] = []
+    pending: list[tuple[str, ...]] = []
+
+    async def handler(stream: MediaStream) -> None:
+        await stream.send_audio(AudioChunk(tone(0.02, 8000), 8000))
+        await stream.mark("m")
+        async for digit in stream.dtmf():
+            digits.append(digit)
+        pending.append(stream.pending_marks)  # () only if the echo that named no stream counted
+
+    async with server(handler) as srv:
+        async with FakeMediaCall(srv.url, JsonWire(AudioFormat("pcmu", 8000)), start_paused=True) as call:
+            await call.wait_until(lambda: any(f.kind == "mark" for f in call.frames))
+            await call.send_json({"type": "played", "stream": "", "name": "m"})
+            await call.send_json({"type": "audio", "stream": "", "data": ""})
+            await call.send_json({"type": "key", "stream": "", "digit": "3"})
+            await call.send_json({"type": "cleared", "stream": ""})
+            await call.send_json({"type": "key", "stream": "someone-else", "digit": "4"})
+            code, reason = await call.wait_closed()
+    assert digits == ["3"] and pending == [()]
+    assert code == 1008 and "someone-else" in reason
 
 
 async def test_a_start_the_codec_cannot_carry_is_refused_before_the_handler() -> None:

@@ -24,9 +24,9 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.lib.streaming.chat._completions import _is_valid_chat_completion_chunk_weak
 
+from tests.conftest import fast_retry
 from voiceagent.agent import Agent
 from voiceagent.llm import LLMClient, ReadPath
-from voiceagent.retry import RetryPolicy
 from voiceagent.testing.openai_server import Chunk, Drop, FakeOpenAIServer, Reply, text_reply
 from voiceagent.testing.sinks import RecordingSink
 from voiceagent.turn import TurnConfig
@@ -236,7 +236,7 @@ async def _ours(server: FakeOpenAIServer, read_path: ReadPath) -> Ours:
     llm = LLMClient(
         base_url=server.base_url,
         api_key="sk_test",
-        retry=RetryPolicy(base_delay=0.001, max_delay=0.002),
+        retry=fast_retry(),
         read_path=read_path,
     )
     sink = RecordingSink()

@@ -45,3 +45,23 @@ def test_uvloop_runs_a_stream_on_the_lean_path(monkeypatch: pytest.MonkeyPatch) 
     assert module.startswith("uvloop")
     assert path == "h1"
     assert text == "Hello from uvloop."
+
+
+def test_settle_gc_freezes_the_startup_heap_and_sets_the_young_threshold_only_when_asked() -> None:
+    import gc
+
+    from voiceagent.runtime import settle_gc
+
+    kept = [object() for _ in range(10)]  # start-up state that must survive, out of the collector's view
+    before = gc.get_threshold()
+    try:
+        assert settle_gc() == before
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() >= len(kept)
+        assert settle_gc(gen0=7_000) == before
+        assert gc.get_threshold() == (7_000, before[1], before[2])
+        with pytest.raises(ValueError, match="positive"):
+            settle_gc(gen0=0)
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -1,6 +1,7 @@
-"""TelnyxCodec: documented frames become provider-neutral events, L16 is byte-swapped from RTP's
-big-endian both ways, formats are checked; and Pipecat's TelnyxFrameSerializer (a reference client
-nobody here wrote) reads what our fake sends and writes what our codec writes, for PCMU and PCMA."""
+"""TelnyxCodec: documented frames become provider-neutral events, L16 is reported as the neutral
+big-endian ``l16be`` (which the generic formats decode as numpy does), formats are checked; and
+Pipecat's TelnyxFrameSerializer (a reference client nobody here wrote) reads what our fake sends and
+writes what our codec writes, for PCMU and PCMA."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voiceagent.adapters.telnyx import TelnyxCodec, TelnyxProtocolError
-from voiceagent.adapters.telnyx.codec import swap16
 from voiceagent.adapters.telnyx.fake import FakeTelnyxCall, alaw_decode, decode_to_pcm16, encode_pcm16
 from voiceagent.audio import pcm16_to_alaw, pcm16_to_ulaw, sine_pcm16, ulaw_to_pcm16
 from voiceagent.telephony import (
@@ -32,10 +32,11 @@ from voiceagent.telephony import (
     StreamStart,
     StreamStop,
 )
+from voiceagent.telephony.formats import decode, encode
 
 pytestmark = pytest.mark.anyio
 
-CODECS = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16"}
+CODECS = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16be"}
 
 
 def _fake(encoding: str = "PCMU", rate: int = 8000, **kwargs: Any) -> FakeTelnyxCall:
@@ -89,37 +90,42 @@ def test_outbound_frames_and_no_dtmf_on_the_stream() -> None:
     assert codec.build_dtmf(start, "123") is None
 
 
-def test_l16_is_big_endian_on_the_wire_and_little_endian_in_events() -> None:
+def test_l16_is_big_endian_on_the_wire_and_little_endian_once_decoded() -> None:
     codec = TelnyxCodec(bidirectional_codec="L16", bidirectional_sample_rate=16000)
     fake = _fake("L16", 16000)
     start = _start(codec, fake)
-    assert start.inbound_format == start.outbound_format == AudioFormat("l16", 16000, 1)
+    assert start.inbound_format == start.outbound_format == AudioFormat("l16be", 16000, 1)
     samples = numpy.array([1, -2, 300, -32768, 32767], dtype=numpy.int16)
     wire = samples.astype(">i2").tobytes()  # RTP L16: network byte order (RFC 3551)
     event = codec.parse(json.dumps(fake.media_message(wire)))
-    assert isinstance(event, InboundAudio)
-    assert numpy.array_equal(numpy.frombuffer(event.payload, dtype="<i2"), samples)
-    sent = base64.b64decode(
-        json.loads(codec.build_media(start, samples.astype("<i2").tobytes()))["media"]["payload"]
-    )
+    assert event == InboundAudio(fake.stream_id, wire)  # the codec passes the payload on as is
+    pcm = decode(start.inbound_format, event.payload)  # what the generic stream hands the app
+    assert numpy.array_equal(numpy.frombuffer(pcm, dtype="<i2"), samples)
+    outbound = encode(start.outbound_format, samples.astype("<i2").tobytes())
+    sent = base64.b64decode(json.loads(codec.build_media(start, outbound))["media"]["payload"])
     assert sent == wire
-    with pytest.raises(TelnyxProtocolError, match="odd"):
-        codec.parse(json.dumps(fake.media_message(b"\x00\x01\x02")))
 
 
-def test_l16_state_is_per_stream_bounded_and_forgotten_on_stop() -> None:
-    codec = TelnyxCodec(bidirectional_codec=None, max_streams=2)
+def test_the_codec_keeps_no_per_stream_state() -> None:
+    """Media parses the same before its stream's start, after it and after its stop: nothing about a
+    stream is remembered, so one codec serves any number of calls."""
+    codec = TelnyxCodec(bidirectional_codec=None)
     l16, pcmu = _fake("L16", 16000, stream_id="a"), _fake("PCMU", stream_id="b")
+    media = json.dumps(l16.media_message(b"\x00\x01"))
+    assert codec.parse(media) == InboundAudio("a", b"\x00\x01")
     _start(codec, l16)
     _start(codec, pcmu)
-    assert codec.parse(json.dumps(l16.media_message(b"\x00\x01"))) == InboundAudio("a", b"\x01\x00")
+    assert codec.parse(media) == InboundAudio("a", b"\x00\x01")
     assert codec.parse(json.dumps(pcmu.media_message(b"\x00\x01"))) == InboundAudio("b", b"\x00\x01")
     codec.parse(json.dumps({"event": "stop", "stream_id": "a"}))
-    assert codec.parse(json.dumps(l16.media_message(b"\x00\x01"))) == InboundAudio("a", b"\x00\x01")
-    for name in ("c", "d", "e"):  # more L16 streams than max_streams: the oldest is forgotten
-        _start(codec, _fake("L16", 16000, stream_id=name))
-    assert codec.parse(json.dumps(_fake(stream_id="c").media_message(b"\x00\x01"))).payload == b"\x00\x01"  # type: ignore[union-attr]
-    assert codec.parse(json.dumps(_fake(stream_id="e").media_message(b"\x00\x01"))).payload == b"\x01\x00"  # type: ignore[union-attr]
+    assert codec.parse(media) == InboundAudio("a", b"\x00\x01")
+    assert vars(codec) == vars(TelnyxCodec(bidirectional_codec=None))
+
+
+def test_a_start_in_little_endian_l16_is_not_telnyxs() -> None:
+    start = StreamStart("s", "c", AudioFormat("l16", 16000), AudioFormat("l16", 16000))
+    with pytest.raises(TelnyxProtocolError, match="l16"):
+        TelnyxCodec(bidirectional_codec=None).check_start(start)
 
 
 def test_the_playback_codec_follows_the_configuration_or_the_inbound_format() -> None:
@@ -163,11 +169,12 @@ def test_fuzz_the_codec_raises_only_its_protocol_error(raw: str | bytes) -> None
 
 @settings(max_examples=100)
 @given(st.binary(max_size=64).map(lambda b: b[: len(b) // 2 * 2]))
-def test_fuzz_swap_round_trips(data: bytes) -> None:
-    assert swap16(swap16(data)) == data
+def test_fuzz_l16be_decodes_as_numpy_reads_big_endian_and_round_trips(data: bytes) -> None:
+    fmt = AudioFormat("l16be", 16000)
     assert numpy.array_equal(
-        numpy.frombuffer(swap16(data), dtype="<i2"), numpy.frombuffer(data, dtype=">i2").astype("<i2")
+        numpy.frombuffer(decode(fmt, data), dtype="<i2"), numpy.frombuffer(data, dtype=">i2")
     )
+    assert encode(fmt, decode(fmt, data)) == data
 
 
 def test_the_fakes_g711_decoders_agree_with_audioop() -> None:

@@ -181,6 +181,12 @@ def alaw_to_pcm16(alaw: bytes) -> bytes:
     return bytes(audioop.alaw2lin(alaw, SAMPLE_WIDTH))
 
 
+def swap_bytes16(data: bytes) -> bytes:
+    """Swap the two bytes of each 16-bit sample: little-endian PCM16 <-> big-endian (RTP's L16)."""
+    _check_pcm16(data)
+    return bytes(audioop.byteswap(data, SAMPLE_WIDTH))
+
+
 def pcm16_to_twilio(pcm16: bytes, sample_rate: int) -> bytes:
     """PCM16 at any rate to the raw mu-law/8000 Twilio Media Streams expects (no header)."""
     return pcm16_to_ulaw(resample(pcm16, sample_rate, TWILIO_SAMPLE_RATE))

@@ -521,6 +521,12 @@ class SpeechChunker:
         tail = self._markdown.preview() if self._markdown is not None else ""
         return self._held + "".join(self._parts) + tail
 
+    @property
+    def held(self) -> str:
+        """Filtered text held back, not yet emitted (without what the markdown filter still holds):
+        the next chunk starts with it. A sink that takes text as it is written gets it early."""
+        return self._joined()
+
     def push(self, delta: str) -> list[str]:
         """Feed one content delta; return the chunks now complete (often [])."""
         if not isinstance(delta, str):

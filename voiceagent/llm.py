@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -255,6 +255,7 @@ class LLMStream:
         self.finished = False  # a chunk with a finish_reason was yielded
         self._attempt_stack: AsyncExitStack | None = None
         self._source: AsyncIterator[bytes] | None = None  # the body, as the network delivers it
+        self._read: Callable[[], Awaitable[bytes]] | None = None  # the body's own read(), if it has one
         self._max_line = client.max_line_bytes
         self._lines: list[bytes] = []  # complete lines not yet consumed, from _lines[_pos]
         self._pos = 0
@@ -344,11 +345,17 @@ class LLMStream:
                 if choices and isinstance(choices, list) and isinstance(choices[0], dict):
                     self.finished = bool(choices[0].get("finish_reason"))
             self.chunks_yielded += 1
+            lines, pos = self._lines, self._pos
+            if pos < len(lines) and not lines[pos] and not self._data:
+                # The blank line ending this event is a no-op with no data pending: taken now, which
+                # saves the next call a pass through the loop (one per token).
+                self._pos = pos + 1
             return chunk
 
     def _start_body(self, source: AsyncIterator[bytes]) -> None:
         """A new attempt's body: nothing of an earlier attempt's partial lines carries over."""
         self._source = source
+        self._read = getattr(source, "read", None)  # h1's body: its read() directly
         self._lines, self._pos, self._tail, self._tail_size = [], 0, [], 0
         self._data, self._data_size, self._eof, self._cr_held = [], 0, False, False
 
@@ -356,7 +363,13 @@ class LLMStream:
         """Read the next piece of the body and split it into lines (``\n``, ``\r\n`` or ``\r``)."""
         assert self._source is not None
         try:
-            data = await self._source.__anext__()
+            read = self._read
+            if read is not None:
+                data = await read()
+                if not data:
+                    raise StopAsyncIteration
+            else:
+                data = await self._source.__anext__()
         except StopAsyncIteration:
             # An unterminated last line still counts, and the event it belongs to ends with the body.
             rest = b"".join(self._tail)
@@ -411,7 +424,7 @@ class LLMStream:
         """A single-line event decoded eagerly; None if it is not a whole object (it then waits for the
         rest of its event, and any decode error is raised when the event ends)."""
         try:
-            chunk: Any = json.loads(payload)
+            chunk: Any = _decode_json(payload)
         except (ValueError, RecursionError):
             return None
         if not isinstance(chunk, dict):
@@ -545,6 +558,25 @@ class LLMStream:
                     pass  # the body already broke; the response is closed below either way
             if stack is not None:
                 await stack.aclose()
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _decode_json(payload: bytes) -> Any:
+    """``json.loads(payload)``, without its Python-level wrappers for the usual chunk: bytes that start
+    with ``{`` and a non-NUL byte are UTF-8 for ``json.loads`` (its ``detect_encoding``), and
+    ``raw_decode`` is what it runs on the text. Anything else, or trailing text, goes to ``json.loads``
+    itself, so the result and the errors are always its own. Per token this is ~120 bytecodes less."""
+    if payload[:1] == b"{" and payload[1:2] != b"\x00":
+        try:
+            text = payload.decode("utf-8", "surrogatepass")
+            value, end = _raw_decode(text)
+            if end == len(text):
+                return value
+        except (ValueError, RecursionError):
+            pass
+    return json.loads(payload)
 
 
 def _status_error(exc: openai.APIStatusError) -> LLMError:

@@ -63,7 +63,10 @@ def log_context(**fields: Any) -> Iterator[LogContext]:
 
 def set_request_id(request_id: str | None) -> None:
     """Record the request id of the request now in flight, for the rest of the current context."""
-    _current.set(replace(_current.get(), request_id=request_id or "-"))
+    ctx = _current.get()
+    value = request_id or "-"
+    if ctx.request_id != value:  # twice per request; unchanged is common, and replace() is not free
+        _current.set(LogContext(ctx.session, ctx.turn, ctx.round, value))
 
 
 class ContextFilter(logging.Filter):

@@ -50,6 +50,12 @@ class PlaybackLedger:
     def begin(self, text: str, *, complete: bool = False) -> None:
         self._open.append(_OpenSpan(text=text, start=self._output.written_seconds, complete=complete))
 
+    def extend(self, text: str) -> None:
+        """The latest text goes on (a text streamed to the engine in pieces)."""
+        if not self._open:
+            raise RuntimeError("extend() before begin()")
+        self._open[-1].text += text
+
     def finish(self) -> None:
         """Synthesis of the latest text completed: all its audio has been added."""
         if self._open:

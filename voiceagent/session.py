@@ -40,6 +40,9 @@ from voiceagent.stt import (
     STTSource,
     Transcript,
 )
+from voiceagent.telephony.amd import AnsweringMachineResult
+from voiceagent.telephony.settings import CallSettings
+from voiceagent.telephony.supervisor import CallSupervisor
 from voiceagent.transport import OwnsOutput, TextDisplay, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.turn import Turn
@@ -53,6 +56,8 @@ DEFAULT_BACKCHANNELS = frozenset(
         "sure", "got it", "i see", "alright", "all right", "cool", "great",
     }
 )  # fmt: skip
+
+_MAX_QUEUED_TURNS = 4  # turns asked for by call control (DTMF entries) not started yet
 
 _WORDS = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
 
@@ -115,13 +120,16 @@ class Session:
         greeting: str | None = None,
         endpointing: EndOfTurnDetector | None = None,
         vad: VoiceActivityDetector | Literal["auto"] | None = "auto",
+        call: CallSettings | None = None,
     ) -> None:
         """``output``: the ``TransportOutput`` the agent's sink writes to; the session follows its marks.
         A transport that owns its output (``OwnsOutput``: Twilio, the web page) needs none: build the sink
         on ``transport.output``.
         ``endpointing``: the end-of-turn policy (default ``EndpointingDetector``). ``vad``: a local VAD on
         the caller's audio, used only when the STT sends no speech events of its own; "auto" picks
-        ``voiceagent.vad.default_vad()``, None runs none (then each final ends an utterance)."""
+        ``voiceagent.vad.default_vad()``, None runs none (then each final ends an utterance).
+        ``call``: call control for a phone call (``CallSettings``: the end_call/transfer_call tools,
+        DTMF, idle prompts, a maximum duration, answering machines); ``self.call`` runs it."""
         self.agent = agent
         self.transport = transport
         self.stt = stt
@@ -146,6 +154,15 @@ class Session:
         # What a TextDisplay transport shows: (caller?, text, final). Queued, so showing text never
         # holds up the STT events or the turn.
         self._display: MemoryObjectSendStream[tuple[bool, str, bool]] | None = None
+        # Call control (CallSupervisor): lines said outside a turn, turns queued by it (DTMF), whether
+        # the call is ending (no new turns), and the task group it ends.
+        self._lines = 0
+        self._queued: list[str] = []
+        self._ending = False
+        self._tg: TaskGroup | None = None
+        self.call = CallSupervisor(call, self) if call is not None else None
+        for built_in in self.call.tools() if self.call is not None else ():
+            agent.runner.add(built_in)
 
     @property
     def bot_speaking(self) -> bool:
@@ -157,8 +174,11 @@ class Session:
         with log_context(session=self.agent.session_id):
             log.info("session started")
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 if self.output is not None:
                     tg.start_soon(self.output.run)
+                if self.call is not None:
+                    tg.start_soon(self.call.run)
                 if isinstance(self.transport, TextDisplay):
                     lines, shown = anyio.create_memory_object_stream[tuple[bool, str, bool]](math.inf)
                     self._display = lines
@@ -186,6 +206,11 @@ class Session:
 
     def _on_stt(self, event: STTEvent) -> None:
         now = anyio.current_time()
+        if self.call is not None:
+            if isinstance(event, SpeechStarted) or (isinstance(event, Transcript) and event.text.strip()):
+                self.call.caller_active()
+            else:
+                self.call.notify()
         if isinstance(event, SpeechStarted):
             if self._utterance_at is None:
                 self._utterance_at = now
@@ -237,6 +262,12 @@ class Session:
             await self._speak_greeting(self.greeting)
         while True:
             self._wake = anyio.Event()  # reset first: whatever arrives from here on wakes us again
+            if self._ending:  # the call is ending: no more turns
+                await self._wake.wait()
+                continue
+            if self._queued:  # a turn call control asked for (a DTMF entry)
+                await self._confirm(self._queued.pop(0), tg)
+                continue
             if self._finalize:
                 self._finalize = False
                 await self._ask_finalize()
@@ -283,6 +314,8 @@ class Session:
         if current is not None:  # the caller took a turn of their own while the bot spoke
             self._barge_in("the caller's turn ended")
             await current.done.wait()
+        if self._ending:
+            return
         if spec is not None:
             self._speculative = None
             running = spec
@@ -305,6 +338,8 @@ class Session:
 
         running = _Running(self.agent.new_turn(on_event, held=held), text)
         tg.start_soon(self._drive, running)
+        if self.call is not None:
+            self.call.notify()
         return running
 
     async def _drive(self, running: _Running) -> None:
@@ -320,11 +355,80 @@ class Session:
             if self._current is running:
                 self._current = self._turn = None
             self._wake.set()
+            if self.call is not None:
+                self.call.notify()
 
     async def _speak_greeting(self, text: str) -> None:
-        self._queue_display(False, text, True)
-        await self.agent.sink.speak(text)
-        await self.agent.sink.flush()
+        await self.say(text)
+
+    # -- call control (voiceagent.telephony.supervisor) ---------------------------------------------
+
+    @property
+    def quiet(self) -> bool:
+        """Neither side is speaking: no turn in flight, no caller utterance under way, no line being said."""
+        return (
+            not self._ending
+            and self._current is None
+            and self._speculative is None
+            and self._utterance_at is None
+            and not self.detector.heard()
+            and self._lines == 0
+            and not self._queued
+        )
+
+    async def say(self, text: str) -> None:
+        """Say a line outside any turn (greeting, idle prompt, goodbye) and return once it was heard."""
+        self._lines += 1
+        if self.call is not None:
+            self.call.notify()
+        try:
+            self._queue_display(False, text, True)
+            await self.agent.sink.speak(text)
+            await self.agent.sink.flush()
+            if self.output is not None:
+                await self.output.wait_played()
+        finally:
+            self._lines -= 1
+            if self.call is not None:
+                self.call.notify()
+
+    def take_turn(self, text: str) -> None:
+        """Take ``text`` as the caller's next turn (interrupting the bot, as speech would)."""
+        if len(self._queued) >= _MAX_QUEUED_TURNS:  # keys pressed faster than turns can answer them
+            log.warning("dropping a queued turn: %d are waiting", len(self._queued))
+            self._queued.pop(0)
+        self._queued.append(text)
+        self._wake.set()
+
+    def interrupt(self, why: str) -> None:
+        self._barge_in(why)
+
+    async def stop_turns(self) -> None:
+        """No new turns from here on; a held speculative turn is dropped; the turn in flight finishes."""
+        self._ending = True
+        self._queued.clear()
+        self._wake.set()
+        if self._speculative is not None:
+            await self._discard(self._speculative)
+        while self._current is not None:
+            await self._current.done.wait()
+
+    def resume_turns(self) -> None:
+        self._ending = False
+        self._wake.set()
+
+    def end(self) -> None:
+        """End the session now (the call was hung up or transferred)."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def answering_machine(self, result: AnsweringMachineResult) -> None:
+        """An answering-machine detection result for this call, from another task of the same event
+        loop (a webhook handler); it is acted on in the session's own task group."""
+        if self.call is not None:
+            self.call.deliver_answering_machine(result)
+        else:
+            log.info("answered by %s; no CallSettings, so nothing is done", result.answered_by)
 
     # -- text display ------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ slot, time to first byte, the odd byte of a byte stream split mid-sample, resamp
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -23,7 +23,7 @@ from voiceagent.playback import PlaybackLedger
 from voiceagent.text_split import split_text
 from voiceagent.tts import AudioChunk, AudioOutput, SpokenSpan, TTFBRecord
 
-__all__ = ["EngineTap", "Speaker", "TTSEngine"]
+__all__ = ["EngineTap", "Speaker", "TTSEngine", "TextStreamingEngine"]
 
 EngineTap = Callable[[str, bytes, int], None]
 """``tap(text, audio, sample_rate)``: a piece of text the Speaker sent its engine and bytes the engine
@@ -52,6 +52,19 @@ class TTSEngine(Protocol):
 
     async def interrupt(self) -> None:
         """Barge-in: synthesis was stopped; make the vendor stop too (close a socket, ...)."""
+        ...
+
+
+@runtime_checkable
+class TextStreamingEngine(TTSEngine, Protocol):
+    """An engine that takes one text in pieces as they are written (``streams_text`` is True): the
+    first words go to the vendor before the sentence is complete (Lightning's ``continue``). Engines
+    that need whole text (most HTTP engines) do not declare it and get whole chunks."""
+
+    streams_text: bool
+
+    def synthesize_stream(self, texts: AsyncIterator[str]) -> AsyncIterator[bytes]:
+        """Audio for the concatenation of ``texts``, one request; each piece goes out as it comes."""
         ...
 
 
@@ -117,6 +130,14 @@ class Speaker:
         if close is not None:
             await close()
 
+    @property
+    def streams_text(self) -> bool:
+        """The engine takes text in pieces (``TextStreamingEngine``): a turn streams chunks into
+        ``speak_stream`` as they are written instead of waiting for each to end."""
+        return getattr(self.engine, "streams_text", False) is True and isinstance(
+            self.engine, TextStreamingEngine
+        )
+
     # -- TTSSink ------------------------------------------------------------------------------------
 
     async def speak(self, text: str) -> None:
@@ -145,6 +166,54 @@ class Speaker:
                     self._resampler.reset()
                 self._scope = None
                 self._idle.set()
+
+    async def speak_stream(self, texts: AsyncIterable[str]) -> None:
+        """Speak one text given in pieces (a streaming engine only): each piece goes to the engine as it
+        arrives, audio is delivered as it comes; the heard-ledger grows with the text."""
+        engine = self.engine
+        if not isinstance(engine, TextStreamingEngine):
+            raise TypeError(f"{type(engine).__name__} does not take text in pieces (streams_text)")
+        async with self._speak_lock:
+            self._ledger.begin("")
+            self._idle = anyio.Event()
+            delivered = _Delivered("")
+            finished = False
+            try:
+                with anyio.CancelScope() as scope:
+                    self._scope = scope
+                    if self.limiter is None:
+                        await self._stream(engine, texts, delivered)
+                    else:
+                        async with self.limiter.slot():
+                            await self._stream(engine, texts, delivered)
+                    finished = True
+                    self._ledger.finish()
+            finally:
+                if not finished and delivered.bytes == 0:
+                    self._ledger.discard_last()
+                if self._resampler is not None:
+                    self._resampler.reset()
+                self._scope = None
+                self._idle.set()
+
+    async def _stream(
+        self, engine: TextStreamingEngine, texts: AsyncIterable[str], delivered: _Delivered
+    ) -> None:
+        async def pieces() -> AsyncIterator[str]:
+            async for text in texts:
+                if not delivered.text:
+                    delivered.started = anyio.current_time()  # TTFB from the first words sent
+                delivered.text += text
+                self._ledger.extend(text)
+                yield text
+
+        async with aclosing(pieces()) as source, aclosing(engine.synthesize_stream(source)) as audio:  # type: ignore[type-var]
+            async for data in audio:
+                for tap in self._taps:
+                    tap(delivered.text, data, engine.sample_rate)  # the text sent so far
+                await self._deliver(self._resample().process(data), delivered)
+        if self._resampler is not None:
+            await self._deliver(self._resampler.flush(), delivered)
 
     async def _synthesize(self, text: str, delivered: _Delivered) -> None:
         pieces = [text] if self.max_chars is None else split_text(text, self.max_chars)

@@ -95,6 +95,13 @@ class ToolRunner:
     def tools(self) -> list[Tool]:
         return list(self._tools.values())
 
+    def add(self, tool: Tool) -> None:
+        """Offer one more tool (``Session`` adds the built-in call tools before the first turn; a turn
+        reads the tools once, when it starts)."""
+        if tool.name in self._tools:
+            raise ToolDefinitionError(f"two tools are named {tool.name!r}")
+        self._tools[tool.name] = tool
+
     async def run(self, call_id: str, name: str, arguments: str) -> ToolResult:
         """Run one call. Never raises for tool problems; cancellation (e.g. barge-in) propagates.
 

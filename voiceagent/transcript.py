@@ -38,6 +38,12 @@ class TurnTranscript:
         self.utterances.append(utterance)
         return utterance
 
+    def extend_last(self, text: str) -> Utterance:
+        """The utterance being streamed (the last one) goes on with ``text``."""
+        last = self.utterances[-1]
+        self.utterances[-1] = extended = Utterance(last.round, last.text + text, last.filler)
+        return extended
+
     def add_round(self, round: int, assistant: Message, tool_messages: Sequence[Message] = ()) -> None:
         """A round's assistant message and the tool messages answering its calls."""
         self._assistant_at[round] = len(self.messages)

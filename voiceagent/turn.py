@@ -397,7 +397,8 @@ class Turn:
                                 state.first_token_scope.deadline = math.inf
                         for event in state.acc.feed(chunk):
                             self._on_stream_event(event, state)
-                        self._check_caps(state)
+                        if state.capped_content is not None:
+                            self._check_caps(state)
                     for event in state.acc.end():
                         self._on_stream_event(event, state)
                 finally:
@@ -424,7 +425,12 @@ class Turn:
             delta = event.text[:room]
             state.text_chars += len(delta)
             if delta:
-                self._say_all(state.number, state.chunker.push(delta))
+                chunks = state.chunker.push(delta)
+                if chunks:
+                    self._say_all(state.number, chunks)
+                if self._speech.streams_text and self._speech.stream(state.number, state.chunker.held):
+                    if state.first_text_at is None:
+                        state.first_text_at = self._now()
             if len(delta) < len(event.text) and state.capped_content is None:
                 # An answer that never ends stops here: what fit is spoken (flushed by _round), and the
                 # conversation keeps only those words. The stream is closed once the chunk's other

@@ -378,16 +378,27 @@ class LightningEngine:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    # The server buffers text sent with ``continue`` until a flush: a turn's words go out as they are
+    # written (``synthesize_stream``), not a whole clause later.
+    streams_text = True
+
+    def synthesize(self, text: str) -> AsyncIterator[bytes]:
         """One request: every piece of ``text``, then a flush; the speaker holds the account's slot."""
-        pieces = split_text(text, self.max_chunk_chars)
+        return self._synthesize(split_text(text, self.max_chunk_chars), None)
+
+    def synthesize_stream(self, texts: AsyncIterator[str]) -> AsyncIterator[bytes]:
+        """One request whose text comes in pieces: each goes out with ``continue`` as it arrives, the
+        flush when ``texts`` ends. A reconnect before any audio resends what was sent so far."""
+        return self._synthesize([], texts)
+
+    async def _synthesize(self, pieces: list[str], more: AsyncIterator[str] | None) -> AsyncIterator[bytes]:
         await self._wait_for_retired()
         attempt = 0
         yielded = _Count()
         while True:
             conn = await self._ensure_connection()
             try:
-                async for data in self._request(conn, pieces, yielded):
+                async for data in self._request(conn, pieces, yielded, more):
                     yield data
                 return
             except _Retry as exc:
@@ -426,7 +437,11 @@ class LightningEngine:
             else:
                 logger.debug("stray Lightning frame while idle: %r", frame)
 
-    async def _request(self, conn: _Connection, pieces: list[str], yielded: _Count) -> AsyncIterator[bytes]:
+    async def _request(
+        self, conn: _Connection, pieces: list[str], yielded: _Count, more: AsyncIterator[str] | None = None
+    ) -> AsyncIterator[bytes]:
+        """``pieces`` are sent first (all of a text, or what a streamed text had sent before a
+        reconnect), then each of ``more`` as it comes (recorded in ``pieces``, for a resend)."""
         self._discard_stale(conn)
         self._busy = True
         conn.in_request = True
@@ -436,6 +451,11 @@ class LightningEngine:
             payload = {**payload, "context_id": conn.context_id}
         for piece in pieces:
             await self._send(conn, {**payload, "text": piece, "continue": True})
+        if more is not None:
+            async for text in more:
+                for piece in split_text(text, self.max_chunk_chars):
+                    pieces.append(piece)
+                    await self._send(conn, {**payload, "text": piece, "continue": True})
         await self._send(conn, {**payload, "text": "", "flush": True})
         request_id: str | None = None
         while True:

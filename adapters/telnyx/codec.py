@@ -10,19 +10,15 @@ not say the playback codec, so give this codec the values you gave Telnyx (``Non
 inbound ``media_format``).
 
 Payloads are RTP payloads without headers. L16 in RTP is big-endian (network byte order, RFC 3551
-section 4.5.11); the neutral ``"l16"`` encoding is little-endian, so L16 payloads are byte-swapped both
-ways here. Telnyx documents that "a clear frame also returns queued marks", so
-``echoes_cleared_marks`` is True. The stream carries no outbound DTMF: use ``TelnyxCallControl``'s
-``send_dtmf``.
-
-``parse`` needs to know which streams are L16 to byte-swap their media; it remembers that per
-``stream_id`` (at most ``max_streams`` of them, oldest forgotten first; a stop forgets its stream),
-so one codec serves any number of concurrent calls.
+section 4.5.11): the start reports it as the neutral ``"l16be"`` encoding, and the generic stream
+decodes and encodes it (payloads pass through here as they are). The codec keeps no per-stream state,
+so one codec serves any number of concurrent calls. Telnyx documents that "a clear frame also returns
+queued marks", so ``echoes_cleared_marks`` is True. The stream carries no outbound DTMF: use
+``TelnyxCallControl``'s ``send_dtmf``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from types import MappingProxyType
 
 from voiceagent.logs import get_logger
@@ -42,26 +38,16 @@ from voiceagent.telephony.events import (
 from . import messages as m
 from .errors import TelnyxProtocolError
 
-__all__ = ["ENCODINGS", "L16_SAMPLE_RATES", "TelnyxCodec", "swap16"]
+__all__ = ["ENCODINGS", "L16_SAMPLE_RATES", "TelnyxCodec"]
 
 logger = get_logger(__name__)
 
 # Telnyx codec name -> neutral encoding, for the codecs this adapter carries (G722, OPUS and AMR-WB
 # are documented too, but need a decoder voiceagent does not ship).
-ENCODINGS: dict[str, Encoding] = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16"}
+ENCODINGS: dict[str, Encoding] = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16be"}
 _NAMES = {encoding: name for name, encoding in ENCODINGS.items()}
 L16_SAMPLE_RATES = frozenset({8000, 16000, 22050, 24000, 48000})  # stream_bidirectional_sampling_rate
 G711_SAMPLE_RATE = 8000
-
-
-def swap16(data: bytes) -> bytes:
-    """Swap the bytes of each 16-bit sample (big-endian <-> little-endian)."""
-    if len(data) % 2:
-        raise ValueError(f"16-bit audio of odd length {len(data)}")
-    swapped = bytearray(len(data))
-    swapped[0::2] = data[1::2]
-    swapped[1::2] = data[0::2]
-    return bytes(swapped)
 
 
 def _format(name: str, sample_rate: int, channels: int = 1) -> AudioFormat:
@@ -74,13 +60,15 @@ def _format(name: str, sample_rate: int, channels: int = 1) -> AudioFormat:
 
 
 def _check_format(fmt: AudioFormat, which: str) -> None:
+    if fmt.encoding not in _NAMES:  # little-endian "l16" is not Telnyx's: its L16 is RTP's, big-endian
+        raise TelnyxProtocolError(f"{which} encoding {fmt.encoding!r}: Telnyx carries {sorted(_NAMES)}")
     if fmt.channels != 1:
         raise TelnyxProtocolError(f"{which} audio has {fmt.channels} channels; only mono is supported")
     if fmt.encoding in ("pcmu", "pcma") and fmt.sample_rate != G711_SAMPLE_RATE:
         raise TelnyxProtocolError(
             f"{which} {_NAMES[fmt.encoding]} at {fmt.sample_rate} Hz (G.711 is 8000 Hz)"
         )
-    if fmt.encoding == "l16" and fmt.sample_rate not in L16_SAMPLE_RATES:
+    if fmt.encoding == "l16be" and fmt.sample_rate not in L16_SAMPLE_RATES:
         raise TelnyxProtocolError(
             f"{which} L16 at {fmt.sample_rate} Hz (Telnyx streams {sorted(L16_SAMPLE_RATES)} Hz)"
         )
@@ -96,7 +84,6 @@ class TelnyxCodec:
         bidirectional_codec: str | None = "PCMU",
         bidirectional_sample_rate: int | None = None,
         max_frame_bytes: int = m.MAX_FRAME_BYTES,
-        max_streams: int = 10_000,
     ) -> None:
         if bidirectional_codec is not None and bidirectional_codec.upper() not in ENCODINGS:
             raise ValueError(f"bidirectional_codec must be one of {sorted(ENCODINGS)} or None")
@@ -111,18 +98,11 @@ class TelnyxCodec:
             except TelnyxProtocolError as exc:
                 raise ValueError(exc.reason) from None
         self._max_frame_bytes = max_frame_bytes
-        self._max_streams = max_streams
-        self._l16_streams: OrderedDict[str, None] = OrderedDict()
 
     def parse(self, raw: str | bytes) -> ProviderEvent:
         event = m.parse_inbound(raw, max_bytes=self._max_frame_bytes)
         if isinstance(event, m.Media):
-            payload = event.payload
-            if event.stream_id in self._l16_streams:
-                if len(payload) % 2:
-                    raise TelnyxProtocolError(f"media: L16 payload of odd length {len(payload)}")
-                payload = swap16(payload)
-            return InboundAudio(event.stream_id, payload, event.track)
+            return InboundAudio(event.stream_id, event.payload, event.track)
         if isinstance(event, m.Start):
             return self._start(event)
         if isinstance(event, m.Mark):
@@ -130,7 +110,6 @@ class TelnyxCodec:
         if isinstance(event, m.Dtmf):
             return DtmfReceived(event.stream_id, event.digit)
         if isinstance(event, m.Stop):
-            self._l16_streams.pop(event.stream_id, None)
             return StreamStop(event.stream_id, event.reason)
         if isinstance(event, m.Connected):
             return Preamble("connected")
@@ -145,11 +124,6 @@ class TelnyxCodec:
     def _start(self, start: m.Start) -> StreamStart:
         fmt = start.media_format
         inbound = _format(fmt.encoding, fmt.sample_rate, fmt.channels)
-        if inbound.encoding == "l16":
-            self._l16_streams[start.stream_id] = None
-            self._l16_streams.move_to_end(start.stream_id)
-            while len(self._l16_streams) > self._max_streams:
-                self._l16_streams.popitem(last=False)
         params = dict(start.custom_parameters)
         if start.client_state:
             params.setdefault("client_state", start.client_state)
@@ -167,8 +141,6 @@ class TelnyxCodec:
         _check_format(start.outbound_format, "outbound")
 
     def build_media(self, start: StreamStart, payload: bytes) -> str:
-        if start.outbound_format.encoding == "l16":
-            payload = swap16(payload)
         return m.build_media(payload)
 
     def build_mark(self, start: StreamStart, name: str) -> str:

@@ -1,9 +1,7 @@
 """``TelnyxMediaStream``: the generic ``MediaStream`` for one Telnyx call, with Telnyx's names.
 
-Telnyx's documented frames name their stream (``stream_id``), and the generic stream checks that name.
-A frame that names none is taken as this call's: each WebSocket carries exactly one Telnyx stream, so
-that is the only stream it can belong to, and hanging up a live call over a missing field would be
-worse than the check is worth. A frame naming another stream still ends the call (1008).
+A frame that names no stream is this call's, as for every provider (``voiceagent.telephony.events``):
+each WebSocket carries exactly one Telnyx stream. A frame naming another stream ends the call (1008).
 """
 
 from __future__ import annotations
@@ -18,7 +16,3 @@ class TelnyxMediaStream(MediaStream):
     def call_control_id(self) -> str:
         """The id Call Control v2 acts on (``start.call_control_id``)."""
         return self.start.call_id
-
-    def _check_id(self, stream_id: str) -> None:
-        if stream_id:
-            super()._check_id(stream_id)

@@ -19,7 +19,7 @@ import copy
 import hashlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -390,9 +390,13 @@ class RecordingTTSSink:
         return self.writer.now() if self.writer else round(time.perf_counter() - self._started, 6)
 
     async def speak(self, text: str) -> None:
+        await self._record_speech(lambda: self.inner.speak(text), lambda: text)
+
+    async def _record_speech(self, speak: Callable[[], Awaitable[None]], spoken: Callable[[], str]) -> None:
         at = self._now()
         self._pcm, self._pcm_bytes, self._pcm_rate = hashlib.sha256(), 0, None
-        await self.inner.speak(text)
+        await speak()
+        text = spoken()
         if self.audio_captured and self._pcm_rate:
             digest: str | None = self._pcm.hexdigest()
             seconds: float | None = round(self._pcm_bytes / 2 / self._pcm_rate, 6)
@@ -406,6 +410,22 @@ class RecordingTTSSink:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    @property
+    def streams_text(self) -> bool:
+        """As the inner sink: recording a session does not change how its text reaches the engine."""
+        return getattr(self.inner, "streams_text", False) is True
+
+    async def speak_stream(self, texts: AsyncIterable[str]) -> None:
+        """One utterance given in pieces (a streaming inner sink): recorded as one text once it ends."""
+        pieces: list[str] = []
+
+        async def collect() -> AsyncIterator[str]:
+            async for text in texts:
+                pieces.append(text)
+                yield text
+
+        await self._record_speech(lambda: self.inner.speak_stream(collect()), lambda: "".join(pieces))  # type: ignore[attr-defined]
 
     async def flush(self) -> None:
         await self.inner.flush()

@@ -5,9 +5,11 @@ signed) and a ``CallControl`` (its REST API); the stream, the server, the mark l
 every bound are shared.
 """
 
+from .amd import AnsweringMachineResult, CallRegistry
 from .auth import UpgradeAuth, UpgradeRequest
 from .codec import MediaCodec
 from .control import CallControl, CallControlError
+from .dtmf import DtmfCollector, ReceivesDtmf
 from .errors import MediaStreamClosed, MediaStreamProtocolError
 from .events import (
     AudioFormat,
@@ -24,17 +26,25 @@ from .events import (
 )
 from .formats import SILENCE, frame_bytes
 from .server import ControlFactory, MediaStreamServer
+from .settings import CallSettings, DtmfSettings
 from .stream import MAX_FRAME_BYTES, MediaStream, read_start
+from .supervisor import CallSupervisor
 
 __all__ = [
     "MAX_FRAME_BYTES",
     "SILENCE",
+    "AnsweringMachineResult",
     "AudioFormat",
     "CallControl",
     "CallControlError",
+    "CallRegistry",
+    "CallSettings",
+    "CallSupervisor",
     "ClearDone",
     "ControlFactory",
+    "DtmfCollector",
     "DtmfReceived",
+    "DtmfSettings",
     "Encoding",
     "Ignored",
     "InboundAudio",
@@ -46,6 +56,7 @@ __all__ = [
     "MediaStreamServer",
     "Preamble",
     "ProviderEvent",
+    "ReceivesDtmf",
     "StreamStart",
     "StreamStop",
     "UpgradeAuth",

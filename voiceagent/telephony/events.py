@@ -2,7 +2,12 @@
 
 Each provider's codec (``adapters/twilio``, ``adapters/telnyx``, ``adapters/plivo``) parses its own wire
 messages into these frozen events; the generic ``MediaStream`` acts on them. Audio stays encoded here
-(``InboundAudio.payload`` is in ``StreamStart.inbound_format``): decoding is the stream's job.
+(``InboundAudio.payload`` is in ``StreamStart.inbound_format``): decoding is the stream's job, so a
+codec keeps no per-stream state.
+
+Each event after ``StreamStart`` names its stream (``stream_id``); an empty ``stream_id`` means "this
+connection's stream" (each WebSocket carries exactly one), for providers whose frames may omit it. A
+non-empty id other than the start's is a protocol error that ends the call.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-Encoding = Literal["pcmu", "pcma", "l16"]  # G.711 mu-law, G.711 A-law, 16-bit linear PCM (little-endian)
+Encoding = Literal["pcmu", "pcma", "l16", "l16be"]
+"""G.711 mu-law, G.711 A-law, 16-bit linear PCM little-endian (Plivo's ``audio/x-l16``), and 16-bit
+linear PCM big-endian as RTP's L16 carries it (RFC 3551, 4.5.11; Telnyx): network byte order, and each
+payload is whole samples, so an odd-length one is a protocol error (``l16`` payloads may split a sample)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,7 @@ class StreamStart:
 
 @dataclass(frozen=True, slots=True)
 class InboundAudio:
-    stream_id: str
+    stream_id: str  # "" for this connection's stream, as on every event below
     payload: bytes  # encoded in StreamStart.inbound_format, no file header
     track: str = "inbound"
 

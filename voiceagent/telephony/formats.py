@@ -1,16 +1,23 @@
-"""Telephony audio encodings: PCM16 to and from what a provider's stream carries (pcmu, pcma, l16)."""
+"""Telephony audio encodings: PCM16 to and from what a provider's stream carries (pcmu, pcma, l16, l16be)."""
 
 from __future__ import annotations
 
-from voiceagent.audio import SAMPLE_WIDTH, alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from voiceagent.audio import (
+    SAMPLE_WIDTH,
+    alaw_to_pcm16,
+    pcm16_to_alaw,
+    pcm16_to_ulaw,
+    swap_bytes16,
+    ulaw_to_pcm16,
+)
 
 from .events import AudioFormat, Encoding
 
 FRAME_MS = 20  # the frame every provider uses for telephony audio
 
 # The encoded value of a zero sample: mu-law's and A-law's silence are not zero bytes.
-SILENCE: dict[Encoding, bytes] = {"pcmu": b"\xff", "pcma": b"\xd5", "l16": b"\x00"}
-_BYTES_PER_SAMPLE: dict[Encoding, int] = {"pcmu": 1, "pcma": 1, "l16": SAMPLE_WIDTH}
+SILENCE: dict[Encoding, bytes] = {"pcmu": b"\xff", "pcma": b"\xd5", "l16": b"\x00", "l16be": b"\x00"}
+_BYTES_PER_SAMPLE: dict[Encoding, int] = {"pcmu": 1, "pcma": 1, "l16": SAMPLE_WIDTH, "l16be": SAMPLE_WIDTH}
 
 
 def bytes_per_sample(fmt: AudioFormat) -> int:
@@ -33,7 +40,9 @@ def encode(fmt: AudioFormat, pcm16: bytes) -> bytes:
         return pcm16_to_ulaw(pcm16)
     if fmt.encoding == "pcma":
         return pcm16_to_alaw(pcm16)
-    return pcm16  # l16 is little-endian PCM16 here; a codec whose wire is big-endian swaps it
+    if fmt.encoding == "l16be":
+        return swap_bytes16(pcm16)
+    return pcm16  # l16 is little-endian, as PCM16 is here
 
 
 def decode(fmt: AudioFormat, payload: bytes) -> bytes:
@@ -42,4 +51,6 @@ def decode(fmt: AudioFormat, payload: bytes) -> bytes:
         return ulaw_to_pcm16(payload)
     if fmt.encoding == "pcma":
         return alaw_to_pcm16(payload)
+    if fmt.encoding == "l16be":
+        return swap_bytes16(payload)
     return payload

@@ -422,10 +422,14 @@ class MediaStream:
             payload = self._inbound_odd + payload
             cut = len(payload) - len(payload) % SAMPLE_WIDTH
             payload, self._inbound_odd = payload[:cut], payload[cut:]
+        elif fmt.encoding == "l16be" and len(payload) % SAMPLE_WIDTH:  # RTP's L16 is whole samples
+            raise MediaStreamProtocolError(f"media: L16 payload of odd length {len(payload)}")
         return decode(fmt, payload)
 
     def _check_id(self, stream_id: str) -> None:
-        if stream_id != self.stream_id:
+        # "" is this connection's stream (events.py): one stream per WebSocket, and some providers'
+        # frames do not name it. Naming another stream is a protocol error.
+        if stream_id and stream_id != self.stream_id:
             raise MediaStreamProtocolError(f"stream id {stream_id[:40]!r} does not match {self.stream_id!r}")
 
     def _put_audio(self, pcm: bytes) -> None:

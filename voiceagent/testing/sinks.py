@@ -20,7 +20,7 @@ from voiceagent.playback import CHARS_PER_SECOND
 from voiceagent.speaker import Speaker
 from voiceagent.tts import AudioOutput
 
-__all__ = ["RATE", "FlakySink", "PacedEngine", "RecordingSink", "SinkCall"]
+__all__ = ["RATE", "FlakySink", "PacedEngine", "RecordingSink", "SinkCall", "StreamingPacedEngine"]
 
 SAMPLES_PER_CHAR = 100
 RATE = round(CHARS_PER_SECOND * SAMPLES_PER_CHAR)  # 1400 Hz: a character is 100 samples of silence
@@ -72,6 +72,22 @@ class PacedEngine:
 
     async def interrupt(self) -> None:
         self.interrupts += 1
+
+
+class StreamingPacedEngine(PacedEngine):
+    """A ``PacedEngine`` that takes text as it is written (``TextStreamingEngine``): each piece is
+    spoken, at the same pace, as soon as it arrives, as a streaming vendor (Lightning's ``continue``) does."""
+
+    streams_text = True
+
+    async def synthesize_stream(self, texts: AsyncIterator[str]) -> AsyncIterator[bytes]:
+        spoken = ""
+        async for piece in texts:
+            spoken += piece
+            if self.seconds_per_char and piece:
+                await anyio.sleep(len(piece) * self.seconds_per_char)
+                yield _silence(len(piece))
+        self.texts.append(spoken)
 
 
 def _silence(chars: int) -> bytes:
