@@ -19,6 +19,7 @@ from voiceagent.commands.errors import run_cleanly
 from voiceagent.runtime import server_loop_options
 from voiceagent.session import Session
 from voiceagent.stt import STTSource
+from voiceagent.telephony import CallSettings
 from voiceagent.transport import OwnsOutput, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioOutput, TTSSink
@@ -66,14 +67,17 @@ async def run_call(
     llm: ChatStreamer,
     stt: STTFactory,
     tts: SinkFactory,
+    call: CallSettings | None = None,
     sessions: list[Session] | None = None,
 ) -> None:
-    """Serve one call until the caller hangs up."""
+    """Serve one call until the caller hangs up (or, with ``call``'s call control, the bot does)."""
     # Twilio and the web page own their output; a bare Transport gets one at ``sample_rate``.
     own = None if isinstance(transport, OwnsOutput) else TransportOutput(transport, sample_rate)
     output = own or transport.output  # type: ignore[attr-defined]
     async with stt() as source, tts(output) as sink:
-        session = Session(agent=build_agent(llm, sink), transport=transport, stt=source, output=own)
+        session = Session(
+            agent=build_agent(llm, sink), transport=transport, stt=source, output=own, call=call
+        )
         if sessions is not None:
             sessions.append(session)
         await session.run()

@@ -13,7 +13,8 @@ Put a TLS proxy in front of the port: providers dial ``wss://`` on 443.
 Each server refuses to start without its provider's secret (``allow_unsigned`` is not offered here):
 
 - twilio: ``TWILIO_AUTH_TOKEN`` (every upgrade's X-Twilio-Signature is checked against it and
-  --public-url). Answer: the printed TwiML (your number's voice webhook).
+  --public-url); with ``TWILIO_ACCOUNT_SID`` too, hang-ups are REST call updates. Answer: the
+  printed TwiML (your number's voice webhook).
 - telnyx: ``TELNYX_STREAM_AUTH_TOKEN`` (the stream_auth_token you give Telnyx; it comes back as the
   x-telnyx-streaming-auth-token header on every upgrade); with ``TELNYX_API_KEY`` hang-ups go through
   Call Control v2. Answer: start the stream with the printed Call Control fields.
@@ -30,8 +31,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+import anyio
 
 from voiceagent.adapters.plivo import PlivoCallControl, PlivoServer, stream_xml
 from voiceagent.adapters.plivo.fake import FakePlivoCall
@@ -40,15 +44,15 @@ from voiceagent.adapters.telnyx import TelnyxServer, stream_parameters, telnyx_c
 from voiceagent.adapters.telnyx.fake import FakeTelnyxCall
 from voiceagent.adapters.twilio import TwilioServer, connect_stream_twiml
 from voiceagent.adapters.twilio.fake_call import FakeTwilioCall
+from voiceagent.adapters.twilio.rest import twilio_control_factory
 from voiceagent.llm import LLMClient
 from voiceagent.session import Session
-from voiceagent.telephony import ControlFactory, MediaStream, MediaStreamServer
+from voiceagent.telephony import CallSettings, ControlFactory, MediaStream, MediaStreamServer
 from voiceagent.telephony.fake_call import FakeMediaCall
 from voiceagent.turn import ChatStreamer
 
 from .calls import (
     QUESTION,
-    WEATHER_CASSETTE,
     SinkFactory,
     api_key,
     bot_main,
@@ -59,6 +63,14 @@ from .calls import (
 )
 
 SELFTEST_SECRET = "selftest-auth-token"
+PHONE_CASSETTE = Path(__file__).parent / "cassettes" / "phone" / "end_call.jsonl"
+GOODBYE = "That's all, thank you. Bye!"  # the caller's last words in PHONE_CASSETTE
+
+# Call control for every call: the model may end the call (the end_call tool; the caller hears the
+# goodbye to its end first); a silent caller is asked twice, then hung up on; no call runs past 15 min.
+CALL = CallSettings(end_call=True, idle_after=10.0, idle_prompts=2, max_duration=900.0)
+# The self-test's: only end_call (idle prompts count wall-clock silence, which a fast replay has none of).
+SELFTEST_CALL = CallSettings(end_call=True)
 
 Handler = Callable[[MediaStream], Any]
 
@@ -116,6 +128,15 @@ def _twilio_server(
 def _twilio_fake(url: str, secret: str) -> FakeMediaCall:
     call: FakeMediaCall = FakeTwilioCall(url, auth_token=secret, playback_speed=20)
     return call
+
+
+def _twilio_control() -> ControlFactory | None:
+    # The Account SID with the Auth Token that signs the upgrades: hang-ups are REST call updates.
+    sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
+    if not (sid and token):
+        return None  # the stream hangs up by closing itself (the <Connect><Stream> ends)
+    factory: ControlFactory = twilio_control_factory(sid, token)
+    return factory
 
 
 def _plivo_server(
@@ -197,10 +218,6 @@ def _telnyx_control() -> ControlFactory | None:
     return factory
 
 
-def _no_control() -> ControlFactory | None:
-    return None  # the stream hangs up by closing itself
-
-
 PROVIDERS: dict[str, Provider] = {
     "twilio": Provider(
         name="twilio",
@@ -209,7 +226,7 @@ PROVIDERS: dict[str, Provider] = {
         answer_name="TwiML",
         answer=connect_stream_twiml,
         fake_call=_twilio_fake,
-        control=_no_control,
+        control=_twilio_control,
     ),
     "telnyx": Provider(
         name="telnyx",
@@ -245,9 +262,11 @@ def call_handler(
     *,
     pulse_key: str,
     pulse_url: str | None = None,
+    call: CallSettings | None = CALL,
     sessions: list[Session] | None = None,
 ) -> Callable[[MediaStream], Any]:
-    """One call on any provider's stream: the weather agent, Pulse at the call's rate, ``tts``."""
+    """One call on any provider's stream: the weather agent, Pulse at the call's rate, ``tts``, and
+    ``call``'s call control (the ``end_call`` tool, idle prompts, a time limit)."""
 
     async def handler(stream: MediaStream) -> None:
         rate = stream.input_sample_rate
@@ -260,7 +279,7 @@ def call_handler(
                 else PulseSTT(pulse_key, options, url=pulse_url)
             )
 
-        await run_call(stream, rate, llm=llm, stt=stt, tts=tts, sessions=sessions)
+        await run_call(stream, rate, llm=llm, stt=stt, tts=tts, call=call, sessions=sessions)
 
     return handler
 
@@ -292,17 +311,25 @@ async def serve(args: argparse.Namespace) -> None:
 
 async def selftest_call(provider: Provider) -> bool:
     """One call: the provider's fake caller asks the question over a signed upgrade; fake Pulse
-    transcribes it; the LLM side is the recorded session on a local server; espeak-ng answers."""
+    transcribes it; the LLM side is the recorded session on a local server; espeak-ng answers. Then the
+    caller says goodbye, the model calls ``end_call``, and the bot hangs up once its goodbye was heard."""
     from voiceagent.cassette import Cassette
     from voiceagent.testing.pulse_server import FakePulseServer, Speech
     from voiceagent.testing.replay import ReplayServer
 
+    name = provider.name
     sessions: list[Session] = []
-    # Heard as real Pulse does: VAD events, a final every few words, finalize at speech_ended.
-    pulse = FakePulseServer([Speech(QUESTION, 0.1, 0.8)])
-    async with ReplayServer(Cassette.load(WEATHER_CASSETTE), speed=0) as replay, pulse:
+    # Heard as real Pulse does: VAD events, a final every few words, finalize at speech_ended. Its
+    # clock is the caller's audio: the goodbye is in the second 1.5 s the caller sends.
+    pulse = FakePulseServer([Speech(QUESTION, 0.1, 0.8), Speech(GOODBYE, 2.0, 2.6)])
+    async with ReplayServer(Cassette.load(PHONE_CASSETTE), speed=0) as replay, pulse:
         handler = call_handler(
-            replay.client(), espeak_sink, pulse_key="sk_test", pulse_url=pulse.url, sessions=sessions
+            replay.client(),
+            espeak_sink,
+            pulse_key="sk_test",
+            pulse_url=pulse.url,
+            call=SELFTEST_CALL,
+            sessions=sessions,
         )
         server = provider.server(
             handler,
@@ -311,20 +338,43 @@ async def selftest_call(provider: Provider) -> bool:
             port=0,
             path="/media",
             public_url=None,
-            control_factory=None,
+            control_factory=None,  # without the provider's REST API the bot hangs up by closing the stream
         )
         async with server, provider.fake_call(server.url, SELFTEST_SECRET) as phone:
-            await phone.send_pcm(b"\x00\x00" * 12000, 8000)  # 1.5 s of caller audio
+            await phone.send_pcm(b"\x00\x00" * 12000, 8000)  # 1.5 s of caller audio: the question
             await wait_for_first_answer(sessions)
-            await phone.stop()
-        replay.check()
-    result = sessions[0].results[0]
-    print(f"[{provider.name}] caller asked: {result.user_text}")
-    print(f"[{provider.name}] caller heard: {result.heard_text}")
+            await phone.send_pcm(b"\x00\x00" * 12000, 8000)  # ... and 1.5 s more: the goodbye
+            with anyio.fail_after(60):
+                await phone.closed.wait()  # the bot hung up
+                # ... and let its handler finish (Pulse's last words) before the server cancels it.
+                while server.active_calls:  # noqa: ASYNC110 (the count is all the server offers)
+                    await anyio.sleep(0.05)
+        replay.assert_complete()
+    session = sessions[0]
+    first, *rest = session.results
+    print(f"[{name}] caller asked: {first.user_text}")
+    print(f"[{name}] caller heard: {first.heard_text}")
     seconds = len(phone.played_pcm16) / 2 / phone.wire.outbound_format.sample_rate
-    marks = len(phone.echoed_marks)
-    print(f"[{provider.name}] audio played to the caller: {seconds:.2f} s, marks echoed: {marks}")
-    return bool(result.heard_text) and not result.error and not phone.errors
+    print(f"[{name}] audio played to the caller: {seconds:.2f} s, marks echoed: {len(phone.echoed_marks)}")
+    last = rest[-1] if rest else first
+    print(f"[{name}] caller said: {last.user_text}")
+    print(f"[{name}] bot answered: {last.heard_text}")
+    stream = session.transport
+    heard = stream.heard_text if isinstance(stream, MediaStream) else ""  # the whole call, as played
+    goodbye = SELFTEST_CALL.goodbye or ""
+    ended_by = session.call.ended_by if session.call is not None else None
+    print(
+        f"[{name}] the bot hung up ({ended_by}, close code {phone.close_code}) once the caller "
+        f"had heard: {heard[-len(goodbye) :]}"
+    )
+    return (
+        len(rest) == 1
+        and bool(first.heard_text)
+        and not any(r.error for r in session.results)
+        and not phone.errors
+        and ended_by == "end_call"
+        and heard.endswith(goodbye)
+    )
 
 
 def add_options(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -46,7 +46,12 @@ def test_one_phone_bot_answers_the_caller_over_each_provider(tmp_path: Path, pro
     assert f"[{provider}] caller heard: Let me check the weather for you. {ANSWER}" in out
     seconds = float(out.split(f"[{provider}] audio played to the caller: ")[1].split(" s")[0])
     assert seconds > 2.0  # decoded from what the provider's fake played, at its outbound rate
-    assert [line.split("]")[0] for line in out.splitlines()] == [f"[{provider}"] * 3  # that provider only
+    # Then the caller says goodbye; the model calls end_call; the goodbye is heard; the bot hangs up.
+    assert f"[{provider}] caller said: That's all, thank you. Bye!" in out
+    assert f"[{provider}] bot answered: You're welcome! Enjoy the sunshine." in out
+    hung_up = "the bot hung up (end_call, close code 1000) once the caller had heard: "
+    assert f"[{provider}] {hung_up}Thank you for calling. Goodbye." in out
+    assert [line.split("]")[0] for line in out.splitlines()] == [f"[{provider}"] * 6  # that provider only
 
 
 def test_the_phone_bot_table_has_the_providers_and_serving_needs_one(tmp_path: Path) -> None:
@@ -64,6 +69,7 @@ def test_the_phone_bot_table_has_the_providers_and_serving_needs_one(tmp_path: P
 
 # The credentials each provider's call control reads; without them the stream hangs up by closing itself.
 CONTROL_ENV = {
+    "twilio": {"TWILIO_ACCOUNT_SID": "AC00000000000000000000000000000001", "TWILIO_AUTH_TOKEN": "t"},
     "telnyx": {"TELNYX_API_KEY": "KEY-test"},
     "plivo": {"PLIVO_AUTH_TOKEN": "plivo-token", "PLIVO_AUTH_ID": "MAFAKEAUTHID00000001"},
 }
@@ -82,7 +88,8 @@ def test_the_phone_bot_takes_each_providers_call_control_from_the_environment(
     factory = PROVIDERS[provider].control()
     assert factory is not None
     pcmu = AudioFormat("pcmu", 8000)
-    control = factory(StreamStart("stream-1", "call-1", pcmu, pcmu, account_id="MAFAKEAUTHID00000001"))
+    call_id = "CA00000000000000000000000000000001"  # a Twilio CallSid; any id for the others
+    control = factory(StreamStart("stream-1", call_id, pcmu, pcmu, account_id="MAFAKEAUTHID00000001"))
     assert isinstance(control, CallControl)
     assert type(control).__module__.startswith(f"voiceagent.adapters.{provider}")
 
