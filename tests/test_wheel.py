@@ -136,6 +136,7 @@ def test_the_wheel_runs_the_demo_and_the_shipped_replays_in_an_empty_folder(
     selftest = run([installed.python, "-m", "voiceagent.examples.phone_bot", "--selftest"], cwd=tmp_path)
     for provider in ("plivo", "telnyx", "twilio"):
         assert f"[{provider}] caller heard: Let me check the weather for you." in selftest
+        assert f"[{provider}] the bot hung up (end_call, close code 1000)" in selftest  # its cassette shipped
     assert run([installed.voiceagent, "--help"], cwd=tmp_path).startswith("usage: voiceagent")
 
 
