@@ -5,9 +5,9 @@
     python -m voiceagent.examples.phone_bot --selftest --provider twilio  # ... or one provider's
 
 The bot (agent, STT, TTS, session) is the same code whichever provider carries the call; what differs
-is one row of ``PROVIDERS``: the server class and the secret it checks upgrades with, the XML that
-connects a call to the stream (printed at start: configure your number with it), the provider's fake
-call for the self-test, and its call control (REST) when its credentials are in the environment.
+is one row of ``PROVIDERS``: the server class and the secret it checks upgrades with, what connects a
+call to the stream (TwiML, Telnyx's Call Control fields, Plivo XML; printed at start), the provider's
+fake call for the self-test, and its call control (REST) when its credentials are in the environment.
 Put a TLS proxy in front of the port: providers dial ``wss://`` on 443.
 
 Each server refuses to start without its provider's secret (``allow_unsigned`` is not offered here):
