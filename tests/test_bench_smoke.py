@@ -29,6 +29,7 @@ from bench.turn_wall import (
     SEQUENTIAL,
     TurnWallResult,
     ideal_seconds,
+    ours_streaming_engine_turn,
     ours_streaming_turn,
     ours_turn,
     sequential_turn,
@@ -101,6 +102,8 @@ def test_turn_wall_contenders_speak_filler_and_answer(server: ServerProcess) -> 
     ours, sequential = anyio.run(both)  # each raises if the wrong words were spoken
     assert ours > 0 and sequential > 0 and ideal_seconds() > 0
     assert anyio.run(ours_streaming_turn, server.base_url, "smoke-ours-streaming") > 0
+    # The streaming-text engine takes the words as written and still says filler and answer in full.
+    assert anyio.run(ours_streaming_engine_turn, server.base_url, "smoke-ours-streaming-engine") > 0
 
 
 def test_scale_level_and_memory(server: ServerProcess) -> None:

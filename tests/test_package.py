@@ -14,7 +14,9 @@ USER_FACING = {
     "Limiter", "ConcurrencyLimiter", "PLAN_CONCURRENCY", "RetryPolicy", "Usage",
     "ToolCallRecord",  # ToolCall's old name, kept as an alias
     # the audio side
-    "TTSEngine", "Speaker", "AudioOutput", "OwnsOutput",
+    "TTSEngine", "TextStreamingEngine", "Speaker", "AudioOutput", "OwnsOutput",
+    # phone calls
+    "CallSettings", "DtmfSettings", "CallControl",
     # the turn's events
     "TurnEvent", "RoundStarted", "SpeechQueued", "ToolStarted", "ToolFinished", "CacheBusted",
     "RoundFinished", "TurnFinished",
@@ -22,7 +24,7 @@ USER_FACING = {
     "VoiceAgentError", "LLMError", "LLMStatusError", "RateLimitError", "LLMConnectionError",
     "StreamInterruptedError", "StreamProtocolError", "LLMDeadlineError", "SpeechLimitError",
     "TurnInProgressError", "LimiterUnavailableError", "SlotTimeoutError", "ToolDefinitionError", "TTSError",
-    "TTSInterruptedError",
+    "TTSInterruptedError", "CallControlError",
 }  # fmt: skip
 INTERNALS = {
     "DeltaAccumulator": "voiceagent.accumulator",

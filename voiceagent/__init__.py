@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from voiceagent.results import RoundRecord, ToolCall, ToolCallRecord, TurnResult
     from voiceagent.retry import RetryPolicy
     from voiceagent.session import BargeInPolicy, Session
-    from voiceagent.speaker import Speaker, TTSEngine
+    from voiceagent.speaker import Speaker, TextStreamingEngine, TTSEngine
     from voiceagent.stt import (
         SpeechEnded,
         SpeechStarted,
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         STTSource,
         Transcript,
     )
+    from voiceagent.telephony import CallControl, CallControlError, CallSettings, DtmfSettings
     from voiceagent.tool_runner import ToolResult, ToolRunner
     from voiceagent.tools import Tool, tool
     from voiceagent.transport import OwnsOutput, TextDisplay, Transport
@@ -109,6 +110,10 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     "RetryPolicy": "voiceagent.retry",
     "BargeInPolicy": "voiceagent.session",
     "Session": "voiceagent.session",
+    "CallControl": "voiceagent.telephony",
+    "CallControlError": "voiceagent.telephony",
+    "CallSettings": "voiceagent.telephony",
+    "DtmfSettings": "voiceagent.telephony",
     "SpeechEnded": "voiceagent.stt",
     "SpeechStarted": "voiceagent.stt",
     "STTEvent": "voiceagent.stt",
@@ -127,6 +132,7 @@ _EXPORTS = {  # name -> the module that defines it; imported on first use
     # the audio side: a vendor writes a TTSEngine; a Speaker makes it the turn's sink on an AudioOutput
     "TTSEngine": "voiceagent.speaker",
     "Speaker": "voiceagent.speaker",
+    "TextStreamingEngine": "voiceagent.speaker",
     "AudioOutput": "voiceagent.tts",
     "OwnsOutput": "voiceagent.transport",
 }
@@ -139,10 +145,14 @@ __all__ = [
     "AudioOutput",
     "BargeInPolicy",
     "CacheBusted",
+    "CallControl",
+    "CallControlError",
+    "CallSettings",
     "ChatStream",
     "ChatStreamer",
     "ConcurrencyLimiter",
     "Conversation",
+    "DtmfSettings",
     "EndOfTurnDetector",
     "EndpointingDetector",
     "LLMClient",
@@ -174,6 +184,7 @@ __all__ = [
     "TTSInterruptedError",
     "TTSSink",
     "TextDisplay",
+    "TextStreamingEngine",
     "Tool",
     "ToolCall",
     "ToolCallRecord",
