@@ -19,6 +19,7 @@ from voiceagent.commands.errors import run_cleanly
 from voiceagent.runtime import server_loop_options
 from voiceagent.session import Session
 from voiceagent.stt import STTSource
+from voiceagent.telephony import CallSettings
 from voiceagent.transport import OwnsOutput, Transport
 from voiceagent.transport_output import TransportOutput
 from voiceagent.tts import AudioOutput, TTSSink
@@ -66,14 +67,17 @@ async def run_call(
     llm: ChatStreamer,
     stt: STTFactory,
     tts: SinkFactory,
+    call: CallSettings | None = None,
     sessions: list[Session] | None = None,
 ) -> None:
-    """Serve one call until the caller hangs up."""
+    """Serve one call until the caller hangs up (or, with ``call``'s call control, the bot does)."""
     # Twilio and the web page own their output; a bare Transport gets one at ``sample_rate``.
     own = None if isinstance(transport, OwnsOutput) else TransportOutput(transport, sample_rate)
     output = own or transport.output  # type: ignore[attr-defined]
     async with stt() as source, tts(output) as sink:
-        session = Session(agent=build_agent(llm, sink), transport=transport, stt=source, output=own)
+        session = Session(
+            agent=build_agent(llm, sink), transport=transport, stt=source, output=own, call=call
+        )
         if sessions is not None:
             sessions.append(session)
         await session.run()
@@ -93,18 +97,17 @@ def bot_main(
     argv: Sequence[str] | None,
     *,
     serve: Callable[[argparse.Namespace], Awaitable[None]],
-    selftest: Callable[[], Awaitable[int]],
-    public_url: bool = False,
+    selftest: Callable[[argparse.Namespace], Awaitable[int]],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """The example bots' command line: serve live calls, or ``--selftest`` one offline call."""
+    """The example bots' command line: serve live calls, or ``--selftest`` one offline call.
+    ``options`` adds a bot's own arguments (the phone bot's ``--provider`` and ``--public-url``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--selftest", action="store_true", help="run one offline call and exit")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    if public_url:
-        parser.add_argument(
-            "--public-url", default="wss://example.com/media", help="the wss URL Twilio dials"
-        )
+    if options is not None:
+        options(parser)
     parser.add_argument(
         "--base-url", help="an OpenAI-compatible server instead of Electron (e.g. http://host:8000/v1)"
     )
@@ -113,7 +116,7 @@ def bot_main(
     parser.add_argument("--voice", default=os.environ.get("SMALLEST_VOICE_ID"))  # None: the model's default
     args = parser.parse_args(argv)
     if args.selftest:
-        return run_cleanly(lambda: anyio.run(selftest))
+        return run_cleanly(lambda: anyio.run(selftest, args))
 
     def serve_until_stopped() -> int:
         # A server lives long: take start-up's objects (the imported modules, ~100k with the openai SDK)

@@ -50,7 +50,7 @@ async def serve(args: argparse.Namespace) -> None:
         await server.serve_forever()
 
 
-async def selftest() -> int:
+async def selftest(_args: argparse.Namespace) -> int:
     """Headless Chromium opens the page with espeak-ng's recording of the question as its microphone;
     fake Pulse transcribes it; the LLM side is the recorded session; espeak-ng answers in the page."""
     from voiceagent.cassette import Cassette

@@ -132,10 +132,11 @@ def test_the_wheel_runs_the_demo_and_the_shipped_replays_in_an_empty_folder(
     (tmp_path / "mine.jsonl").write_bytes((CASSETTES / "parallel_tools.jsonl").read_bytes())
     other = [installed.voiceagent, "demo", "--speed", "0", "--cassette", "mine.jsonl", "--out", "two.wav"]
     assert "Paris wins today." in run(other, cwd=tmp_path)
-    selftest = run(
-        [installed.python, "-m", "voiceagent.examples.twilio_phone_bot", "--selftest"], cwd=tmp_path
-    )
-    assert "caller heard: Let me check the weather for you." in selftest
+    # One offline call per phone provider (Twilio, Telnyx, Plivo), the same bot code, from the wheel.
+    selftest = run([installed.python, "-m", "voiceagent.examples.phone_bot", "--selftest"], cwd=tmp_path)
+    for provider in ("plivo", "telnyx", "twilio"):
+        assert f"[{provider}] caller heard: Let me check the weather for you." in selftest
+        assert f"[{provider}] the bot hung up (end_call, close code 1000)" in selftest  # its cassette shipped
     assert run([installed.voiceagent, "--help"], cwd=tmp_path).startswith("usage: voiceagent")
 
 

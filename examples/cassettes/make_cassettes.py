@@ -1,4 +1,5 @@
-"""Make the example cassettes: ``python examples/cassettes/make_cassettes.py`` (from the repository root).
+"""Make the example cassettes: ``python examples/cassettes/make_cassettes.py [name ...]`` (from the
+repository root; no name: all of them).
 
 How they were made, honestly: there was no network and no API key where they were produced, so these are
 NOT recordings of live Electron. Each one is a REAL session of ``examples/weather_bot.py``'s agent (its
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -31,8 +33,14 @@ from voiceagent.replay.recorder import Recorder
 from voiceagent.stt import SpeechStarted, STTEvent, Transcript
 from voiceagent.testing.openai_server import Chunk, FakeOpenAIServer, Reply
 from voiceagent.testing.tone_sink import ToneSink
+from voiceagent.tools import Tool
+
+if TYPE_CHECKING:
+    from voiceagent.session import Session
 
 HERE = Path(__file__).resolve().parent
+PHONE_QUESTION = "What's the weather in Paris right now?"
+PHONE_GOODBYE = "That's all, thank you. Bye!"
 AGENT = "voiceagent.examples.weather_bot:build_agent"  # importable wherever voiceagent is installed
 FIRST_TOKEN = 0.25  # seconds to the first token
 PER_TOKEN = 1 / 30  # ~30 tokens per second
@@ -171,8 +179,10 @@ async def record(
     stt_events: Sequence[STTEvent],
     barge_in_turn: int | None = None,
     cut: HoldGate | None = None,
+    extra_tools: Sequence[Tool] = (),
 ) -> None:
     path = HERE / f"{name}.jsonl"
+    path.parent.mkdir(exist_ok=True)
     async with FakeOpenAIServer() as server:
         server.responder = lambda body: responder(body, len(server.requests))
         writer = CassetteWriter(
@@ -188,6 +198,8 @@ async def record(
         llm = LLMClient(base_url=server.base_url, api_key="sk_fake_key_for_recording_only")
         sink = recorder.wrap_sink(ToneSink())
         agent = build_agent(recorder.wrap_llm(llm), sink)
+        for extra in extra_tools:  # after the agent's own, as Session(call=...) adds its built-ins
+            agent.runner.add(extra)
         stt = recorder.wrap_stt(ScriptedSTT(stt_events))
         turn_index = 0
         async for event in stt.events():
@@ -292,11 +304,51 @@ async def barge_in() -> None:
     )
 
 
-async def main() -> None:
-    await weather()
-    await parallel_tools()
-    await barge_in()
+async def phone_end_call() -> None:
+    """The phone bot's call (examples/phone_bot.py --selftest): the weather, then the caller is done and
+    the model ends the call with CallSettings(end_call=True)'s built-in tool."""
+    from voiceagent.telephony.settings import CallSettings
+    from voiceagent.telephony.supervisor import CallSupervisor
+
+    script = Script(seed=4)
+
+    def responder(body: dict[str, Any], n: int) -> Reply:
+        if n == 1:
+            return script.reply(
+                body, "Let me check the weather for you.", [("get_weather", {"city": "Paris"})]
+            )
+        if n == 2:
+            return script.reply(
+                body, "It's 18 degrees and sunny in Paris right now, a lovely day to be outside."
+            )
+        if n == 3:
+            return script.reply(body, "You're welcome!", [("end_call", {})])
+        return script.reply(body, "Enjoy the sunshine.")
+
+    # The real built-in tool (its schema and result are what a Session(call=...) sends). It only asks
+    # the supervisor to end the call; nothing runs that request while recording, so no session is needed.
+    supervisor = CallSupervisor(CallSettings(end_call=True), cast("Session", None))
+    await record(
+        "phone/end_call",
+        "the phone bot: the weather, then the caller says goodbye and the model calls end_call",
+        responder,
+        [Transcript(PHONE_QUESTION, True), Transcript(PHONE_GOODBYE, True)],
+        extra_tools=supervisor.tools(),
+    )
+
+
+RECORDINGS = {
+    "weather": weather,
+    "parallel_tools": parallel_tools,
+    "barge_in": barge_in,
+    "phone/end_call": phone_end_call,
+}
+
+
+async def main(names: Sequence[str]) -> None:
+    for name in names or RECORDINGS:
+        await RECORDINGS[name]()
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    anyio.run(main, sys.argv[1:])
