@@ -214,3 +214,70 @@ async def test_the_sdk_reads_the_fakes_error_shapes_as_twilios() -> None:
                 errors.append(exc)
         assert [(e.status, e.code) for e in errors] == [(401, 20003), (404, 20404)]
         assert "was not found" in errors[1].msg
+
+
+# ---- API key auth (Twilio's recommendation for production) ---------------------------------------
+
+KEY_SID = "SK00000000000000000000000000000042"
+KEY_SECRET = "api-key-secret-0123456789abcdef"
+
+
+async def test_an_api_key_authenticates_our_client_as_it_does_the_sdk() -> None:
+    """Basic auth with the key's SID and secret, the Account SID still in the URL: the official SDK's
+    ``Client(api_key_sid, api_key_secret, account_sid)`` and ours send the same request; the fake takes
+    both, and refuses a wrong secret from either the same way."""
+    async with FakeTwilioREST(account_sid=ACCOUNT, auth_token=TOKEN, api_keys={KEY_SID: KEY_SECRET}) as rest:
+        rest.add_call(CALL)
+        ours = TwilioCallControl(
+            ACCOUNT, None, CALL, api_key_sid=KEY_SID, api_key_secret=KEY_SECRET, base_url=rest.base_url
+        )
+        sdk = Client(KEY_SID, KEY_SECRET, ACCOUNT, http_client=LoopbackHttpClient(rest.base_url))
+        with anyio.fail_after(30):
+            await ours.transfer("+15551234567")
+            await anyio.to_thread.run_sync(lambda: sdk.calls(CALL).update(twiml=dial_twiml("+15551234567")))
+        ours_request, sdk_request = rest.requests
+        basic = "Basic " + base64.b64encode(f"{KEY_SID}:{KEY_SECRET}".encode()).decode()
+        assert ours_request.headers["authorization"] == sdk_request.headers["authorization"] == basic
+        assert ours_request.path == sdk_request.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json"
+        assert [(u.call_sid, u.username) for u in rest.updates] == [(CALL, KEY_SID), (CALL, KEY_SID)]
+
+        wrong_ours = TwilioCallControl(
+            ACCOUNT, None, CALL, api_key_sid=KEY_SID, api_key_secret="wrong", base_url=rest.base_url
+        )
+        wrong_sdk = Client(KEY_SID, "wrong", ACCOUNT, http_client=LoopbackHttpClient(rest.base_url))
+        with anyio.fail_after(30), pytest.raises(TwilioRestError) as ours_error:
+            await wrong_ours.hang_up()
+        with pytest.raises(TwilioRestException) as sdk_error:
+            await anyio.to_thread.run_sync(lambda: wrong_sdk.calls(CALL).update(status="completed"))
+        assert (ours_error.value.status_code, ours_error.value.code) == (401, 20003)
+        assert (sdk_error.value.status, sdk_error.value.code) == (401, 20003)
+        assert len(rest.updates) == 2
+
+
+async def test_the_control_factory_takes_an_api_key_and_checks_the_pair_when_built() -> None:
+    start = StreamStart(
+        stream_id="MZ00000000000000000000000000000001",
+        call_id=CALL,
+        inbound_format=AudioFormat("pcmu", 8000),
+        outbound_format=AudioFormat("pcmu", 8000),
+    )
+    async with FakeTwilioREST(account_sid=ACCOUNT, auth_token=TOKEN, api_keys={KEY_SID: KEY_SECRET}) as rest:
+        rest.add_call(CALL)
+        make = twilio_control_factory(
+            ACCOUNT, api_key_sid=KEY_SID, api_key_secret=KEY_SECRET, base_url=rest.base_url
+        )
+        with anyio.fail_after(10):
+            await make(start).hang_up()
+        assert [(dict(u.params), u.username) for u in rest.updates] == [({"Status": "completed"}, KEY_SID)]
+        assert KEY_SECRET not in repr(make(start))
+    for bad, match in (
+        ({"api_key_sid": KEY_SID}, "both api_key_sid"),
+        ({"api_key_secret": KEY_SECRET}, "both api_key_sid"),
+        ({"api_key_sid": "SK/../x", "api_key_secret": KEY_SECRET}, "api_key_sid must be a Twilio SID"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            twilio_control_factory(ACCOUNT, **bad)
+    with pytest.raises(ValueError, match="not both"):
+        twilio_control_factory(ACCOUNT, TOKEN, api_key_sid=KEY_SID, api_key_secret=KEY_SECRET)
+    with pytest.raises(ValueError, match="auth_token is required"):
+        twilio_control_factory(ACCOUNT)

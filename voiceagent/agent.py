@@ -62,15 +62,16 @@ class Agent:
         self.results: list[TurnResult] = []
         self._responding = False
 
-    def new_turn(self, on_event: Any = None, *, held: bool = False) -> Turn:
+    def new_turn(self, on_event: Any = None, *, held: bool = False, runner: ToolRunner | None = None) -> Turn:
         """A turn you can ``cancel()`` (barge-in) while ``run()`` is in progress in another task.
-        ``held``: speculative, silent until ``release()`` (see ``Turn``)."""
+        ``held``: speculative, silent until ``release()`` (see ``Turn``). ``runner``: this turn's tools
+        instead of ``self.runner`` (``Session``: the agent's tools plus its call's built-ins)."""
         self.turns += 1
         return Turn(
             llm=self.llm,
             conversation=self.conversation,
             sink=self.sink,
-            runner=self.runner,
+            runner=runner if runner is not None else self.runner,
             config=self.config,
             guard=self.guard,
             index=self.turns,

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -28,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from voiceagent.agent import Agent
 from voiceagent.endpointing import EndOfTurnDetector, EndpointingDetector
+from voiceagent.errors import VoiceAgentError
 from voiceagent.events import SpeechQueued, TurnEvent, TurnFinished
 from voiceagent.logs import get_logger, log_context
 from voiceagent.results import RoundRecord, TurnResult
@@ -58,6 +61,25 @@ DEFAULT_BACKCHANNELS = frozenset(
 )  # fmt: skip
 
 _MAX_QUEUED_TURNS = 4  # turns asked for by call control (DTMF entries) not started yet
+
+# The agents a running session is serving: an Agent is one conversation, so two sessions at once on
+# one agent would interleave two callers in one history. One after the other is fine.
+_SERVING: weakref.WeakSet[Agent] = weakref.WeakSet()
+
+
+@contextmanager
+def _serving(agent: Agent) -> Iterator[None]:
+    if agent in _SERVING:
+        raise VoiceAgentError(
+            f"agent {agent.session_id} is already serving a running session: build one Agent per call "
+            "(tools may be shared between agents)"
+        )
+    _SERVING.add(agent)
+    try:
+        yield
+    finally:
+        _SERVING.discard(agent)
+
 
 _WORDS = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
 
@@ -161,8 +183,11 @@ class Session:
         self._ending = False
         self._tg: TaskGroup | None = None
         self.call = CallSupervisor(call, self) if call is not None else None
-        for built_in in self.call.tools() if self.call is not None else ():
-            agent.runner.add(built_in)
+        # The built-in call tools are this session's own, offered to its turns through a view of the
+        # agent's runner: the agent is left unchanged, so it (or its tools) can serve the next call.
+        self._built_ins = tuple(self.call.tools()) if self.call is not None else ()
+        if self._built_ins:
+            agent.runner.with_tools(self._built_ins)  # a name clash fails here, not mid-call
 
     @property
     def bot_speaking(self) -> bool:
@@ -171,7 +196,7 @@ class Session:
 
     async def run(self) -> None:
         """Serve until the caller's audio ends and the STT source has said its last word."""
-        with log_context(session=self.agent.session_id):
+        with _serving(self.agent), log_context(session=self.agent.session_id):
             log.info("session started")
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -336,7 +361,13 @@ class Session:
             elif not running.turn.discarded:
                 running.held_events.append(event)
 
-        running = _Running(self.agent.new_turn(on_event, held=held), text)
+        # Per turn: the agent's runner may have been wrapped since (replay substitutes tools).
+        if self._built_ins:
+            runner = self.agent.runner.with_tools(self._built_ins)
+            turn = self.agent.new_turn(on_event, held=held, runner=runner)
+        else:
+            turn = self.agent.new_turn(on_event, held=held)
+        running = _Running(turn, text)
         tg.start_soon(self._drive, running)
         if self.call is not None:
             self.call.notify()

@@ -96,11 +96,17 @@ class ToolRunner:
         return list(self._tools.values())
 
     def add(self, tool: Tool) -> None:
-        """Offer one more tool (``Session`` adds the built-in call tools before the first turn; a turn
-        reads the tools once, when it starts)."""
+        """Offer one more tool (a turn reads the tools once, when it starts)."""
         if tool.name in self._tools:
             raise ToolDefinitionError(f"two tools are named {tool.name!r}")
         self._tools[tool.name] = tool
+
+    def with_tools(self, extra: Sequence[Tool]) -> ToolRunner:
+        """A view of this runner with ``extra`` tools on top, for one session (``Session`` offers the
+        built-in call tools this way, so one ``Agent`` serves call after call). This runner is unchanged;
+        its own tools still run through it, and the view shares its thread budget.
+        Raises ``ToolDefinitionError`` when a name is taken."""
+        return _WithTools(self, extra)
 
     async def run(self, call_id: str, name: str, arguments: str) -> ToolResult:
         """Run one call. Never raises for tool problems; cancellation (e.g. barge-in) propagates.
@@ -167,6 +173,24 @@ class ToolRunner:
         except (TypeError, ValueError, RecursionError) as exc:
             return f"Error: {tool.name} returned a value that cannot be sent as JSON: {_short(exc)}", True
         return _capped(content, self.max_result_chars), False
+
+
+class _WithTools(ToolRunner):
+    def __init__(self, inner: ToolRunner, extra: Sequence[Tool]) -> None:
+        super().__init__(
+            [*inner.tools, *extra],
+            default_timeout=inner.default_timeout,
+            max_threads=inner.max_threads,
+            max_result_chars=inner.max_result_chars,
+        )
+        self.inner = inner
+        self.thread_limiter = inner.thread_limiter
+        self._extra = frozenset(t.name for t in extra)
+
+    async def run(self, call_id: str, name: str, arguments: str) -> ToolResult:
+        if name in self._extra:
+            return await super().run(call_id, name, arguments)
+        return await self.inner.run(call_id, name, arguments)  # a wrapped runner (replay) keeps its role
 
 
 def _parse_arguments(tool: Tool, arguments: str) -> dict[str, Any]:

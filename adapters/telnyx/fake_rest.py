@@ -51,6 +51,9 @@ class FakeTelnyxRest:
         self.actions: list[RecordedAction] = []
         self.rejected: list[tuple[int, str]] = []  # (status, error code) of every refused request
         self.stall: anyio.Event | None = None
+        # Called as an accepted action is recorded, before it is answered: what the caller had heard
+        # when the request arrived can be read there (the client is still waiting for the answer).
+        self.on_action: Callable[[RecordedAction], None] | None = None
         self._fail_next: deque[tuple[int, str]] = deque()
         self._changed = anyio.Event()
         self._http = LoopbackHTTPServer(self._handle)
@@ -122,7 +125,10 @@ class FakeTelnyxRest:
         call_control_id, action, body = checked
         if self.stall is not None:
             await self.stall.wait()
-        self.actions.append(RecordedAction(call_control_id, action, body, dict(request.headers)))
+        recorded = RecordedAction(call_control_id, action, body, dict(request.headers))
+        self.actions.append(recorded)
+        if self.on_action is not None:
+            self.on_action(recorded)
         if action == "hangup":
             self.live_calls.discard(call_control_id)
             self.ended_calls.add(call_control_id)

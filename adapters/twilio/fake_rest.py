@@ -1,7 +1,8 @@
 """A fake of Twilio's REST API for live calls, on 127.0.0.1 (the Call resource, after Twilio's docs).
 
 ``GET`` and ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP Basic auth
-(Account SID : Auth Token). A POST is a call update: a form body (``application/x-www-form-urlencoded``)
+(Account SID : Auth Token, or an API key's SID : secret given in ``api_keys``). A POST is a call
+update: a form body (``application/x-www-form-urlencoded``)
 with ``Status`` (``completed``/``canceled``) or ``Twiml`` (at most 4,000 characters, a ``<Response>``
 document) or ``Url``. It answers as Twilio does: the call resource as JSON, or an error
 ``{"code", "message", "more_info", "status"}`` (401 code 20003 with ``WWW-Authenticate``, 404 code
@@ -54,7 +55,7 @@ class CallUpdate:
 
     call_sid: str
     params: Mapping[str, str]
-    username: str  # the Basic auth user name (the Account SID)
+    username: str  # the Basic auth user name (the Account SID, or the API key SID)
 
 
 class FakeTwilioREST:
@@ -64,9 +65,13 @@ class FakeTwilioREST:
         account_sid: str = "AC00000000000000000000000000000001",
         auth_token: str = "test-auth-token",
         on_update: Callable[[CallUpdate], Awaitable[None]] | None = None,
+        api_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
+        # API keys of this account (key SID -> secret): Basic auth with one of them is accepted too, the
+        # Account SID staying in the URL, as Twilio does.
+        self.api_keys = dict(api_keys or {})
         self.on_update = on_update  # runs before the answer is sent (a test snapshots the call here)
         self.calls: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
@@ -172,7 +177,7 @@ class FakeTwilioREST:
             return 401
         account, call_sid = match.groups()
         call = self.calls.get(call_sid)
-        if account != user or call is None:
+        if account != self.account_sid or call is None:
             return await self._error(
                 respond, 404, 20404, f"The requested resource {request.path} was not found"
             )
@@ -208,7 +213,12 @@ class FakeTwilioREST:
             return None
         ok_user = hmac.compare_digest(user.encode(), self.account_sid.encode())
         ok_password = hmac.compare_digest(password.encode(), self.auth_token.encode())
-        return user if ok_user and ok_password else None
+        if ok_user and ok_password:
+            return user
+        secret = self.api_keys.get(user)
+        if secret is not None and hmac.compare_digest(password.encode(), secret.encode()):
+            return user
+        return None
 
     @staticmethod
     def _check_update(call: Mapping[str, Any], params: Mapping[str, str]) -> tuple[str | None, int]:

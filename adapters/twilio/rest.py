@@ -2,10 +2,12 @@
 
 Both are a Call resource update (Twilio's "Modify calls in progress"):
 ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json``, HTTP Basic auth (Account SID and
-Auth Token), a form body: ``Status=completed`` hangs up; ``Twiml=<Response><Dial>...</Dial></Response>``
-replaces the call's TwiML, so the ``<Connect><Stream>`` ends (Twilio sends ``stop``) and the caller is
-dialed through to the number. Twilio answers with the call resource as JSON, or an error
-``{"code", "message", "more_info", "status"}``, raised here as ``TwilioRestError``.
+Auth Token, or an API key's SID and secret: Twilio's recommendation for production, the key can be
+revoked alone; the Account SID stays in the URL), a form body: ``Status=completed`` hangs up;
+``Twiml=<Response><Dial>...</Dial></Response>`` replaces the call's TwiML, so the ``<Connect><Stream>``
+ends (Twilio sends ``stop``) and the caller is dialed through to the number. Twilio answers with the
+call resource as JSON, or an error ``{"code", "message", "more_info", "status"}``, raised here as
+``TwilioRestError``.
 
 DTMF out: Twilio's Media Streams carry no outbound DTMF, and the only REST way (new TwiML with
 ``<Play digits>``) would replace the ``<Connect><Stream>`` and end the bot's stream; ``send_dtmf``
@@ -82,12 +84,14 @@ class TwilioCallControl:
 
     ``base_url``: Twilio's API (a regional edge, or a fake on loopback in tests). ``timeout``: seconds
     for each whole request. ``client``: an ``httpx2.AsyncClient`` to reuse (yours to close); without one
-    each request opens and closes its own connection (a call makes one or two)."""
+    each request opens and closes its own connection (a call makes one or two).
+    ``api_key_sid``/``api_key_secret``: authenticate with an API key (``SK...``) instead of the Auth
+    Token (then pass ``auth_token=None``); the requests still go to ``account_sid``'s calls."""
 
     def __init__(
         self,
         account_sid: str,
-        auth_token: str,
+        auth_token: str | None,
         call_sid: str,
         *,
         base_url: str = DEFAULT_API_BASE,
@@ -95,24 +99,25 @@ class TwilioCallControl:
         client: httpx2.AsyncClient | None = None,
         dial_caller_id: str | None = None,
         dial_timeout: int | None = None,
+        api_key_sid: str | None = None,
+        api_key_secret: str | None = None,
     ) -> None:
         for name, sid in (("account_sid", account_sid), ("call_sid", call_sid)):
             if not isinstance(sid, str) or not _SID.fullmatch(sid):
                 raise ValueError(f"{name} must be a Twilio SID (letters and digits), got {str(sid)[:40]!r}")
-        if not auth_token:
-            raise ValueError("auth_token is required (your Twilio Auth Token)")
+        user, password = _credentials(account_sid, auth_token, api_key_sid, api_key_secret)
         if not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url[:60]!r}")
-        register_secret(auth_token)  # never in a log line
+        register_secret(password)  # never in a log line
         self.account_sid = account_sid
         self.call_sid = call_sid
         self.url = f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}.json"
         self.timeout = timeout
         self.dial_caller_id = dial_caller_id
         self.dial_timeout = dial_timeout
-        self._auth = (account_sid, auth_token)
+        self._auth = (user, password)
         self._client = client
         self.updates: list[dict[str, str]] = []  # the form bodies sent, in order (no credentials)
 
@@ -202,11 +207,32 @@ def _error_from(status: int, body: bytes) -> TwilioRestError:
     return TwilioRestError(status, None, text or "empty body")
 
 
+def _credentials(
+    account_sid: str, auth_token: str | None, api_key_sid: str | None, api_key_secret: str | None
+) -> tuple[str, str]:
+    """The Basic auth pair: the API key's when one is given, else the Account SID and Auth Token."""
+    if api_key_sid is None and api_key_secret is None:
+        if not auth_token:
+            raise ValueError(
+                "auth_token is required (your Twilio Auth Token), or api_key_sid= and api_key_secret="
+            )
+        return account_sid, auth_token
+    if not api_key_sid or not api_key_secret:
+        raise ValueError("an API key needs both api_key_sid (SK...) and api_key_secret")
+    if not _SID.fullmatch(api_key_sid):
+        raise ValueError(f"api_key_sid must be a Twilio SID (letters and digits), got {api_key_sid[:40]!r}")
+    if auth_token:
+        raise ValueError("give either auth_token or an API key (api_key_sid, api_key_secret), not both")
+    return api_key_sid, api_key_secret
+
+
 def twilio_control_factory(
-    account_sid: str, auth_token: str, **options: Any
+    account_sid: str, auth_token: str | None = None, **options: Any
 ) -> Callable[[StreamStart], TwilioCallControl]:
     """``control_factory`` for a media-stream server: each call's ``TwilioCallControl`` from its start
-    (``start.call_id`` is the CallSid). ``options`` go to ``TwilioCallControl``."""
+    (``start.call_id`` is the CallSid). ``options`` go to ``TwilioCallControl`` (``api_key_sid`` and
+    ``api_key_secret`` for API key auth instead of ``auth_token``)."""
+    _credentials(account_sid, auth_token, options.get("api_key_sid"), options.get("api_key_secret"))
 
     def make(start: StreamStart) -> TwilioCallControl:
         return TwilioCallControl(account_sid, auth_token, start.call_id, **options)

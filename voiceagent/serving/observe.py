@@ -21,6 +21,7 @@ from voiceagent.events import CacheBusted, RoundStarted, TurnEvent, TurnFinished
 from voiceagent.logs import get_logger, log_context
 from voiceagent.results import TurnResult
 from voiceagent.stt import SpeechEnded, STTEvent, STTSource, Transcript
+from voiceagent.tool_runner import ToolRunner
 from voiceagent.turn import Turn
 
 from .metrics import Metrics
@@ -62,7 +63,9 @@ class CallObserver:
     def attach(self, agent: Agent) -> Agent:
         new_turn = agent.new_turn
 
-        def observed_new_turn(on_event: Any = None, *, held: bool = False) -> Turn:
+        def observed_new_turn(
+            on_event: Any = None, *, held: bool = False, runner: ToolRunner | None = None
+        ) -> Turn:
             def tee(event: TurnEvent) -> None:
                 # A speculative turn the caller talked over is dropped: its rounds are counted with
                 # the turn that replaced it (TurnResult.speculative_rounds).
@@ -71,7 +74,7 @@ class CallObserver:
                 if on_event is not None:
                     on_event(event)
 
-            turn = new_turn(tee, held=held)
+            turn = new_turn(tee, held=held, runner=runner)
             self.turn = turn
             return turn
 

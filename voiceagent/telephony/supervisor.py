@@ -78,6 +78,15 @@ class CallSupervisor:
         """Transfer the caller to ``to`` after ``line`` has been heard (``CallControl.transfer``)."""
         self._ask(_End("transfer", line, transfer_to=to))
 
+    async def send_dtmf(self, digits: str) -> None:
+        """Play DTMF tones to the far end now (e.g. to drive an IVR), where the provider can: Plivo on
+        its stream, Telnyx through Call Control. Raises ``CallControlError`` with the reason otherwise
+        (Twilio's streams carry none; a transport without call control)."""
+        transport = self._session.transport
+        if not isinstance(transport, CallControl):
+            raise CallControlError("this transport has no call control: it cannot send DTMF")
+        await transport.send_dtmf(digits)
+
     def tools(self) -> list[Tool]:
         """The built-in tools ``settings`` turns on, bound to this call."""
         made: list[Tool] = []
