@@ -347,8 +347,7 @@ async def selftest_call(provider: Provider) -> bool:
             with anyio.fail_after(60):
                 await phone.closed.wait()  # the bot hung up
                 # ... and let its handler finish (Pulse's last words) before the server cancels it.
-                while server.active_calls:  # noqa: ASYNC110 (the count is all the server offers)
-                    await anyio.sleep(0.05)
+                await server.wait_idle()
         replay.assert_complete()
     session = sessions[0]
     first, *rest = session.results

@@ -555,3 +555,29 @@ async def test_one_calls_failure_leaves_the_others_running() -> None:
         async with FakeMediaCall(srv.url, wire) as second:
             await second.stop()
             assert (await second.wait_closed())[0] == 1000
+
+
+async def test_wait_idle_returns_once_every_call_and_its_clean_up_has_finished() -> None:
+    # The caller hangs up first; the handler still has clean-up to do (an STT's last words, say).
+    # Leaving the server's ``async with`` then would cancel that clean-up: wait_idle waits for it.
+    in_clean_up, clean_up = anyio.Event(), anyio.Event()
+    finished: list[str] = []
+
+    async def handler(stream: MediaStream) -> None:
+        await stream.wait_closed()
+        in_clean_up.set()
+        await clean_up.wait()
+        finished.append(stream.call_id)
+
+    with anyio.fail_after(10):
+        async with server(handler) as srv:
+            await srv.wait_idle()  # no call yet: at once
+            async with FakeMediaCall(srv.url, JsonWire(AudioFormat("pcmu", 8000))) as call:
+                await call.stop()
+            await in_clean_up.wait()
+            with anyio.move_on_after(0.2) as waiting:
+                await srv.wait_idle()  # a call is still running: it must not return
+            assert waiting.cancelled_caught and not finished
+            clean_up.set()
+            await srv.wait_idle()
+            assert len(finished) == 1 and srv.active_calls == 0

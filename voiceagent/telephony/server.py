@@ -101,6 +101,13 @@ class MediaStreamServer(Generic[S]):
         self._ids = itertools.count(1)
         self.active_calls = 0
         self.rejected_upgrades = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no call is running (at once when none is): e.g. to let a call's handler finish
+        its own clean-up before leaving the ``async with``, which cancels the calls still running."""
+        await self._idle.wait()
 
     @property
     def signed(self) -> bool:
@@ -194,6 +201,8 @@ class MediaStreamServer(Generic[S]):
     async def _run_call(self, ws: ServerConnection, done: anyio.Event) -> None:
         connection_id = f"ws-{next(self._ids)}"
         self.active_calls += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
         try:
             with log_context(session=connection_id), contained(logger, f"call on {connection_id}"):
                 try:
@@ -208,6 +217,8 @@ class MediaStreamServer(Generic[S]):
                     raise
         finally:
             self.active_calls -= 1
+            if self.active_calls == 0:
+                self._idle.set()
             done.set()
 
     def _open_stream(
