@@ -7,18 +7,15 @@
 (a stamp taken after the write can come late: the woken client often takes the CPU first).
 On Linux that clock is CLOCK_MONOTONIC, which is system-wide, so it compares with the client's clock.
 
-``--fast`` (``ServerProcess(fast=True)``, the scale section's server): uvloop when installed, and an accept
-loop that takes every pending connection per wake-up. anyio's ``Listener.serve`` accepts one connection
-per pass of the event loop (a checkpoint, ``sock_accept``, ``connect_accepted_socket``: ~3 passes each);
-with the loop busy sending 30 tokens/s to hundreds of sessions, a burst of opens queued there for
-0.15–1 s (bench/README.md, section 4), which the client's turn heard as a slow stream ("One moment.").
+``--fast`` (``ServerProcess(fast=True)``, the scale section's server): ``bench.lean_server`` (the same
+bytes from an asyncio ``Protocol``, at a fraction of the CPU; it accepts every pending connection per
+wake-up) on uvloop when installed.
 """
 
 from __future__ import annotations
 
 import json
 import selectors
-import socket
 import subprocess
 import sys
 import time
@@ -27,9 +24,9 @@ from types import TracebackType
 from typing import IO, Any
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 
+from bench.lean_server import LeanServer
 from bench.scenarios import parse_model, reply_for
 from voiceagent.runtime import server_loop_options
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply
@@ -49,53 +46,11 @@ def _respond(body: dict[str, Any]) -> Reply:
     return reply_for(body)
 
 
-class _DrainingServer(FakeOpenAIServer):
-    """``FakeOpenAIServer`` whose accept loop drains the listen queue on each wake-up, as asyncio's own
-    ``create_server`` does (up to its backlog per wake-up)."""
-
-    async def __aenter__(self) -> FakeOpenAIServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(4096)  # the kernel caps it at net.core.somaxconn
-        sock.setblocking(False)
-        self._accept_socket = sock
-        self.port = sock.getsockname()[1]
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._accept_loop, sock)
-        return self
-
-    async def _accept_loop(self, sock: socket.socket) -> None:
-        assert self._task_group is not None
-        while True:
-            await anyio.wait_readable(sock)
-            while True:
-                try:
-                    client, _ = sock.accept()
-                except BlockingIOError:
-                    break
-                self._task_group.start_soon(self._adopt, client)
-
-    async def _adopt(self, client: socket.socket) -> None:
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        stream = await anyio.abc.SocketStream.from_socket(client)
-        await self._handle_connection(stream)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        try:
-            return await self._task_group.__aexit__(exc_type, exc, tb)
-        finally:
-            self._accept_socket.close()
-
-
 async def _serve(fast: bool = False) -> None:
-    async with _DrainingServer() if fast else FakeOpenAIServer() as server:
-        server.responder = _respond
+    server: FakeOpenAIServer | LeanServer
+    async with LeanServer(_respond) if fast else FakeOpenAIServer() as server:
+        if isinstance(server, FakeOpenAIServer):
+            server.responder = _respond
         print(f"PORT {server.port}", flush=True)
         reported = requests_reported = 0
         while True:
@@ -124,7 +79,7 @@ class ServerProcess:
     def __init__(self, *, fast: bool = False) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self.port = 0
-        self.fast = fast  # uvloop (when installed) and the draining accept loop: see the module's doc
+        self.fast = fast  # bench.lean_server on uvloop (when installed): see the module's doc
 
     @property
     def base_url(self) -> str:
