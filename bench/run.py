@@ -41,9 +41,12 @@ from bench.overhead import (
 )
 from bench.pipecat_harness import pipecat_available, quiet_pipecat_logs
 from bench.scale import (
+    CONTENDER_METHODS,
     GC_TUNED_CONTENDERS,
     P99_TARGET_MS,
+    PREVIOUS,
     PROJECTION_BUSY,
+    RAMP,
     UVLOOP_CONTENDERS,
     ScaleResult,
     SessionRunner,
@@ -72,6 +75,7 @@ from voiceagent.runtime import uvloop_available
 
 OURS_UVLOOP = "ours, uvloop"
 OURS_TUNED = "ours, uvloop + GC gen0 7000"
+OURS_PREVIOUS = "ours, uvloop, previous method"  # section 4's arrivals and server before 2026-12-02
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,8 @@ class Sizes:
 
 # Scale levels: coarse, so the time budget reaches the #17 goal's 400 (with 3 of our contenders and Pipecat
 # at each level, the old 10, 15, 20, 25, 35... steps spent 150 s below 75 sessions).
-FULL = Sizes(2000, 15, 300, 9, 20, 5, 20, 5, (10, 25, 50, 100, 150, 200, 300, 400), 150, 50, 300.0)
+# 500 and 600: past the goal, so a level that holds 400 shows its margin.
+FULL = Sizes(2000, 15, 300, 9, 20, 5, 20, 5, (10, 50, 100, 200, 300, 400, 500, 600), 150, 50, 480.0)
 QUICK = Sizes(
     500,
     3,
@@ -175,18 +180,22 @@ def run_all(sizes: Sizes, *, with_pipecat: bool = True, sections: str = "1234567
             if uvloop_available():
                 runners[OURS_UVLOOP] = run_ours
                 runners[OURS_TUNED] = run_ours
-                UVLOOP_CONTENDERS.update((OURS_UVLOOP, OURS_TUNED))
+                runners[OURS_PREVIOUS] = run_ours  # side by side with the method before, same run
+                UVLOOP_CONTENDERS.update((OURS_UVLOOP, OURS_TUNED, OURS_PREVIOUS))
                 GC_TUNED_CONTENDERS.add(OURS_TUNED)
+                CONTENDER_METHODS[OURS_PREVIOUS] = PREVIOUS
             if skipped is None:
                 runners[PIPECAT] = run_pipecat
-            report.scale = measure_scale(
-                server,
-                runners,
-                levels=sizes.scale_levels,
-                tokens=sizes.scale_tokens,
-                memory_sessions=sizes.memory_sessions,
-                budget_s=sizes.scale_budget_s,
-            )
+            with ServerProcess(fast=True) as fast_server:
+                report.scale = measure_scale(
+                    server,
+                    runners,
+                    levels=sizes.scale_levels,
+                    memory_sessions=sizes.memory_sessions,
+                    budget_s=sizes.scale_budget_s,
+                    fast_server=fast_server,
+                    shrink=sizes.scale_tokens / PREVIOUS.tokens,
+                )
             timed("4", began)
         if "6" in sections:
             report.livekit_skipped = livekit_available()
@@ -374,18 +383,33 @@ def _summary_rows(report: Report) -> list[str]:
         else:
             other = f"Pipecat 1.14: {pipecat_scale.max_sessions}"
             met = _yes(ours_scale.max_sessions > pipecat_scale.max_sessions)
+        ours_names = [n for n in (OURS, OURS_UVLOOP, OURS_TUNED) if n in by_name]
+        best = max(ours_names, key=lambda n: by_name[n].max_sessions)
+        best_scale = by_name[best]
         rows.append(
             _row(
                 "4a",
-                f"Concurrent sessions at 30 tokens/s, p99 chunk latency ≤ {P99_TARGET_MS:.0f} ms",
-                ours_scale.max_sessions,
+                f"Concurrent sessions at 30 tokens/s, p99 chunk latency ≤ {P99_TARGET_MS:.0f} ms, no late "
+                f"open ({RAMP.label})",
+                f"**{best_scale.max_sessions}** ({best}; {OURS} on asyncio's loop: {ours_scale.max_sessions})"
+                f"{_shared_note(best_scale)}",
                 other,
                 "≥ 400 (#17); more than Pipecat",
-                f"{_yes(ours_scale.max_sessions >= 400)}; {met}",
+                f"{_yes(best_scale.max_sessions >= 400)}; {met}",
             )
         )
-        ours_names = [n for n in (OURS, OURS_UVLOOP, OURS_TUNED) if n in by_name]
-        best = max(ours_names, key=lambda n: by_name[n].max_sessions)
+        previous = by_name.get(OURS_PREVIOUS)
+        if previous is not None:
+            rows.append(
+                _row(
+                    "4a'",
+                    f"The same by the previous method ({PREVIOUS.label}), same run",
+                    f"{previous.max_sessions} ({OURS_PREVIOUS}){_shared_note(previous)}",
+                    f"ramp: {best_scale.max_sessions}",
+                    "—",
+                    "—",
+                )
+            )
         # The projection from the busiest level our contenders ran that met the target (or the first one).
         levels = [lv for n in ours_names for lv in by_name[n].levels]
         passed = [lv for lv in levels if lv.ok] or levels[:1]
@@ -411,7 +435,8 @@ def _summary_rows(report: Report) -> list[str]:
                     f"{busiest.projected_sessions(client_only=True)}",
                     f"400 sessions need {400 * per_session_ms / 1000:.1f} cores at this cost{floor_note}; "
                     f"measured best: {best} {by_name[best].max_sessions} sessions; loop lag p99 "
-                    f"{busiest.lag_p99_ms:.1f} ms, max {busiest.lag_max_ms:.1f} ms",
+                    f"{busiest.lag_p99_ms:.1f} ms, max {busiest.lag_max_ms:.1f} ms; other processes used "
+                    f"{busiest.others_cores:.2f} cores during that level",
                     "≥ 400 (#17)",
                     f"{_yes(projected >= 400)} (projection); "
                     f"measured {_yes(by_name[best].max_sessions >= 400)}",
@@ -429,6 +454,19 @@ def _summary_rows(report: Report) -> list[str]:
         )
     rows += _livekit_voice_rows(report)
     return rows
+
+
+def _shared_note(result: ScaleResult) -> str:
+    """What the rest of the machine used at the level that failed: a full machine is not our limit."""
+    failed = next((lv for lv in result.levels if not lv.ok), None)
+    if failed is None:
+        return ""
+    late = f"{failed.late_opens} late opens"
+    why = f"p99 {failed.p99_ms:.0f} ms" if failed.p99_ms > P99_TARGET_MS else late
+    return (
+        f"; failed at {failed.sessions} ({why}) with the bench using {failed.bench_cores:.2f} cores and "
+        f"other processes {failed.others_cores:.2f} of 2, load {failed.load1:.1f}"
+    )
 
 
 def _livekit_voice_rows(report: Report) -> list[str]:
@@ -562,7 +600,9 @@ def _details(report: Report) -> list[str]:
     if report.scale:
         lines += [
             "",
-            f"### 4. Scale ({report.scale[0].tokens} tokens a session at 30 tokens/s, zero-delay sink)",
+            "### 4. Scale (30 tokens/s a session, zero-delay sink)",
+            "",
+            *[f"- {s.contender}: {s.method}" for s in report.scale],
             "",
             _row(
                 "Contender",
@@ -579,8 +619,10 @@ def _details(report: Report) -> list[str]:
                 "loop lag p99 / max ms",
                 "load 1 min",
                 "late opens",
+                "open p99 / max ms",
+                "bench / others' cores",
             ),
-            _row(*["---"] * 14),
+            _row(*["---"] * 16),
         ]
         for s in report.scale:
             for lv in s.levels:
@@ -600,6 +642,8 @@ def _details(report: Report) -> list[str]:
                         f"{lv.lag_p99_ms:.1f} / {lv.lag_max_ms:.1f}",
                         f"{lv.load1:.1f}",
                         lv.late_opens,
+                        f"{lv.open_p99_ms:.0f} / {lv.open_max_ms:.0f}",
+                        f"{lv.bench_cores:.2f} / {lv.others_cores:.2f}",
                     )
                 )
         lines += [f"\n{s.contender}: {s.note}." for s in report.scale if s.note]

@@ -13,7 +13,17 @@ The client's own cost is measured, not inferred from the session count (which on
 mostly set by other processes' load): CPU per session-second (client process CPU over the level / the
 sessions' streaming seconds), the server process's the same way (from /proc), the event loop's lag (a
 10 ms sleeper's overshoot, p99 and max) and the load average at each level. From the CPU per
-session-second, ``projected_sessions`` says how many sessions two idle cores would hold.
+session-second, ``projected_sessions`` says how many sessions two idle cores would hold. What the rest
+of the machine used meanwhile (``/proc/stat``'s busy time less the client's and the server's) is
+printed beside it, so a reader can tell a full machine from a limit of ours.
+
+How sessions arrive (``Method``): ``RAMP``, the default since 2026-12-02, starts them at independent
+uniform times over a 5 s window (a Poisson process conditioned on the count: N/5 calls a second) and
+streams 300 tokens each (10 s), so every session overlaps every other one for the last 5 s; its server is
+``ServerProcess(fast=True)``. ``PREVIOUS`` is the method before it: all sessions within 1 s, 150 tokens
+(5 s), the plain bench server. A level also reports how long sessions took to open: from a session's
+start to the server having read its request (``open_p99_ms``), since a late open is what fails a level
+with a quiet chunk p99.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import random
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -39,11 +49,29 @@ from voiceagent.turn import TurnConfig
 
 CHUNK_DELAY = 1 / 30
 P99_TARGET_MS = 50.0
-START_SPREAD_S = 1.0
+START_SPREAD_S = 1.0  # the previous method's arrival window
 LEVEL_TIMEOUT_S = 60.0
 
 # A session's sink events: (time the sink got the chunk, the chunk's text).
 SinkLog = list[tuple[float, str]]
+# When each session started (its arrival), by tag; a runner fills it in.
+Starts = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a level's sessions arrive and what serves them."""
+
+    label: str
+    window_s: float  # sessions start at independent uniform times in [0, window_s)
+    tokens: int  # tokens a session streams, at 30/s
+    fast_server: bool  # ServerProcess(fast=True): uvloop and a draining accept loop
+
+
+PREVIOUS = Method("previous: all within 1 s, 150 tokens, plain server", START_SPREAD_S, 150, False)
+RAMP = Method("ramp: arrivals over 5 s, 300 tokens (all concurrent for 5 s), fast server", 5.0, 300, True)
+# Each contender's method; a contender not here uses RAMP.
+CONTENDER_METHODS: dict[str, Method] = {}
 # Runs ``sessions`` concurrent sessions (tag, model); returns each tag's sink log.
 # Contenders run on uvloop (anyio's backend option) when their name is here; every other on asyncio's loop.
 UVLOOP_CONTENDERS: set[str] = set()
@@ -61,7 +89,7 @@ def _loop_options(name: str) -> dict[str, bool]:
     return {"use_uvloop": True} if name in UVLOOP_CONTENDERS else {}
 
 
-SessionRunner = Callable[[str, Sequence[tuple[str, str]], float], Awaitable[dict[str, SinkLog]]]
+SessionRunner = Callable[[str, Sequence[tuple[str, str]], float, Starts], Awaitable[dict[str, SinkLog]]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +110,12 @@ class LevelResult:
     # Sessions whose stream took over TurnConfig.filler_after (1 s) to open, so they said "One moment."
     # first: an overloaded level even if its chunks, timed from the server's sends, look fine.
     late_opens: int = 0
+    open_p99_ms: float = 0.0  # a session's start → the server has read its request
+    open_max_ms: float = 0.0
+    window_s: float = START_SPREAD_S  # the arrival window
+    # CPU of every other process on the machine over the level, in cores (/proc/stat busy less ours).
+    others_cores: float = 0.0
+    bench_cores: float = 0.0  # client + bench server CPU over the level, in cores
 
     @property
     def ok(self) -> bool:
@@ -103,6 +137,7 @@ class ScaleResult:
     levels: tuple[LevelResult, ...]
     heap_kib_per_session: float | None  # tracemalloc peak / sessions, from a separate run
     note: str = ""
+    method: str = RAMP.label
 
     @property
     def max_sessions(self) -> int:
@@ -119,6 +154,13 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used (all cores; /proc/stat's first line)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib() -> int:
@@ -147,13 +189,16 @@ def chunk_latencies(words: list[str], sink_log: SinkLog, sent: dict[int, float])
     return out
 
 
-async def run_ours(base_url: str, sessions: Sequence[tuple[str, str]], spread: float) -> dict[str, SinkLog]:
+async def run_ours(
+    base_url: str, sessions: Sequence[tuple[str, str]], spread: float, starts: Starts
+) -> dict[str, SinkLog]:
     llm = our_client(base_url)
     logs: dict[str, SinkLog] = {}
     rng = random.Random(7)
 
     async def session(tag: str, model: str, delay: float) -> None:
         await anyio.sleep(delay)
+        starts[tag] = time.perf_counter()
         sink = RecordingSink()
         agent = Agent(llm=llm, sink=sink, system_prompt="bench", config=TurnConfig(params={"model": model}))
         result = await agent.respond("Talk to me.")
@@ -171,7 +216,7 @@ async def run_ours(base_url: str, sessions: Sequence[tuple[str, str]], spread: f
 
 
 async def run_pipecat(
-    base_url: str, sessions: Sequence[tuple[str, str]], spread: float
+    base_url: str, sessions: Sequence[tuple[str, str]], spread: float, starts: Starts
 ) -> dict[str, SinkLog]:
     from bench.pipecat_harness import PipecatSession
 
@@ -182,6 +227,7 @@ async def run_pipecat(
         bot = PipecatSession(base_url, model, seconds_per_char=0.0, tool_seconds=0.0)
         async with bot.running():
             await anyio.sleep(delay)
+            starts[tag] = time.perf_counter()
             await bot.turn("Talk to me.", lambda log: any(last_word in t for _, t in log.tts_texts))
         logs[tag] = list(bot.log.tts_texts)
 
@@ -194,11 +240,19 @@ async def run_pipecat(
 
 
 def run_level(
-    server: ServerProcess, runner: SessionRunner, name: str, sessions: int, tokens: int
+    server: ServerProcess,
+    runner: SessionRunner,
+    name: str,
+    sessions: int,
+    tokens: int,
+    *,
+    window_s: float = START_SPREAD_S,
 ) -> LevelResult:
     words = token_words(tokens)
     specs = _specs(f"{name}-{sessions}", sessions, tokens)
+    starts: Starts = {}
     server.send_log()
+    server.request_log()
     gc.collect()
     rss_before = rss_kib()
     peak = [rss_before]
@@ -220,7 +274,7 @@ def run_level(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch_rss)
                 tg.start_soon(watch_lag)
-                logs = await runner(server.base_url, specs, START_SPREAD_S)
+                logs = await runner(server.base_url, specs, window_s, starts)
                 tg.cancel_scope.cancel()
         return logs
 
@@ -229,12 +283,16 @@ def run_level(
         gc.set_threshold(GC_GEN0, threshold[1], threshold[2])
     server_pid = server.pid
     wall0, cpu0, server0 = time.perf_counter(), time.process_time(), process_cpu_s(server_pid)
+    machine0 = machine_busy_s()
     try:
         logs = anyio.run(level, backend_options=_loop_options(name))
     finally:
         gc.set_threshold(*threshold)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     server_cpu = process_cpu_s(server_pid) - server0
+    others = max(0.0, machine_busy_s() - machine0 - cpu - server_cpu)
+    arrived = server.request_log()
+    opens = [(arrived[tag][0] - starts[tag]) * 1000 for tag, _ in specs if tag in arrived and tag in starts]
     session_seconds = sessions * (tokens + 1) * CHUNK_DELAY  # each session's stream lasts this long
     sent = server.send_log()
     latencies: list[float] = []
@@ -262,6 +320,11 @@ def run_level(
         lag_max_ms=max(lags, default=0.0),
         load1=os.getloadavg()[0],
         late_opens=late_opens,
+        open_p99_ms=percentile(opens, 99) if opens else 0.0,
+        open_max_ms=max(opens, default=0.0),
+        window_s=window_s,
+        others_cores=others / wall,
+        bench_cores=(cpu + server_cpu) / wall,
     )
 
 
@@ -277,20 +340,21 @@ def heap_per_session(
     specs = _specs(f"{name}-mem", sessions, tokens)
 
     async def run() -> float:
-        await runner(server.base_url, specs[:1], 0.0)  # imports and first-use caches are not per session
+        await runner(server.base_url, specs[:1], 0.0, {})  # imports and first-use caches are not per session
         gc.collect()
         tracemalloc.start()
         try:
             base = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             # All sessions start together so their peaks coincide.
-            await runner(server.base_url, specs, 0.0)
+            await runner(server.base_url, specs, 0.0, {})
             return (tracemalloc.get_traced_memory()[1] - base) / 1024 / sessions
         finally:
             tracemalloc.stop()
 
     result = anyio.run(run, backend_options=_loop_options(name))
     server.send_log()
+    server.request_log()
     return result
 
 
@@ -299,22 +363,35 @@ def measure_scale(
     runners: dict[str, SessionRunner],
     *,
     levels: Sequence[int],
-    tokens: int,
     memory_sessions: int,
     budget_s: float,
+    fast_server: ServerProcess | None = None,
+    shrink: float = 1.0,
 ) -> list[ScaleResult]:
     """Every contender at each level in turn (so load from elsewhere hits them alike), until it misses
-    the target; then each one's heap per session."""
+    the target; then each one's heap per session. Each contender's sessions arrive by its method
+    (``CONTENDER_METHODS``, else ``RAMP``), served by ``fast_server`` when the method asks for it;
+    ``shrink`` scales every method's tokens and window (the quick run's 0.2)."""
+    methods = {
+        name: replace(method, tokens=round(method.tokens * shrink), window_s=method.window_s * shrink)
+        for name, method in ((n, CONTENDER_METHODS.get(n, RAMP)) for n in runners)
+    }
+    servers = {
+        name: fast_server if methods[name].fast_server and fast_server is not None else server
+        for name in runners
+    }
     for name, runner in runners.items():  # first use (imports, pools, caches) is not per-session cost
         warm = [(f"{name}-warm", scenario(f"{name}-warm", "text", tokens=16).model)]
-        anyio.run(runner, server.base_url, warm, 0.0, backend_options=_loop_options(name))
+        anyio.run(runner, servers[name].base_url, warm, 0.0, {}, backend_options=_loop_options(name))
     # What a long-running voice server does after start-up: the ~100k objects of the imported modules
     # (openai's types, Pipecat's) leave the collector's view, or every full collection stalls every
     # session in the process for ~50 ms on this machine (seen as p99 spikes).
     gc.collect()
     gc.freeze()
     try:
-        server.send_log()
+        for each in {*servers.values()}:
+            each.send_log()
+            each.request_log()
         started = time.perf_counter()
         results: dict[str, list[LevelResult]] = {name: [] for name in runners}
         notes = {name: "" for name in runners}
@@ -327,7 +404,10 @@ def measure_scale(
                     notes[name] = f"stopped at the {budget_s:.0f} s time budget"
                 break
             for name in list(active):
-                result = run_level(server, runners[name], name, sessions, tokens)
+                method = methods[name]
+                result = run_level(
+                    servers[name], runners[name], name, sessions, method.tokens, window_s=method.window_s
+                )
                 results[name].append(result)
                 if not result.ok:
                     active.remove(name)
@@ -337,10 +417,11 @@ def measure_scale(
         return [
             ScaleResult(
                 name,
-                tokens,
+                methods[name].tokens,
                 tuple(results[name]),
-                heap_per_session(server, runners[name], name, memory_sessions, min(tokens, 60)),
+                heap_per_session(servers[name], runners[name], name, memory_sessions, 60),
                 notes[name],
+                methods[name].label,
             )
             for name in runners
         ]

@@ -6,6 +6,10 @@
 ``quit`` stops it. ``sent_at`` is ``time.perf_counter()`` just before the chunk is written to the socket
 (a stamp taken after the write can come late: the woken client often takes the CPU first).
 On Linux that clock is CLOCK_MONOTONIC, which is system-wide, so it compares with the client's clock.
+
+``--fast`` (``ServerProcess(fast=True)``, the scale section's server): ``bench.lean_server`` (the same
+bytes from an asyncio ``Protocol``, at a fraction of the CPU; it accepts every pending connection per
+wake-up) on uvloop when installed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
+from bench.lean_server import LeanServer
 from bench.scenarios import parse_model, reply_for
+from voiceagent.runtime import server_loop_options
 from voiceagent.testing.openai_server import FakeOpenAIServer, Reply
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +46,11 @@ def _respond(body: dict[str, Any]) -> Reply:
     return reply_for(body)
 
 
-async def _serve() -> None:
-    async with FakeOpenAIServer() as server:
-        server.responder = _respond
+async def _serve(fast: bool = False) -> None:
+    server: FakeOpenAIServer | LeanServer
+    async with LeanServer(_respond) if fast else FakeOpenAIServer() as server:
+        if isinstance(server, FakeOpenAIServer):
+            server.responder = _respond
         print(f"PORT {server.port}", flush=True)
         reported = requests_reported = 0
         while True:
@@ -68,9 +76,10 @@ async def _serve() -> None:
 class ServerProcess:
     """``with ServerProcess() as server:`` a bench server on ``server.base_url`` in a child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fast: bool = False) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self.port = 0
+        self.fast = fast  # bench.lean_server on uvloop (when installed): see the module's doc
 
     @property
     def base_url(self) -> str:
@@ -78,7 +87,7 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.server"],
+            [sys.executable, "-m", "bench.server", *(["--fast"] if self.fast else [])],
             cwd=REPO_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -151,4 +160,7 @@ class ServerProcess:
 
 
 if __name__ == "__main__":
-    anyio.run(_serve)
+    if "--fast" in sys.argv[1:]:
+        anyio.run(_serve, True, backend_options=server_loop_options())
+    else:
+        anyio.run(_serve)

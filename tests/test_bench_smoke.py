@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -20,7 +21,17 @@ from bench.livekit_harness import livekit_available
 from bench.overhead import CONTENDERS, FLOOR, SETUP_CONTENDERS, measure_overhead, measure_setup
 from bench.pipecat_harness import pipecat_available
 from bench.run import QUICK, Report, render
-from bench.scale import chunk_latencies, heap_per_session, run_level, run_ours
+from bench.scale import (
+    CONTENDER_METHODS,
+    PREVIOUS,
+    RAMP,
+    SessionRunner,
+    chunk_latencies,
+    heap_per_session,
+    measure_scale,
+    run_level,
+    run_ours,
+)
 from bench.scenarios import parse_model, scenario, token_words
 from bench.server import ServerProcess, shared_clock
 from bench.stats import Summary, percentile, summarize
@@ -113,7 +124,36 @@ def test_scale_level_and_memory(server: ServerProcess) -> None:
     assert level.p50_ms <= level.p99_ms <= level.max_ms
     assert level.client_ms_per_session_s > 0 and level.server_ms_per_session_s >= 0
     assert 0 <= level.lag_p99_ms <= level.lag_max_ms and level.projected_sessions() > 0
+    # Every session's open was seen by the server; the machine's other CPU is never negative.
+    assert 0 < level.open_p99_ms <= level.open_max_ms
+    assert level.bench_cores > 0 and level.others_cores >= 0
     assert heap_per_session(server, run_ours, "smoke", sessions=2, tokens=8) > 0
+
+
+def test_fast_server_serves_a_ramped_level() -> None:
+    # The scale section's server (uvloop when installed, the draining accept loop): every session of a
+    # burst opened at once is accepted and streamed in full.
+    with ServerProcess(fast=True) as fast:
+        level = run_level(fast, run_ours, "smoke-fast", sessions=6, tokens=16, window_s=0.0)
+        ramped = run_level(fast, run_ours, "smoke-ramp", sessions=3, tokens=16, window_s=0.2)
+    assert level.chunks == 12 and level.late_opens == 0 and level.window_s == 0.0
+    assert ramped.chunks == 6 and ramped.window_s == 0.2 and ramped.open_p99_ms > 0
+
+
+def test_scale_methods_side_by_side(server: ServerProcess) -> None:
+    runners: dict[str, SessionRunner] = {"smoke-ramp": run_ours, "smoke-previous": run_ours}
+    CONTENDER_METHODS["smoke-previous"] = PREVIOUS
+    try:
+        with ServerProcess(fast=True) as fast:
+            results = measure_scale(
+                server, runners, levels=(2,), memory_sessions=2, budget_s=60.0, fast_server=fast, shrink=0.1
+            )
+    finally:
+        del CONTENDER_METHODS["smoke-previous"]
+    by_name = {r.contender: r for r in results}
+    assert by_name["smoke-ramp"].method == RAMP.label and by_name["smoke-previous"].method == PREVIOUS.label
+    assert by_name["smoke-ramp"].tokens == 30 and by_name["smoke-previous"].tokens == 15
+    assert [lv.window_s for lv in by_name["smoke-ramp"].levels] == [pytest.approx(0.5)]
 
 
 # Not in [dev]: pipecat-ai[openai]==1.14.0 pulls numba, llvmlite and onnxruntime (~320 MB installed, more
@@ -240,3 +280,30 @@ def test_render_says_why_livekit_was_skipped() -> None:
         "| 6 | LiveKit Agents 1.8 | — | not run: livekit-agents/livekit-plugins-openai are not installed |"
         in (render(report))
     )
+
+
+def test_scale_rows_give_the_previous_method_and_the_machines_other_load() -> None:
+    from bench.run import OURS_PREVIOUS, OURS_UVLOOP
+    from bench.scale import LevelResult, ScaleResult
+
+    def result(name: str, fail_at_20: bool, method: str) -> ScaleResult:
+        levels = tuple(
+            LevelResult(n, 10, 1.0, 2.0, 3.0, 0.0, 30.0, 0.5, late_opens=int(fail_at_20 and n == 20))
+            for n in (5, 20)
+        )
+        shared = (replace(levels[1], others_cores=1.25, bench_cores=0.5, load1=3.0),)
+        return ScaleResult(name, 30, levels[:1] + shared, 50.0, method=method)
+
+    report = Report(QUICK, "test machine", (0.0, 0.0, 0.0), "not installed")
+    report.scale = [
+        result(OURS, False, RAMP.label),
+        result(OURS_UVLOOP, False, RAMP.label),
+        result(OURS_PREVIOUS, True, PREVIOUS.label),
+    ]
+    lines = render(report).splitlines()
+    ramp = next(line for line in lines if line.startswith("| 4a |"))
+    previous = next(line for line in lines if line.startswith("| 4a' |"))
+    assert "**20**" in ramp and "failed at" not in ramp
+    assert "| 5 (" in previous and "failed at 20 (1 late opens)" in previous
+    assert "other processes 1.25 of 2, load 3.0" in previous and "ramp: 20" in previous
+    assert f"- {OURS_PREVIOUS}: {PREVIOUS.label}" in lines

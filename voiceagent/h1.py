@@ -21,8 +21,10 @@ a caller's own ``openai_client`` (it may carry a custom ``http_client``), per-re
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import socket
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +44,13 @@ MAX_ERROR_BODY = 64 * 1024  # an error response's body, read to build the typed 
 _MAX_SIZE_LINE = 1024  # a chunk-size line (with extensions)
 _HIGH_WATER = 1 << 20  # decoded body bytes buffered before the socket is paused
 _MAX_IDLE = 100  # idle connections kept per client
+# Seconds a host name's resolved addresses are reused (aiohttp's ttl_dns_cache default). On asyncio's loop
+# every create_connection to a name calls getaddrinfo in the default executor (min(32, cores + 4)
+# threads): a burst of 400 opens to "localhost" cost 2.4x the CPU and 4x the wall of opens to its
+# address (bench/README.md, section 4).
+DNS_TTL = 10.0
+# getaddrinfo's answer: (family, type, proto, canonname, sockaddr) per address.
+_AddrInfo = list[tuple[Any, Any, int, str, Any]]
 
 
 # A response head: status, headers by lower-cased name (repeats joined), the raw header lines.
@@ -392,6 +401,13 @@ class H1Transport:
         self._path = (url.path.rstrip("/") + "/chat/completions") + (f"?{url.query}" if url.query else "")
         self._idle: list[_Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            ipaddress.ip_address(self._host)
+            self._literal = True  # an address: the loop connects to it without resolving
+        except ValueError:
+            self._literal = False
+        self._resolved: tuple[asyncio.AbstractEventLoop, float, _AddrInfo] | None = None  # loop, expiry
+        self._resolving: tuple[asyncio.AbstractEventLoop, asyncio.Future[_AddrInfo]] | None = None
         self._head_cache: tuple[str, bytes, bytes] | None = None  # (api key, head before/after the length)
 
     def _head_bytes(self, length: int, extra: Any) -> bytes:
@@ -423,16 +439,60 @@ class H1Transport:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         protocol = _Connection(loop, self._timeout)
+        server_hostname = self._host if self._tls else None
         # asyncio.timeout, not wait_for: wait_for runs the coroutine in a task of its own (set-up CPU).
         async with asyncio.timeout(self._timeout):
-            await loop.create_connection(
-                lambda: protocol,
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._tls else None,
-            )
-        return protocol
+            if self._literal:
+                await loop.create_connection(
+                    lambda: protocol, self._host, self._port, ssl=self._ssl, server_hostname=server_hostname
+                )
+                return protocol
+            error: OSError | None = None
+            # Each address in the resolver's order, as create_connection tries them; TLS still checks
+            # the certificate against the host name (server_hostname).
+            for family, _, _, _, sockaddr in await self._resolve(loop):
+                try:
+                    await loop.create_connection(
+                        lambda: protocol,
+                        sockaddr[0],
+                        sockaddr[1],
+                        family=family,
+                        ssl=self._ssl,
+                        server_hostname=server_hostname,
+                    )
+                    return protocol
+                except OSError as exc:
+                    error = exc
+            self._resolved = None  # none answered: the next connect resolves afresh
+            raise error or OSError(f"no address for {self._host!r}")
+
+    async def _resolve(self, loop: asyncio.AbstractEventLoop) -> _AddrInfo:
+        """The host's addresses: cached for ``DNS_TTL`` s, and one lookup shared by a burst of connects."""
+        cached = self._resolved
+        if cached is not None and cached[0] is loop and cached[1] > loop.time():
+            return cached[2]
+        pending = self._resolving
+        if pending is not None and pending[0] is loop and not pending[1].done():
+            await asyncio.wait([pending[1]])
+            if not pending[1].cancelled() and pending[1].exception() is None:
+                return pending[1].result()
+            # Its lookup failed or was cancelled: look up here, and raise this caller's own error.
+        future: asyncio.Future[_AddrInfo] = loop.create_future()
+        self._resolving = (loop, future)
+        try:
+            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            if self._resolving is not None and self._resolving[1] is future:
+                self._resolving = None
+        if not infos:
+            future.cancel()
+            raise OSError(f"getaddrinfo returned no address for {self._host!r}")
+        future.set_result(infos)
+        self._resolved = (loop, loop.time() + DNS_TTL, infos)
+        return infos
 
     def _take_idle(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
         if self._loop is not loop:  # connections belong to their loop; a finished loop's are gone
