@@ -24,7 +24,7 @@ import asyncio
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -92,6 +92,9 @@ class _Connection(asyncio.Protocol):
         self._pieces: list[bytes] = []
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
+        # Set while the reader waits in push mode (arm): each decoded piece goes to it in this callback
+        # instead of the buffer, and the reader is woken only when it returns True.
+        self._push: Callable[[bytes], bool] | None = None
         self.complete = False
         self.keep_alive = True
         self._error: BaseException | None = None
@@ -277,6 +280,14 @@ class _Connection(asyncio.Protocol):
                 return
             if not data:
                 return
+        push = self._push
+        if push is not None:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                if push(data):  # the reader has something to do: wake it; what follows is buffered
+                    self._wake()
+                return
+            self._push = None  # the reader's wait was cancelled: buffer, as if it had not armed
         self._pieces.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -301,6 +312,7 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def _wake(self) -> None:
+        self._push = None
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -326,6 +338,24 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def arm(self, push: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Push mode: until ``push`` returns True, or the body ends or breaks, each decoded piece is
+        handed to it in the read callback and the reader sleeps on the returned future (no wake-up per
+        read). None if something is waiting to be read already (read it with ``read``). ``push`` must
+        not raise."""
+        if self._pieces or self.complete or self._error is not None:
+            return None
+        waiter = self._waiter = self.loop.create_future()
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_at(self._last + self.timeout, self._check_idle)
+        self._push = push
+        return waiter
+
+    def disarm(self) -> None:
+        """Back to buffering (the reader woke, or was cancelled while it waited)."""
+        self._push = None
+        self._waiter = None
 
     def _check_idle(self) -> None:
         # One timer per response, re-armed from the last read: no timer work per token.
@@ -551,6 +581,8 @@ class _Body:
         # The reader's own call (b"" at the end): LLMStream awaits it directly, one frame and no
         # StopAsyncIteration less per read than through __anext__.
         self.read = connection.read
+        self.arm = connection.arm
+        self.disarm = connection.disarm
 
     def __aiter__(self) -> _Body:
         return self

@@ -23,6 +23,7 @@ calls of a process is cheaper still: it also shares the connection pool.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import time
@@ -256,6 +257,9 @@ class LLMStream:
         self._attempt_stack: AsyncExitStack | None = None
         self._source: AsyncIterator[bytes] | None = None  # the body, as the network delivers it
         self._read: Callable[[], Awaitable[bytes]] | None = None  # the body's own read(), if it has one
+        self._arm: Callable[[Callable[[bytes], bool]], Any] | None = None  # h1: reads pushed to a callback
+        self._disarm: Callable[[], None] = _no_disarm
+        self._closing_error: StreamProtocolError | None = None  # raised after the attempt is closed
         self._max_line = client.max_line_bytes
         self._lines: list[bytes] = []  # complete lines not yet consumed, from _lines[_pos]
         self._pos = 0
@@ -297,18 +301,98 @@ class LLMStream:
         while True:
             if self.done or self._source is None:
                 raise StopAsyncIteration
-            if self._pos < len(self._lines):
-                line = self._lines[self._pos]
-                self._pos += 1
-            elif self._eof:
-                # A clean end without [DONE]: lenient, but say so (the usage chunk may be missing).
-                logger.warning("stream ended without data: [DONE]")
-                self.done = True
-                await self._close_attempt()
-                raise StopAsyncIteration
-            else:
+            try:
+                chunk = self._take()
+                if chunk is not None:
+                    return chunk
+                if self.done:
+                    raise StopAsyncIteration
+                if self._eof:
+                    await self._end_without_done()
+                    raise StopAsyncIteration
                 await self._read_more()
-                continue
+            except StreamProtocolError as exc:
+                await self._raise_protocol_error(exc)
+
+    async def feed_until(self, feed: Callable[[dict[str, Any]], bool]) -> bool:
+        """Hand each chunk, in order, to ``feed`` until it returns True (the caller has something to do:
+        True is returned) or the stream ends (False). The same chunks, errors and bookkeeping as
+        iterating, without a task wake-up per chunk on the h1 read path: there the body's lines are
+        split and decoded, and ``feed`` called, in the connection's read callback, and this task wakes
+        only when ``feed`` says so, the body ends, or it breaks. ``feed`` must be pure (no I/O, no
+        awaits): it runs in the callback, in this task's context; what it raises is raised here."""
+        while True:
+            if self.done or self._source is None:
+                return False
+            try:
+                chunk = self._take()
+                if chunk is not None:
+                    if feed(chunk):
+                        return True
+                    continue
+                if self.done:
+                    return False
+                if self._eof:
+                    await self._end_without_done()
+                    return False
+                arm = self._arm
+                if arm is None:
+                    await self._read_more()
+                    continue
+                if await self._pushed(arm, feed):
+                    return True
+            except StreamProtocolError as exc:
+                await self._raise_protocol_error(exc)
+
+    async def _pushed(
+        self, arm: Callable[[Callable[[bytes], bool]], Any], feed: Callable[[dict[str, Any]], bool]
+    ) -> bool:
+        """Let the read callback split, decode and feed until ``feed`` asks for this task (or the body
+        ends or breaks: then what is left is read here as usual). True: ``feed`` asked."""
+        context = contextvars.copy_context()  # log records made in the callback carry this task's fields
+        pushed_error: list[BaseException] = []
+        asked: list[bool] = []
+
+        def on_data(data: bytes) -> bool:
+            try:
+                if context.run(self._push, data, feed):
+                    asked.append(True)
+                    return True
+                return self.done
+            except Exception as exc:  # never into the event loop: raised by the task below
+                pushed_error.append(exc)
+                return True
+
+        waiter = arm(on_data)
+        if waiter is None:  # data, the end or an error is waiting already: read it the usual way
+            await self._read_more()
+            return False
+        try:
+            await waiter
+        finally:
+            self._disarm()
+        if pushed_error:
+            raise pushed_error[0]
+        return bool(asked)
+
+    def _push(self, data: bytes, feed: Callable[[dict[str, Any]], bool]) -> bool:
+        """In the read callback: True when ``feed`` asked for the task (what is left of the read stays
+        in the line buffer, in order)."""
+        self._split(data)
+        while True:
+            chunk = self._take()
+            if chunk is None:
+                return False
+            if feed(chunk):
+                return True
+
+    def _take(self) -> dict[str, Any] | None:
+        """The next chunk from the lines already read; None once they run out (``done`` and ``_eof`` say
+        why) or ``[DONE]`` arrived. A line over the cap raises StreamProtocolError."""
+        lines = self._lines
+        while self._pos < len(lines) and not self.done:
+            line = lines[self._pos]
+            self._pos += 1
             if not line:
                 # The blank line that ends an event: the commonest line, handled first.
                 if not self._data:
@@ -316,7 +400,7 @@ class LLMStream:
                 chunk = self._dispatch()
             elif line.startswith(b"data:"):
                 if len(line) > self._max_line:
-                    await self._too_long("line", len(line))
+                    raise self._too_long("line", len(line))
                 # One space after the colon is part of the field syntax; several data lines join with \n.
                 payload = line[6:] if line[5:6] == b" " else line[5:]
                 if not self._data and payload.endswith(b"}"):
@@ -328,13 +412,13 @@ class LLMStream:
                 if chunk is None:
                     self._data_size += len(payload) + 1
                     if self._data_size > self._max_line:
-                        await self._too_long("event's data", self._data_size)
+                        raise self._too_long("event's data", self._data_size)
                     self._data.append(payload)
                     continue
             else:
                 # A ``: comment`` or an ``event:``/``id:``/``retry:`` field: not ours.
                 if len(line) > self._max_line:
-                    await self._too_long("line", len(line))
+                    raise self._too_long("line", len(line))
                 continue
             if chunk is None:
                 continue
@@ -345,17 +429,34 @@ class LLMStream:
                 if choices and isinstance(choices, list) and isinstance(choices[0], dict):
                     self.finished = bool(choices[0].get("finish_reason"))
             self.chunks_yielded += 1
-            lines, pos = self._lines, self._pos
+            pos = self._pos
             if pos < len(lines) and not lines[pos] and not self._data:
                 # The blank line ending this event is a no-op with no data pending: taken now, which
                 # saves the next call a pass through the loop (one per token).
                 self._pos = pos + 1
             return chunk
+        return None
+
+    async def _end_without_done(self) -> None:
+        # A clean end without [DONE]: lenient, but say so (the usage chunk may be missing).
+        logger.warning("stream ended without data: [DONE]")
+        self.done = True
+        await self._close_attempt()
+
+    async def _raise_protocol_error(self, exc: StreamProtocolError) -> None:
+        # An over-long line closes the attempt before it is raised; other protocol errors leave the
+        # closing to the context manager's exit, as they always did.
+        if exc is self._closing_error:
+            self._closing_error = None
+            await self._close_attempt()
+        raise exc
 
     def _start_body(self, source: AsyncIterator[bytes]) -> None:
         """A new attempt's body: nothing of an earlier attempt's partial lines carries over."""
         self._source = source
         self._read = getattr(source, "read", None)  # h1's body: its read() directly
+        self._arm = getattr(source, "arm", None)  # h1's body: reads pushed to a callback
+        self._disarm = getattr(source, "disarm", _no_disarm)
         self._lines, self._pos, self._tail, self._tail_size = [], 0, [], 0
         self._data, self._data_size, self._eof, self._cr_held = [], 0, False, False
 
@@ -385,13 +486,17 @@ class LLMStream:
                 return
             await self._on_break(exc)
             return
+        self._split(data)
+
+    def _split(self, data: bytes) -> None:
+        """Split a read into lines after those not yet taken (the callback may hand over mid-read)."""
         if self._cr_held or b"\r" in data:
             data = self._normalize_cr(data)
         if b"\n" not in data:
             self._tail.append(data)
             self._tail_size += len(data)
             if self._tail_size > self._max_line:
-                await self._too_long("line", self._tail_size)
+                raise self._too_long("line", self._tail_size)
             return
         if self._tail:
             self._tail.append(data)
@@ -402,6 +507,8 @@ class LLMStream:
         if last:
             self._tail.append(last)
             self._tail_size = len(last)
+        if self._pos < len(self._lines):
+            lines = self._lines[self._pos :] + lines
         self._lines, self._pos = lines, 0
 
     def _normalize_cr(self, data: bytes) -> bytes:
@@ -413,12 +520,12 @@ class LLMStream:
             data = data[:-1]
         return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
-    async def _too_long(self, what: str, size: int) -> None:
-        await self._close_attempt()
-        raise StreamProtocolError(
+    def _too_long(self, what: str, size: int) -> StreamProtocolError:
+        self._closing_error = StreamProtocolError(
             f"stream {what} of over {self._max_line} bytes ({size} so far); max_line_bytes caps it",
             request_id=self.request_id,
         )
+        return self._closing_error
 
     def _decode_line(self, payload: bytes) -> dict[str, Any] | None:
         """A single-line event decoded eagerly; None if it is not a whole object (it then waits for the
@@ -561,6 +668,10 @@ class LLMStream:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+
+
+def _no_disarm() -> None:
+    pass
 
 
 def _decode_json(payload: bytes) -> Any:

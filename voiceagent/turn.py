@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -390,15 +390,13 @@ class Turn:
                 state.request_id = stream.request_id
                 set_request_id(stream.request_id)
                 try:
-                    async for chunk in stream:
-                        if state.first_chunk_at is None:
-                            state.first_chunk_at = self._now()
-                            if state.first_token_scope is not None:
-                                state.first_token_scope.deadline = math.inf
-                        for event in state.acc.feed(chunk):
-                            self._on_stream_event(event, state)
-                        if state.capped_content is not None:
-                            self._check_caps(state)
+                    # Looked up on the class: a wrapper that forwards attributes (the recorder) must
+                    # not have its own iteration bypassed.
+                    if getattr(type(stream), "feed_until", None) is not None:
+                        await self._feed_stream(state, stream.feed_until)  # type: ignore[attr-defined]
+                    else:
+                        async for chunk in stream:
+                            self._on_chunk_events(state, state.acc.feed(chunk))
                     for event in state.acc.end():
                         self._on_stream_event(event, state)
                 finally:
@@ -410,6 +408,57 @@ class Turn:
             attempts = getattr(opening, "attempts", None)
             if isinstance(attempts, int):
                 state.attempts = max(state.attempts, attempts)
+
+    def _on_chunk_events(self, state: _RoundState, events: list[StreamEvent]) -> None:
+        """One chunk's events, in the task: the effects (speech, tools, deadlines, caps)."""
+        if state.first_chunk_at is None:
+            state.first_chunk_at = self._now()
+            if state.first_token_scope is not None:
+                state.first_token_scope.deadline = math.inf
+        for event in events:
+            self._on_stream_event(event, state)
+        if state.capped_content is not None:
+            self._check_caps(state)
+
+    async def _feed_stream(self, state: _RoundState, feed_until: Callable[..., Any]) -> None:
+        """The stream through ``LLMStream.feed_until``: a chunk that only adds words the chunker keeps
+        (the usual token) is handled entirely in ``feed``, which on the h1 read path runs in the read
+        callback; anything else (a chunk to speak, a tool call, the first chunk, a cap, text streamed
+        to the engine) wakes this task, which does what the ``async for`` loop does. ``feed`` is pure:
+        the accumulator and the chunker, nothing with effects; it hands over at most one chunk."""
+        pending: list[tuple[list[StreamEvent], list[str] | None]] = []
+        acc, chunker, speech, limit = state.acc, state.chunker, self._speech, self._config.max_round_chars
+
+        def feed(chunk: dict[str, Any]) -> bool:
+            events = acc.feed(chunk)
+            if state.first_chunk_at is not None and state.capped_content is None and not speech.streams_text:
+                room = limit - state.text_chars
+                for event in events:
+                    if not isinstance(event, TextDelta) or len(event.text) > room:
+                        break
+                    room -= len(event.text)
+                else:  # words only, within the cap: what _on_stream_event does, minus the speaking
+                    said: list[str] | None = None
+                    for event in events:
+                        text = cast(TextDelta, event).text
+                        if text:
+                            state.text_chars += len(text)
+                            chunks = chunker.push(text)
+                            if chunks:
+                                said = chunks if said is None else said + chunks
+                    if said is None:
+                        return False
+                    pending.append(([], said))
+                    return True
+            pending.append((events, None))
+            return True
+
+        while await feed_until(feed):
+            events, said = pending.pop()
+            if said is not None:
+                self._say_all(state.number, said)
+            else:
+                self._on_chunk_events(state, events)
 
     async def _filler_if_slow(self, number: int, opened: anyio.Event) -> None:
         """No dead air while the stream opens slowly: say the filler once the wait passes filler_after."""
