@@ -427,11 +427,23 @@ class Turn:
         to the engine) wakes this task, which does what the ``async for`` loop does. ``feed`` is pure:
         the accumulator and the chunker, nothing with effects; it hands over at most one chunk."""
         pending: list[tuple[list[StreamEvent], list[str] | None]] = []
-        acc, chunker, speech, limit = state.acc, state.chunker, self._speech, self._config.max_round_chars
+        acc, push, limit = state.acc, state.chunker.push, self._config.max_round_chars
+        feed_text, plain = acc.feed_text, not self._speech.streams_text
 
         def feed(chunk: dict[str, Any]) -> bool:
-            events = acc.feed(chunk)
-            if state.first_chunk_at is not None and state.capped_content is None and not speech.streams_text:
+            if plain and state.first_chunk_at is not None and state.capped_content is None:
+                text = feed_text(chunk)
+                if text is not None:  # the usual token: acc.feed would give [TextDelta(text)]
+                    if len(text) <= limit - state.text_chars:
+                        state.text_chars += len(text)
+                        chunks = push(text)
+                        if not chunks:
+                            return False
+                        pending.append(([], chunks))
+                        return True
+                    pending.append(([TextDelta(text)], None))
+                    return True
+                events = acc.feed(chunk)
                 room = limit - state.text_chars
                 for event in events:
                     if not isinstance(event, TextDelta) or len(event.text) > room:
@@ -443,13 +455,15 @@ class Turn:
                         text = cast(TextDelta, event).text
                         if text:
                             state.text_chars += len(text)
-                            chunks = chunker.push(text)
+                            chunks = push(text)
                             if chunks:
                                 said = chunks if said is None else said + chunks
                     if said is None:
                         return False
                     pending.append(([], said))
                     return True
+            else:
+                events = acc.feed(chunk)
             pending.append((events, None))
             return True
 
