@@ -352,12 +352,46 @@ class LLMStream:
         context = contextvars.copy_context()  # log records made in the callback carry this task's fields
         pushed_error: list[BaseException] = []
         asked: list[bool] = []
+        max_data, raw_decode = self._max_line + 2, _raw_decode
+        clean = not self._tail and not self._data and not self._cr_held  # no partial line or event held
 
         def on_data(data: bytes) -> bool:
+            nonlocal clean
             try:
+                if (
+                    clean
+                    and data.endswith(b"}\n\n")
+                    and data.startswith(b"data: {")
+                    and data.find(b"\n") == len(data) - 2
+                    and len(data) <= max_data
+                    and b"\r" not in data
+                ):
+                    # A read holding one whole single-line event (a token at a real pace): what _split,
+                    # _take and _decode_json give for it, at a third of the bytecodes. Anything unusual
+                    # (not one object, trailing text, an error event, a NUL after the brace: it is not
+                    # JSON as UTF-8) takes the general path below.
+                    try:
+                        text = data[6:-2].decode("utf-8", "surrogatepass")
+                        chunk, end = raw_decode(text)
+                    except (ValueError, RecursionError):
+                        pass
+                    else:
+                        if type(chunk) is dict and end == len(text) and not chunk.get("error"):
+                            if self.first_chunk_at is None:
+                                self.first_chunk_at = time.perf_counter()
+                            if not self.finished:
+                                choices = chunk.get("choices")
+                                if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+                                    self.finished = bool(choices[0].get("finish_reason"))
+                            self.chunks_yielded += 1
+                            if context.run(feed, chunk):
+                                asked.append(True)
+                                return True
+                            return False
                 if context.run(self._push, data, feed):
                     asked.append(True)
                     return True
+                clean = not self._tail and not self._data and not self._cr_held
                 return self.done
             except Exception as exc:  # never into the event loop: raised by the task below
                 pushed_error.append(exc)
@@ -378,29 +412,6 @@ class LLMStream:
     def _push(self, data: bytes, feed: Callable[[dict[str, Any]], bool]) -> bool:
         """In the read callback: True when ``feed`` asked for the task (what is left of the read stays
         in the line buffer, in order)."""
-        if (
-            data[:7] == b"data: {"
-            and data[-3:] == b"}\n\n"
-            and data.find(b"\n") == len(data) - 2
-            and not self._tail
-            and not self._data
-            and self._pos >= len(self._lines)
-            and not self._cr_held
-            and b"\r" not in data
-            and len(data) - 2 <= self._max_line
-        ):
-            # A read holding one whole single-line event (a token at a real pace), nothing pending: what
-            # _split and _take do with it, at a third of the bytecodes.
-            chunk = self._decode_line(data[6:-2])
-            if chunk is not None:
-                if self.first_chunk_at is None:
-                    self.first_chunk_at = time.perf_counter()
-                if not self.finished:
-                    choices = chunk.get("choices")
-                    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-                        self.finished = bool(choices[0].get("finish_reason"))
-                self.chunks_yielded += 1
-                return feed(chunk)
         self._split(data)
         while True:
             chunk = self._take()
