@@ -24,7 +24,9 @@ TEXT = "Sure, it is sunny in Paris today. Anything else?"
 
 
 def _agent(server: FakeOpenAIServer, sink: RecordingSink, **client: Any) -> Agent:
-    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=fast_retry(), **client)
+    llm = LLMClient(
+        base_url=server.base_url, api_key="sk_test", retry=fast_retry(), read_callback=True, **client
+    )
     return Agent(llm=llm, sink=sink, system_prompt="Be brief.", tools=[], config=TurnConfig())
 
 

@@ -390,13 +390,19 @@ class Turn:
                 state.request_id = stream.request_id
                 set_request_id(stream.request_id)
                 try:
-                    # Looked up on the class: a wrapper that forwards attributes (the recorder) must
-                    # not have its own iteration bypassed.
-                    if getattr(type(stream), "feed_until", None) is not None:
+                    if _reads_in_callback(stream):
                         await self._feed_stream(state, stream.feed_until)  # type: ignore[attr-defined]
                     else:
                         async for chunk in stream:
-                            self._on_chunk_events(state, state.acc.feed(chunk))
+                            # _on_chunk_events, inline: this runs once per streamed token.
+                            if state.first_chunk_at is None:
+                                state.first_chunk_at = self._now()
+                                if state.first_token_scope is not None:
+                                    state.first_token_scope.deadline = math.inf
+                            for event in state.acc.feed(chunk):
+                                self._on_stream_event(event, state)
+                            if state.capped_content is not None:
+                                self._check_caps(state)
                     for event in state.acc.end():
                         self._on_stream_event(event, state)
                 finally:
@@ -695,6 +701,16 @@ class Turn:
     def _emit(self, event: TurnEvent) -> None:
         if self._on_event is not None:
             self._on_event(event)
+
+
+def _reads_in_callback(stream: Any) -> bool:
+    """The stream was opened by an ``LLMClient(read_callback=True)`` (opt-in: bench/README.md, #17).
+    ``feed_until`` is looked up on the class: a wrapper that forwards attributes (the recorder) must not
+    have its own iteration bypassed."""
+    return (
+        getattr(type(stream), "feed_until", None) is not None
+        and getattr(stream, "read_callback", False) is True
+    )
 
 
 def _deadline(start: float, seconds: float | None) -> float:
