@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import anyio
 
 from bench.contenders import (
+    API_KEY,
     Consumer,
     bare_raw_lines,
     bare_typed,
@@ -32,6 +33,7 @@ from bench.contenders import (
 from bench.scenarios import scenario, token_words
 from bench.stats import Summary, summarize
 from voiceagent import http_stream
+from voiceagent.llm import LLMClient
 
 FLOOR = "true floor: asyncio Protocol + json.loads"
 SDK_LINES = "bare SDK raw lines + json.loads"
@@ -41,11 +43,13 @@ STREAM_SDK = "ours: LLMClient stream, SDK read path"
 TURN = "ours: full turn"
 TURN_SDK = "ours: full turn, SDK read path"
 TURN_PER_CALL = "ours: full turn, client per call"
+# The turn's per-token work in h1's read callback (opt-in, bench/README.md: "in the read callback").
+TURN_CB = "ours: full turn, read_callback=True"
 # The read-path choice (#17: a well-kept library unless the measured gap is large): aiohttp beside h1.
 STREAM_AIO = "ours: LLMClient stream, aiohttp read path"
 TURN_AIO = "ours: full turn, aiohttp read path"
 AIOHTTP = http_stream.AVAILABLE
-CONTENDERS = (FLOOR, SDK_LINES, TYPED, STREAM, STREAM_SDK, TURN, TURN_SDK, TURN_PER_CALL) + (
+CONTENDERS = (FLOOR, SDK_LINES, TYPED, STREAM, STREAM_SDK, TURN, TURN_SDK, TURN_PER_CALL, TURN_CB) + (
     (STREAM_AIO, TURN_AIO) if AIOHTTP else ()
 )
 PACED_DELAY = 0.004  # 4 ms between chunks: far apart enough that each is its own read, quick to run
@@ -65,6 +69,7 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
     sdk = sdk_client(base_url)
     ours = our_client(base_url)
     ours_sdk = our_client(base_url, read_path="sdk")
+    ours_cb = LLMClient(base_url=base_url, api_key=API_KEY, timeout=60.0, read_callback=True)
     ours_aio = our_client(base_url, read_path="aiohttp") if AIOHTTP else None
     consumers: dict[str, Consumer] = {
         FLOOR: protocol_floor(base_url),
@@ -75,6 +80,7 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
         TURN: ours_turn(ours),
         TURN_SDK: ours_turn(ours_sdk),
         TURN_PER_CALL: ours_turn_client_per_call(base_url),
+        TURN_CB: ours_turn(ours_cb),
     }
     if ours_aio is not None:
         consumers[STREAM_AIO] = ours_stream(ours_aio)
@@ -100,6 +106,7 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
         await sdk.close()
         await ours.aclose()
         await ours_sdk.aclose()
+        await ours_cb.aclose()
         if ours_aio is not None:
             await ours_aio.aclose()
     return samples

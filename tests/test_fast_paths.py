@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from voiceagent import h1
 from voiceagent.accumulator import DeltaAccumulator
+from voiceagent.events import TextDelta
 from voiceagent.llm import _decode_json
 
 CORPUS = Path(__file__).parent / "provider_corpus"
@@ -227,3 +228,20 @@ def test_h1s_cached_request_head_follows_the_api_key_and_extra_headers() -> None
     assert b"Authorization: Bearer sk-second\r\n" in transport._head_bytes(12, None)
     extra = transport._head_bytes(12, {"X-Trace": "t1"})
     assert b"X-Trace: t1\r\n" in extra and b"X-Trace" not in transport._head_bytes(12, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_chunks, max_size=6))
+def test_feed_text_is_feed_for_the_usual_token_and_touches_nothing_else(chunks: list[dict[str, Any]]) -> None:
+    """The turn's callback calls ``feed_text`` first and ``feed`` when it returns None."""
+    split, whole = DeltaAccumulator(), DeltaAccumulator()
+    for chunk in chunks:
+        before = _state(split)
+        text = split.feed_text(chunk)
+        if text is None:
+            assert _state(split) == before
+            events = split.feed(chunk)
+        else:
+            events = [TextDelta(text)]
+        assert events == whole.feed(chunk)
+        assert _state(split) == _state(whole)

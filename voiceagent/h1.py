@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -101,6 +101,9 @@ class _Connection(asyncio.Protocol):
         self._pieces: list[bytes] = []
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
+        # Set while the reader waits in push mode (arm): each decoded piece goes to it in this callback
+        # instead of the buffer, and the reader is woken only when it returns True.
+        self._push: Callable[[bytes], bool] | None = None
         self.complete = False
         self.keep_alive = True
         self._error: BaseException | None = None
@@ -115,6 +118,21 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last = self.loop.time()
+        push = self._push
+        if push is not None and self._chunk_state == "size" and not self._pending and self._decoder is None:
+            # Push mode, a read holding exactly one whole chunk (a token at a real pace): what _body,
+            # _chunked and _emit do with it, inline (one callback per token pays every call).
+            end = data.find(b"\r\n")
+            if 0 < end < 16 and data.endswith(b"\r\n") and self._mode == "chunked" and not self.complete:
+                try:
+                    size = int(data[:end], 16)
+                except ValueError:
+                    size = 0
+                waiter = self._waiter
+                if size > 0 and end + size + 4 == len(data) and waiter is not None and not waiter.done():
+                    if push(data[end + 2 : -2]):
+                        self._wake()
+                    return
         if self._mode:
             self._body(data)
         elif self.in_flight and not self.head.done():
@@ -286,6 +304,14 @@ class _Connection(asyncio.Protocol):
                 return
             if not data:
                 return
+        push = self._push
+        if push is not None:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                if push(data):  # the reader has something to do: wake it; what follows is buffered
+                    self._wake()
+                return
+            self._push = None  # the reader's wait was cancelled: buffer, as if it had not armed
         self._pieces.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -310,6 +336,7 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def _wake(self) -> None:
+        self._push = None
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -335,6 +362,24 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def arm(self, push: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Push mode: until ``push`` returns True, or the body ends or breaks, each decoded piece is
+        handed to it in the read callback and the reader sleeps on the returned future (no wake-up per
+        read). None if something is waiting to be read already (read it with ``read``). ``push`` must
+        not raise."""
+        if self._pieces or self.complete or self._error is not None:
+            return None
+        waiter = self._waiter = self.loop.create_future()
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_at(self._last + self.timeout, self._check_idle)
+        self._push = push
+        return waiter
+
+    def disarm(self) -> None:
+        """Back to buffering (the reader woke, or was cancelled while it waited)."""
+        self._push = None
+        self._waiter = None
 
     def _check_idle(self) -> None:
         # One timer per response, re-armed from the last read: no timer work per token.
@@ -611,6 +656,8 @@ class _Body:
         # The reader's own call (b"" at the end): LLMStream awaits it directly, one frame and no
         # StopAsyncIteration less per read than through __anext__.
         self.read = connection.read
+        self.arm = connection.arm
+        self.disarm = connection.disarm
 
     def __aiter__(self) -> _Body:
         return self

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -390,15 +390,19 @@ class Turn:
                 state.request_id = stream.request_id
                 set_request_id(stream.request_id)
                 try:
-                    async for chunk in stream:
-                        if state.first_chunk_at is None:
-                            state.first_chunk_at = self._now()
-                            if state.first_token_scope is not None:
-                                state.first_token_scope.deadline = math.inf
-                        for event in state.acc.feed(chunk):
-                            self._on_stream_event(event, state)
-                        if state.capped_content is not None:
-                            self._check_caps(state)
+                    if _reads_in_callback(stream):
+                        await self._feed_stream(state, stream.feed_until)  # type: ignore[attr-defined]
+                    else:
+                        async for chunk in stream:
+                            # _on_chunk_events, inline: this runs once per streamed token.
+                            if state.first_chunk_at is None:
+                                state.first_chunk_at = self._now()
+                                if state.first_token_scope is not None:
+                                    state.first_token_scope.deadline = math.inf
+                            for event in state.acc.feed(chunk):
+                                self._on_stream_event(event, state)
+                            if state.capped_content is not None:
+                                self._check_caps(state)
                     for event in state.acc.end():
                         self._on_stream_event(event, state)
                 finally:
@@ -410,6 +414,71 @@ class Turn:
             attempts = getattr(opening, "attempts", None)
             if isinstance(attempts, int):
                 state.attempts = max(state.attempts, attempts)
+
+    def _on_chunk_events(self, state: _RoundState, events: list[StreamEvent]) -> None:
+        """One chunk's events, in the task: the effects (speech, tools, deadlines, caps)."""
+        if state.first_chunk_at is None:
+            state.first_chunk_at = self._now()
+            if state.first_token_scope is not None:
+                state.first_token_scope.deadline = math.inf
+        for event in events:
+            self._on_stream_event(event, state)
+        if state.capped_content is not None:
+            self._check_caps(state)
+
+    async def _feed_stream(self, state: _RoundState, feed_until: Callable[..., Any]) -> None:
+        """The stream through ``LLMStream.feed_until``: a chunk that only adds words the chunker keeps
+        (the usual token) is handled entirely in ``feed``, which on the h1 read path runs in the read
+        callback; anything else (a chunk to speak, a tool call, the first chunk, a cap, text streamed
+        to the engine) wakes this task, which does what the ``async for`` loop does. ``feed`` is pure:
+        the accumulator and the chunker, nothing with effects; it hands over at most one chunk."""
+        pending: list[tuple[list[StreamEvent], list[str] | None]] = []
+        acc, push, limit = state.acc, state.chunker.push, self._config.max_round_chars
+        feed_text, plain = acc.feed_text, not self._speech.streams_text
+
+        def feed(chunk: dict[str, Any]) -> bool:
+            if plain and state.first_chunk_at is not None and state.capped_content is None:
+                text = feed_text(chunk)
+                if text is not None:  # the usual token: acc.feed would give [TextDelta(text)]
+                    if len(text) <= limit - state.text_chars:
+                        state.text_chars += len(text)
+                        chunks = push(text)
+                        if not chunks:
+                            return False
+                        pending.append(([], chunks))
+                        return True
+                    pending.append(([TextDelta(text)], None))
+                    return True
+                events = acc.feed(chunk)
+                room = limit - state.text_chars
+                for event in events:
+                    if not isinstance(event, TextDelta) or len(event.text) > room:
+                        break
+                    room -= len(event.text)
+                else:  # words only, within the cap: what _on_stream_event does, minus the speaking
+                    said: list[str] | None = None
+                    for event in events:
+                        text = cast(TextDelta, event).text
+                        if text:
+                            state.text_chars += len(text)
+                            chunks = push(text)
+                            if chunks:
+                                said = chunks if said is None else said + chunks
+                    if said is None:
+                        return False
+                    pending.append(([], said))
+                    return True
+            else:
+                events = acc.feed(chunk)
+            pending.append((events, None))
+            return True
+
+        while await feed_until(feed):
+            events, said = pending.pop()
+            if said is not None:
+                self._say_all(state.number, said)
+            else:
+                self._on_chunk_events(state, events)
 
     async def _filler_if_slow(self, number: int, opened: anyio.Event) -> None:
         """No dead air while the stream opens slowly: say the filler once the wait passes filler_after."""
@@ -632,6 +701,16 @@ class Turn:
     def _emit(self, event: TurnEvent) -> None:
         if self._on_event is not None:
             self._on_event(event)
+
+
+def _reads_in_callback(stream: Any) -> bool:
+    """The stream was opened by an ``LLMClient(read_callback=True)`` (opt-in: bench/README.md, #17).
+    ``feed_until`` is looked up on the class: a wrapper that forwards attributes (the recorder) must not
+    have its own iteration bypassed."""
+    return (
+        getattr(type(stream), "feed_until", None) is not None
+        and getattr(stream, "read_callback", False) is True
+    )
 
 
 def _deadline(start: float, seconds: float | None) -> float:

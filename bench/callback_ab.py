@@ -1,0 +1,120 @@
+"""The turn's per-token work in the read callback, A/B: ``python -m bench.callback_ab [--reps N]``.
+
+Three consumers on the bench server, interleaved (rotating order) in every repetition, 300 tokens 4 ms
+apart (a read per token): the true floor (asyncio ``Protocol`` + ``json.loads``), our full turn with
+``LLMClient(read_callback=True)`` (h1 push mode: ``LLMStream.feed_until``, the accumulator and the
+chunker in the read callback) and the same turn on the default (the ``async for`` loop: a task wake-up
+per read). CPU is ``time.process_time()`` of this process (the server runs in its own); bytecodes are
+``bench.bytecodes``' count (deterministic). The load average is printed before and after: compare
+within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+
+import anyio
+
+from bench.bytecodes import LONG, SHORT, _count
+from bench.contenders import API_KEY, Consumer, our_client, protocol_floor
+from bench.scenarios import scenario, token_words
+from bench.server import ServerProcess
+from bench.stats import summarize
+from voiceagent.agent import Agent
+from voiceagent.llm import LLMClient
+from voiceagent.testing.sinks import RecordingSink
+from voiceagent.turn import TurnConfig
+
+FLOOR = "true floor: asyncio Protocol + json.loads"
+CALLBACK = "ours: full turn, LLMClient(read_callback=True)"
+TASK = "ours: full turn, default (the task reads each chunk)"
+
+
+def _turn(llm: LLMClient) -> Consumer:
+    async def consume(model: str) -> str:
+        llm.model = model
+        sink = RecordingSink(seconds_per_char=0.0)
+        agent = Agent(
+            llm=llm, sink=sink, system_prompt="You are a bench.", config=TurnConfig(max_round_chars=1_000_000)
+        )
+        result = await agent.respond("Talk to me.")
+        if result.error:
+            raise RuntimeError(f"turn failed: {result.error}")
+        return sink.text
+
+    return consume
+
+
+async def _measure(base_url: str, reps: int, tokens: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    client = our_client(base_url)
+    callback = LLMClient(base_url=base_url, api_key=API_KEY, timeout=60.0, read_callback=True)
+    consumers = {
+        FLOOR: protocol_floor(base_url),
+        CALLBACK: _turn(callback),
+        TASK: _turn(client),
+    }
+    expected = "".join(token_words(tokens))
+    model = scenario("callback_ab", "text", tokens=tokens, delay=0.004).model
+    samples: dict[str, list[float]] = {name: [] for name in consumers}
+    bytecodes: dict[str, float] = {}
+    try:
+        for name, consume in consumers.items():
+            await consume(scenario("warmup", "text", tokens=20, delay=0).model)
+            counts = []
+            for n in (SHORT, LONG):
+                counts.append(
+                    await _count(
+                        consume, scenario("bc", "text", tokens=n, delay=0.015).model, "".join(token_words(n))
+                    )
+                )
+            bytecodes[name] = (counts[1] - counts[0]) / (LONG - SHORT)
+        names = list(consumers)
+        for rep in range(reps):
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                gc.collect()
+                start = time.process_time()
+                text = await consumers[name](model)
+                cpu = time.process_time() - start
+                if text.strip() != expected.strip():
+                    raise RuntimeError(f"{name} received the wrong text")
+                samples[name].append(cpu * 1000 / tokens * 1000)
+    finally:
+        await client.aclose()
+        await callback.aclose()
+    return samples, bytecodes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--tokens", type=int, default=300)
+    args = parser.parse_args()
+    before = os.getloadavg()[0]
+    with ServerProcess() as server:
+        samples, bytecodes = anyio.run(_measure, server.base_url, args.reps, args.tokens)
+    after = os.getloadavg()[0]
+    floor = samples[FLOOR]
+    print(
+        f"load average {before:.1f} before, {after:.1f} after; "
+        f"{args.reps} repetitions, {args.tokens} tokens 4 ms apart"
+    )
+    print("| consumer | CPU ms / 1k tokens | × floor (per repetition) | bytecodes per token | × floor |")
+    print("|---|---|---|---|---|")
+    for name, values in samples.items():
+        ratio = summarize([v / f for v, f in zip(values, floor, strict=True)])
+        print(
+            f"| {name} | {summarize(values).fmt(' ms', 1)} | "
+            f"{ratio.median:.2f}x ({ratio.low:.2f}–{ratio.high:.2f}) | "
+            f"{bytecodes[name]:.0f} | {bytecodes[name] / bytecodes[FLOOR]:.2f}x |"
+        )
+    paired = summarize([c / t for c, t in zip(samples[CALLBACK], samples[TASK], strict=True)])
+    print(
+        f"\ncallback / task loop, per repetition: {paired.median:.2f}x ({paired.low:.2f}–{paired.high:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

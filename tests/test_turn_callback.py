@@ -1,0 +1,129 @@
+"""The turn's per-token work in h1's read callback (``LLMStream.feed_until``, h1's push mode): the same
+result as the task-based loop, the task woken only when a chunk needs it, and whatever breaks in the
+callback raised in the task as the same typed error, never into the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.conftest import fast_retry
+from voiceagent.accumulator import DeltaAccumulator
+from voiceagent.agent import Agent
+from voiceagent.llm import LLMClient
+from voiceagent.testing.openai_server import Chunk, Drop, FakeOpenAIServer, Reply, text_reply
+from voiceagent.testing.sinks import RecordingSink
+from voiceagent.turn import TurnConfig
+
+GATE_TIMEOUT = 5.0
+TEXT = "Sure, it is sunny in Paris today. Anything else?"
+
+
+def _agent(server: FakeOpenAIServer, sink: RecordingSink, **client: Any) -> Agent:
+    llm = LLMClient(
+        base_url=server.base_url, api_key="sk_test", retry=fast_retry(), read_callback=True, **client
+    )
+    return Agent(llm=llm, sink=sink, system_prompt="Be brief.", tools=[], config=TurnConfig())
+
+
+def _gated(reply: Reply, start: int, gate: anyio.Event, extra: tuple[Chunk, ...] = ()) -> Reply:
+    """Events from ``start`` on wait for ``gate`` (``extra`` goes in front of them)."""
+    events = list(reply.events)
+    rest = [dataclasses.replace(e, gate=gate) for e in (*extra, *events[start:])]
+    return dataclasses.replace(reply, events=(*events[:start], *rest))
+
+
+async def _respond_after_first_text(agent: Agent, sink: RecordingSink, gate: anyio.Event) -> Any:
+    """The gated events are sent once the first chunk was spoken: by then the turn's task waits for
+    the stream (the speaker runs only once it yields), so they arrive in the read callback."""
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+    box: list[Any] = []
+    with anyio.fail_after(GATE_TIMEOUT):
+        async with anyio.create_task_group() as tg:
+
+            async def respond() -> None:
+                box.append(await agent.respond("Weather?"))
+
+            tg.start_soon(respond)
+            await sink.first_text.wait()
+            gate.set()
+    assert errors == []  # nothing escaped into the event loop
+    return box[0]
+
+
+@pytest.mark.anyio
+async def test_tokens_that_only_add_words_are_handled_in_the_read_callback(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_callback: list[bool] = []
+    feed_text = DeltaAccumulator.feed_text
+
+    def recording(self: DeltaAccumulator, chunk: dict[str, Any]) -> str | None:
+        in_callback.append(asyncio.current_task() is None)  # no task: the protocol's callback
+        return feed_text(self, chunk)
+
+    monkeypatch.setattr(DeltaAccumulator, "feed_text", recording)
+    gate = anyio.Event()
+    server.enqueue(_gated(text_reply(TEXT, pieces=12), 3, gate))
+    sink = RecordingSink()
+    result = await _respond_after_first_text(_agent(server, sink), sink, gate)
+
+    assert sink.text == TEXT and result.spoken_text == TEXT and result.error is None
+    assert sink.spoken[0] == "Sure, "
+    assert any(in_callback)  # the gated tokens were fed where they were read
+    assert result.rounds[0].content == TEXT
+
+
+@pytest.mark.anyio
+async def test_an_undecodable_event_in_the_callback_is_the_same_stream_error(
+    server: FakeOpenAIServer,
+) -> None:
+    gate = anyio.Event()
+    server.enqueue(_gated(text_reply(TEXT, pieces=12), 3, gate, extra=(Chunk("data: {not json"),)))
+    sink = RecordingSink()
+    agent = _agent(server, sink)
+    result = await _respond_after_first_text(agent, sink, gate)
+
+    assert "not valid JSON" in (result.error or "") and result.fallback_spoken
+    assert sink.text.startswith("Sure, ")
+
+
+@pytest.mark.anyio
+async def test_an_error_event_in_the_callback_is_the_same_stream_error(server: FakeOpenAIServer) -> None:
+    gate = anyio.Event()
+    error = Chunk({"error": {"message": "model overloaded", "type": "server_error"}})
+    server.enqueue(_gated(text_reply(TEXT, pieces=12), 3, gate, extra=(error,)))
+    sink = RecordingSink()
+    result = await _respond_after_first_text(_agent(server, sink), sink, gate)
+
+    assert "model overloaded" in (result.error or "") and result.fallback_spoken
+
+
+@pytest.mark.anyio
+async def test_a_line_over_max_line_bytes_in_the_callback_is_refused(server: FakeOpenAIServer) -> None:
+    gate = anyio.Event()
+    long_line = Chunk({"choices": [{"index": 0, "delta": {"content": "x" * 5000}}], "id": "c", "model": "m"})
+    server.enqueue(_gated(text_reply(TEXT, pieces=12), 3, gate, extra=(long_line,)))
+    sink = RecordingSink()
+    result = await _respond_after_first_text(_agent(server, sink, max_line_bytes=4096), sink, gate)
+
+    assert "max_line_bytes" in (result.error or "") and result.fallback_spoken
+    assert "x" * 100 not in sink.text
+
+
+@pytest.mark.anyio
+async def test_a_drop_while_the_callback_reads_keeps_what_arrived(server: FakeOpenAIServer) -> None:
+    gate = anyio.Event()
+    reply = text_reply(TEXT, pieces=12)
+    cut = dataclasses.replace(reply, events=(*reply.events[:6], Drop()))
+    server.enqueue(_gated(cut, 3, gate))
+    sink = RecordingSink()
+    result = await _respond_after_first_text(_agent(server, sink), sink, gate)
+
+    assert result.error is not None and "broke after" in result.error
+    assert result.rounds[0].content and TEXT.startswith(result.rounds[0].content)
