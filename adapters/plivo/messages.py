@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from voiceagent.telephony.frames import load_event
+
 from .errors import PlivoProtocolError
 
 # A 20 ms media frame is ~250 bytes (mu-law) or ~900 (L16 16 kHz); a start with the documented 512 bytes
@@ -140,10 +142,7 @@ OutboundEvent = PlayAudio | Checkpoint | ClearAudio | SendDtmf | UnknownEvent
 
 def parse_inbound(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> InboundEvent:
     """Parse one frame from Plivo. Raises ``PlivoProtocolError`` (and nothing else) on bad input."""
-    doc = _load(raw, max_bytes)
-    event = doc.get("event")
-    if not isinstance(event, str):
-        raise PlivoProtocolError("frame has no string 'event' field")
+    doc, event = load_event(raw, max_bytes=max_bytes, error=PlivoProtocolError)
     parser = _INBOUND.get(event)
     if parser is None:
         return UnknownEvent(event[:64])
@@ -223,10 +222,7 @@ def build_send_dtmf(digits: str) -> str:
 
 def parse_outbound(raw: str | bytes, *, max_bytes: int = 1024 * 1024) -> OutboundEvent:
     """Parse one frame sent TO Plivo (what the fake Plivo call reads). Raises ``PlivoProtocolError``."""
-    doc = _load(raw, max_bytes)
-    event = doc.get("event")
-    if not isinstance(event, str):
-        raise PlivoProtocolError("frame has no string 'event' field")
+    doc, event = load_event(raw, max_bytes=max_bytes, error=PlivoProtocolError)
     parser = _OUTBOUND.get(event)
     if parser is None:
         return UnknownEvent(event[:64])
@@ -234,19 +230,6 @@ def parse_outbound(raw: str | bytes, *, max_bytes: int = 1024 * 1024) -> Outboun
 
 
 # ---- field helpers ------------------------------------------------------------------------------
-
-
-def _load(raw: str | bytes, max_bytes: int) -> Mapping[str, Any]:
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise PlivoProtocolError(f"frame of {size} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise PlivoProtocolError(f"frame is not valid JSON: {str(exc)[:120]}") from None
-    if not isinstance(doc, dict):
-        raise PlivoProtocolError(f"frame is a JSON {type(doc).__name__}, not an object")
-    return doc
 
 
 def _id(stream_id: str) -> str:

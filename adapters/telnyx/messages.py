@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from voiceagent.telephony.frames import load_event
+
 from .errors import TelnyxProtocolError
 
 # A 20 ms inbound frame is a few hundred bytes; a start with many custom parameters stays far below this.
@@ -118,18 +120,7 @@ InboundEvent = Connected | Start | Media | Mark | Dtmf | Stop | Error | UnknownE
 
 def parse_inbound(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> InboundEvent:
     """Parse one frame from Telnyx. Raises ``TelnyxProtocolError`` (and nothing else) on bad input."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise TelnyxProtocolError(f"frame of {size} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise TelnyxProtocolError(f"frame is not valid JSON: {str(exc)[:80]}") from None
-    if not isinstance(doc, dict):
-        raise TelnyxProtocolError(f"frame is a JSON {type(doc).__name__}, not an object")
-    event = doc.get("event")
-    if not isinstance(event, str):
-        raise TelnyxProtocolError("frame has no string 'event' field")
+    doc, event = load_event(raw, max_bytes=max_bytes, error=TelnyxProtocolError)
     parser = _PARSERS.get(event)
     if parser is None:
         return UnknownEvent(event[:64])

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from voiceagent.telephony.frames import load_event
+
 from .errors import TwilioProtocolError
 
 # Real frames are a few hundred bytes (a 20 ms media frame is ~300); start with many custom parameters
@@ -92,18 +94,7 @@ InboundEvent = Connected | Start | Media | Mark | Stop | Dtmf | UnknownEvent
 
 def parse_inbound(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> InboundEvent:
     """Parse one inbound frame. Raises ``TwilioProtocolError`` (and nothing else) on bad input."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise TwilioProtocolError(f"frame of {size} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise TwilioProtocolError(f"frame is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise TwilioProtocolError(f"frame is a JSON {type(doc).__name__}, not an object")
-    event = doc.get("event")
-    if not isinstance(event, str):
-        raise TwilioProtocolError("frame has no string 'event' field")
+    doc, event = load_event(raw, max_bytes=max_bytes, error=TwilioProtocolError)
     parser = _PARSERS.get(event)
     if parser is None:
         return UnknownEvent(event[:64])
