@@ -112,8 +112,7 @@ def _twilio_server(
     public_url: str | None,
     control_factory: ControlFactory | None,
 ) -> MediaStreamServer[Any]:
-    # Typed here: mypy sees voiceagent.adapters (the mapped adapters/ folder) as untyped.
-    server: MediaStreamServer[Any] = TwilioServer(
+    return TwilioServer(
         handler,
         auth_token=secret,
         host=host,
@@ -122,12 +121,10 @@ def _twilio_server(
         public_url=public_url,
         control_factory=control_factory,
     )
-    return server
 
 
 def _twilio_fake(url: str, secret: str) -> FakeMediaCall:
-    call: FakeMediaCall = FakeTwilioCall(url, auth_token=secret, playback_speed=20)
-    return call
+    return FakeTwilioCall(url, auth_token=secret, playback_speed=20)
 
 
 def _twilio_control() -> ControlFactory | None:
@@ -135,8 +132,7 @@ def _twilio_control() -> ControlFactory | None:
     sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
     if not (sid and token):
         return None  # the stream hangs up by closing itself (the <Connect><Stream> ends)
-    factory: ControlFactory = twilio_control_factory(sid, token)
-    return factory
+    return twilio_control_factory(sid, token)
 
 
 def _plivo_server(
@@ -149,7 +145,7 @@ def _plivo_server(
     public_url: str | None,
     control_factory: ControlFactory | None,
 ) -> MediaStreamServer[Any]:
-    server: MediaStreamServer[Any] = PlivoServer(
+    return PlivoServer(
         handler,
         auth_token=secret,
         host=host,
@@ -158,12 +154,10 @@ def _plivo_server(
         public_url=public_url,
         control_factory=control_factory,
     )
-    return server
 
 
 def _plivo_fake(url: str, secret: str) -> FakeMediaCall:
-    call: FakeMediaCall = FakePlivoCall(url, auth_token=secret, playback_speed=20)
-    return call
+    return FakePlivoCall(url, auth_token=secret, playback_speed=20)
 
 
 def _plivo_control() -> ControlFactory | None:
@@ -171,8 +165,7 @@ def _plivo_control() -> ControlFactory | None:
     # the stream's accountId): hang-ups go through it.
     if not os.environ.get("PLIVO_AUTH_TOKEN"):
         return None
-    factory: ControlFactory = PlivoCallControl.factory()
-    return factory
+    return PlivoCallControl.factory()
 
 
 def _telnyx_server(
@@ -185,7 +178,7 @@ def _telnyx_server(
     public_url: str | None,
     control_factory: ControlFactory | None,
 ) -> MediaStreamServer[Any]:
-    server: MediaStreamServer[Any] = TelnyxServer(
+    return TelnyxServer(
         handler,
         stream_auth_token=secret,
         api_key=None,  # call control comes from the table's row, as for the other providers
@@ -195,7 +188,6 @@ def _telnyx_server(
         public_url=public_url,
         control_factory=control_factory,
     )
-    return server
 
 
 def _telnyx_answer(url: str) -> str:
@@ -206,16 +198,14 @@ def _telnyx_answer(url: str) -> str:
 
 
 def _telnyx_fake(url: str, secret: str) -> FakeMediaCall:
-    call: FakeMediaCall = FakeTelnyxCall(url, stream_auth_token=secret, playback_speed=20)
-    return call
+    return FakeTelnyxCall(url, stream_auth_token=secret, playback_speed=20)
 
 
 def _telnyx_control() -> ControlFactory | None:
     key = os.environ.get("TELNYX_API_KEY")
     if not key:
         return None
-    factory: ControlFactory = telnyx_control_factory(api_key=key)
-    return factory
+    return telnyx_control_factory(api_key=key)
 
 
 PROVIDERS: dict[str, Provider] = {
