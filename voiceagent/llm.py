@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, NoReturn, cast
 
 import anyio
 import openai
@@ -313,58 +313,19 @@ class LLMStream:
         while True:
             if self.done or self._source is None:
                 raise StopAsyncIteration
-            if self._pos < len(self._lines):
-                line = self._lines[self._pos]
-                self._pos += 1
-            elif self._eof:
+            try:
+                chunk = self._take()
+            except StreamProtocolError as exc:
+                await self._raise_protocol_error(exc)
+            if chunk is not None:
+                return chunk
+            if self.done:
+                raise StopAsyncIteration
+            if self._eof:
                 # A clean end without [DONE]: lenient, but say so (the usage chunk may be missing).
                 await self._end_without_done()
                 raise StopAsyncIteration
-            else:
-                await self._read_more()
-                continue
-            if not line:
-                # The blank line that ends an event: the commonest line, handled first.
-                if not self._data:
-                    continue
-                chunk = self._dispatch()
-            elif line.startswith(b"data:"):
-                if len(line) > self._max_line:
-                    await self._raise_protocol_error(self._too_long("line", len(line)))
-                # One space after the colon is part of the field syntax; several data lines join with \n.
-                payload = line[6:] if line[5:6] == b" " else line[5:]
-                if not self._data and payload.endswith(b"}"):
-                    # The usual event, one whole object on one line: decoded now, without waiting for the
-                    # blank line (servers that send none, "data: {...}\n" after "data: {...}\n", work too).
-                    chunk = self._decode_line(payload)
-                else:
-                    chunk = None
-                if chunk is None:
-                    self._data_size += len(payload) + 1
-                    if self._data_size > self._max_line:
-                        await self._raise_protocol_error(self._too_long("event's data", self._data_size))
-                    self._data.append(payload)
-                    continue
-            else:
-                # A ``: comment`` or an ``event:``/``id:``/``retry:`` field: not ours.
-                if len(line) > self._max_line:
-                    await self._raise_protocol_error(self._too_long("line", len(line)))
-                continue
-            if chunk is None:
-                continue
-            if self.first_chunk_at is None:
-                self.first_chunk_at = time.perf_counter()
-            if not self.finished:
-                choices = chunk.get("choices")
-                if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-                    self.finished = bool(choices[0].get("finish_reason"))
-            self.chunks_yielded += 1
-            lines, pos = self._lines, self._pos
-            if pos < len(lines) and not lines[pos] and not self._data:
-                # The blank line ending this event is a no-op with no data pending: taken now, which
-                # saves the next call a pass through the loop (one per token).
-                self._pos = pos + 1
-            return chunk
+            await self._read_more()
 
     async def feed_until(self, feed: Callable[[dict[str, Any]], bool]) -> bool:
         """Hand each chunk, in order, to ``feed`` until it returns True (the caller has something to do:
@@ -529,7 +490,7 @@ class LLMStream:
         self.done = True
         await self._close_attempt()
 
-    async def _raise_protocol_error(self, exc: StreamProtocolError) -> None:
+    async def _raise_protocol_error(self, exc: StreamProtocolError) -> NoReturn:
         # An over-long line closes the attempt before it is raised; other protocol errors leave the
         # closing to the context manager's exit, as they always did.
         if exc is self._closing_error:
@@ -572,27 +533,15 @@ class LLMStream:
                 return
             await self._on_break(exc)
             return
-        if self._cr_held or b"\r" in data:
-            data = self._normalize_cr(data)
-        if b"\n" not in data:
-            self._tail.append(data)
-            self._tail_size += len(data)
-            if self._tail_size > self._max_line:
-                await self._raise_protocol_error(self._too_long("line", self._tail_size))
-            return
-        if self._tail:
-            self._tail.append(data)
-            data = b"".join(self._tail)
-            self._tail, self._tail_size = [], 0
-        lines = data.split(b"\n")
-        last = lines.pop()
-        if last:
-            self._tail.append(last)
-            self._tail_size = len(last)
-        self._lines, self._pos = lines, 0
+        try:
+            self._split(data)
+        except StreamProtocolError as exc:
+            await self._raise_protocol_error(exc)
 
     def _split(self, data: bytes) -> None:
-        """Split a read into lines after those not yet taken (the callback may hand over mid-read)."""
+        """Split a read into lines (``\n``, ``\r\n`` or ``\r``) after those not yet taken (the read
+        callback may hand over mid-read). The one line step of both ways of reading: ``__anext__`` and
+        ``feed_until`` take the lines with ``_take``. A line over the cap raises StreamProtocolError."""
         if self._cr_held or b"\r" in data:
             data = self._normalize_cr(data)
         if b"\n" not in data:
