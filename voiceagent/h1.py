@@ -25,6 +25,7 @@ import ipaddress
 import json
 import os
 import socket
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -82,6 +83,11 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
+        # The loop's clock, read once per read: asyncio's own loop.time() is time.monotonic() behind a
+        # Python frame, so that is called directly (uvloop's has a clock of its own, and keeps it).
+        self._clock: Callable[[], float] = (
+            time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        )
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -108,7 +114,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self._error: BaseException | None = None
         self._decoder: Any = None
-        self._last = self.loop.time()
+        self._last = self._clock()
         self._watchdog: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ----
@@ -117,7 +123,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
-        self._last = self.loop.time()
+        self._last = self._clock()
         push = self._push
         if push is not None and self._chunk_state == "size" and not self._pending and self._decoder is None:
             # Push mode, a read holding exactly one whole chunk (a token at a real pace): what _body,
@@ -386,7 +392,7 @@ class _Connection(asyncio.Protocol):
         self._watchdog = None
         if self.complete or self._error is not None or self.closed:
             return
-        idle = self.loop.time() - self._last
+        idle = self._clock() - self._last
         if idle >= self.timeout:
             if self._waiter is not None:
                 self._fail(BodyError(f"no data from the server for {self.timeout:g} s (read timeout)"))

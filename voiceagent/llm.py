@@ -365,7 +365,7 @@ class LLMStream:
         context = contextvars.copy_context()  # log records made in the callback carry this task's fields
         pushed_error: list[BaseException] = []
         asked: list[bool] = []
-        max_data, raw_decode = self._max_line + 2, _raw_decode
+        max_data, scan = self._max_line + 2, _scan_object
         clean = not self._tail and not self._data and not self._cr_held  # no partial line or event held
 
         def on_data(data: bytes) -> bool:
@@ -373,29 +373,32 @@ class LLMStream:
             try:
                 if (
                     clean
-                    and data.endswith(b"}\n\n")
                     and data.startswith(b"data: {")
+                    and data.endswith(b"}\n\n")
                     and data.find(b"\n") == len(data) - 2
                     and len(data) <= max_data
                     and b"\r" not in data
                 ):
                     # A read holding one whole single-line event (a token at a real pace): what _split,
-                    # _take and _decode_json give for it, at a third of the bytecodes. Anything unusual
+                    # _take and _decode_json give for it, at a fraction of the bytecodes. Anything unusual
                     # (not one object, trailing text, an error event, a NUL after the brace: it is not
                     # JSON as UTF-8) takes the general path below.
                     try:
                         text = data[6:-2].decode("utf-8", "surrogatepass")
-                        chunk, end = raw_decode(text)
-                    except (ValueError, RecursionError):
+                        chunk, end = scan(text, 0)
+                    except (ValueError, StopIteration, RecursionError):
                         pass
                     else:
-                        if type(chunk) is dict and end == len(text) and not chunk.get("error"):
+                        if end == len(text) and type(chunk) is dict and not chunk.get("error"):
                             if self.first_chunk_at is None:
                                 self.first_chunk_at = time.perf_counter()
                             if not self.finished:
-                                choices = chunk.get("choices")
-                                if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-                                    self.finished = bool(choices[0].get("finish_reason"))
+                                # As _take decides it: the first choice's finish_reason, when it is an object.
+                                try:
+                                    if chunk["choices"][0]["finish_reason"]:
+                                        self.finished = True
+                                except (LookupError, TypeError):
+                                    pass
                             self.chunks_yielded += 1
                             if context.run(feed, chunk):
                                 asked.append(True)
@@ -720,6 +723,9 @@ class LLMStream:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+# The C scanner raw_decode calls (one JSON value at an index), without raw_decode's Python frame; it
+# raises StopIteration where raw_decode raises JSONDecodeError.
+_scan_object: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _no_disarm() -> None:
