@@ -129,13 +129,13 @@ class LLMClient:
         openai_client: openai.AsyncOpenAI | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_path: ReadPath = "auto",
-        read_callback: bool = False,
+        read_callback: bool = True,
     ) -> None:
-        """``read_callback``: a ``Turn`` reading this client's streams runs its per-token work (SSE lines,
-        JSON, accumulator, chunker) in the h1 connection's read callback and wakes its task only when a
-        chunk needs it (``LLMStream.feed_until``). Opt-in: it cuts the full turn's CPU per paced token by
-        ~10% (a third of its bytecodes), short of the 1.5x-the-floor goal it was made for (bench/README.md,
-        #17); the default keeps the task reading each chunk."""
+        """``read_callback`` (the default): a ``Turn`` reading this client's streams on the h1 read path
+        runs its per-token work (SSE lines, JSON, accumulator, chunker) in the connection's read callback
+        and wakes its task only when a chunk needs it (``LLMStream.feed_until``): a task wake-up per
+        spoken chunk instead of one per token (bench/README.md, #17). ``False`` keeps the task reading
+        each chunk (``async for``), as the SDK and aiohttp read paths always do."""
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
         if read_path not in _READ_PATHS:

@@ -710,7 +710,7 @@ class Turn:
 
 
 def _reads_in_callback(stream: Any) -> bool:
-    """The stream was opened by an ``LLMClient(read_callback=True)`` (opt-in: bench/README.md, #17).
+    """Opened by an ``LLMClient`` with ``read_callback`` on (its default; bench/README.md, #17).
     ``feed_until`` is looked up on the class: a wrapper that forwards attributes (the recorder) must not
     have its own iteration bypassed."""
     return (
