@@ -104,6 +104,10 @@ class _Connection(asyncio.Protocol):
         self._remaining = 0  # length mode: bytes left; chunked: bytes left of the current chunk
         self._chunk_state = "size"  # chunked: "size", "data", "crlf", "trailer"
         self._pending = b""  # chunked: an incomplete size line, CRLF or trailer line
+        # Between two chunks of a chunked, uncompressed, unfinished body, with nothing pending: where a
+        # read holding one whole chunk can go straight to the reader (data_received's first branch).
+        # Only data_received's general path changes what it depends on, so it is set there.
+        self._lean = False
         self._pieces: list[bytes] = []
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -125,11 +129,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last = self._clock()
         push = self._push
-        if push is not None and self._chunk_state == "size" and not self._pending and self._decoder is None:
+        if push is not None and self._lean:
             # Push mode, a read holding exactly one whole chunk (a token at a real pace): what _body,
             # _chunked and _emit do with it, inline (one callback per token pays every call).
             end = data.find(b"\r\n")
-            if 0 < end < 16 and data.endswith(b"\r\n") and self._mode == "chunked" and not self.complete:
+            if 0 < end < 16 and data.endswith(b"\r\n"):
                 try:
                     size = int(data[:end], 16)
                 except ValueError:
@@ -146,6 +150,13 @@ class _Connection(asyncio.Protocol):
         else:  # bytes no request asked for (on an idle connection): never trust it again
             self.keep_alive = False
             self.close()
+        self._lean = (
+            self._mode == "chunked"
+            and self._chunk_state == "size"
+            and not self._pending
+            and self._decoder is None
+            and not self.complete
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -375,7 +375,7 @@ class LLMStream:
                     clean
                     and data.startswith(b"data: {")
                     and data.endswith(b"}\n\n")
-                    and data.find(b"\n") == len(data) - 2
+                    and data.count(b"\n") == 2
                     and len(data) <= max_data
                     and b"\r" not in data
                 ):
@@ -389,7 +389,8 @@ class LLMStream:
                     except (ValueError, StopIteration, RecursionError):
                         pass
                     else:
-                        if end == len(text) and type(chunk) is dict and not chunk.get("error"):
+                        # text starts with "{": what the scanner gives for it is a dict.
+                        if end == len(text) and ("error" not in chunk or not chunk["error"]):
                             if self.first_chunk_at is None:
                                 self.first_chunk_at = time.perf_counter()
                             if not self.finished:
