@@ -26,11 +26,12 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, Literal, NoReturn, cast
+from typing import Any, Final, Literal, NoReturn, cast
 
 import anyio
 import openai
@@ -365,20 +366,13 @@ class LLMStream:
         context = contextvars.copy_context()  # log records made in the callback carry this task's fields
         pushed_error: list[BaseException] = []
         asked: list[bool] = []
-        max_data, scan = self._max_line + 2, _scan_object
+        max_data, scan, one_event = self._max_line + 2, _scan_object, _ONE_EVENT.fullmatch
         clean = not self._tail and not self._data and not self._cr_held  # no partial line or event held
 
         def on_data(data: bytes) -> bool:
             nonlocal clean
             try:
-                if (
-                    clean
-                    and data.startswith(b"data: {")
-                    and data.endswith(b"}\n\n")
-                    and data.count(b"\n") == 2
-                    and len(data) <= max_data
-                    and b"\r" not in data
-                ):
+                if clean and len(data) <= max_data and one_event(data) is not None:
                     # A read holding one whole single-line event (a token at a real pace): what _split,
                     # _take and _decode_json give for it, at a fraction of the bytecodes. Anything unusual
                     # (not one object, trailing text, an error event, a NUL after the brace: it is not
@@ -724,6 +718,9 @@ class LLMStream:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+# A read that is exactly one single-line event holding an object: "data: {...}" and its blank line, no
+# other line break, no CR (the read callback's inline path; anything else takes the general one).
+_ONE_EVENT: Final = re.compile(rb"data: \{[^\r\n]*\}\n\n")
 # The C scanner raw_decode calls (one JSON value at an index), without raw_decode's Python frame; it
 # raises StopIteration where raw_decode raises JSONDecodeError.
 _scan_object: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
