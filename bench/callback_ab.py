@@ -1,12 +1,12 @@
 """The turn's per-token work in the read callback, A/B: ``python -m bench.callback_ab [--reps N]``.
 
 Three consumers on the bench server, interleaved (rotating order) in every repetition, 300 tokens 4 ms
-apart (a read per token): the true floor (asyncio ``Protocol`` + ``json.loads``), our full turn with
-``LLMClient(read_callback=True)`` (h1 push mode: ``LLMStream.feed_until``, the accumulator and the
-chunker in the read callback) and the same turn on the default (the ``async for`` loop: a task wake-up
-per read). CPU is ``time.process_time()`` of this process (the server runs in its own); bytecodes are
-``bench.bytecodes``' count (deterministic). The load average is printed before and after: compare
-within one run.
+apart (a read per token): the true floor (asyncio ``Protocol`` + ``json.loads``), our full turn as it
+is by default (``read_callback``: h1 push mode, ``LLMStream.feed_until``, the accumulator and the
+chunker in the read callback) and the same turn with ``LLMClient(read_callback=False)`` (the ``async
+for`` loop: a task wake-up per read). CPU is ``time.process_time()`` of this process (the server runs
+in its own); bytecodes are ``bench.bytecodes``' count (deterministic). The load average is printed
+before and after: compare within one run.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from voiceagent.testing.sinks import RecordingSink
 from voiceagent.turn import TurnConfig
 
 FLOOR = "true floor: asyncio Protocol + json.loads"
-CALLBACK = "ours: full turn, LLMClient(read_callback=True)"
-TASK = "ours: full turn, default (the task reads each chunk)"
+CALLBACK = "ours: full turn, default (read_callback: the read callback feeds the turn)"
+TASK = "ours: full turn, LLMClient(read_callback=False) (the task reads each chunk)"
 
 
 def _turn(llm: LLMClient) -> Consumer:
@@ -49,8 +49,8 @@ def _turn(llm: LLMClient) -> Consumer:
 
 
 async def _measure(base_url: str, reps: int, tokens: int) -> tuple[dict[str, list[float]], dict[str, float]]:
-    client = our_client(base_url)
-    callback = LLMClient(base_url=base_url, api_key=API_KEY, timeout=60.0, read_callback=True)
+    callback = our_client(base_url)
+    client = LLMClient(base_url=base_url, api_key=API_KEY, timeout=60.0, read_callback=False)
     consumers = {
         FLOOR: protocol_floor(base_url),
         CALLBACK: _turn(callback),

@@ -32,9 +32,9 @@ from bench.overhead import (
     STREAM_SDK,
     TURN,
     TURN_AIO,
-    TURN_CB,
     TURN_PER_CALL,
     TURN_SDK,
+    TURN_TASK,
     TYPED,
     OverheadResult,
     measure_overhead,
@@ -270,8 +270,8 @@ def _summary_rows(report: Report) -> list[str]:
                 f"{o.cpu_ms_per_1k[TURN].fmt(' ms', 1)} = **{ours.median:.2f}x** the floor",
                 f"floor = {FLOOR}: {o.cpu_ms_per_1k[FLOOR].fmt(' ms', 1)}; SDK read path: "
                 f"{o.ratio_to_floor[TURN_SDK].median:.2f}x; client per call: "
-                f"{o.ratio_to_floor[TURN_PER_CALL].median:.2f}x; read_callback=True: "
-                f"{o.ratio_to_floor[TURN_CB].median:.2f}x; {SDK_LINES}: "
+                f"{o.ratio_to_floor[TURN_PER_CALL].median:.2f}x; read_callback=False: "
+                f"{o.ratio_to_floor[TURN_TASK].median:.2f}x; {SDK_LINES}: "
                 f"{o.ratio_to_floor[SDK_LINES].median:.2f}x; typed SDK stream: "
                 f"{o.ratio_to_floor[TYPED].median:.1f}x",
                 f"≤ {limit}x floor",

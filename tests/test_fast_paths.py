@@ -99,6 +99,36 @@ def test_the_accumulators_fast_path_matches_the_general_path_on_any_chunks(
 
 
 @pytest.mark.parametrize(
+    "choices",
+    [
+        {"delta": {"content": "x"}},  # an object of one key: it unpacks to its key
+        {"0": {"delta": {"content": "x"}}},
+        "x",  # a one-character string unpacks to itself
+        [["delta"]],
+        [{"delta": "x"}],
+        [{"delta": ["content"]}],
+        [{"delta": {"content": ["x"]}}],
+        [{"delta": {"content": "x"}}, {"delta": {"content": "y"}}],
+        [{"delta": {"content": "x"}, "index": False}],
+        [],
+        None,
+    ],
+)
+def test_the_fast_paths_shape_test_rejects_what_the_general_path_rejects(choices: Any) -> None:
+    """feed_text proves the shape by indexing and unpacking: every near-miss gives what _feed gives."""
+    first = {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+    chunks = [first, {"id": "c1", "model": "m", "choices": choices}]
+    fast, general = DeltaAccumulator(), DeltaAccumulator()
+
+    def slow(chunk: dict[str, Any]) -> list[Any]:
+        general.chunks_seen += 1
+        return general._feed(chunk)
+
+    assert _events(fast.feed, chunks) == _events(slow, chunks)
+    assert _state(fast) == _state(general)
+
+
+@pytest.mark.parametrize(
     "extra",
     [
         {"usage": {"prompt_tokens": 1, "completion_tokens": 2}},
@@ -243,5 +273,6 @@ def test_feed_text_is_feed_for_the_usual_token_and_touches_nothing_else(chunks: 
             events = split.feed(chunk)
         else:
             events = [TextDelta(text)]
-        assert events == whole.feed(chunk)
+        whole.chunks_seen += 1  # the general path (feed itself tries feed_text first)
+        assert events == whole._feed(chunk)
         assert _state(split) == _state(whole)

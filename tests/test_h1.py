@@ -14,6 +14,7 @@ import json
 import shutil
 import ssl
 import subprocess
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -106,6 +107,84 @@ def _feed(response: bytes, cuts: list[int], *, lose: bool = False) -> tuple[byte
 def test_chunked_body_in_any_split(cuts: list[int], pieces: int) -> None:
     body, error = _feed(_head("Transfer-Encoding: chunked\r\n") + _chunked(SSE, pieces), cuts)
     assert (body, error) == (SSE, None)
+
+
+def _feed_pushed(response: bytes, cuts: list[int], wake_every: int) -> bytes:
+    """Feed ``response`` split at ``cuts`` to a connection whose reader waits in push mode, re-arming
+    after each wake (``push`` asks for it every ``wake_every`` pieces; 0: never) and reading what was
+    buffered meanwhile first, as ``LLMStream.feed_until`` does; the body as the reader saw it."""
+
+    async def run() -> bytes:
+        loop = asyncio.get_running_loop()
+        connection = _Connection(loop, timeout=5.0)
+        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        connection.in_flight = True
+        got: list[bytes] = []
+
+        def push(data: bytes) -> bool:
+            got.append(data)
+            return wake_every > 0 and len(got) % wake_every == 0
+
+        waiter: asyncio.Future[None] | None = None
+        bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(response))), len(response)]
+        for a, b in itertools.pairwise(bounds):
+            while waiter is None or waiter.done():
+                waiter = connection.arm(push)
+                if waiter is None:
+                    got.append(await asyncio.wait_for(connection.read(), 5))
+            connection.data_received(response[a:b])
+        connection.disarm()
+        while data := await asyncio.wait_for(connection.read(), 5):
+            got.append(data)
+        return b"".join(got)
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    pieces=st.integers(1, 7),
+    wake_every=st.integers(0, 3),
+    gzipped=st.booleans(),
+)
+def test_a_chunked_body_in_push_mode_in_any_split(
+    cuts: list[int], pieces: int, wake_every: int, gzipped: bool
+) -> None:
+    """The one-whole-chunk shortcut and the general path hand over the same bytes, in order, whatever
+    the split, however often the reader wakes, and with a compressed body (no shortcut)."""
+    framing = "Transfer-Encoding: chunked\r\n" + ("Content-Encoding: gzip\r\n" if gzipped else "")
+    body = gzip.compress(SSE) if gzipped else SSE
+    assert _feed_pushed(_head(framing) + _chunked(body, pieces), cuts, wake_every) == SSE
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+def test_reads_of_one_whole_chunk_each_reach_the_waiting_reader_decoded(gzipped: bool) -> None:
+    """A read per chunk, as tokens arrive at a real pace (the shortcut's case; a compressed body must
+    not take it): the reader in push mode gets the decoded body."""
+    events = [_event("Hello"), _event(" there", "stop"), b"data: [DONE]\n\n"]
+    framing = "Transfer-Encoding: chunked\r\n" + ("Content-Encoding: gzip\r\n" if gzipped else "")
+    if gzipped:
+        packer = zlib.compressobj(wbits=31)
+        wire = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
+        wire[-1] += packer.flush()
+    else:
+        wire = events
+    reads = [_head(framing)] + [f"{len(w):x}\r\n".encode() + w + b"\r\n" for w in wire] + [b"0\r\n\r\n"]
+
+    async def run() -> bytes:
+        connection = _Connection(asyncio.get_running_loop(), timeout=5.0)
+        connection.connection_made(_Transport())  # type: ignore[arg-type]
+        connection.in_flight = True
+        got: list[bytes] = []
+        waiter = connection.arm(lambda data: bool(got.append(data)))
+        assert waiter is not None
+        for data in reads:
+            connection.data_received(data)
+        assert connection.complete
+        return b"".join(got) + await asyncio.wait_for(connection.read(), 5)
+
+    assert asyncio.run(run()) == b"".join(events)
 
 
 @settings(max_examples=30, deadline=None)

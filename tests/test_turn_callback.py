@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import fast_retry
 from voiceagent.accumulator import DeltaAccumulator
 from voiceagent.agent import Agent
+from voiceagent.errors import StreamInterruptedError
 from voiceagent.llm import LLMClient
 from voiceagent.testing.openai_server import Chunk, Drop, FakeOpenAIServer, Reply, text_reply
 from voiceagent.testing.sinks import RecordingSink
@@ -127,3 +128,62 @@ async def test_a_drop_while_the_callback_reads_keeps_what_arrived(server: FakeOp
 
     assert result.error is not None and "broke after" in result.error
     assert result.rounds[0].content and TEXT.startswith(result.rounds[0].content)
+
+
+_CONTENT = {
+    "id": "c1",
+    "model": "m",
+    "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["read-callback", "iterate"])
+@pytest.mark.parametrize(
+    ("last", "finished"),
+    [
+        ({"choices": [{"index": 0, "finish_reason": "stop"}]}, True),  # Electron's: no delta
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, True),
+        ({"choices": [{"index": 0, "finish_reason": ""}]}, False),
+        ({"choices": []}, False),
+        ({"choices": {"0": {"finish_reason": "stop"}}}, False),  # not a list: not a finish
+        ({"choices": [["finish_reason"]]}, False),
+        ({"choices": "stop"}, False),
+        ({"choices": None}, False),
+    ],
+)
+async def test_a_cut_after_the_finish_is_decided_alike_in_the_read_callback(
+    how: str, last: dict[str, Any], finished: bool
+) -> None:
+    """Each chunk in a read of its own (the next is sent once the last was taken): the callback's
+    inline path decides ``finished`` as ``_take`` does, so a socket cut after it is a complete answer
+    (or, without a finish, an interrupted one) either way of reading."""
+    gates = [anyio.Event() for _ in range(3)]
+    events = [Chunk(_CONTENT), Chunk(_CONTENT, gate=gates[0]), Chunk(last, gate=gates[1])]
+    seen: list[dict[str, Any]] = []
+
+    def feed(chunk: dict[str, Any]) -> bool:
+        seen.append(chunk)
+        gates[len(seen) - 1].set()
+        return False
+
+    async def read(stream: Any) -> None:
+        if how == "read-callback":
+            assert await stream.feed_until(feed) is False
+        else:
+            async for chunk in stream:
+                feed(chunk)
+
+    async with FakeOpenAIServer() as server:
+        server.enqueue(Reply(events=(*events, Drop(gate=gates[2])), done=False))
+        llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=fast_retry(), read_callback=True)
+        with anyio.fail_after(GATE_TIMEOUT):
+            async with llm.stream([{"role": "user", "content": "Hi"}]) as stream:
+                if finished:
+                    await read(stream)
+                else:
+                    with pytest.raises(StreamInterruptedError):
+                        await read(stream)
+        await llm.aclose()
+    assert seen == [_CONTENT, _CONTENT, last]
+    assert stream.finished is finished and stream.done is finished

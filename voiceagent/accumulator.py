@@ -115,27 +115,11 @@ class DeltaAccumulator:
     # -- inputs ------------------------------------------------------------------------------------
 
     def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        # The commonest chunk by far (see feed_text) first: the general path below gives exactly this.
+        text = self.feed_text(chunk)
+        if text is not None:
+            return [TextDelta(text)]
         self.chunks_seen += 1
-        # The commonest chunk by far, one choice whose delta is only content, no finish and no usage:
-        # the general path below gives exactly this, at about a third of the bytecodes. (feed_text's
-        # test, repeated here rather than called: this runs once per streamed token.)
-        if self.model is not None and self.response_id is not None:
-            choices = chunk.get("choices")
-            if type(choices) is list and len(choices) == 1:
-                choice = choices[0]
-                if type(choice) is dict and choice.get("finish_reason") is None:
-                    delta = choice.get("delta")
-                    if (
-                        type(delta) is dict
-                        and len(delta) == 1
-                        and choice.get("index", 0) == 0
-                        and chunk.get("usage") is None
-                        and "x_groq" not in chunk
-                    ):
-                        content = delta.get("content")
-                        if type(content) is str and content:
-                            self.content_parts.append(content)
-                            return [TextDelta(content)]
         return self._feed(chunk)
 
     def feed_text(self, chunk: dict[str, Any]) -> str | None:
@@ -143,25 +127,29 @@ class DeltaAccumulator:
         taken in (as ``feed`` would, whose events would be ``[TextDelta(text)]``) and its text returned.
         None for any other chunk, which is left untouched: give it to ``feed``. (The turn's read callback
         calls it, to skip the event list for the usual token; tests/test_fast_paths.py holds it to
-        ``feed``.)"""
+        ``feed``'s general path.)"""
         if self.model is not None and self.response_id is not None:
-            choices = chunk.get("choices")
-            if type(choices) is list and len(choices) == 1:
-                choice = choices[0]
-                if type(choice) is dict and choice.get("finish_reason") is None:
-                    delta = choice.get("delta")
-                    if (
-                        type(delta) is dict
-                        and len(delta) == 1
-                        and choice.get("index", 0) == 0
-                        and chunk.get("usage") is None
-                        and "x_groq" not in chunk
-                    ):
-                        content = delta.get("content")
-                        if type(content) is str and content:
-                            self.chunks_seen += 1
-                            self.content_parts.append(content)
-                            return content
+            try:
+                # Indexing proves the shape: one choice (a list of one; a one-key object or a
+                # one-character string unpacks to a string, which the next index rejects), an object
+                # choice and an object delta (a list or string indexed by a string is a TypeError).
+                (choice,) = chunk["choices"]
+                delta = choice["delta"]
+                content = delta["content"]
+            except (LookupError, TypeError, ValueError):
+                return None
+            if (
+                type(content) is str
+                and content
+                and len(delta) == 1
+                and choice.get("finish_reason") is None
+                and choice.get("index", 0) == 0
+                and chunk.get("usage") is None
+                and "x_groq" not in chunk
+            ):
+                self.chunks_seen += 1
+                self.content_parts.append(content)
+                return content
         return None
 
     def _feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:

@@ -25,6 +25,7 @@ import ipaddress
 import json
 import os
 import socket
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -82,6 +83,11 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
+        # The loop's clock, read once per read: asyncio's own loop.time() is time.monotonic() behind a
+        # Python frame, so that is called directly (uvloop's has a clock of its own, and keeps it).
+        self._clock: Callable[[], float] = (
+            time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        )
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -98,6 +104,10 @@ class _Connection(asyncio.Protocol):
         self._remaining = 0  # length mode: bytes left; chunked: bytes left of the current chunk
         self._chunk_state = "size"  # chunked: "size", "data", "crlf", "trailer"
         self._pending = b""  # chunked: an incomplete size line, CRLF or trailer line
+        # Between two chunks of a chunked, uncompressed, unfinished body, with nothing pending: where a
+        # read holding one whole chunk can go straight to the reader (data_received's first branch).
+        # Only data_received's general path changes what it depends on, so it is set there.
+        self._lean = False
         self._pieces: list[bytes] = []
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -108,7 +118,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self._error: BaseException | None = None
         self._decoder: Any = None
-        self._last = self.loop.time()
+        self._last = self._clock()
         self._watchdog: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ----
@@ -117,13 +127,13 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
-        self._last = self.loop.time()
+        self._last = self._clock()
         push = self._push
-        if push is not None and self._chunk_state == "size" and not self._pending and self._decoder is None:
+        if push is not None and self._lean:
             # Push mode, a read holding exactly one whole chunk (a token at a real pace): what _body,
             # _chunked and _emit do with it, inline (one callback per token pays every call).
             end = data.find(b"\r\n")
-            if 0 < end < 16 and data.endswith(b"\r\n") and self._mode == "chunked" and not self.complete:
+            if 0 < end < 16 and data.endswith(b"\r\n"):
                 try:
                     size = int(data[:end], 16)
                 except ValueError:
@@ -140,6 +150,13 @@ class _Connection(asyncio.Protocol):
         else:  # bytes no request asked for (on an idle connection): never trust it again
             self.keep_alive = False
             self.close()
+        self._lean = (
+            self._mode == "chunked"
+            and self._chunk_state == "size"
+            and not self._pending
+            and self._decoder is None
+            and not self.complete
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -386,7 +403,7 @@ class _Connection(asyncio.Protocol):
         self._watchdog = None
         if self.complete or self._error is not None or self.closed:
             return
-        idle = self.loop.time() - self._last
+        idle = self._clock() - self._last
         if idle >= self.timeout:
             if self._waiter is not None:
                 self._fail(BodyError(f"no data from the server for {self.timeout:g} s (read timeout)"))

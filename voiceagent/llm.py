@@ -26,11 +26,12 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, NoReturn, cast
 
 import anyio
 import openai
@@ -129,13 +130,13 @@ class LLMClient:
         openai_client: openai.AsyncOpenAI | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_path: ReadPath = "auto",
-        read_callback: bool = False,
+        read_callback: bool = True,
     ) -> None:
-        """``read_callback``: a ``Turn`` reading this client's streams runs its per-token work (SSE lines,
-        JSON, accumulator, chunker) in the h1 connection's read callback and wakes its task only when a
-        chunk needs it (``LLMStream.feed_until``). Opt-in: it cuts the full turn's CPU per paced token by
-        ~10% (a third of its bytecodes), short of the 1.5x-the-floor goal it was made for (bench/README.md,
-        #17); the default keeps the task reading each chunk."""
+        """``read_callback`` (the default): a ``Turn`` reading this client's streams on the h1 read path
+        runs its per-token work (SSE lines, JSON, accumulator, chunker) in the connection's read callback
+        and wakes its task only when a chunk needs it (``LLMStream.feed_until``): a task wake-up per
+        spoken chunk instead of one per token (bench/README.md, #17). ``False`` keeps the task reading
+        each chunk (``async for``), as the SDK and aiohttp read paths always do."""
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be at least 1, got {max_line_bytes}")
         if read_path not in _READ_PATHS:
@@ -313,58 +314,19 @@ class LLMStream:
         while True:
             if self.done or self._source is None:
                 raise StopAsyncIteration
-            if self._pos < len(self._lines):
-                line = self._lines[self._pos]
-                self._pos += 1
-            elif self._eof:
+            try:
+                chunk = self._take()
+            except StreamProtocolError as exc:
+                await self._raise_protocol_error(exc)
+            if chunk is not None:
+                return chunk
+            if self.done:
+                raise StopAsyncIteration
+            if self._eof:
                 # A clean end without [DONE]: lenient, but say so (the usage chunk may be missing).
                 await self._end_without_done()
                 raise StopAsyncIteration
-            else:
-                await self._read_more()
-                continue
-            if not line:
-                # The blank line that ends an event: the commonest line, handled first.
-                if not self._data:
-                    continue
-                chunk = self._dispatch()
-            elif line.startswith(b"data:"):
-                if len(line) > self._max_line:
-                    await self._raise_protocol_error(self._too_long("line", len(line)))
-                # One space after the colon is part of the field syntax; several data lines join with \n.
-                payload = line[6:] if line[5:6] == b" " else line[5:]
-                if not self._data and payload.endswith(b"}"):
-                    # The usual event, one whole object on one line: decoded now, without waiting for the
-                    # blank line (servers that send none, "data: {...}\n" after "data: {...}\n", work too).
-                    chunk = self._decode_line(payload)
-                else:
-                    chunk = None
-                if chunk is None:
-                    self._data_size += len(payload) + 1
-                    if self._data_size > self._max_line:
-                        await self._raise_protocol_error(self._too_long("event's data", self._data_size))
-                    self._data.append(payload)
-                    continue
-            else:
-                # A ``: comment`` or an ``event:``/``id:``/``retry:`` field: not ours.
-                if len(line) > self._max_line:
-                    await self._raise_protocol_error(self._too_long("line", len(line)))
-                continue
-            if chunk is None:
-                continue
-            if self.first_chunk_at is None:
-                self.first_chunk_at = time.perf_counter()
-            if not self.finished:
-                choices = chunk.get("choices")
-                if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-                    self.finished = bool(choices[0].get("finish_reason"))
-            self.chunks_yielded += 1
-            lines, pos = self._lines, self._pos
-            if pos < len(lines) and not lines[pos] and not self._data:
-                # The blank line ending this event is a no-op with no data pending: taken now, which
-                # saves the next call a pass through the loop (one per token).
-                self._pos = pos + 1
-            return chunk
+            await self._read_more()
 
     async def feed_until(self, feed: Callable[[dict[str, Any]], bool]) -> bool:
         """Hand each chunk, in order, to ``feed`` until it returns True (the caller has something to do:
@@ -404,37 +366,34 @@ class LLMStream:
         context = contextvars.copy_context()  # log records made in the callback carry this task's fields
         pushed_error: list[BaseException] = []
         asked: list[bool] = []
-        max_data, raw_decode = self._max_line + 2, _raw_decode
+        max_data, scan, one_event = self._max_line + 2, _scan_object, _ONE_EVENT.fullmatch
         clean = not self._tail and not self._data and not self._cr_held  # no partial line or event held
 
         def on_data(data: bytes) -> bool:
             nonlocal clean
             try:
-                if (
-                    clean
-                    and data.endswith(b"}\n\n")
-                    and data.startswith(b"data: {")
-                    and data.find(b"\n") == len(data) - 2
-                    and len(data) <= max_data
-                    and b"\r" not in data
-                ):
+                if clean and len(data) <= max_data and one_event(data) is not None:
                     # A read holding one whole single-line event (a token at a real pace): what _split,
-                    # _take and _decode_json give for it, at a third of the bytecodes. Anything unusual
+                    # _take and _decode_json give for it, at a fraction of the bytecodes. Anything unusual
                     # (not one object, trailing text, an error event, a NUL after the brace: it is not
                     # JSON as UTF-8) takes the general path below.
                     try:
                         text = data[6:-2].decode("utf-8", "surrogatepass")
-                        chunk, end = raw_decode(text)
-                    except (ValueError, RecursionError):
+                        chunk, end = scan(text, 0)
+                    except (ValueError, StopIteration, RecursionError):
                         pass
                     else:
-                        if type(chunk) is dict and end == len(text) and not chunk.get("error"):
+                        # text starts with "{": what the scanner gives for it is a dict.
+                        if end == len(text) and ("error" not in chunk or not chunk["error"]):
                             if self.first_chunk_at is None:
                                 self.first_chunk_at = time.perf_counter()
                             if not self.finished:
-                                choices = chunk.get("choices")
-                                if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-                                    self.finished = bool(choices[0].get("finish_reason"))
+                                # As _take decides it: the first choice's finish_reason, when it is an object.
+                                try:
+                                    if chunk["choices"][0]["finish_reason"]:
+                                        self.finished = True
+                                except (LookupError, TypeError):
+                                    pass
                             self.chunks_yielded += 1
                             if context.run(feed, chunk):
                                 asked.append(True)
@@ -529,7 +488,7 @@ class LLMStream:
         self.done = True
         await self._close_attempt()
 
-    async def _raise_protocol_error(self, exc: StreamProtocolError) -> None:
+    async def _raise_protocol_error(self, exc: StreamProtocolError) -> NoReturn:
         # An over-long line closes the attempt before it is raised; other protocol errors leave the
         # closing to the context manager's exit, as they always did.
         if exc is self._closing_error:
@@ -572,27 +531,15 @@ class LLMStream:
                 return
             await self._on_break(exc)
             return
-        if self._cr_held or b"\r" in data:
-            data = self._normalize_cr(data)
-        if b"\n" not in data:
-            self._tail.append(data)
-            self._tail_size += len(data)
-            if self._tail_size > self._max_line:
-                await self._raise_protocol_error(self._too_long("line", self._tail_size))
-            return
-        if self._tail:
-            self._tail.append(data)
-            data = b"".join(self._tail)
-            self._tail, self._tail_size = [], 0
-        lines = data.split(b"\n")
-        last = lines.pop()
-        if last:
-            self._tail.append(last)
-            self._tail_size = len(last)
-        self._lines, self._pos = lines, 0
+        try:
+            self._split(data)
+        except StreamProtocolError as exc:
+            await self._raise_protocol_error(exc)
 
     def _split(self, data: bytes) -> None:
-        """Split a read into lines after those not yet taken (the callback may hand over mid-read)."""
+        """Split a read into lines (``\n``, ``\r\n`` or ``\r``) after those not yet taken (the read
+        callback may hand over mid-read). The one line step of both ways of reading: ``__anext__`` and
+        ``feed_until`` take the lines with ``_take``. A line over the cap raises StreamProtocolError."""
         if self._cr_held or b"\r" in data:
             data = self._normalize_cr(data)
         if b"\n" not in data:
@@ -771,6 +718,12 @@ class LLMStream:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+# A read that is exactly one single-line event holding an object: "data: {...}" and its blank line, no
+# other line break, no CR (the read callback's inline path; anything else takes the general one).
+_ONE_EVENT: Final = re.compile(rb"data: \{[^\r\n]*\}\n\n")
+# The C scanner raw_decode calls (one JSON value at an index), without raw_decode's Python frame; it
+# raises StopIteration where raw_decode raises JSONDecodeError.
+_scan_object: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _no_disarm() -> None:

@@ -435,13 +435,18 @@ class Turn:
         pending: list[tuple[list[StreamEvent], list[str] | None]] = []
         acc, push, limit = state.acc, state.chunker.push, self._config.max_round_chars
         feed_text, plain = acc.feed_text, not self._speech.streams_text
+        # Words only may be taken in the callback: the first chunk (its deadline) and a cap are the
+        # task's, and so is text streamed to the engine. Only the task changes these, so it is
+        # recomputed each time the task has handled what feed handed over.
+        lean = plain and state.first_chunk_at is not None and state.capped_content is None
 
         def feed(chunk: dict[str, Any]) -> bool:
-            if plain and state.first_chunk_at is not None and state.capped_content is None:
+            if lean:
                 text = feed_text(chunk)
                 if text is not None:  # the usual token: acc.feed would give [TextDelta(text)]
-                    if len(text) <= limit - state.text_chars:
-                        state.text_chars += len(text)
+                    size = len(text)
+                    if size <= limit - state.text_chars:
+                        state.text_chars += size
                         chunks = push(text)
                         if not chunks:
                             return False
@@ -479,6 +484,7 @@ class Turn:
                 self._say_all(state.number, said)
             else:
                 self._on_chunk_events(state, events)
+            lean = plain and state.first_chunk_at is not None and state.capped_content is None
 
     async def _filler_if_slow(self, number: int, opened: anyio.Event) -> None:
         """No dead air while the stream opens slowly: say the filler once the wait passes filler_after."""
@@ -704,7 +710,7 @@ class Turn:
 
 
 def _reads_in_callback(stream: Any) -> bool:
-    """The stream was opened by an ``LLMClient(read_callback=True)`` (opt-in: bench/README.md, #17).
+    """Opened by an ``LLMClient`` with ``read_callback`` on (its default; bench/README.md, #17).
     ``feed_until`` is looked up on the class: a wrapper that forwards attributes (the recorder) must not
     have its own iteration bypassed."""
     return (

@@ -11,16 +11,15 @@ spellings are tried, so either way of signing is accepted.
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit, urlunsplit
 
 from voiceagent.logs import register_secret
 from voiceagent.telephony.auth import UpgradeAuth, UpgradeRequest
+from voiceagent.telephony.credentials import FROM_ENV, upgrade_secret
 
 from .signature import MAIN_ACCOUNT_SIGNATURE_HEADER, NONCE_HEADER, SIGNATURE_HEADER, validate_signature_v3
 
 AUTH_TOKEN_ENV = "PLIVO_AUTH_TOKEN"
-FROM_ENV = "from-env"
 # Real nonces are ~20 characters and a header holds one or two 44-character signatures; anything far
 # longer is refused before any HMAC is computed.
 MAX_NONCE_CHARS = 256
@@ -67,17 +66,15 @@ def plivo_upgrade_auth(
     """The auth a Plivo stream server uses: ``PlivoSignatureAuth`` with ``auth_token`` (default
     ``$PLIVO_AUTH_TOKEN``). Without a token this refuses, unless ``allow_unsigned=True`` (then it is
     ``None``: anyone who learns the URL can run up your STT, LLM and TTS bills)."""
-    if auth_token == FROM_ENV:
-        auth_token = os.environ.get(AUTH_TOKEN_ENV) or None
-    if auth_token is None:
-        if allow_unsigned:
-            return None
-        raise ValueError(
-            f"a Plivo stream server needs your Plivo Auth Token to check {SIGNATURE_HEADER}: pass "
-            f"auth_token= or set {AUTH_TOKEN_ENV}. To accept unsigned upgrades (anyone who learns the URL "
-            "can then place calls on your bill) pass allow_unsigned=True."
-        )
-    return PlivoSignatureAuth(auth_token, public_url=public_url)
+    token = upgrade_secret(
+        auth_token,
+        AUTH_TOKEN_ENV,
+        allow_unsigned=allow_unsigned,
+        refusal=f"a Plivo stream server needs your Plivo Auth Token to check {SIGNATURE_HEADER}: pass "
+        f"auth_token= or set {AUTH_TOKEN_ENV}. To accept unsigned upgrades (anyone who learns the URL "
+        "can then place calls on your bill) pass allow_unsigned=True.",
+    )
+    return None if token is None else PlivoSignatureAuth(token, public_url=public_url)
 
 
 def _spellings(url: str) -> list[str]:

@@ -27,6 +27,7 @@ import httpx2
 
 from voiceagent.logs import get_logger, register_secret
 from voiceagent.telephony.control import CallControlError
+from voiceagent.telephony.credentials import FROM_ENV, credential
 from voiceagent.telephony.events import StreamStart
 
 from .messages import DTMF_DIGITS, MAX_DTMF_DIGITS
@@ -37,7 +38,6 @@ logger = get_logger(__name__)
 DEFAULT_BASE_URL = "https://api.plivo.com"
 AUTH_ID_ENV = "PLIVO_AUTH_ID"
 AUTH_TOKEN_ENV = "PLIVO_AUTH_TOKEN"
-FROM_ENV = "from-env"
 MAX_RESPONSE_BYTES = 64 * 1024
 TransferUrl = str | Callable[[str], str]
 
@@ -56,10 +56,8 @@ class PlivoCallControl:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 10.0,
     ) -> None:
-        if auth_id == FROM_ENV:
-            auth_id = os.environ.get(AUTH_ID_ENV) or None
-        if auth_token == FROM_ENV:
-            auth_token = os.environ.get(AUTH_TOKEN_ENV) or None
+        auth_id = credential(auth_id, AUTH_ID_ENV)
+        auth_token = credential(auth_token, AUTH_TOKEN_ENV)
         if not auth_id or not auth_token:
             raise ValueError(
                 f"Plivo call control needs auth_id and auth_token (or ${AUTH_ID_ENV}, ${AUTH_TOKEN_ENV})"
@@ -127,7 +125,7 @@ class PlivoCallControl:
         """One ``PlivoCallControl`` per stream, for its ``callId``. ``auth_id`` defaults to
         ``$PLIVO_AUTH_ID``, else the stream's ``accountId`` (the Auth ID of the account it runs on)."""
 
-        token = (os.environ.get(AUTH_TOKEN_ENV) or None) if auth_token == FROM_ENV else auth_token
+        token = credential(auth_token, AUTH_TOKEN_ENV)
         if not token:  # fail when the server is built, not on the first call
             raise ValueError(f"Plivo call control needs auth_token (or ${AUTH_TOKEN_ENV})")
 

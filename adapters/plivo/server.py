@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from voiceagent.telephony.credentials import FROM_ENV
 from voiceagent.telephony.server import ControlFactory, MediaStreamServer
 from voiceagent.telephony.stream import MediaStream
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT
 
-from .auth import AUTH_TOKEN_ENV, FROM_ENV, plivo_upgrade_auth
+from .auth import AUTH_TOKEN_ENV, plivo_upgrade_auth
 from .codec import PlivoCodec
 from .messages import MAX_FRAME_BYTES
 

@@ -9,7 +9,6 @@ URL (``query_param="token"``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 
 from voiceagent.telephony import CallControl, StreamStart
+from voiceagent.telephony.credentials import FROM_ENV, credential, upgrade_secret
 from voiceagent.telephony.server import ControlFactory, MediaStreamServer
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT
 
@@ -29,7 +29,6 @@ from .stream import TelnyxMediaStream
 __all__ = ["CallHandler", "TelnyxServer", "stream_parameters"]
 
 CallHandler = Callable[[TelnyxMediaStream], Awaitable[None]]
-_FROM_ENV = "from-env"
 
 
 def stream_parameters(
@@ -77,12 +76,12 @@ class TelnyxServer(MediaStreamServer[TelnyxMediaStream]):
         host: str = "127.0.0.1",
         port: int = 0,
         path: str = "/media",
-        stream_auth_token: str | None = _FROM_ENV,
+        stream_auth_token: str | None = FROM_ENV,
         query_param: str | None = None,
         allow_unsigned: bool = False,
         bidirectional_codec: str | None = "PCMU",
         bidirectional_sample_rate: int | None = None,
-        api_key: str | None = _FROM_ENV,
+        api_key: str | None = FROM_ENV,
         api_base_url: str = DEFAULT_BASE_URL,
         control_factory: ControlFactory | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
@@ -92,16 +91,15 @@ class TelnyxServer(MediaStreamServer[TelnyxMediaStream]):
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         write_limit: int = DEFAULT_WRITE_LIMIT,
     ) -> None:
-        if stream_auth_token == _FROM_ENV:
-            stream_auth_token = os.environ.get(TOKEN_ENV) or None
-        if stream_auth_token is None and not allow_unsigned:
-            raise ValueError(
-                f"TelnyxServer needs the stream_auth_token you give Telnyx, to check each upgrade: pass "
-                f"stream_auth_token= or set {TOKEN_ENV}. To accept unchecked upgrades (anyone who learns "
-                "the URL can then place calls on your bill) pass allow_unsigned=True."
-            )
-        if api_key == _FROM_ENV:
-            api_key = os.environ.get(API_KEY_ENV) or None
+        stream_auth_token = upgrade_secret(
+            stream_auth_token,
+            TOKEN_ENV,
+            allow_unsigned=allow_unsigned,
+            refusal=f"TelnyxServer needs the stream_auth_token you give Telnyx, to check each upgrade: pass "
+            f"stream_auth_token= or set {TOKEN_ENV}. To accept unchecked upgrades (anyone who learns "
+            "the URL can then place calls on your bill) pass allow_unsigned=True.",
+        )
+        api_key = credential(api_key, API_KEY_ENV)
         if control_factory is None and api_key is not None:
             control_factory = telnyx_control_factory(api_key=api_key, base_url=api_base_url)
         super().__init__(

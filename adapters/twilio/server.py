@@ -3,13 +3,13 @@ signature check and defaults."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from websockets.asyncio.server import ServerConnection
 
 from voiceagent.telephony import CallControl, StreamStart
+from voiceagent.telephony.credentials import FROM_ENV, upgrade_secret
 from voiceagent.telephony.server import ControlFactory, MediaStreamServer
 from voiceagent.ws_safety import DEFAULT_SEND_TIMEOUT, DEFAULT_WRITE_LIMIT
 
@@ -21,7 +21,6 @@ from .stream import TwilioMediaStream
 CallHandler = Callable[[TwilioMediaStream], Awaitable[None]]
 
 AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
-_FROM_ENV = "from-env"
 
 
 class TwilioServer(MediaStreamServer[TwilioMediaStream]):
@@ -57,23 +56,21 @@ class TwilioServer(MediaStreamServer[TwilioMediaStream]):
         max_frame_bytes: int = MAX_FRAME_BYTES,
         handshake_timeout: float = 10.0,
         audio_buffer_frames: int = 500,
-        auth_token: str | None = _FROM_ENV,
+        auth_token: str | None = FROM_ENV,
         public_url: str | None = None,
         allow_unsigned: bool = False,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         write_limit: int = DEFAULT_WRITE_LIMIT,
         control_factory: ControlFactory | None = None,
     ) -> None:
-        if auth_token == _FROM_ENV:
-            auth_token = os.environ.get(AUTH_TOKEN_ENV) or None
-        if auth_token is None and not allow_unsigned:
-            raise ValueError(
-                f"TwilioServer needs your Twilio Auth Token to check X-Twilio-Signature: pass auth_token= "
-                f"or set {AUTH_TOKEN_ENV}. To accept unsigned upgrades (anyone who learns the URL can "
-                "then place calls on your bill) pass allow_unsigned=True."
-            )
-        if public_url is not None and not public_url.startswith(("wss://", "ws://")):
-            raise ValueError(f"public_url must be the wss:// URL Twilio dials: {public_url!r}")
+        auth_token = upgrade_secret(
+            auth_token,
+            AUTH_TOKEN_ENV,
+            allow_unsigned=allow_unsigned,
+            refusal=f"TwilioServer needs your Twilio Auth Token to check X-Twilio-Signature: pass "
+            f"auth_token= or set {AUTH_TOKEN_ENV}. To accept unsigned upgrades (anyone who learns the URL "
+            "can then place calls on your bill) pass allow_unsigned=True.",
+        )
         super().__init__(
             handler,
             codec=TwilioCodec(),
