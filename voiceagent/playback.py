@@ -96,6 +96,12 @@ class PlaybackLedger:
         settled = self._settled
         total = self._settled_chars
         for span in self._open:
+            if span.complete and span.audio_seconds == 0.0 and playhead + _EPSILON >= span.start:
+                # What _played and _chars give a text with no audio the playhead has reached, inline:
+                # an instant engine's every text takes this path.
+                settled.append((span.text, 0.0, 0.0, True))
+                total += len(span.text)
+                continue
             played = played_of(span, playhead)
             # Kept as a tuple: the SpokenSpan is built when spoken_spans is read (rarely; this runs per text).
             settled.append((span.text, span.audio_seconds, played, span.complete))

@@ -9,6 +9,7 @@ slot, time to first byte, the odd byte of a byte stream split mid-sample, resamp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from types import TracebackType
@@ -154,7 +155,7 @@ class Speaker:
             delivered = _Delivered(text, 0.0)  # _piece stamps ``started`` before any audio
             finished = False
             try:
-                with anyio.CancelScope() as scope:
+                with _cancel_scope() as scope:
                     self._scope = scope
                     if self.max_chars is None and self.limiter is None:
                         await self._piece(text, delivered)  # what _synthesize does with one whole piece
@@ -238,7 +239,7 @@ class Speaker:
 
     async def _piece(self, text: str, delivered: _Delivered) -> None:
         if not delivered.bytes:
-            delivered.started = anyio.current_time()  # TTFB counts from the request, not the slot wait
+            delivered.started = _now()  # TTFB counts from the request, not the slot wait
         audio = self.engine.synthesize(text)
         try:  # what aclosing() does, minus its context manager's frames (this runs per chunk)
             async for data in audio:
@@ -294,6 +295,28 @@ class Speaker:
     @property
     def spoken_spans(self) -> list[SpokenSpan]:
         return self._ledger.spoken_spans
+
+
+def _now() -> float:
+    """``anyio.current_time()``: what it returns on asyncio, without its backend lookup."""
+    loop = asyncio._get_running_loop()
+    return loop.time() if loop is not None else anyio.current_time()
+
+
+_asyncio_scope: type[anyio.CancelScope] | None = None
+
+
+def _cancel_scope() -> anyio.CancelScope:
+    """``anyio.CancelScope()``. On asyncio, its backend's class is built directly: ``CancelScope.__new__``
+    looks the backend up on every call and, as the class it returns is a subclass, ``__init__`` then
+    runs twice; that is a third of a spoken chunk's work (one scope per ``speak``)."""
+    global _asyncio_scope
+    if _asyncio_scope is not None and asyncio._get_running_loop() is not None:
+        return _asyncio_scope()
+    scope = anyio.CancelScope()
+    if type(scope).__module__ == "anyio._backends._asyncio":
+        _asyncio_scope = type(scope)
+    return scope
 
 
 class _Delivered:

@@ -79,8 +79,14 @@ class SpeechLane:
             log.error("speech queue full; dropped %d characters", len(item.text))
             return
         self._queue.append(item)
-        if self._wake is not None:
-            self._wake_speaker()
+        wake = self._wake
+        if wake is not None:  # the speaker waits: _wake_speaker, inline (this runs per chunk)
+            self._wake = None
+            if isinstance(wake, asyncio.Future):
+                if not wake.done():  # done: the wait was cancelled
+                    wake.set_result(None)
+            else:
+                wake.set()
 
     def _wake_speaker(self) -> None:
         wake, self._wake = self._wake, None
