@@ -44,7 +44,7 @@ class PlaybackLedger:
     def __init__(self, output: AudioOutput) -> None:
         self._output = output
         self._open: list[_OpenSpan] = []
-        self._settled: list[SpokenSpan] = []
+        self._settled: list[tuple[str, float, float, bool]] = []  # SpokenSpan's fields
         self._settled_chars = 0
 
     def begin(self, text: str, *, complete: bool = False) -> None:
@@ -78,11 +78,9 @@ class PlaybackLedger:
             return span.audio_seconds
         return played
 
-    def _snapshot(self, span: _OpenSpan, playhead: float) -> SpokenSpan:
-        return SpokenSpan(span.text, span.audio_seconds, self._played(span, playhead), span.complete)
-
-    def _chars(self, span: _OpenSpan, playhead: float) -> int:
-        played = self._played(span, playhead)
+    @staticmethod
+    def _chars(span: _OpenSpan, played: float, playhead: float) -> int:
+        """Characters of ``span`` heard, ``played`` being ``_played(span, playhead)``."""
         if not span.complete:
             expected = max(span.audio_seconds, len(span.text) / CHARS_PER_SECOND)
             return heard_chars(span.text, min(played / expected, 0.999)) if expected > 0 else 0
@@ -94,17 +92,33 @@ class PlaybackLedger:
     def settle(self) -> None:
         """Freeze every open span at the current playhead (call after clear() or wait_played())."""
         playhead = self._output.played_seconds
+        played_of, chars = self._played, self._chars
+        settled = self._settled
+        total = self._settled_chars
         for span in self._open:
-            self._settled.append(self._snapshot(span, playhead))
-            self._settled_chars += self._chars(span, playhead)
+            if span.complete and span.audio_seconds == 0.0 and playhead + _EPSILON >= span.start:
+                # What _played and _chars give a text with no audio the playhead has reached, inline:
+                # an instant engine's every text takes this path.
+                settled.append((span.text, 0.0, 0.0, True))
+                total += len(span.text)
+                continue
+            played = played_of(span, playhead)
+            # Kept as a tuple: the SpokenSpan is built when spoken_spans is read (rarely; this runs per text).
+            settled.append((span.text, span.audio_seconds, played, span.complete))
+            total += chars(span, played, playhead)
+        self._settled_chars = total
         self._open.clear()
 
     @property
     def spoken_spans(self) -> list[SpokenSpan]:
         playhead = self._output.played_seconds
-        return [*self._settled, *(self._snapshot(s, playhead) for s in self._open)]
+        spans = [SpokenSpan(*fields) for fields in self._settled]
+        for s in self._open:
+            spans.append(SpokenSpan(s.text, s.audio_seconds, self._played(s, playhead), s.complete))
+        return spans
 
     @property
     def played_chars(self) -> int:
         playhead = self._output.played_seconds
-        return self._settled_chars + sum(self._chars(s, playhead) for s in self._open)
+        played = self._played
+        return self._settled_chars + sum(self._chars(s, played(s, playhead), playhead) for s in self._open)

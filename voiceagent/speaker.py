@@ -9,6 +9,7 @@ slot, time to first byte, the odd byte of a byte stream split mid-sample, resamp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from types import TracebackType
@@ -94,9 +95,8 @@ class Speaker:
         self.ttfb: list[TTFBRecord] = []
         self._ledger = PlaybackLedger(output)
         self._speak_lock = anyio.Lock(fast_acquire=True)  # uncontended (always, from a turn): no yield
-        self._scope: anyio.CancelScope | None = None
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._scope: anyio.CancelScope | None = None  # the speak in progress, for cancel()
+        self._idle: anyio.Event | None = None  # made by a cancel() that waits for that speak to end
         self._resampler: Resampler | None = None
         self._taps: list[EngineTap] = []
 
@@ -143,29 +143,42 @@ class Speaker:
     async def speak(self, text: str) -> None:
         if not text:
             return
-        async with self._speak_lock:
+        lock = self._speak_lock
+        await lock.acquire()  # uncontended from a turn; its cancellation check is this call's
+        try:
+            ledger = self._ledger
             if not text.strip():
                 # Nothing audible; the ledger credits it once the playhead reaches it.
-                self._ledger.begin(text, complete=True)
+                ledger.begin(text, complete=True)
                 return
-            self._ledger.begin(text)
-            self._idle = anyio.Event()
-            delivered = _Delivered(text)
+            ledger.begin(text)
+            delivered = _Delivered(text, 0.0)  # _piece stamps ``started`` before any audio
             finished = False
             try:
-                with anyio.CancelScope() as scope:
+                with _cancel_scope() as scope:
                     self._scope = scope
-                    await self._synthesize(text, delivered)
+                    if self.max_chars is None and self.limiter is None:
+                        await self._piece(text, delivered)  # what _synthesize does with one whole piece
+                    else:
+                        await self._synthesize(text, delivered)
                     finished = True
-                    self._ledger.finish()
+                    ledger.finish()
             finally:
                 if not finished and delivered.bytes == 0:
                     # Failed or cancelled before any audio: none of this text can have been heard.
-                    self._ledger.discard_last()
+                    ledger.discard_last()
                 if self._resampler is not None:
                     self._resampler.reset()
-                self._scope = None
-                self._idle.set()
+                self._end_speaking()
+        finally:
+            lock.release()
+
+    def _end_speaking(self) -> None:
+        self._scope = None
+        idle = self._idle
+        if idle is not None:  # a cancel() waits for this speak to end
+            self._idle = None
+            idle.set()
 
     async def speak_stream(self, texts: AsyncIterable[str]) -> None:
         """Speak one text given in pieces (a streaming engine only): each piece goes to the engine as it
@@ -175,11 +188,10 @@ class Speaker:
             raise TypeError(f"{type(engine).__name__} does not take text in pieces (streams_text)")
         async with self._speak_lock:
             self._ledger.begin("")
-            self._idle = anyio.Event()
-            delivered = _Delivered("")
+            delivered = _Delivered("", anyio.current_time())
             finished = False
             try:
-                with anyio.CancelScope() as scope:
+                with _cancel_scope() as scope:
                     self._scope = scope
                     if self.limiter is None:
                         await self._stream(engine, texts, delivered)
@@ -193,8 +205,7 @@ class Speaker:
                     self._ledger.discard_last()
                 if self._resampler is not None:
                     self._resampler.reset()
-                self._scope = None
-                self._idle.set()
+                self._end_speaking()
 
     async def _stream(
         self, engine: TextStreamingEngine, texts: AsyncIterable[str], delivered: _Delivered
@@ -228,12 +239,15 @@ class Speaker:
 
     async def _piece(self, text: str, delivered: _Delivered) -> None:
         if not delivered.bytes:
-            delivered.started = anyio.current_time()  # TTFB counts from the request, not the slot wait
-        async with aclosing(self.engine.synthesize(text)) as audio:  # type: ignore[type-var]
+            delivered.started = _now()  # TTFB counts from the request, not the slot wait
+        audio = self.engine.synthesize(text)
+        try:  # what aclosing() does, minus its context manager's frames (this runs per chunk)
             async for data in audio:
                 for tap in self._taps:
                     tap(text, data, self.engine.sample_rate)
                 await self._deliver(self._resample().process(data), delivered)
+        finally:
+            await audio.aclose()  # type: ignore[attr-defined]
         if self._resampler is not None:
             await self._deliver(self._resampler.flush(), delivered)  # the filter's tail
 
@@ -264,8 +278,11 @@ class Speaker:
         if scope is not None:
             scope.cancel()
             # Synthesis stops at its next checkpoint; wait so nothing is written after the clear.
+            idle = self._idle
+            if idle is None:
+                idle = self._idle = anyio.Event()
             with anyio.CancelScope(shield=True):
-                await self._idle.wait()
+                await idle.wait()
         await self.engine.interrupt()
         await self.output.clear()
         self._ledger.settle()
@@ -280,12 +297,34 @@ class Speaker:
         return self._ledger.spoken_spans
 
 
+def _now() -> float:
+    """``anyio.current_time()``: what it returns on asyncio, without its backend lookup."""
+    loop = asyncio._get_running_loop()
+    return loop.time() if loop is not None else anyio.current_time()
+
+
+_asyncio_scope: type[anyio.CancelScope] | None = None
+
+
+def _cancel_scope() -> anyio.CancelScope:
+    """``anyio.CancelScope()``, one per ``speak``. On asyncio its backend's class (learnt from the first
+    scope anyio made) is built directly: ``CancelScope.__new__`` looks the backend up on every call and,
+    as the class it returns is a subclass, ``__init__`` then runs twice (~90 bytecodes a speak)."""
+    global _asyncio_scope
+    if _asyncio_scope is not None and asyncio._get_running_loop() is not None:
+        return _asyncio_scope()
+    scope = anyio.CancelScope()
+    if type(scope).__module__ == "anyio._backends._asyncio":
+        _asyncio_scope = type(scope)
+    return scope
+
+
 class _Delivered:
     """One text's delivery so far."""
 
     __slots__ = ("bytes", "started", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, started: float) -> None:
         self.text = text
-        self.started = anyio.current_time()
+        self.started = started
         self.bytes = 0

@@ -10,18 +10,22 @@ gets a chunk's words before the chunk is complete: ``stream`` opens (or extends)
 progress and the speaker hands its pieces to ``sink.speak_stream`` as they come; the next ``say`` ends it.
 
 The queue is a plain deque with one wake-up event for the speaker, not a memory object stream: that
-costs two loop passes and an event per received item, which on a busy worker adds up per chunk.
+costs two loop passes and an event per received item, which on a busy worker adds up per chunk. On
+asyncio the wake-up is a bare loop future (what ``asyncio.Event.wait`` awaits, without the two Event
+objects anyio builds per wait); cancellation reaches it the same way (the task is cancelled while
+awaiting a future).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
+from voiceagent.cancel_check import checkpoint_if_cancelled
 from voiceagent.logs import get_logger
 from voiceagent.transcript import TurnTranscript, Utterance
 from voiceagent.tts import TTSSink
@@ -60,7 +64,7 @@ class SpeechLane:
         self._on_failure = on_failure
         self._queue: deque[Utterance | _Part] = deque()
         self._queue_size = queue_size
-        self._wake: anyio.Event | None = None  # set while the speaker waits for an item
+        self._wake: asyncio.Future[None] | anyio.Event | None = None  # while the speaker waits for an item
         self._closed = False
         self._gone = False  # the speaker stopped (the sink failed): nothing queued is spoken any more
         self.sink_error: Exception | None = None
@@ -76,8 +80,20 @@ class SpeechLane:
             return
         self._queue.append(item)
         wake = self._wake
-        if wake is not None:
+        if wake is not None:  # the speaker waits: _wake_speaker, inline (this runs per chunk)
             self._wake = None
+            if isinstance(wake, asyncio.Future):
+                if not wake.done():  # done: the wait was cancelled
+                    wake.set_result(None)
+            else:
+                wake.set()
+
+    def _wake_speaker(self) -> None:
+        wake, self._wake = self._wake, None
+        if isinstance(wake, asyncio.Future):
+            if not wake.done():  # done: the wait was cancelled
+                wake.set_result(None)
+        elif wake is not None:
             wake.set()
 
     def say(self, round: int, text: str, *, filler: bool = False) -> Utterance:
@@ -126,19 +142,22 @@ class SpeechLane:
             self._open, self._ahead = False, 0
             self._put(_Part("", True))
         self._closed = True
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.set()
+        self._wake_speaker()
 
     async def _next(self) -> Utterance | _Part | None:
         while not self._queue:
             if self._closed:
                 return None
-            wake = self._wake = anyio.Event()
-            await wake.wait()
+            try:
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            except RuntimeError:  # not asyncio (trio)
+                event = self._wake = anyio.Event()
+                await event.wait()
+            else:
+                self._wake = future
+                await future
         # Between items, as a memory stream's receive did: a stopped turn speaks nothing more.
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await checkpoint_if_cancelled()
         return self._queue.popleft()
 
     async def speak_all(self) -> None:

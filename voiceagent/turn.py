@@ -604,10 +604,13 @@ class Turn:
 
     def _say(self, number: int, text: str, *, filler: bool = False) -> None:
         utterance = self._speech.say(number, text, filler=filler)
-        now = self._now()
         state = self._current
         if state is not None and state.first_text_at is None:
-            state.first_text_at = now
+            now = state.first_text_at = self._now()
+        elif self._on_event is None:
+            return  # this runs per spoken chunk: no clock read for an event nobody receives
+        else:
+            now = self._now()
         self._emit(SpeechQueued(number, utterance.text, now, filler))
 
     def _say_all(self, number: int, texts: Sequence[str]) -> None:
