@@ -7,13 +7,12 @@ inline. Each test pins the behaviour one of those shortcuts could lose.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from voiceagent import cancel_check
 from voiceagent.audio_output import CollectingOutput
 from voiceagent.playback import PlaybackLedger
 from voiceagent.speaker import Speaker
@@ -165,55 +164,3 @@ async def test_a_silent_text_is_credited_only_once_the_playhead_reaches_it() -> 
     out.play()
     ledger.settle()
     assert ledger.played_chars == 1
-
-
-async def _outcome(check: Callable[[], Awaitable[None]], shape: str) -> tuple[bool, bool]:
-    """(cancellation raised, another task ran during the check) for one arrangement of scopes."""
-    ran = anyio.Event()
-    raised = True
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_set, ran)
-        with anyio.CancelScope() as outer:
-            with anyio.CancelScope(shield=shape.startswith("shielded")) as inner:
-                if shape.endswith("outer cancelled"):
-                    outer.cancel()
-                elif shape.endswith("inner cancelled"):
-                    inner.cancel()
-                await check()
-                raised = False
-                yielded = ran.is_set()
-        if raised:
-            yielded = ran.is_set()
-    return raised, yielded
-
-
-async def _set(event: anyio.Event) -> None:
-    event.set()
-
-
-SHAPES = [
-    "none cancelled",
-    "outer cancelled",
-    "inner cancelled",
-    "shielded, outer cancelled",
-    "shielded, inner cancelled",
-]
-
-
-@pytest.mark.parametrize("fast", [True, False], ids=["walk", "anyio"])
-@pytest.mark.parametrize("shape", SHAPES)
-async def test_the_lanes_cancellation_check_is_anyios(
-    shape: str, fast: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not fast:
-        monkeypatch.setattr(cancel_check, "_STATES", None)  # as on an anyio whose internals moved
-    expected = await _outcome(anyio.lowlevel.checkpoint_if_cancelled, shape)
-    assert await _outcome(cancel_check.checkpoint_if_cancelled, shape) == expected
-    raised, yielded = expected
-    assert raised == (shape in ("outer cancelled", "inner cancelled", "shielded, inner cancelled"))
-    assert yielded == raised  # a task switch only to deliver a cancellation
-
-
-def test_the_walk_is_in_use_on_this_anyio() -> None:
-    # Not a requirement (the fallback is anyio's own), but the lean path's figures assume it.
-    assert cancel_check.FAST

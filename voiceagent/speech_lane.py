@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
-from voiceagent.cancel_check import checkpoint_if_cancelled
 from voiceagent.logs import get_logger
 from voiceagent.transcript import TurnTranscript, Utterance
 from voiceagent.tts import TTSSink
@@ -157,7 +157,7 @@ class SpeechLane:
                 self._wake = future
                 await future
         # Between items, as a memory stream's receive did: a stopped turn speaks nothing more.
-        await checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint_if_cancelled()
         return self._queue.popleft()
 
     async def speak_all(self) -> None:
