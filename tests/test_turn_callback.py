@@ -15,6 +15,7 @@ from tests.conftest import fast_retry
 from voiceagent.accumulator import DeltaAccumulator
 from voiceagent.agent import Agent
 from voiceagent.errors import StreamInterruptedError
+from voiceagent.events import SpeechQueued
 from voiceagent.llm import LLMClient
 from voiceagent.testing.openai_server import Chunk, Drop, FakeOpenAIServer, Reply, text_reply
 from voiceagent.testing.sinks import RecordingSink
@@ -25,9 +26,8 @@ TEXT = "Sure, it is sunny in Paris today. Anything else?"
 
 
 def _agent(server: FakeOpenAIServer, sink: RecordingSink, **client: Any) -> Agent:
-    llm = LLMClient(
-        base_url=server.base_url, api_key="sk_test", retry=fast_retry(), read_callback=True, **client
-    )
+    client.setdefault("read_callback", True)
+    llm = LLMClient(base_url=server.base_url, api_key="sk_test", retry=fast_retry(), **client)
     return Agent(llm=llm, sink=sink, system_prompt="Be brief.", tools=[], config=TurnConfig())
 
 
@@ -187,3 +187,69 @@ async def test_a_cut_after_the_finish_is_decided_alike_in_the_read_callback(
         await llm.aclose()
     assert seen == [_CONTENT, _CONTENT, last]
     assert stream.finished is finished and stream.done is finished
+
+
+async def _respond_gated(
+    server: FakeOpenAIServer, read_callback: bool, on_event: Any
+) -> tuple[RecordingSink, Any, BaseException | None]:
+    """TEXT in 12 pieces, the later ones sent once the first chunk was spoken (so, on the default path,
+    they arrive while the turn's task waits: in the read callback). The turn's result or what it raised."""
+    gate = anyio.Event()
+    server.enqueue(_gated(text_reply(TEXT, pieces=12), 3, gate))
+    sink = RecordingSink()
+    agent = _agent(server, sink, read_callback=read_callback)
+    box: list[Any] = []
+    raised: list[BaseException] = []
+    with anyio.fail_after(GATE_TIMEOUT):
+        async with anyio.create_task_group() as tg:
+
+            async def respond() -> None:
+                try:
+                    box.append(await agent.respond("Weather?", on_event=on_event))
+                except Exception as exc:
+                    raised.append(exc)
+
+            tg.start_soon(respond)
+            await sink.first_text.wait()
+            gate.set()
+    return sink, (box[0] if box else None), (raised[0] if raised else None)
+
+
+@pytest.mark.anyio
+async def test_a_chunk_completed_in_the_read_callback_is_queued_there_and_spoken_as_on_the_task_loop(
+    server: FakeOpenAIServer,
+) -> None:
+    queued_in_callback: list[bool] = []
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, SpeechQueued):
+            queued_in_callback.append(asyncio.current_task() is None)
+
+    sink, result, raised = await _respond_gated(server, True, on_event)
+    assert raised is None and result.error is None
+    assert any(queued_in_callback)  # chunks completed by the gated tokens: queued in the callback
+    task_sink, task_result, _ = await _respond_gated(server, False, None)
+    assert sink.spoken == task_sink.spoken and result.spoken_text == task_result.spoken_text == TEXT
+
+
+@pytest.mark.anyio
+async def test_a_listener_failing_in_the_read_callback_fails_the_turn_as_on_the_task_loop(
+    server: FakeOpenAIServer,
+) -> None:
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+    outcomes = []
+    for read_callback in (True, False):
+        seen: list[SpeechQueued] = []
+
+        def on_event(event: Any, seen: list[SpeechQueued] = seen) -> None:
+            if isinstance(event, SpeechQueued):
+                seen.append(event)
+                if len(seen) == 2:
+                    raise RuntimeError("listener broke")
+
+        sink, result, raised = await _respond_gated(server, read_callback, on_event)
+        outcome = (repr(raised), result.error if result is not None else None, sink.spoken)
+        outcomes.append(outcome)
+    assert outcomes[0] == outcomes[1] and "listener broke" in str(outcomes[0])
+    assert errors == []  # nothing escaped into the event loop

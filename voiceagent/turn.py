@@ -427,14 +427,17 @@ class Turn:
             self._check_caps(state)
 
     async def _feed_stream(self, state: _RoundState, feed_until: Callable[..., Any]) -> None:
-        """The stream through ``LLMStream.feed_until``: a chunk that only adds words the chunker keeps
-        (the usual token) is handled entirely in ``feed``, which on the h1 read path runs in the read
-        callback; anything else (a chunk to speak, a tool call, the first chunk, a cap, text streamed
-        to the engine) wakes this task, which does what the ``async for`` loop does. ``feed`` is pure:
-        the accumulator and the chunker, nothing with effects; it hands over at most one chunk."""
-        pending: list[tuple[list[StreamEvent], list[str] | None]] = []
+        """The stream through ``LLMStream.feed_until``: a chunk that only adds words (the usual token)
+        is handled entirely in ``feed``, which on the h1 read path runs in the read callback: the
+        accumulator and the chunker take it, and a chunk it completes is queued to be spoken (a sync,
+        bounded put; the speaker task speaks it). Anything else (a tool call, the first chunk, a cap,
+        text streamed to the engine) wakes this task, which does what the ``async for`` loop does;
+        ``feed`` hands over at most one chunk. An error in ``feed`` (a listener of SpeechQueued, say)
+        is raised here, in the task."""
+        pending: list[list[StreamEvent]] = []
         acc, push, limit = state.acc, state.chunker.push, self._config.max_round_chars
         feed_text, plain = acc.feed_text, not self._speech.streams_text
+        say_all, number = self._say_all, state.number
         # Words only may be taken in the callback: the first chunk (its deadline) and a cap are the
         # task's, and so is text streamed to the engine. Only the task changes these, so it is
         # recomputed each time the task has handled what feed handed over.
@@ -448,11 +451,10 @@ class Turn:
                     if size <= limit - state.text_chars:
                         state.text_chars += size
                         chunks = push(text)
-                        if not chunks:
-                            return False
-                        pending.append(([], chunks))
-                        return True
-                    pending.append(([TextDelta(text)], None))
+                        if chunks:
+                            say_all(number, chunks)
+                        return False
+                    pending.append([TextDelta(text)])
                     return True
                 events = acc.feed(chunk)
                 room = limit - state.text_chars
@@ -460,30 +462,22 @@ class Turn:
                     if not isinstance(event, TextDelta) or len(event.text) > room:
                         break
                     room -= len(event.text)
-                else:  # words only, within the cap: what _on_stream_event does, minus the speaking
-                    said: list[str] | None = None
+                else:  # words only, within the cap: what _on_stream_event does
                     for event in events:
                         text = cast(TextDelta, event).text
                         if text:
                             state.text_chars += len(text)
                             chunks = push(text)
                             if chunks:
-                                said = chunks if said is None else said + chunks
-                    if said is None:
-                        return False
-                    pending.append(([], said))
-                    return True
+                                say_all(number, chunks)
+                    return False
             else:
                 events = acc.feed(chunk)
-            pending.append((events, None))
+            pending.append(events)
             return True
 
         while await feed_until(feed):
-            events, said = pending.pop()
-            if said is not None:
-                self._say_all(state.number, said)
-            else:
-                self._on_chunk_events(state, events)
+            self._on_chunk_events(state, pending.pop())
             lean = plain and state.first_chunk_at is not None and state.capped_content is None
 
     async def _filler_if_slow(self, number: int, opened: anyio.Event) -> None:
