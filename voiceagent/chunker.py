@@ -180,6 +180,24 @@ _LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
 # inside inline code.
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
 _CODE_MARKUP: Final = re.compile(r"[`\n]")
+
+
+def _escaped(chars: Iterable[str]) -> str:
+    return "".join(re.escape(c) for c in sorted(chars))
+
+
+# push()'s fast path and tail path (see SpeechChunker.push). A plain character: none the markdown filter
+# acts on inline, no _ENDERS character, no line break, nothing past U+FFFF. A tail: plain characters, then
+# a run of _ENDERS without script marks (and without "]", markup; a "!" only before another character,
+# since the filter holds a last "!"), then whitespace without line breaks.
+_INLINE_MARKUP: Final = frozenset("*_`~![]\n")  # what _MARKUP matches
+_PLAIN_CHAR: Final = f"[^{_escaped(_ENDERS | _LINE_BREAKS | _INLINE_MARKUP)}\U00010000-\U0010ffff]"
+_PLAIN: Final = re.compile(_PLAIN_CHAR + "+").fullmatch
+_TAIL_ENDERS: Final = _escaped(c for c in _ENDERS - set(_SCRIPT_KIND) - set("!]") if ord(c) < 0x10000)
+_BLANK: Final = f"[^\\S{_escaped(_LINE_BREAKS)}]"
+_TAIL: Final = re.compile(
+    f"{_PLAIN_CHAR}*(?:[{_TAIL_ENDERS}!]*[{_TAIL_ENDERS}]{_BLANK}*|[{_TAIL_ENDERS}!]+{_BLANK}+)"
+).fullmatch
 _NOT_INDENT: Final = re.compile(r"[^ \t]")
 _URL_SPECIAL: Final = re.compile(r"[()\s]")
 # Whitespace as str.isspace() sees it (so does \s for str patterns).
@@ -444,8 +462,9 @@ def strip_markdown(text: str) -> str:
     return out if out.strip() else ""
 
 
-def _classify(word: str, newline: bool, nxt: str, line_start: bool) -> int:
-    """The boundary kind after ``word``, which is followed by whitespace and then ``nxt``."""
+def _classify(word: str, newline: bool, nxt: str | None, line_start: bool) -> int:
+    """The boundary kind after ``word``, which is followed by whitespace and then ``nxt``; with ``nxt``
+    None (not known yet), -1 where the kind depends on it."""
     if newline:
         return _SENTENCE
     core = word.rstrip(_CLOSERS)
@@ -459,10 +478,19 @@ def _classify(word: str, newline: bool, nxt: str, line_start: bool) -> int:
     if last == ".":
         bare = core.lstrip(_OPENERS)
         lower = bare.lower()
-        if lower in _ABBREVIATIONS or (lower == "no." and nxt.isdigit()):
+        if lower in _ABBREVIATIONS:
             return _NONE
+        if lower == "no.":
+            if nxt is None:
+                return -1
+            if nxt.isdigit():
+                return _NONE
         if _INITIALS.fullmatch(bare):
-            return _SENTENCE if lower in ("a.m.", "p.m.") and nxt.isupper() else _NONE
+            if lower not in ("a.m.", "p.m."):
+                return _NONE
+            if nxt is None:
+                return -1
+            return _SENTENCE if nxt.isupper() else _NONE
         if line_start and bare[:-1].isdigit():
             return _NONE  # "1." of a numbered list
         return _SENTENCE
@@ -514,10 +542,17 @@ class SpeechChunker:
         self._first = True
         self._out: list[str] = []
         self._events = _EVENT_BMP  # the event search for the text being scanned
+        # push()'s fast path (see push): open while _room >= 0, the characters it may still take as is.
+        # _room0 is _room when the fields below _pos were last exact; _sync() brings them up to date.
+        self._room = self._room0 = -1
+        self._append = self._parts.append
+        # The pending path: the kind (_NONE, _CLAUSE, _SENTENCE) the next word start decides, or -1.
+        self._next_kind = -1
 
     @property
     def pending(self) -> str:
         """Text held back, not yet emitted (as it would be emitted)."""
+        self._sync()
         tail = self._markdown.preview() if self._markdown is not None else ""
         return self._held + "".join(self._parts) + tail
 
@@ -529,20 +564,162 @@ class SpeechChunker:
 
     def push(self, delta: str) -> list[str]:
         """Feed one content delta; return the chunks now complete (often [])."""
-        if not isinstance(delta, str):
-            raise TypeError(f"delta must be str, got {type(delta).__name__}")
+        # The fast path (most tokens). It is open (_room >= 0) only in a state where a _PLAIN delta can
+        # decide nothing and change nothing but the held text and fields _sync() derives from it: inline
+        # markdown with nothing pending (the filter passes such a delta as is), the first-chunk rule not
+        # armed, not at a line start or in a whitespace run with a line break, held text with content
+        # whose last non-whitespace character is not in _ENDERS, and room for the delta within max_chars.
+        # A word start in the delta then ends a word without punctuation (never a boundary), no script
+        # mark is near, and the held text stays within max_chars; the state stays as it was.
+        try:
+            plain = _PLAIN(delta)
+        except TypeError:
+            raise TypeError(f"delta must be str, got {type(delta).__name__}") from None
+        if plain:
+            room = self._room - len(delta)
+            if room >= 0:
+                self._room = room
+                self._append(delta)
+                return []
+        return self._push(delta, plain is not None)
+
+    def _push(self, delta: str, plain: bool) -> list[str]:
+        """push() past its fast path: the pending path, the tail path, else the general one (the
+        markdown filter and _feed)."""
+        kind = self._next_kind
+        if kind >= 0:  # (the fast path is closed: nothing to _sync)
+            self._next_kind = -1
+            if plain and len(delta) <= self._start + self.max_chars - self._pos:
+                return self._resolve(delta, kind)
+        else:
+            room = self._room
+            if room >= len(delta) and not self._first and _TAIL(delta):
+                # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state
+                # such a delta decides nothing either (its punctuation is followed by nothing, or by
+                # whitespace and nothing; a word start in it ends a plain word), and the fields it
+                # changes are those _sync derives. The next word start decides the kind of its last
+                # word, known now but for the next character in a few cases: the pending path.
+                self._room = room - len(delta)
+                self._append(delta)
+                self._sync()
+                self._room = self._room0 = -1
+                self._next_kind = self._last_word_kind()
+                return []
+            self._sync()
+            self._room = self._room0 = -1
         text = self._markdown.feed(delta) if self._markdown is not None else delta
         self._feed(text)
+        self._reopen()
         if not self._out:
             return []
         out, self._out = self._out, []
         return out
+
+    def _sync(self) -> None:
+        """Bring the fields the fast path left behind up to date (exact: the text it appended since
+        _room0 was set is _PLAIN deltas, none empty, in a state where they decide nothing)."""
+        grown = self._room0 - self._room
+        if not grown:
+            return
+        self._room0 = self._room
+        held = self._joined()
+        at = self._pos - self._start  # where that text starts in held
+        self._pos += grown
+        last = _LAST_NONWS.search(held, at)
+        if last is not None:
+            self._content_end = self._start + last.start() + 1
+            self._last_content = held[last.start()]
+            if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
+                self._word_at_line_start = False  # a new word, not at a line start (as _event does)
+        self._prev_ws = held[-1].isspace()
+        if self._markdown is not None:
+            self._markdown._prev = held[-1]  # the filter passed those deltas as is
+
+    def _reopen(self) -> None:
+        """After the general path: open the fast path, or the pending one, if the state allows it."""
+        if (
+            self._content_start < 0
+            or self._at_line_start
+            or self._ws_newline
+            or (self._first and self._first_boundary is not None)
+        ):
+            return
+        md = self._markdown
+        if md is not None and not (
+            md._mode == _INLINE
+            and not md._in_code
+            and md._run_char is None
+            and not md._bang
+            and md._link is None
+        ):
+            return
+        room = self._start + self.max_chars - self._pos
+        if room < 0:
+            return
+        if self._last_content not in _ENDERS:
+            self._room = self._room0 = room
+        elif not self._first and self._mark == _NONE:
+            # The pending path (see _push); a script mark before the next character would decide there.
+            self._next_kind = self._last_word_kind()
+
+    def _last_word_kind(self) -> int:
+        """The kind the next word start decides after the last held word (it ends in _ENDERS; no line
+        break follows it); -1 if that depends on the character there or the word is too long to look at."""
+        held = self._joined()
+        end = self._content_end - self._start
+        lo = max(0, end - 64)
+        words = held[lo:end].rsplit(None, 1)  # str.split's whitespace is str.isspace(), as _event's
+        if len(words) == 1 and lo > 0:
+            return -1
+        return _classify(words[-1], False, None, self._word_at_line_start)
+
+    def _resolve(self, delta: str, kind: int) -> list[str]:
+        """The pending path: a _PLAIN delta after a word whose boundary kind is known (_last_word_kind),
+        in the state _reopen or the tail path left (the fast path's, but for the last word), with room
+        for the delta. The delta's first word start (if any) decides ``kind``; the rest of it decides
+        nothing, as on the fast path, and the fields it changes are those _sync derives."""
+        found = _NONWS.search(delta)
+        if found is None:  # whitespace only: the word start is still to come
+            self._append(delta)
+            self._pos += len(delta)
+            self._prev_ws = True
+            if self._markdown is not None:
+                self._markdown._prev = delta[-1]
+            self._next_kind = kind
+            return []
+        rel = found.start()
+        room = self._start + self.max_chars - self._pos
+        if kind != _SENTENCE or (rel == 0 and not self._prev_ws):
+            # No cut. Either the word goes on ("3." then "14": its next character decides nothing, no
+            # script mark being before it) or a word start decides _NONE or _CLAUSE; the held text then
+            # ends outside _ENDERS: the fast path's state (a word start's updates are _sync's).
+            if kind == _CLAUSE and (rel > 0 or self._prev_ws):
+                at = self._pos + rel
+                self._cands.append((at, _CLAUSE))
+                if self._first_boundary is None:
+                    self._first_boundary = at
+            self._room0 = room
+            self._room = room - len(delta)
+            self._append(delta)
+            return []
+        # A sentence end (not in the first chunk: checked before): cut before the word start, then the
+        # rest of the delta is fast-path text at the start of the new held text (_sync from there).
+        chunk = self._joined() + delta[:rel] if rel else self._joined()
+        self._held = delta[rel:] if rel else delta
+        self._start = self._content_start = self._pos = self._pos + rel
+        self._cands.clear()  # every held boundary is before the cut
+        self._word_at_line_start = False  # the word start was not at a line start
+        self._room0 = self.max_chars
+        self._room = self.max_chars - len(delta) + rel
+        return [chunk]
 
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
 
         The next push starts a new text: markdown state and the first-chunk rule are reset.
         """
+        self._sync()
+        self._room = self._room0 = self._next_kind = -1
         if self._markdown is not None:
             self._feed(self._markdown.finish())
         if self._content_start >= 0:
