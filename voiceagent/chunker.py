@@ -471,11 +471,9 @@ def _classify(word: str, newline: bool, nxt: str | None, line_start: bool) -> in
     if not core:
         return _NONE
     last = core[-1]
-    if last in _SENTENCE_ENDS:
-        return _SENTENCE
-    if core.endswith("...") or last == "…":
-        return _CLAUSE
-    if last == ".":
+    if last == ".":  # ("." is not in _SENTENCE_ENDS)
+        if core.endswith("..."):
+            return _CLAUSE
         bare = core.lstrip(_OPENERS)
         lower = bare.lower()
         if lower in _ABBREVIATIONS:
@@ -494,7 +492,9 @@ def _classify(word: str, newline: bool, nxt: str | None, line_start: bool) -> in
         if line_start and bare[:-1].isdigit():
             return _NONE  # "1." of a numbered list
         return _SENTENCE
-    if last in _CLAUSE_ENDS or core == "-":
+    if last in _SENTENCE_ENDS:
+        return _SENTENCE
+    if last in _CLAUSE_ENDS or last == "…" or core == "-":
         return _CLAUSE
     return _NONE
 
@@ -572,20 +572,17 @@ class SpeechChunker:
         # A word start in the delta then ends a word without punctuation (never a boundary), no script
         # mark is near, and the held text stays within max_chars; the state stays as it was.
         try:
-            plain = _PLAIN(delta)
+            if _PLAIN(delta):
+                room = self._room - len(delta)
+                if room >= 0:
+                    self._room = room
+                    self._append(delta)
+                    return []
+                plain = True
+            else:
+                plain = False
         except TypeError:
             raise TypeError(f"delta must be str, got {type(delta).__name__}") from None
-        if plain:
-            room = self._room - len(delta)
-            if room >= 0:
-                self._room = room
-                self._append(delta)
-                return []
-        return self._push(delta, plain is not None)
-
-    def _push(self, delta: str, plain: bool) -> list[str]:
-        """push() past its fast path: the pending path, the tail path, else the general one (the
-        markdown filter and _feed)."""
         kind = self._next_kind
         if kind >= 0:  # (the fast path is closed: nothing to _sync)
             self._next_kind = -1
@@ -599,14 +596,14 @@ class SpeechChunker:
                 # whitespace and nothing; a word start in it ends a plain word), and the fields it
                 # changes are those _sync derives. The next word start decides the kind of its last
                 # word, known now but for the next character in a few cases: the pending path.
-                self._room = room - len(delta)
-                self._append(delta)
-                self._sync()
-                self._room = self._room0 = -1
-                self._next_kind = self._last_word_kind()
+                self._tail(delta)
                 return []
             self._sync()
             self._room = self._room0 = -1
+        return self._general(delta)
+
+    def _general(self, delta: str) -> list[str]:
+        """The markdown filter and _feed, then the fast or the pending path opened if the state allows."""
         text = self._markdown.feed(delta) if self._markdown is not None else delta
         self._feed(text)
         self._reopen()
@@ -634,6 +631,25 @@ class SpeechChunker:
         self._prev_ws = held[-1].isspace()
         if self._markdown is not None:
             self._markdown._prev = held[-1]  # the filter passed those deltas as is
+
+    def _tail(self, delta: str) -> None:
+        """The tail path (see _push): _sync with ``delta`` appended, then the pending path's kind."""
+        self._append(delta)
+        held = self._joined()
+        start = self._start
+        at = self._pos - start  # where the text since the last _sync starts in held
+        self._pos = pos = start + len(held)
+        content = len(delta.rstrip())
+        self._content_end = pos - len(delta) + content
+        self._last_content = delta[content - 1]
+        self._prev_ws = content < len(delta)
+        if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
+            self._word_at_line_start = False
+        if self._markdown is not None:
+            self._markdown._prev = delta[-1]
+        self._room = self._room0 = -1
+        # The word _event would classify at the next word start (as in _last_word_kind).
+        self._next_kind = _classify(held.rsplit(None, 1)[-1], False, None, self._word_at_line_start)
 
     def _reopen(self) -> None:
         """After the general path: open the fast path, or the pending one, if the state allows it."""
@@ -664,22 +680,22 @@ class SpeechChunker:
 
     def _last_word_kind(self) -> int:
         """The kind the next word start decides after the last held word (it ends in _ENDERS; no line
-        break follows it); -1 if that depends on the character there or the word is too long to look at."""
-        held = self._joined()
-        end = self._content_end - self._start
-        lo = max(0, end - 64)
-        words = held[lo:end].rsplit(None, 1)  # str.split's whitespace is str.isspace(), as _event's
-        if len(words) == 1 and lo > 0:
-            return -1
-        return _classify(words[-1], False, None, self._word_at_line_start)
+        break follows it); -1 if that depends on the character there."""
+        # str.split's whitespace is str.isspace(), as _event's; the word starts at the held text's start
+        # at the earliest, as _event's does (the held text is within max_chars here).
+        return _classify(self._joined().rsplit(None, 1)[-1], False, None, self._word_at_line_start)
 
     def _resolve(self, delta: str, kind: int) -> list[str]:
         """The pending path: a _PLAIN delta after a word whose boundary kind is known (_last_word_kind),
         in the state _reopen or the tail path left (the fast path's, but for the last word), with room
         for the delta. The delta's first word start (if any) decides ``kind``; the rest of it decides
         nothing, as on the fast path, and the fields it changes are those _sync derives."""
-        found = _NONWS.search(delta)
-        if found is None:  # whitespace only: the word start is still to come
+        if not delta[0].isspace():
+            rel = 0
+        else:
+            found = _NONWS.search(delta)
+            rel = -1 if found is None else found.start()
+        if rel < 0:  # whitespace only: the word start is still to come
             self._append(delta)
             self._pos += len(delta)
             self._prev_ws = True
@@ -687,31 +703,33 @@ class SpeechChunker:
                 self._markdown._prev = delta[-1]
             self._next_kind = kind
             return []
-        rel = found.start()
-        room = self._start + self.max_chars - self._pos
-        if kind != _SENTENCE or (rel == 0 and not self._prev_ws):
-            # No cut. Either the word goes on ("3." then "14": its next character decides nothing, no
-            # script mark being before it) or a word start decides _NONE or _CLAUSE; the held text then
-            # ends outside _ENDERS: the fast path's state (a word start's updates are _sync's).
-            if kind == _CLAUSE and (rel > 0 or self._prev_ws):
-                at = self._pos + rel
-                self._cands.append((at, _CLAUSE))
-                if self._first_boundary is None:
-                    self._first_boundary = at
-            self._room0 = room
-            self._room = room - len(delta)
-            self._append(delta)
-            return []
-        # A sentence end (not in the first chunk: checked before): cut before the word start, then the
-        # rest of the delta is fast-path text at the start of the new held text (_sync from there).
-        chunk = self._joined() + delta[:rel] if rel else self._joined()
-        self._held = delta[rel:] if rel else delta
-        self._start = self._content_start = self._pos = self._pos + rel
-        self._cands.clear()  # every held boundary is before the cut
-        self._word_at_line_start = False  # the word start was not at a line start
-        self._room0 = self.max_chars
-        self._room = self.max_chars - len(delta) + rel
-        return [chunk]
+        if kind == _SENTENCE and (rel or self._prev_ws):
+            # A sentence end (not in the first chunk: checked before): cut before the word start; the
+            # rest of the delta is then fast-path text at the start of the new held text.
+            if rel:
+                chunk = self._joined() + delta[:rel]
+                self._held = delta[rel:]
+            else:
+                chunk = self._joined()
+                self._held = delta
+            self._start = self._content_start = self._pos = self._pos + rel
+            self._cands.clear()  # every held boundary is before the cut
+            self._word_at_line_start = False  # the word start was not at a line start
+            self._room0 = room = self.max_chars
+            self._room = room - len(delta) + rel
+            return [chunk]
+        # No cut. Either the word goes on ("3." then "14": its next character decides nothing, no
+        # script mark being before it) or a word start decides _NONE or _CLAUSE; the held text then
+        # ends outside _ENDERS: the fast path's state (a word start's updates are _sync's).
+        if kind == _CLAUSE and (rel or self._prev_ws):
+            at = self._pos + rel
+            self._cands.append((at, _CLAUSE))
+            if self._first_boundary is None:
+                self._first_boundary = at
+        self._room0 = room = self._start + self.max_chars - self._pos
+        self._room = room - len(delta)
+        self._append(delta)
+        return []
 
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
