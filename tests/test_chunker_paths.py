@@ -121,6 +121,8 @@ def test_usual_tokens_at_default_max_chars(deltas: list[str | None], min_first: 
         ["Sure, it", " a,", " b.", " c", " dddd", " eeee", " ffff", " gggg"],  # a cut, then max_chars
         ["Sure, it", " a", ",", " b", " cccc", " dddd", " eeee", " ffff"],  # max_chars: the last comma
         ["Sure, it", " 1", ",", "000", " cccc", " dddd", " eeee", " ffff"],  # a comma inside a word
+        ["Sure, it", " **a**,", " b", " cccc", " dddd", " eeee", " ffff"],  # a comma the general path saw
+        ["Sure, it", " a,", "  ", "\n", "b", " cccc", " dddd", " eeee", " ffff"],  # then a line break
         ["Sure, it", " is", " w!", "[a](u)", " ok", " x!", " y"],  # the filter holds a last "!"
         ["Sure, it", "\n", "1", " 2", ". Next", " x"],  # a word start in fast text ends a line's first word
         ["Sure, it", "\n", "Hello.", " 3", ".", " x"],  # a cut at a word start not at a line start

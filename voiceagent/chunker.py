@@ -546,8 +546,11 @@ class SpeechChunker:
         # _room0 is _room when the fields below _pos were last exact; _sync() brings them up to date.
         self._room = self._room0 = -1
         self._append = self._parts.append
-        # The pending path: the kind (_NONE, _CLAUSE, _SENTENCE) the next word start decides, or -1.
-        self._next_kind = -1
+        # The pending path: the next word start ends a sentence (see push).
+        self._pending_end = False
+        # A clause boundary at the next word start at or after this absolute index, not yet in _cands
+        # (-1: none); _sync records it.
+        self._clause_at = -1
 
     @property
     def pending(self) -> str:
@@ -564,13 +567,15 @@ class SpeechChunker:
 
     def push(self, delta: str) -> list[str]:
         """Feed one content delta; return the chunks now complete (often [])."""
-        # The fast path (most tokens). It is open (_room >= 0) only in a state where a _PLAIN delta can
-        # decide nothing and change nothing but the held text and fields _sync() derives from it: inline
+        # The fast path (most tokens). It is open (_room >= 0) only in a state where a _PLAIN delta emits
+        # nothing and changes nothing but the held text and fields _sync() derives from it: inline
         # markdown with nothing pending (the filter passes such a delta as is), the first-chunk rule not
-        # armed, not at a line start or in a whitespace run with a line break, held text with content
-        # whose last non-whitespace character is not in _ENDERS, and room for the delta within max_chars.
-        # A word start in the delta then ends a word without punctuation (never a boundary), no script
-        # mark is near, and the held text stays within max_chars; the state stays as it was.
+        # armed, not at a line start or in a whitespace run with a line break, held text with content,
+        # room for the delta within max_chars, and a last word that is no boundary: its last character
+        # is not in _ENDERS, or its kind is known to be _NONE, or _CLAUSE (not in the first chunk: only
+        # recorded, lazily, see _clause_at), no script mark after it. A word start in the delta then
+        # decides that, any later one ends a word without punctuation, and the held text stays within
+        # max_chars. The next word start after a sentence end cuts: the pending path (_resolve).
         try:
             if _PLAIN(delta):
                 room = self._room - len(delta)
@@ -583,23 +588,21 @@ class SpeechChunker:
                 plain = False
         except TypeError:
             raise TypeError(f"delta must be str, got {type(delta).__name__}") from None
-        kind = self._next_kind
-        if kind >= 0:  # (the fast path is closed: nothing to _sync)
-            self._next_kind = -1
+        if self._pending_end:  # (the fast path is closed: nothing to _sync)
+            self._pending_end = False
             if plain and len(delta) <= self._start + self.max_chars - self._pos:
-                return self._resolve(delta, kind)
+                return self._resolve(delta)
         else:
             room = self._room
             if room >= len(delta) and not self._first and _TAIL(delta):
                 # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state
                 # such a delta decides nothing either (its punctuation is followed by nothing, or by
                 # whitespace and nothing; a word start in it ends a plain word), and the fields it
-                # changes are those _sync derives. The next word start decides the kind of its last
-                # word, known now but for the next character in a few cases: the pending path.
+                # changes are those _sync derives.
                 self._tail(delta)
                 return []
             self._sync()
-            self._room = self._room0 = -1
+            self._room = self._room0 = self._clause_at = -1  # (the exact fields hold a lazy clause)
         return self._general(delta)
 
     def _general(self, delta: str) -> list[str]:
@@ -628,14 +631,32 @@ class SpeechChunker:
             self._last_content = held[last.start()]
             if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
                 self._word_at_line_start = False  # a new word, not at a line start (as _event does)
+            if self._clause_at >= 0:
+                self._lazy_clause(held)
         self._prev_ws = held[-1].isspace()
         if self._markdown is not None:
             self._markdown._prev = held[-1]  # the filter passed those deltas as is
 
+    def _lazy_clause(self, held: str) -> None:
+        """Record the clause boundary _clause_at stands for: at the first non-whitespace character at or
+        after it (``held`` has one) if that is a word start; none if the word went on ("1," "000")."""
+        at = self._clause_at - self._start
+        self._clause_at = -1
+        found = _NONWS.search(held, at)
+        assert found is not None
+        start = found.start()
+        if start > at or held[at - 1].isspace():
+            start += self._start
+            self._cands.append((start, _CLAUSE))
+            if self._first_boundary is None:
+                self._first_boundary = start
+
     def _tail(self, delta: str) -> None:
-        """The tail path (see _push): _sync with ``delta`` appended, then the pending path's kind."""
-        self._append(delta)
-        held = self._joined()
+        """The tail path (see push): _sync with ``delta`` appended, then the state for the last word."""
+        parts = self._parts
+        held = self._held + "".join(parts) + delta if parts else self._held + delta
+        self._held = held
+        parts.clear()
         start = self._start
         at = self._pos - start  # where the text since the last _sync starts in held
         self._pos = pos = start + len(held)
@@ -645,11 +666,21 @@ class SpeechChunker:
         self._prev_ws = content < len(delta)
         if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
             self._word_at_line_start = False
+        if self._clause_at >= 0:
+            self._lazy_clause(held)
         if self._markdown is not None:
             self._markdown._prev = delta[-1]
-        self._room = self._room0 = -1
         # The word _event would classify at the next word start (as in _last_word_kind).
-        self._next_kind = _classify(held.rsplit(None, 1)[-1], False, None, self._word_at_line_start)
+        kind = _classify(held.rsplit(None, 1)[-1], False, None, self._word_at_line_start)
+        if kind == _SENTENCE:
+            self._room = self._room0 = -1
+            self._pending_end = True
+        elif kind < 0:
+            self._room = self._room0 = -1
+        else:
+            if kind == _CLAUSE:
+                self._clause_at = pos
+            self._room = self._room0 = start + self.max_chars - pos
 
     def _reopen(self) -> None:
         """After the general path: open the fast path, or the pending one, if the state allows it."""
@@ -675,8 +706,15 @@ class SpeechChunker:
         if self._last_content not in _ENDERS:
             self._room = self._room0 = room
         elif not self._first and self._mark == _NONE:
-            # The pending path (see _push); a script mark before the next character would decide there.
-            self._next_kind = self._last_word_kind()
+            # The pending path, or the fast path with a lazy clause (see push); a script mark before the
+            # next character would decide there.
+            kind = self._last_word_kind()
+            if kind == _SENTENCE:
+                self._pending_end = True
+            elif kind >= 0:
+                if kind == _CLAUSE:
+                    self._clause_at = self._pos
+                self._room = self._room0 = room
 
     def _last_word_kind(self) -> int:
         """The kind the next word start decides after the last held word (it ends in _ENDERS; no line
@@ -685,51 +723,45 @@ class SpeechChunker:
         # at the earliest, as _event's does (the held text is within max_chars here).
         return _classify(self._joined().rsplit(None, 1)[-1], False, None, self._word_at_line_start)
 
-    def _resolve(self, delta: str, kind: int) -> list[str]:
-        """The pending path: a _PLAIN delta after a word whose boundary kind is known (_last_word_kind),
-        in the state _reopen or the tail path left (the fast path's, but for the last word), with room
-        for the delta. The delta's first word start (if any) decides ``kind``; the rest of it decides
-        nothing, as on the fast path, and the fields it changes are those _sync derives."""
+    def _resolve(self, delta: str) -> list[str]:
+        """The pending path: a _PLAIN delta after a word that ends a sentence at the next word start (not
+        in the first chunk), in the state the tail path or _reopen left (the fast path's, but for the last
+        word), with room for the delta. The delta's first word start (if any) cuts; the rest of the delta
+        decides nothing, as on the fast path, and the fields it changes are those _sync derives."""
         if not delta[0].isspace():
             rel = 0
         else:
             found = _NONWS.search(delta)
-            rel = -1 if found is None else found.start()
-        if rel < 0:  # whitespace only: the word start is still to come
+            if found is None:  # whitespace only: the word start is still to come
+                self._append(delta)
+                self._pos += len(delta)
+                self._prev_ws = True
+                if self._markdown is not None:
+                    self._markdown._prev = delta[-1]
+                self._pending_end = True
+                return []
+            rel = found.start()
+        if rel == 0 and not self._prev_ws:
+            # The word goes on ("3." then "14": its next character decides nothing, no script mark being
+            # before it); the held text then ends outside _ENDERS: the fast path's state.
+            self._room0 = room = self._start + self.max_chars - self._pos
+            self._room = room - len(delta)
             self._append(delta)
-            self._pos += len(delta)
-            self._prev_ws = True
-            if self._markdown is not None:
-                self._markdown._prev = delta[-1]
-            self._next_kind = kind
             return []
-        if kind == _SENTENCE and (rel or self._prev_ws):
-            # A sentence end (not in the first chunk: checked before): cut before the word start; the
-            # rest of the delta is then fast-path text at the start of the new held text.
-            if rel:
-                chunk = self._joined() + delta[:rel]
-                self._held = delta[rel:]
-            else:
-                chunk = self._joined()
-                self._held = delta
-            self._start = self._content_start = self._pos = self._pos + rel
-            self._cands.clear()  # every held boundary is before the cut
-            self._word_at_line_start = False  # the word start was not at a line start
-            self._room0 = room = self.max_chars
-            self._room = room - len(delta) + rel
-            return [chunk]
-        # No cut. Either the word goes on ("3." then "14": its next character decides nothing, no
-        # script mark being before it) or a word start decides _NONE or _CLAUSE; the held text then
-        # ends outside _ENDERS: the fast path's state (a word start's updates are _sync's).
-        if kind == _CLAUSE and (rel or self._prev_ws):
-            at = self._pos + rel
-            self._cands.append((at, _CLAUSE))
-            if self._first_boundary is None:
-                self._first_boundary = at
-        self._room0 = room = self._start + self.max_chars - self._pos
-        self._room = room - len(delta)
-        self._append(delta)
-        return []
+        # Cut before the word start; the rest of the delta is then fast-path text at the start of the new
+        # held text.
+        chunk = self._held if not self._parts else self._joined()
+        if rel:
+            chunk += delta[:rel]
+            self._held = delta[rel:]
+        else:
+            self._held = delta
+        self._start = self._content_start = self._pos = self._pos + rel
+        self._cands.clear()  # every held boundary is before the cut
+        self._word_at_line_start = False  # the word start was not at a line start
+        self._room0 = room = self.max_chars
+        self._room = room - len(delta) + rel
+        return [chunk]
 
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
@@ -737,7 +769,8 @@ class SpeechChunker:
         The next push starts a new text: markdown state and the first-chunk rule are reset.
         """
         self._sync()
-        self._room = self._room0 = self._next_kind = -1
+        self._room = self._room0 = self._clause_at = -1
+        self._pending_end = False
         if self._markdown is not None:
             self._feed(self._markdown.finish())
         if self._content_start >= 0:
