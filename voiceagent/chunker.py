@@ -198,6 +198,9 @@ _BLANK: Final = f"[^\\S{_escaped(_LINE_BREAKS)}]"
 _TAIL: Final = re.compile(
     f"{_PLAIN_CHAR}*(?:[{_TAIL_ENDERS}!]*[{_TAIL_ENDERS}]{_BLANK}*|[{_TAIL_ENDERS}!]+{_BLANK}+)"
 ).fullmatch
+# Taken off the fast path's room (and _room0) to close it while keeping what it appended for _sync to
+# derive (the pending path).
+_SHUT: Final = 1 << 62
 _NOT_INDENT: Final = re.compile(r"[^ \t]")
 _URL_SPECIAL: Final = re.compile(r"[()\s]")
 # Whitespace as str.isspace() sees it (so does \s for str patterns).
@@ -588,21 +591,19 @@ class SpeechChunker:
                 plain = False
         except TypeError:
             raise TypeError(f"delta must be str, got {type(delta).__name__}") from None
-        if self._pending_end:  # (the fast path is closed: nothing to _sync)
-            self._pending_end = False
-            if plain and len(delta) <= self._start + self.max_chars - self._pos:
+        if self._pending_end:
+            if plain and len(delta) <= self._room + _SHUT:
                 return self._resolve(delta)
-        else:
-            room = self._room
-            if room >= len(delta) and not self._first and _TAIL(delta):
-                # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state
-                # such a delta decides nothing either (its punctuation is followed by nothing, or by
-                # whitespace and nothing; a word start in it ends a plain word), and the fields it
-                # changes are those _sync derives.
-                self._tail(delta)
-                return []
-            self._sync()
-            self._room = self._room0 = self._clause_at = -1  # (the exact fields hold a lazy clause)
+            self._pending_end = False
+        elif self._room >= len(delta) and not self._first and _TAIL(delta):
+            # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state such
+            # a delta decides nothing either (its punctuation is followed by nothing, or by whitespace
+            # and nothing; a word start in it ends a plain word), and the fields it changes are those
+            # _sync derives.
+            self._tail(delta)
+            return []
+        self._sync()
+        self._room = self._room0 = self._clause_at = -1  # (the exact fields hold a lazy clause)
         return self._general(delta)
 
     def _general(self, delta: str) -> list[str]:
@@ -638,12 +639,13 @@ class SpeechChunker:
             self._markdown._prev = held[-1]  # the filter passed those deltas as is
 
     def _lazy_clause(self, held: str) -> None:
-        """Record the clause boundary _clause_at stands for: at the first non-whitespace character at or
-        after it (``held`` has one) if that is a word start; none if the word went on ("1," "000")."""
+        """Record the clause boundary _clause_at stands for, once ``held`` has a non-whitespace character
+        at or after it: there if that is a word start; none if the word went on ("1," "000")."""
         at = self._clause_at - self._start
-        self._clause_at = -1
         found = _NONWS.search(held, at)
-        assert found is not None
+        if found is None:
+            return
+        self._clause_at = -1
         start = found.start()
         if start > at or held[at - 1].isspace():
             start += self._start
@@ -652,35 +654,27 @@ class SpeechChunker:
                 self._first_boundary = start
 
     def _tail(self, delta: str) -> None:
-        """The tail path (see push): _sync with ``delta`` appended, then the state for the last word."""
-        parts = self._parts
-        held = self._held + "".join(parts) + delta if parts else self._held + delta
-        self._held = held
-        parts.clear()
-        start = self._start
-        at = self._pos - start  # where the text since the last _sync starts in held
-        self._pos = pos = start + len(held)
-        content = len(delta.rstrip())
-        self._content_end = pos - len(delta) + content
-        self._last_content = delta[content - 1]
-        self._prev_ws = content < len(delta)
-        if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
-            self._word_at_line_start = False
-        if self._clause_at >= 0:
-            self._lazy_clause(held)
-        if self._markdown is not None:
-            self._markdown._prev = delta[-1]
+        """The tail path (see push): ``delta`` appended as on the fast path, then the kind of the last
+        word decides the state: the fast path goes on (_NONE, _CLAUSE), or the pending one (_SENTENCE),
+        or neither (a kind that depends on the next character)."""
+        self._room -= len(delta)
+        self._append(delta)
+        if self._word_at_line_start:
+            self._sync()  # _classify needs it exact (a numbered list's "1.")
+        held = self._joined()
         # The word _event would classify at the next word start (as in _last_word_kind).
         kind = _classify(held.rsplit(None, 1)[-1], False, None, self._word_at_line_start)
         if kind == _SENTENCE:
-            self._room = self._room0 = -1
+            self._room -= _SHUT  # the fast path closes; what it appended is still for _sync to derive
+            self._room0 -= _SHUT
             self._pending_end = True
+        elif kind == _CLAUSE:
+            if self._clause_at >= 0:
+                self._sync()  # records the one before: there is one lazy clause at a time
+            self._clause_at = self._start + len(held)
         elif kind < 0:
+            self._sync()
             self._room = self._room0 = -1
-        else:
-            if kind == _CLAUSE:
-                self._clause_at = pos
-            self._room = self._room0 = start + self.max_chars - pos
 
     def _reopen(self) -> None:
         """After the general path: open the fast path, or the pending one, if the state allows it."""
@@ -710,6 +704,7 @@ class SpeechChunker:
             # next character would decide there.
             kind = self._last_word_kind()
             if kind == _SENTENCE:
+                self._room = self._room0 = room - _SHUT
                 self._pending_end = True
             elif kind >= 0:
                 if kind == _CLAUSE:
@@ -725,39 +720,39 @@ class SpeechChunker:
 
     def _resolve(self, delta: str) -> list[str]:
         """The pending path: a _PLAIN delta after a word that ends a sentence at the next word start (not
-        in the first chunk), in the state the tail path or _reopen left (the fast path's, but for the last
-        word), with room for the delta. The delta's first word start (if any) cuts; the rest of the delta
-        decides nothing, as on the fast path, and the fields it changes are those _sync derives."""
+        in the first chunk), in the state the tail path or _reopen left (the fast path's, closed by
+        _SHUT, but for the last word), with room for the delta. The delta's first word start (if any)
+        cuts; the rest of the delta decides nothing, as on the fast path, and the fields it changes are
+        those _sync derives."""
         if not delta[0].isspace():
             rel = 0
+            if not (self._parts[-1] if self._parts else self._held)[-1].isspace():
+                # The word goes on ("3." then "14": its next character decides nothing, no script mark
+                # being before it); the held text then ends outside _ENDERS: the fast path's state.
+                self._room += _SHUT - len(delta)
+                self._room0 += _SHUT
+                self._pending_end = False
+                self._append(delta)
+                return []
         else:
             found = _NONWS.search(delta)
             if found is None:  # whitespace only: the word start is still to come
+                self._room -= len(delta)
                 self._append(delta)
-                self._pos += len(delta)
-                self._prev_ws = True
-                if self._markdown is not None:
-                    self._markdown._prev = delta[-1]
-                self._pending_end = True
                 return []
             rel = found.start()
-        if rel == 0 and not self._prev_ws:
-            # The word goes on ("3." then "14": its next character decides nothing, no script mark being
-            # before it); the held text then ends outside _ENDERS: the fast path's state.
-            self._room0 = room = self._start + self.max_chars - self._pos
-            self._room = room - len(delta)
-            self._append(delta)
-            return []
-        # Cut before the word start; the rest of the delta is then fast-path text at the start of the new
-        # held text.
-        chunk = self._held if not self._parts else self._joined()
+        # Cut before the word start; the rest of the delta is then fast-path text at the start of the
+        # new held text.
+        self._pending_end = False
+        chunk = self._joined()
         if rel:
             chunk += delta[:rel]
             self._held = delta[rel:]
         else:
             self._held = delta
-        self._start = self._content_start = self._pos = self._pos + rel
-        self._cands.clear()  # every held boundary is before the cut
+        self._start = self._content_start = self._pos = self._start + len(chunk)
+        self._cands.clear()  # every held boundary is before the cut,
+        self._clause_at = -1  # and so is a lazy one
         self._word_at_line_start = False  # the word start was not at a line start
         self._room0 = room = self.max_chars
         self._room = room - len(delta) + rel
