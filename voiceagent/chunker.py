@@ -658,10 +658,15 @@ class SpeechChunker:
         word decides the state: the fast path goes on (_NONE, _CLAUSE), or the pending one (_SENTENCE),
         or neither (a kind that depends on the next character)."""
         self._room -= len(delta)
-        self._append(delta)
         if self._word_at_line_start:
+            self._append(delta)
             self._sync()  # _classify needs it exact (a numbered list's "1.")
-        held = self._joined()
+            held = self._held
+        else:
+            parts = self._parts
+            held = self._held + "".join(parts) + delta if parts else self._held + delta
+            self._held = held
+            parts.clear()
         # The word _event would classify at the next word start (as in _last_word_kind).
         kind = _classify(held.rsplit(None, 1)[-1], False, None, self._word_at_line_start)
         if kind == _SENTENCE:
@@ -744,7 +749,7 @@ class SpeechChunker:
         # Cut before the word start; the rest of the delta is then fast-path text at the start of the
         # new held text.
         self._pending_end = False
-        chunk = self._joined()
+        chunk = self._held if not self._parts else self._joined()
         if rel:
             chunk += delta[:rel]
             self._held = delta[rel:]
