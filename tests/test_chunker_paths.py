@@ -65,7 +65,7 @@ def actual(deltas: list[str | None], **kwargs: Any) -> list[list[str]]:
 # breaks, markup, script marks, characters past U+FFFF, and long words for max_chars.
 PLAIN = ["w", "w ", " w", "  w", "w  ", "ab cd", " ab cd ", "x y ", "Next", " Next", "14", " 5", "M", " é"]
 PLAIN += ["2"]
-BLANK = [" ", "  ", "\t", "\u00a0", " \t "]
+BLANK = [" ", "  ", "\t", "\u00a0", " \t ", ""]
 TAILS = [".", ",", "w.", " w.", "w. ", " w, ", "...", "?", " -", "- ", "w!", "w! ", ")", "w.)", '"', "—"]
 TAILS += ["No.", " No.", "a.m.", " p.m. ", "Dr.", " U.S.", " 1.", "1. ", "3.", "e.g.", "…", " J.", "!x"]
 CLOSERS = ["\n", "\n\n", "w\n", "。", "है।", "好", "𑁇", "😀", "*", "**b**", "[l](u)", "`c`", "#", "!", "]"]
