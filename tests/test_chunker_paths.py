@@ -141,7 +141,7 @@ def test_a_delta_exactly_filling_max_chars_stays_on_the_fast_path() -> None:
     assert chunker.push("Sure, you") == ["Sure, "]  # held: "you"
     room = chunker._room
     assert room == 17
-    chunker._general = None  # type: ignore[assignment,method-assign]  # the general path would fail
+    chunker._feed = None  # type: ignore[assignment,method-assign]  # the general path would fail
     assert chunker.push(" " + "x" * (room - 1)) == []
     assert chunker._room == 0
     assert chunker.pending == "you " + "x" * 16
@@ -157,9 +157,9 @@ class Counting(SpeechChunker):
         super().__init__(**kwargs)
         self.general = 0
 
-    def _general(self, delta: str) -> list[str]:
+    def _feed(self, text: str) -> None:
         self.general += 1
-        return super()._general(delta)
+        super()._feed(text)
 
 
 @pytest.mark.parametrize("markdown", [True, False])

@@ -193,8 +193,13 @@ def _escaped(chars: Iterable[str]) -> str:
 # a run of _ENDERS without script marks (and without "]", markup; a "!" only before another character,
 # since the filter holds a last "!"), then whitespace without line breaks.
 _INLINE_MARKUP: Final = frozenset("*_`~![]\n")  # what _MARKUP matches
-_PLAIN_CHAR: Final = f"[^{_escaped(_ENDERS | _LINE_BREAKS | _INLINE_MARKUP)}\U00010000-\U0010ffff]"
-_PLAIN: Final = re.compile(_PLAIN_CHAR + "+").fullmatch
+# (Only characters up to U+FFFF listed: one past it would make re test the class range by range.)
+_PLAIN_CHAR: Final = (
+    f"[^{_escaped(c for c in _ENDERS | _LINE_BREAKS | _INLINE_MARKUP if ord(c) < 0x10000)}"
+    "\U00010000-\U0010ffff]"
+)
+# Not a plain character (a search for one is faster in re than a match of plain ones).
+_SPECIAL: Final = re.compile(_PLAIN_CHAR.replace("[^", "[", 1)).search
 _TAIL_ENDERS: Final = _escaped(c for c in _ENDERS - set(_SCRIPT_KIND) - set("!]") if ord(c) < 0x10000)
 _BLANK: Final = f"[^\\S{_escaped(_LINE_BREAKS)}]"
 _TAIL: Final = re.compile(
@@ -572,17 +577,18 @@ class SpeechChunker:
 
     def push(self, delta: str) -> list[str]:
         """Feed one content delta; return the chunks now complete (often [])."""
-        # The fast path (most tokens). It is open (_room >= 0) only in a state where a _PLAIN delta emits
-        # nothing and changes nothing but the held text and fields _sync() derives from it: inline
-        # markdown with nothing pending (the filter passes such a delta as is), the first-chunk rule not
-        # armed, not at a line start or in a whitespace run with a line break, held text with content,
-        # room for the delta within max_chars, and a last word that is no boundary: its last character
-        # is not in _ENDERS, or its kind is known to be _NONE, or _CLAUSE (not in the first chunk: only
-        # recorded, lazily, see _clause_at), no script mark after it. A word start in the delta then
-        # decides that, any later one ends a word without punctuation, and the held text stays within
-        # max_chars. The next word start after a sentence end cuts: the pending path (_resolve).
+        # The fast path (most tokens). It is open (_room >= 0) only in a state where a plain delta (no
+        # _SPECIAL character) emits nothing and changes nothing but the held text and the fields _sync()
+        # derives from it: inline markdown with nothing pending (the filter passes such a delta as is),
+        # the first-chunk rule not armed, not at a line start or in a whitespace run with a line break,
+        # held text with content, room for the delta within max_chars, and a last word that is no
+        # boundary: its last character is not in _ENDERS, or its kind is known to be _NONE, or _CLAUSE
+        # (not in the first chunk: only recorded, lazily, see _clause_at), no script mark after it. A
+        # word start in the delta then decides that, any later one ends a word without punctuation, and
+        # the held text stays within max_chars. The next word start after a sentence end cuts: the
+        # pending path (_resolve).
         try:
-            if _PLAIN(delta):
+            if not _SPECIAL(delta):
                 room = self._room - len(delta)
                 if room >= 0:
                     self._room = room
@@ -606,12 +612,11 @@ class SpeechChunker:
             # _sync derives.
             self._tail(delta)
             return []
-        self._sync()
+        # The general path: the markdown filter and _feed, then the fast or the pending path opened if
+        # the state allows.
+        if self._room0 != self._room:
+            self._sync()
         self._room = self._room0 = self._clause_at = -1  # (the exact fields hold a lazy clause)
-        return self._general(delta)
-
-    def _general(self, delta: str) -> list[str]:
-        """The markdown filter and _feed, then the fast or the pending path opened if the state allows."""
         text = self._markdown.feed(delta) if self._markdown is not None else delta
         self._feed(text)
         self._reopen()
@@ -622,8 +627,8 @@ class SpeechChunker:
 
     def _sync(self) -> None:
         """Bring the fields the fast path left behind up to date. Exact: the text appended since _room0
-        was set is deltas of the fast, tail and pending paths, none empty, in states where they decide
-        nothing but a lazy clause (and the pending path's cut, after which the count starts again)."""
+        was set (all of it counted) is deltas of the fast, tail and pending paths, in states where they
+        decide nothing but a lazy clause (and the pending path's cut, where the count starts again)."""
         grown = self._room0 - self._room
         if not grown:
             return
@@ -631,10 +636,10 @@ class SpeechChunker:
         held = self._joined()
         at = self._pos - self._start  # where that text starts in held
         self._pos += grown
-        last = _LAST_NONWS.search(held, at)
-        if last is not None:
-            self._content_end = self._start + last.start() + 1
-            self._last_content = held[last.start()]
+        content = len(held.rstrip())  # (a regex search for the last one would try every position)
+        if content > at:  # that text has a non-whitespace character, so the last one is in it
+            self._content_end = self._start + content
+            self._last_content = held[content - 1]
             if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
                 self._word_at_line_start = False  # a new word, not at a line start (as _event does)
             if self._clause_at >= 0:
@@ -729,7 +734,7 @@ class SpeechChunker:
         return _classify(self._joined().rsplit(None, 1)[-1], False, None, self._word_at_line_start)
 
     def _resolve(self, delta: str) -> list[str]:
-        """The pending path: a _PLAIN delta after a word that ends a sentence at the next word start (not
+        """The pending path: a plain delta after a word that ends a sentence at the next word start (not
         in the first chunk), in the state the tail path or _reopen left (the fast path's, closed by
         _SHUT, but for the last word), with room for the delta. The delta's first word start (if any)
         cuts; the rest of the delta decides nothing, as on the fast path, and the fields it changes are
