@@ -69,7 +69,7 @@ BLANK = [" ", "  ", "\t", "\u00a0", " \t ", ""]
 TAILS = [".", ",", "w.", " w.", "w. ", " w, ", "...", "?", " -", "- ", "w!", "w! ", ")", "w.)", '"', "—"]
 TAILS += ["No.", " No.", "a.m.", " p.m. ", "Dr.", " U.S.", " 1.", "1. ", "3.", "e.g.", "…", " J.", "!x"]
 CLOSERS = ["\n", "\n\n", "w\n", "。", "है।", "好", "𑁇", "😀", "*", "**b**", "[l](u)", "`c`", "#", "!", "]"]
-CLOSERS += ["_", "*3", "_b", ". Next", ", and", "? Ok", "Hello."]
+CLOSERS += ["_", " [a", "](u)", "~~", " ~", "*3", "_b", ". Next", ", and", "? Ok", "Hello."]
 LONG = ["x" * 30, " " + "y" * 45, "z" * 12 + ". "]
 TOKENS = PLAIN + BLANK + TAILS + CLOSERS + LONG
 
@@ -124,6 +124,8 @@ def test_usual_tokens_at_default_max_chars(deltas: list[str | None], min_first: 
         ["Sure, it", " **a**,", " b", " cccc", " dddd", " eeee", " ffff"],  # a comma the general path saw
         ["Sure, it", " a,", "  ", "\n", "b", " cccc", " dddd", " eeee", " ffff"],  # then a line break
         ["Sure, it", " is", " w!", "[a](u)", " ok", " x!", " y"],  # the filter holds a last "!"
+        ["Sure, it", " is", " [a", " b", "](u)", " ok", " [c", " d."],  # the filter holds a link's text
+        ["Sure, it", " is", " ~~no", "~~", " ok", " ~", "x", " `c", "`", " d"],  # strikes, tildes, code
         ["Sure, it", "\n", "1", " 2", ". Next", " x"],  # a word start in fast text ends a line's first word
         ["Sure, it", "\n", "Hello.", " 3", ".", " x"],  # a cut at a word start not at a line start
         ["Sure, it ", " snake", "_case", " ok", " 2", "*3", " a", " * ", "b"],  # the filter's last character
