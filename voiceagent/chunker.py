@@ -115,6 +115,11 @@ _ABBREVIATIONS: Final = frozenset(
     {"dr.", "mr.", "mrs.", "ms.", "st.", "prof.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e."}
 )
 _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
+# Every word ending in "." that an abbreviation, "No." or initials rule of _classify can take (more with
+# it: re's IGNORECASE matches whatever lower() maps to these letters, and then some).
+_DOT_RULES: Final = re.compile(
+    "(?i:" + "|".join(re.escape(a) for a in sorted(_ABBREVIATIONS | {"no."})) + ")|" + _INITIALS.pattern
+).fullmatch
 _SENTENCE_ENDS: Final = frozenset(SENTENCE_TERMINALS) - {"."}  # "." has rules of its own
 _CLAUSE_ENDS: Final = frozenset(CLAUSE_MARKS) | {"—", "–"}
 # Script marks end a sentence or clause with no whitespace after them (see the module docstring).
@@ -485,6 +490,8 @@ def _classify(word: str, newline: bool, nxt: str | None, line_start: bool) -> in
         if core.endswith("..."):
             return _CLAUSE
         bare = core.lstrip(_OPENERS)
+        if not _DOT_RULES(bare):  # the usual word: a sentence end, or a list number
+            return _NONE if line_start and bare[:-1].isdigit() else _SENTENCE
         lower = bare.lower()
         if lower in _ABBREVIATIONS:
             return _NONE
