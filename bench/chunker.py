@@ -161,7 +161,7 @@ def bench_words(count: int) -> list[str]:
 
 def leading_words(count: int) -> list[str]:
     """The usual LLM shape: the space leads (" w0"), a full stop ends every 8th word (" w7."), and a
-    comma comes as a token of its own after every 8th word's 4th (" w3", ",")."""
+    comma, a token of its own, follows the 4th word of every 8 (" w3", ",")."""
     tokens = []
     for i in range(count):
         tokens.append(f" w{i}." if (i + 1) % 8 == 0 else f" w{i}")
@@ -198,12 +198,13 @@ def push_bytecodes(module: ModuleType, tokens: list[str], strip_markdown: bool, 
         return tracer
 
     push = chunker.push
+    before = sys.gettrace()  # (a coverage run's tracer, say: given back after)
     sys.settrace(tracer)
     try:
         for token in tokens[warmup:]:
             push(token)
     finally:
-        sys.settrace(None)
+        sys.settrace(before)
     return count / (len(tokens) - warmup)
 
 

@@ -180,3 +180,18 @@ def test_usual_tokens_never_take_the_general_path(markdown: bool, shape: Any) ->
     assert chunker.general == 1  # the first delta (it cuts the first chunk)
     assert sum(len(result) for result in results) == 50  # a sentence every 8 words
     assert results == oracle(deltas, 140, 8, markdown)[:-1]
+
+
+def test_the_bytecode_bench_counts_the_chunkers_own_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.chunker bytecodes: deterministic, and it counts the chunker's Python steps only."""
+    import voiceagent.chunker
+    from bench import chunker as bench
+
+    tokens = bench.bench_words(120)
+    counts = [bench.push_bytecodes(voiceagent.chunker, tokens, markdown) for markdown in (True, False)]
+    assert counts == [
+        bench.push_bytecodes(voiceagent.chunker, tokens, markdown) for markdown in (True, False)
+    ]
+    assert all(count > 0 for count in counts)
+    bench.bytecodes(None, 60)
+    assert capsys.readouterr().out.count("\n") == 2 + len(bench.TOKEN_SHAPES)
