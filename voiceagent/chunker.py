@@ -195,8 +195,9 @@ def _escaped(chars: Iterable[str]) -> str:
 
 # push()'s fast path and tail path (see SpeechChunker.push). A plain character: none the markdown filter
 # acts on inline, no _ENDERS character, no line break, nothing past U+FFFF. A tail: plain characters, then
-# a run of _ENDERS without script marks (and without "]", markup; a "!" only before another character,
-# since the filter holds a last "!"), then whitespace without line breaks.
+# a run of _ENDERS (without "]", markup; a "!" only before another character, since the filter holds a
+# last "!"; script marks only before whitespace, where their own rule does not apply), then whitespace
+# without line breaks.
 _INLINE_MARKUP: Final = frozenset("*_`~![]\n")  # what _MARKUP matches
 # (Only characters up to U+FFFF listed: one past it would make re test the class range by range.)
 _PLAIN_CHAR: Final = (
@@ -207,8 +208,9 @@ _PLAIN_CHAR: Final = (
 _SPECIAL: Final = re.compile(_PLAIN_CHAR.replace("[^", "[", 1)).search
 _TAIL_ENDERS: Final = _escaped(c for c in _ENDERS - set(_SCRIPT_KIND) - set("!]") if ord(c) < 0x10000)
 _BLANK: Final = f"[^\\S{_escaped(_LINE_BREAKS)}]"
+_SCRIPT_MARKS: Final = _escaped(c for c in _SCRIPT_KIND if ord(c) < 0x10000)
 _TAIL: Final = re.compile(
-    f"{_PLAIN_CHAR}*(?:[{_TAIL_ENDERS}!]*[{_TAIL_ENDERS}]{_BLANK}*|[{_TAIL_ENDERS}!]+{_BLANK}+)"
+    f"{_PLAIN_CHAR}*(?:[{_TAIL_ENDERS}!]*[{_TAIL_ENDERS}]{_BLANK}*|[{_TAIL_ENDERS}!{_SCRIPT_MARKS}]+{_BLANK}+)"
 ).fullmatch
 # Taken off the fast path's room (and _room0) to close it while keeping what it appended for _sync to
 # derive (the pending path).
