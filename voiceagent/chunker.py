@@ -212,6 +212,10 @@ _SCRIPT_MARKS: Final = _escaped(c for c in _SCRIPT_KIND if ord(c) < 0x10000)
 _TAIL: Final = re.compile(
     f"{_PLAIN_CHAR}*(?:[{_TAIL_ENDERS}!]*[{_TAIL_ENDERS}]{_BLANK}*|[{_TAIL_ENDERS}!{_SCRIPT_MARKS}]+{_BLANK}+)"
 ).fullmatch
+# A tail ending in a run with a script mark: the next character may decide by the script-mark rule.
+_MARK_TAIL: Final = re.compile(
+    f"{_PLAIN_CHAR}*[{_TAIL_ENDERS}!{_SCRIPT_MARKS}]*[{_TAIL_ENDERS}{_SCRIPT_MARKS}]"
+).fullmatch
 # Taken off the fast path's room (and _room0) to close it while keeping what it appended for _sync to
 # derive (the pending path).
 _SHUT: Final = 1 << 62
@@ -565,8 +569,10 @@ class SpeechChunker:
         # _room0 is _room when the fields below _pos were last exact; _sync() brings them up to date.
         self._room = self._room0 = -1
         self._append = self._parts.append
-        # The pending path: the next word start ends a sentence (see push).
+        # The pending path: the next word start ends a sentence (see push); with _pending_mark, so does
+        # the next character if it is no digit (the held text ends in a run with a script mark).
         self._pending_end = False
+        self._pending_mark = False
         # A clause boundary at the next word start at or after this absolute index, not yet in _cands
         # (-1: none); _sync records it.
         self._clause_at = -1
@@ -613,14 +619,17 @@ class SpeechChunker:
         if self._pending_end:
             if plain and len(delta) <= self._room + _SHUT:
                 return self._resolve(delta)
-            self._pending_end = False
-        elif self._room >= len(delta) and not self._first and _TAIL(delta):
-            # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state such
-            # a delta decides nothing either (its punctuation is followed by nothing, or by whitespace
-            # and nothing; a word start in it ends a plain word), and the fields it changes are those
-            # _sync derives.
-            self._tail(delta)
-            return []
+            self._pending_end = self._pending_mark = False
+        elif self._room >= len(delta) and not self._first:
+            if _TAIL(delta):
+                # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state
+                # such a delta decides nothing either (its punctuation is followed by nothing, or by
+                # whitespace and nothing; a word start in it ends a plain word), and the fields it
+                # changes are those _sync derives.
+                self._tail(delta)
+                return []
+            if _MARK_TAIL(delta) and self._mark_tail(delta):
+                return []
         # The general path: the markdown filter and _feed, then the fast or the pending path opened if
         # the state allows.
         if self._room0 != self._room:
@@ -700,6 +709,22 @@ class SpeechChunker:
             self._sync()
             self._room = self._room0 = -1
 
+    def _mark_tail(self, delta: str) -> bool:
+        """The tail path for a run with a script mark at the end of ``delta`` (" है।", "好。"), taken if
+        both rules give a sentence end: the script-mark rule for the character right after it, and
+        _classify for a word start after whitespace (the pending path then tells which applies)."""
+        if self._word_at_line_start or _run_kind(delta, 0, len(delta), _NONE) != _SENTENCE:
+            return False  # (only the run has script marks; _classify needs the line start exact)
+        held = self._joined() + delta
+        if _classify(held.rsplit(None, 1)[-1], False, None, False) != _SENTENCE:
+            return False
+        self._held = held
+        self._room -= len(delta) + _SHUT
+        self._room0 -= _SHUT
+        self._pending_end = self._pending_mark = True
+        self._mark = _SENTENCE  # (exact: the run before it has no script mark in the fast path's state)
+        return True
+
     def _reopen(self) -> None:
         """After the general path: open the fast path, or the pending one, if the state allows it."""
         if (
@@ -750,24 +775,30 @@ class SpeechChunker:
         those _sync derives."""
         if not delta[0].isspace():
             rel = 0
-            if not (self._parts[-1] if self._parts else self._held)[-1].isspace():
-                # The word goes on ("3." then "14": its next character decides nothing, no script mark
-                # being before it); the held text then ends outside _ENDERS: the fast path's state.
+            if not (self._parts[-1] if self._parts else self._held)[-1].isspace() and not (
+                self._pending_mark and not delta[0].isdigit()
+            ):
+                # The word goes on ("3." then "14", "॥" then "१": its next character decides nothing);
+                # the held text then ends outside _ENDERS: the fast path's state.
                 self._room += _SHUT - len(delta)
                 self._room0 += _SHUT
-                self._pending_end = False
+                self._pending_end = self._pending_mark = False
+                self._mark = _NONE
                 self._append(delta)
                 return []
         else:
             found = _NONWS.search(delta)
+            self._pending_mark = False  # (after whitespace, only a word start decides)
+            self._mark = _NONE
             if found is None:  # whitespace only: the word start is still to come
                 self._room -= len(delta)
                 self._append(delta)
                 return []
             rel = found.start()
-        # Cut before the word start; the rest of the delta is then fast-path text at the start of the
-        # new held text.
-        self._pending_end = False
+        # Cut before the word start (or the character after a script mark); the rest of the delta is
+        # then fast-path text at the start of the new held text.
+        self._pending_end = self._pending_mark = False
+        self._mark = _NONE
         chunk = self._held if not self._parts else self._joined()
         if rel:
             chunk += delta[:rel]
@@ -777,7 +808,8 @@ class SpeechChunker:
         self._start = self._content_start = self._pos = self._start + len(chunk)
         self._cands.clear()  # every held boundary is before the cut,
         self._clause_at = -1  # and so is a lazy one
-        self._word_at_line_start = False  # the word start was not at a line start
+        self._word_at_line_start = False  # the word start was not at a line start (nor, for a script
+        # mark's cut, the word: _mark_tail takes none that does)
         self._room0 = room = self.max_chars
         self._room = room - len(delta) + rel
         return [chunk]
@@ -789,7 +821,7 @@ class SpeechChunker:
         """
         self._sync()
         self._room = self._room0 = self._clause_at = -1
-        self._pending_end = False
+        self._pending_end = self._pending_mark = False
         if self._markdown is not None:
             self._feed(self._markdown.finish())
         if self._content_start >= 0:
