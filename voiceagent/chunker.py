@@ -782,14 +782,17 @@ class SpeechChunker:
                 # the held text then ends outside _ENDERS: the fast path's state.
                 self._room += _SHUT - len(delta)
                 self._room0 += _SHUT
-                self._pending_end = self._pending_mark = False
-                self._mark = _NONE
+                self._pending_end = False
+                if self._pending_mark:
+                    self._pending_mark = False
+                    self._mark = _NONE
                 self._append(delta)
                 return []
         else:
             found = _NONWS.search(delta)
-            self._pending_mark = False  # (after whitespace, only a word start decides)
-            self._mark = _NONE
+            if self._pending_mark:  # (after whitespace, only a word start decides)
+                self._pending_mark = False
+                self._mark = _NONE
             if found is None:  # whitespace only: the word start is still to come
                 self._room -= len(delta)
                 self._append(delta)
@@ -797,8 +800,10 @@ class SpeechChunker:
             rel = found.start()
         # Cut before the word start (or the character after a script mark); the rest of the delta is
         # then fast-path text at the start of the new held text.
-        self._pending_end = self._pending_mark = False
-        self._mark = _NONE
+        self._pending_end = False
+        if self._pending_mark:
+            self._pending_mark = False
+            self._mark = _NONE
         chunk = self._held if not self._parts else self._joined()
         if rel:
             chunk += delta[:rel]
