@@ -5,6 +5,9 @@ its own subprocess; wall time of ``push()`` + ``flush()`` and the peak RSS it ad
 ``python -m bench.chunker tokens [--rev REV]``: CPU µs per streamed token (word-sized deltas), median of 9.
 ``python -m bench.chunker first [--rev REV]``: tokens (and ms at ``--ms-per-token``) until the first chunk
 of an answer, per script.
+``python -m bench.chunker bytecodes [--rev REV]``: Python bytecodes the chunker runs per ``push()`` (callees
+included), per token shape, markdown filter on and off: deterministic, so it compares revisions on a noisy
+machine (C code, the regex engine's included, is not counted).
 
 ``--rev`` loads ``voiceagent/chunker.py`` as it was at a git revision (a before/after comparison); the
 default is the working tree.
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,16 +152,84 @@ def first(rev: str | None, ms_per_token: float) -> None:
         print(f"| {script} | {count} of {len(stream)} | {count * ms_per_token:.0f} | {out[0]!r} |")
 
 
+def bench_words(count: int) -> list[str]:
+    """The bench server's stream (bench/scenarios.py ``token_words``): "w0 ", ..., "w7. " every 8th."""
+    from bench.scenarios import token_words
+
+    return token_words(count)
+
+
+def leading_words(count: int) -> list[str]:
+    """The usual LLM shape: the space leads (" w0"), a full stop ends every 8th word (" w7."), and a
+    comma, a token of its own, follows the 4th word of every 8 (" w3", ",")."""
+    tokens = []
+    for i in range(count):
+        tokens.append(f" w{i}." if (i + 1) % 8 == 0 else f" w{i}")
+        if (i + 1) % 8 == 4:
+            tokens.append(",")
+    return tokens[:count]
+
+
+def answer_words(count: int) -> list[str]:
+    """A real answer's tokens (ANSWERS' 5 English sentences, punctuation on the word), repeated."""
+    unit = tokens_of(ANSWERS[4][1])
+    return (unit * (count // len(unit) + 1))[:count]
+
+
+TOKEN_SHAPES = {"bench 'w0 '": bench_words, "leading ' w0', ','": leading_words, "answer": answer_words}
+
+
+def push_bytecodes(module: ModuleType, tokens: list[str], strip_markdown: bool, warmup: int = 50) -> float:
+    """Bytecodes the chunker module runs per ``push`` over ``tokens`` (after ``warmup`` of them)."""
+    filename = module.__file__
+    chunker = module.SpeechChunker(strip_markdown=strip_markdown)
+    for token in tokens[:warmup]:
+        chunker.push(token)
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        if event == "opcode":
+            count += 1
+        elif event == "call":
+            if frame.f_code.co_filename != filename:
+                return None
+            frame.f_trace_opcodes = True
+        return tracer
+
+    push = chunker.push
+    before = sys.gettrace()  # (a coverage run's tracer, say: given back after)
+    sys.settrace(tracer)
+    try:
+        for token in tokens[warmup:]:
+            push(token)
+    finally:
+        sys.settrace(before)
+    return count / (len(tokens) - warmup)
+
+
+def bytecodes(rev: str | None, count: int) -> None:
+    module = load(rev)
+    where = f"rev: {rev or 'working tree'}, {count} tokens"
+    print(f"| token shape | bytecodes per push, markdown on | off |  ({where})")
+    print("|---|---|---|")
+    for name, make in TOKEN_SHAPES.items():
+        tokens = make(count + 50)
+        on, off = (push_bytecodes(module, tokens, md) for md in (True, False))
+        print(f"| {name} | {on:.1f} | {off:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["big", "tokens", "first", "_big_one"])
+    parser.add_argument("what", choices=["big", "tokens", "first", "bytecodes", "_big_one"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--rev", default=None)
     parser.add_argument("--sizes", default="1,10,50")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--ms-per-token", type=float, default=30.0)
+    parser.add_argument("--count", type=int, default=1000, help="tokens per shape (bytecodes)")
     ns = parser.parse_args()
     if ns.what == "_big_one":
         print(json.dumps(big_one(ns.args[0], int(ns.args[1]), ns.rev)))
@@ -166,6 +237,8 @@ def main() -> None:
         big([int(s) for s in ns.sizes.split(",")], ns.rev, ns.shapes.split(","))
     elif ns.what == "tokens":
         per_token(ns.rev)
+    elif ns.what == "bytecodes":
+        bytecodes(ns.rev, ns.count)
     else:
         first(ns.rev, ns.ms_per_token)
 

@@ -97,7 +97,15 @@ def word_kind(word: str, newline: bool, nxt: str, line_start: bool) -> int:
 
 def reference_chunks(text: str, max_chars: int, min_first_chars: int) -> list[str]:
     """The chunks of one text (pushed, then flushed), one character at a time."""
+    return [chunk for _, chunk in reference_timeline(text, max_chars, min_first_chars)]
+
+
+def reference_timeline(text: str, max_chars: int, min_first_chars: int) -> list[tuple[int, str]]:
+    """The chunks of one text with when each is out: the index of the character whose arrival cuts
+    it, or ``len(text)`` for the flush at the end."""
     chunks: list[str] = []
+    times: list[int] = []
+    now = 0
     held = ""  # not yet emitted
     decided: list[tuple[int, int]] = []  # (index into held, kind) of boundaries decided, not yet cut
     first = True
@@ -105,6 +113,7 @@ def reference_chunks(text: str, max_chars: int, min_first_chars: int) -> list[st
     def cut(at: int) -> None:
         nonlocal held, decided, first
         chunks.append(held[:at])
+        times.append(now)
         held = held[at:]
         decided = [(pos - at, kind) for pos, kind in decided if pos > at]
         first = False
@@ -113,6 +122,7 @@ def reference_chunks(text: str, max_chars: int, min_first_chars: int) -> list[st
         return len(held.rstrip())
 
     for i, char in enumerate(text):
+        now = i
         held += char
         here = len(held) - 1
         kind = NONE
@@ -170,4 +180,5 @@ def reference_chunks(text: str, max_chars: int, min_first_chars: int) -> list[st
             cut(at)
     if held.strip():
         chunks.append(held)
-    return chunks
+        times.append(len(text))
+    return list(zip(times, chunks, strict=True))

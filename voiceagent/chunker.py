@@ -6,7 +6,9 @@ specified as a per-character state machine, so the result never depends on how t
 into deltas. Both run in time linear in the text, however it is split and whatever its shape: the
 scanning is done by the regex engine, and Python-level steps happen only at markup characters and at
 the few characters that can decide a boundary (``tests/chunker_reference.py`` is the per-character
-machine, written independently, that property tests hold the chunker to).
+machine, written independently, that property tests hold the chunker to). The usual token, a word with
+its space, costs one regex match and an append; a word's last token (``w7. ``, `` today.``, ``,``) and the
+word start after it cost a few dozen Python steps more (``push``'s fast, tail and pending paths).
 
 1. Markdown filter (``strip_markdown=True``). Only the markup characters are removed; all other
    characters, whitespace included, pass through unchanged:
@@ -113,6 +115,11 @@ _ABBREVIATIONS: Final = frozenset(
     {"dr.", "mr.", "mrs.", "ms.", "st.", "prof.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e."}
 )
 _INITIALS: Final = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Z]\.")
+# Every word ending in "." that an abbreviation, "No." or initials rule of _classify can take (more with
+# it: re's IGNORECASE matches whatever lower() maps to these letters, and then some).
+_DOT_RULES: Final = re.compile(
+    "(?i:" + "|".join(re.escape(a) for a in sorted(_ABBREVIATIONS | {"no."})) + ")|" + _INITIALS.pattern
+).fullmatch
 _SENTENCE_ENDS: Final = frozenset(SENTENCE_TERMINALS) - {"."}  # "." has rules of its own
 _CLAUSE_ENDS: Final = frozenset(CLAUSE_MARKS) | {"—", "–"}
 # Script marks end a sentence or clause with no whitespace after them (see the module docstring).
@@ -180,6 +187,38 @@ _LINE_BREAK: Final = re.compile(_class(_LINE_BREAKS))
 # inside inline code.
 _MARKUP: Final = re.compile(r"[*_`~!\[\]\n]")
 _CODE_MARKUP: Final = re.compile(r"[`\n]")
+
+
+def _escaped(chars: Iterable[str]) -> str:
+    return "".join(re.escape(c) for c in sorted(chars))
+
+
+# push()'s fast path and tail path (see SpeechChunker.push). A plain character: none the markdown filter
+# acts on inline, no _ENDERS character, no line break, nothing past U+FFFF. A tail: plain characters, then
+# a run of _ENDERS (without "]", markup; a "!" only before another character, since the filter holds a
+# last "!"; script marks only before whitespace, where their own rule does not apply), then whitespace
+# without line breaks.
+_INLINE_MARKUP: Final = frozenset("*_`~![]\n")  # what _MARKUP matches
+# (Only characters up to U+FFFF listed: one past it would make re test the class range by range.)
+_PLAIN_CHAR: Final = (
+    f"[^{_escaped(c for c in _ENDERS | _LINE_BREAKS | _INLINE_MARKUP if ord(c) < 0x10000)}"
+    "\U00010000-\U0010ffff]"
+)
+# Not a plain character (a search for one is faster in re than a match of plain ones).
+_SPECIAL: Final = re.compile(_PLAIN_CHAR.replace("[^", "[", 1)).search
+_TAIL_ENDERS: Final = _escaped(c for c in _ENDERS - set(_SCRIPT_KIND) - set("!]") if ord(c) < 0x10000)
+_BLANK: Final = f"[^\\S{_escaped(_LINE_BREAKS)}]"
+_SCRIPT_MARKS: Final = _escaped(c for c in _SCRIPT_KIND if ord(c) < 0x10000)
+_TAIL: Final = re.compile(
+    f"{_PLAIN_CHAR}*(?:[{_TAIL_ENDERS}!]*[{_TAIL_ENDERS}]{_BLANK}*|[{_TAIL_ENDERS}!{_SCRIPT_MARKS}]+{_BLANK}+)"
+).fullmatch
+# A tail ending in a run with a script mark: the next character may decide by the script-mark rule.
+_MARK_TAIL: Final = re.compile(
+    f"{_PLAIN_CHAR}*[{_TAIL_ENDERS}!{_SCRIPT_MARKS}]*[{_TAIL_ENDERS}{_SCRIPT_MARKS}]"
+).fullmatch
+# Taken off the fast path's room (and _room0) to close it while keeping what it appended for _sync to
+# derive (the pending path).
+_SHUT: Final = 1 << 62
 _NOT_INDENT: Final = re.compile(r"[^ \t]")
 _URL_SPECIAL: Final = re.compile(r"[()\s]")
 # Whitespace as str.isspace() sees it (so does \s for str patterns).
@@ -444,29 +483,41 @@ def strip_markdown(text: str) -> str:
     return out if out.strip() else ""
 
 
-def _classify(word: str, newline: bool, nxt: str, line_start: bool) -> int:
-    """The boundary kind after ``word``, which is followed by whitespace and then ``nxt``."""
+def _classify(word: str, newline: bool, nxt: str | None, line_start: bool) -> int:
+    """The boundary kind after ``word``, which is followed by whitespace and then ``nxt``; with ``nxt``
+    None (not known yet), -1 where the kind depends on it."""
     if newline:
         return _SENTENCE
     core = word.rstrip(_CLOSERS)
     if not core:
         return _NONE
     last = core[-1]
-    if last in _SENTENCE_ENDS:
-        return _SENTENCE
-    if core.endswith("...") or last == "…":
-        return _CLAUSE
-    if last == ".":
+    if last == ".":  # ("." is not in _SENTENCE_ENDS)
+        if core.endswith("..."):
+            return _CLAUSE
         bare = core.lstrip(_OPENERS)
+        if not _DOT_RULES(bare):  # the usual word: a sentence end, or a list number
+            return _NONE if line_start and bare[:-1].isdigit() else _SENTENCE
         lower = bare.lower()
-        if lower in _ABBREVIATIONS or (lower == "no." and nxt.isdigit()):
+        if lower in _ABBREVIATIONS:
             return _NONE
+        if lower == "no.":
+            if nxt is None:
+                return -1
+            if nxt.isdigit():
+                return _NONE
         if _INITIALS.fullmatch(bare):
-            return _SENTENCE if lower in ("a.m.", "p.m.") and nxt.isupper() else _NONE
+            if lower not in ("a.m.", "p.m."):
+                return _NONE
+            if nxt is None:
+                return -1
+            return _SENTENCE if nxt.isupper() else _NONE
         if line_start and bare[:-1].isdigit():
             return _NONE  # "1." of a numbered list
         return _SENTENCE
-    if last in _CLAUSE_ENDS or core == "-":
+    if last in _SENTENCE_ENDS:
+        return _SENTENCE
+    if last in _CLAUSE_ENDS or last == "…" or core == "-":
         return _CLAUSE
     return _NONE
 
@@ -514,10 +565,22 @@ class SpeechChunker:
         self._first = True
         self._out: list[str] = []
         self._events = _EVENT_BMP  # the event search for the text being scanned
+        # push()'s fast path (see push): open while _room >= 0, the characters it may still take as is.
+        # _room0 is _room when the fields below _pos were last exact; _sync() brings them up to date.
+        self._room = self._room0 = -1
+        self._append = self._parts.append
+        # The pending path: the next word start ends a sentence (see push); with _pending_mark, so does
+        # the next character if it is no digit (the held text ends in a run with a script mark).
+        self._pending_end = False
+        self._pending_mark = False
+        # A clause boundary at the next word start at or after this absolute index, not yet in _cands
+        # (-1: none); _sync records it.
+        self._clause_at = -1
 
     @property
     def pending(self) -> str:
         """Text held back, not yet emitted (as it would be emitted)."""
+        self._sync()
         tail = self._markdown.preview() if self._markdown is not None else ""
         return self._held + "".join(self._parts) + tail
 
@@ -529,20 +592,241 @@ class SpeechChunker:
 
     def push(self, delta: str) -> list[str]:
         """Feed one content delta; return the chunks now complete (often [])."""
-        if not isinstance(delta, str):
-            raise TypeError(f"delta must be str, got {type(delta).__name__}")
+        # The fast path (most tokens). It is open (_room >= 0) only in a state where a plain delta (no
+        # _SPECIAL character) emits nothing and changes nothing but the held text and the fields _sync()
+        # derives from it: inline markdown with nothing pending (the filter passes such a delta as is),
+        # the first-chunk rule not armed, not at a line start or in a whitespace run with a line break,
+        # held text with content, room for the delta within max_chars, and a last word that is no
+        # boundary: its last character is not in _ENDERS, or its kind is known to be _NONE, or _CLAUSE
+        # (not in the first chunk: only recorded, lazily, see _clause_at), no script mark after it. A
+        # word start in the delta then decides that, any later one ends a word without punctuation, and
+        # the held text stays within max_chars. The next word start after a sentence end cuts: the
+        # pending path (_resolve).
+        try:
+            if not _SPECIAL(delta):
+                room = self._room - len(delta)
+                if room >= 0:
+                    self._room = room
+                    self._append(delta)
+                    return []
+                plain = True
+            else:
+                plain = False
+        except TypeError:
+            raise TypeError(f"delta must be str, got {type(delta).__name__}") from None
+        if not delta:
+            return []
+        if self._pending_end:
+            if plain and len(delta) <= self._room + _SHUT:
+                return self._resolve(delta)
+            self._pending_end = self._pending_mark = False
+        elif self._room >= len(delta) and not self._first:
+            if _TAIL(delta):
+                # The tail path (a word's last token: "w7. ", " today.", ","): in the fast path's state
+                # such a delta decides nothing either (its punctuation is followed by nothing, or by
+                # whitespace and nothing; a word start in it ends a plain word), and the fields it
+                # changes are those _sync derives.
+                self._tail(delta)
+                return []
+            if _MARK_TAIL(delta) and self._mark_tail(delta):
+                return []
+        # The general path: the markdown filter and _feed, then the fast or the pending path opened if
+        # the state allows.
+        if self._room0 != self._room:
+            self._sync()
+        self._room = self._room0 = self._clause_at = -1  # (the exact fields hold a lazy clause)
         text = self._markdown.feed(delta) if self._markdown is not None else delta
         self._feed(text)
+        self._reopen()
         if not self._out:
             return []
         out, self._out = self._out, []
         return out
+
+    def _sync(self) -> None:
+        """Bring the fields the fast path left behind up to date. Exact: the text appended since _room0
+        was set (all of it counted) is deltas of the fast, tail and pending paths, in states where they
+        decide nothing but a lazy clause (and the pending path's cut, where the count starts again)."""
+        grown = self._room0 - self._room
+        if not grown:
+            return
+        self._room0 = self._room
+        held = self._joined()
+        at = self._pos - self._start  # where that text starts in held
+        self._pos += grown
+        content = len(held.rstrip())  # (a regex search for the last one would try every position)
+        if content > at:  # that text has a non-whitespace character, so the last one is in it
+            self._content_end = self._start + content
+            self._last_content = held[content - 1]
+            if self._word_at_line_start and _WORD_START.search(held, max(at - 1, 0)) is not None:
+                self._word_at_line_start = False  # a new word, not at a line start (as _event does)
+            if self._clause_at >= 0:
+                self._lazy_clause(held)
+        self._prev_ws = held[-1].isspace()
+        if self._markdown is not None:
+            self._markdown._prev = held[-1]  # the filter passed those deltas as is
+
+    def _lazy_clause(self, held: str) -> None:
+        """Record the clause boundary _clause_at stands for, once ``held`` has a non-whitespace character
+        at or after it: there if that is a word start; none if the word went on ("1," "000")."""
+        at = self._clause_at - self._start
+        found = _NONWS.search(held, at)
+        if found is None:
+            return
+        self._clause_at = -1
+        start = found.start()
+        if start > at or held[at - 1].isspace():
+            start += self._start
+            self._cands.append((start, _CLAUSE))
+            if self._first_boundary is None:
+                self._first_boundary = start
+
+    def _tail(self, delta: str) -> None:
+        """The tail path (see push): ``delta`` appended as on the fast path, then the kind of the last
+        word decides the state: the fast path goes on (_NONE, _CLAUSE), or the pending one (_SENTENCE),
+        or neither (a kind that depends on the next character)."""
+        self._room -= len(delta)
+        if self._word_at_line_start:
+            self._append(delta)
+            self._sync()  # _classify needs it exact (a numbered list's "1.")
+            held = self._held
+        else:
+            parts = self._parts
+            held = self._held + "".join(parts) + delta if parts else self._held + delta
+            self._held = held
+            parts.clear()
+        # The word _event would classify at the next word start (as in _last_word_kind).
+        kind = _classify(held.rsplit(None, 1)[-1], False, None, self._word_at_line_start)
+        if kind == _SENTENCE:
+            self._room -= _SHUT  # the fast path closes; what it appended is still for _sync to derive
+            self._room0 -= _SHUT
+            self._pending_end = True
+        elif kind == _CLAUSE:
+            if self._clause_at >= 0:
+                self._sync()  # records the one before: there is one lazy clause at a time
+            self._clause_at = self._start + len(held)
+        elif kind < 0:
+            self._sync()
+            self._room = self._room0 = -1
+
+    def _mark_tail(self, delta: str) -> bool:
+        """The tail path for a run with a script mark at the end of ``delta`` (" है।", "好。"), taken if
+        both rules give a sentence end: the script-mark rule for the character right after it, and
+        _classify for a word start after whitespace (the pending path then tells which applies)."""
+        if self._word_at_line_start or _run_kind(delta, 0, len(delta), _NONE) != _SENTENCE:
+            return False  # (only the run has script marks; _classify needs the line start exact)
+        held = self._joined() + delta
+        if _classify(held.rsplit(None, 1)[-1], False, None, False) != _SENTENCE:
+            return False
+        self._held = held
+        self._room -= len(delta) + _SHUT
+        self._room0 -= _SHUT
+        self._pending_end = self._pending_mark = True
+        self._mark = _SENTENCE  # (exact: the run before it has no script mark in the fast path's state)
+        return True
+
+    def _reopen(self) -> None:
+        """After the general path: open the fast path, or the pending one, if the state allows it."""
+        if (
+            self._content_start < 0
+            or self._at_line_start
+            or self._ws_newline
+            or (self._first and self._first_boundary is not None)
+        ):
+            return
+        md = self._markdown
+        if md is not None and not (
+            md._mode == _INLINE
+            and not md._in_code
+            and md._run_char is None
+            and not md._bang
+            and md._link is None
+        ):
+            return
+        room = self._start + self.max_chars - self._pos
+        if room < 0:
+            return
+        if self._last_content not in _ENDERS:
+            self._room = self._room0 = room
+        elif not self._first and self._mark == _NONE:
+            # The pending path, or the fast path with a lazy clause (see push); a script mark before the
+            # next character would decide there.
+            kind = self._last_word_kind()
+            if kind == _SENTENCE:
+                self._room = self._room0 = room - _SHUT
+                self._pending_end = True
+            elif kind >= 0:
+                if kind == _CLAUSE:
+                    self._clause_at = self._pos
+                self._room = self._room0 = room
+
+    def _last_word_kind(self) -> int:
+        """The kind the next word start decides after the last held word (it ends in _ENDERS; no line
+        break follows it); -1 if that depends on the character there."""
+        # str.split's whitespace is str.isspace(), as _event's; the word starts at the held text's start
+        # at the earliest, as _event's does (the held text is within max_chars here).
+        return _classify(self._joined().rsplit(None, 1)[-1], False, None, self._word_at_line_start)
+
+    def _resolve(self, delta: str) -> list[str]:
+        """The pending path: a plain delta after a word that ends a sentence at the next word start (not
+        in the first chunk), in the state the tail path or _reopen left (the fast path's, closed by
+        _SHUT, but for the last word), with room for the delta. The delta's first word start (if any)
+        cuts; the rest of the delta decides nothing, as on the fast path, and the fields it changes are
+        those _sync derives."""
+        if not delta[0].isspace():
+            rel = 0
+            if not (self._parts[-1] if self._parts else self._held)[-1].isspace() and not (
+                self._pending_mark and not delta[0].isdigit()
+            ):
+                # The word goes on ("3." then "14", "॥" then "१": its next character decides nothing);
+                # the held text then ends outside _ENDERS: the fast path's state.
+                self._room += _SHUT - len(delta)
+                self._room0 += _SHUT
+                self._pending_end = False
+                if self._pending_mark:
+                    self._pending_mark = False
+                    self._mark = _NONE
+                self._append(delta)
+                return []
+        else:
+            found = _NONWS.search(delta)
+            if self._pending_mark:  # (after whitespace, only a word start decides)
+                self._pending_mark = False
+                self._mark = _NONE
+            if found is None:  # whitespace only: the word start is still to come
+                self._room -= len(delta)
+                self._append(delta)
+                return []
+            rel = found.start()
+        # Cut before the word start (or the character after a script mark); the rest of the delta is
+        # then fast-path text at the start of the new held text.
+        self._pending_end = False
+        if self._pending_mark:
+            self._pending_mark = False
+            self._mark = _NONE
+        chunk = self._held if not self._parts else self._joined()
+        if rel:
+            chunk += delta[:rel]
+            self._held = delta[rel:]
+        else:
+            self._held = delta
+        self._start = self._content_start = self._pos = self._start + len(chunk)
+        self._cands.clear()  # every held boundary is before the cut,
+        self._clause_at = -1  # and so is a lazy one
+        self._word_at_line_start = False  # the word start was not at a line start (nor, for a script
+        # mark's cut, the word: _mark_tail takes none that does)
+        self._room0 = room = self.max_chars
+        self._room = room - len(delta) + rel
+        return [chunk]
 
     def flush(self) -> list[str]:
         """End of stream or a tool call started: emit everything held (whitespace only stays held).
 
         The next push starts a new text: markdown state and the first-chunk rule are reset.
         """
+        self._sync()
+        self._room = self._room0 = self._clause_at = -1
+        self._pending_end = self._pending_mark = False
         if self._markdown is not None:
             self._feed(self._markdown.finish())
         if self._content_start >= 0:
