@@ -1,13 +1,14 @@
-"""The speech path's share of a paced token: ``python -m bench.speech_path [--default]``.
+"""The speech path's share of a paced token: ``python -m bench.speech_path [--task-loop]``.
 
-The full turn of ``bench.callback_ab`` (``LLMClient(read_callback=True)``; ``--default``: the task reads
-each chunk) on the bench server, 50- and 150-token streams 15 ms apart (a read per token), counted with
-``sys.settrace`` opcode events as ``bench.bytecodes`` does. A bytecode is charged to the speech path when
-a frame of the turn's speaking code is on its stack: ``Turn._say``/``_say_all``/``_emit`` and everything
-in speaker.py, speech_lane.py, playback.py, transcript.py and testing/sinks.py, so the anyio calls they
-make count, the event loop's pass that wakes the speaker task does not. Also printed: event-loop passes
-per token (``BaseEventLoop._run_once`` calls). All per token: (150-token count - 50-token count) / 100;
-on the bench stream a sentence, so one spoken chunk, is 8 tokens.
+The full turn of ``bench.callback_ab`` (the default, the read callback feeds the turn; ``--task-loop``:
+``LLMClient(read_callback=False)``, the task reads each chunk) on the bench server, 50- and 150-token
+streams 15 ms apart (a read per token), counted with ``sys.settrace`` opcode events as ``bench.bytecodes``
+does. A bytecode is charged to the speech path when a frame of the turn's speaking code is on its stack:
+``Turn._say``/``_say_all``/``_emit`` and everything in speaker.py, speech_lane.py, playback.py,
+transcript.py and testing/sinks.py, so the anyio calls they make count, the event loop's pass that wakes the
+speaker task does not. Also printed: event-loop passes per token (``BaseEventLoop._run_once`` calls). All
+per token: (150-token count - 50-token count) / 100; on the bench stream a sentence, so one spoken chunk, is
+8 tokens.
 """
 
 from __future__ import annotations
@@ -104,11 +105,11 @@ async def _measure(base_url: str, read_callback: bool, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--default", action="store_true", help="the default read path (no read callback)")
+    parser.add_argument("--task-loop", action="store_true", help="read_callback=False: a wake-up per chunk")
     parser.add_argument("--top", type=int, default=30, help="functions to list")
     args = parser.parse_args()
     with ServerProcess() as server:
-        anyio.run(_measure, server.base_url, not args.default, args.top)
+        anyio.run(_measure, server.base_url, not args.task_loop, args.top)
 
 
 if __name__ == "__main__":

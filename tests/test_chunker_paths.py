@@ -200,3 +200,13 @@ def test_the_bytecode_bench_counts_the_chunkers_own_steps(capsys: pytest.Capture
     assert all(count > 0 for count in counts)
     bench.bytecodes(None, 60)
     assert capsys.readouterr().out.count("\n") == 2 + len(bench.TOKEN_SHAPES)
+
+
+def test_the_sizes_are_read_only() -> None:
+    """The fast path keeps a room count computed from max_chars: changing it mid-stream is refused."""
+    chunker = SpeechChunker(max_chars=20, min_first_chars=4)
+    assert (chunker.max_chars, chunker.min_first_chars) == (20, 4)
+    with pytest.raises(AttributeError):
+        chunker.max_chars = 10  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        chunker.min_first_chars = 1  # type: ignore[misc]

@@ -541,8 +541,9 @@ class SpeechChunker:
             raise ValueError(f"max_chars must be >= 1, got {max_chars}")
         if min_first_chars < 0:
             raise ValueError(f"min_first_chars must be >= 0, got {min_first_chars}")
-        self.max_chars = max_chars
-        self.min_first_chars = min_first_chars
+        # Read-only (the properties below): the fast path keeps a room count computed from them.
+        self._max_chars = max_chars
+        self._min_first_chars = min_first_chars
         self._markdown = _MarkdownFilter() if strip_markdown else None
         # Filtered text not yet emitted: _held, then the deltas the fast path appended since (joined
         # only when a delta needs the text itself, so a stream of small deltas never copies it).
@@ -576,6 +577,16 @@ class SpeechChunker:
         # A clause boundary at the next word start at or after this absolute index, not yet in _cands
         # (-1: none); _sync records it.
         self._clause_at = -1
+
+    @property
+    def max_chars(self) -> int:
+        """The most characters a chunk holds (whitespace around it aside)."""
+        return self._max_chars
+
+    @property
+    def min_first_chars(self) -> int:
+        """The characters held before the first chunk may be cut at a clause boundary."""
+        return self._min_first_chars
 
     @property
     def pending(self) -> str:
@@ -743,7 +754,7 @@ class SpeechChunker:
             and md._link is None
         ):
             return
-        room = self._start + self.max_chars - self._pos
+        room = self._start + self._max_chars - self._pos
         if room < 0:
             return
         if self._last_content not in _ENDERS:
@@ -815,7 +826,7 @@ class SpeechChunker:
         self._clause_at = -1  # and so is a lazy one
         self._word_at_line_start = False  # the word start was not at a line start (nor, for a script
         # mark's cut, the word: _mark_tail takes none that does)
-        self._room0 = room = self.max_chars
+        self._room0 = room = self._max_chars
         self._room = room - len(delta) + rel
         return [chunk]
 
@@ -867,7 +878,7 @@ class SpeechChunker:
             not (self._first and self._first_boundary is not None)
             and not self._at_line_start
             and not self._ws_newline
-            and self._pos + len(text) - self._start <= self.max_chars
+            and self._pos + len(text) - self._start <= self._max_chars
             and (self._content_start < 0 or self._last_content not in _ENDERS)
         ):
             found = _ENDER_OR_BREAK_SCREEN.search(text)
@@ -973,10 +984,12 @@ class SpeechChunker:
         cur = a
         # The first-chunk rule fires at the first character where enough text is held; the held text
         # passes max_chars at the first non-whitespace character max_chars past its start.
-        while (armed := self._first and self._first_boundary is not None) or b > self._start + self.max_chars:
-            fire = max(cur, self._start + self.min_first_chars - 1) if armed else b
+        while (
+            armed := self._first and self._first_boundary is not None
+        ) or b > self._start + self._max_chars:
+            fire = max(cur, self._start + self._min_first_chars - 1) if armed else b
             over = b
-            lo = max(cur, self._start + self.max_chars)
+            lo = max(cur, self._start + self._max_chars)
             if lo < min(fire + 1, b):
                 nonws = _NONWS.search(full, lo - base, min(fire + 1, b) - base)
                 if nonws is not None:
@@ -1036,14 +1049,14 @@ class SpeechChunker:
             self._first_rule(full, base, index)
         elif kind == _SENTENCE:
             self._cut(full, base, index)
-        if index + 1 - self._start > self.max_chars:
+        if index + 1 - self._start > self._max_chars:
             self._overflow(full, base, index, content_before)
 
     def _overflow(self, full: str, base: int, index: int, content_before: bool | None = None) -> None:
         """The non-whitespace character at ``index`` took the held text past ``max_chars``: cut."""
         if content_before is None:
             content_before = 0 <= self._content_start < index
-        while index + 1 - self._start > self.max_chars:
+        while index + 1 - self._start > self._max_chars:
             at = self._cands[-1][0] if self._cands else self._last_word_start(full, base, index)
             if at is None:
                 if not content_before:
@@ -1070,7 +1083,7 @@ class SpeechChunker:
             self._cands = [cand for cand in self._cands if cand[0] > at]
 
     def _first_rule(self, full: str, base: int, index: int) -> None:
-        if self._first_boundary is None or index + 1 - self._start < self.min_first_chars:
+        if self._first_boundary is None or index + 1 - self._start < self._min_first_chars:
             return
         self._cut(full, base, self._first_boundary)
         self._first_boundary = None
