@@ -132,17 +132,12 @@ class _Connection(asyncio.Protocol):
         if push is not None and self._lean:
             # Push mode, a read holding exactly one whole chunk (a token at a real pace): what _body,
             # _chunked and _emit do with it, inline (one callback per token pays every call).
-            end = data.find(b"\r\n")
-            if 0 < end < 16 and data.endswith(b"\r\n"):
-                try:
-                    size = int(data[:end], 16)
-                except ValueError:
-                    size = 0
-                waiter = self._waiter
-                if size > 0 and end + size + 4 == len(data) and waiter is not None and not waiter.done():
-                    if push(data[end + 2 : -2]):
-                        self._wake()
-                    return
+            payload = _whole_chunk(data)
+            waiter = self._waiter
+            if payload is not None and waiter is not None and not waiter.done():
+                if push(payload):
+                    self._wake()
+                return
         if self._mode:
             self._body(data)
         elif self.in_flight and not self.head.done():
@@ -253,15 +248,10 @@ class _Connection(asyncio.Protocol):
         elif self._chunk_state == "size":
             # A read holding exactly one whole chunk (a token at a real pace): sliced out at once; the
             # state machine below gives the same, at several times the bytecodes.
-            end = data.find(b"\r\n")
-            if 0 < end < 16 and data.endswith(b"\r\n"):
-                try:
-                    size = int(data[:end], 16)
-                except ValueError:
-                    size = 0
-                if size > 0 and end + size + 4 == len(data):
-                    self._emit(data[end + 2 : -2])
-                    return
+            payload = _whole_chunk(data)
+            if payload is not None:
+                self._emit(payload)
+                return
         pos, size = 0, len(data)
         while pos < size:
             state = self._chunk_state
@@ -422,6 +412,21 @@ class _Connection(asyncio.Protocol):
         self.stop_watchdog()
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+
+def _whole_chunk(data: bytes) -> bytes | None:
+    """The data of ``data`` if it is exactly one whole, non-empty chunk of a chunked body (its size
+    line, the data and its CRLF: what a read holds when tokens arrive at a real pace); else None, and
+    the chunked-body state machine takes it (extensions, several chunks, a piece of one, the last)."""
+    end = data.find(b"\r\n")
+    if 0 < end < 16 and data.endswith(b"\r\n"):
+        try:
+            size = int(data[:end], 16)
+        except ValueError:
+            return None
+        if size > 0 and end + size + 4 == len(data):
+            return data[end + 2 : -2]
+    return None
 
 
 def _parse_head(head: bytes) -> _Head:
