@@ -12,40 +12,21 @@ before and after: compare within one run.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import time
 
 import anyio
 
 from bench.bytecodes import LONG, SHORT, _count
-from bench.contenders import API_KEY, Consumer, our_client, protocol_floor
+from bench.contenders import API_KEY, our_client, ours_turn, protocol_floor
+from bench.overhead import interleaved_cpu
 from bench.scenarios import scenario, token_words
 from bench.server import ServerProcess
 from bench.stats import summarize
-from voiceagent.agent import Agent
 from voiceagent.llm import LLMClient
-from voiceagent.testing.sinks import RecordingSink
-from voiceagent.turn import TurnConfig
 
 FLOOR = "true floor: asyncio Protocol + json.loads"
 CALLBACK = "ours: full turn, default (read_callback: the read callback feeds the turn)"
 TASK = "ours: full turn, LLMClient(read_callback=False) (the task reads each chunk)"
-
-
-def _turn(llm: LLMClient) -> Consumer:
-    async def consume(model: str) -> str:
-        llm.model = model
-        sink = RecordingSink(seconds_per_char=0.0)
-        agent = Agent(
-            llm=llm, sink=sink, system_prompt="You are a bench.", config=TurnConfig(max_round_chars=1_000_000)
-        )
-        result = await agent.respond("Talk to me.")
-        if result.error:
-            raise RuntimeError(f"turn failed: {result.error}")
-        return sink.text
-
-    return consume
 
 
 async def _measure(base_url: str, reps: int, tokens: int) -> tuple[dict[str, list[float]], dict[str, float]]:
@@ -53,12 +34,11 @@ async def _measure(base_url: str, reps: int, tokens: int) -> tuple[dict[str, lis
     client = LLMClient(base_url=base_url, api_key=API_KEY, timeout=60.0, read_callback=False)
     consumers = {
         FLOOR: protocol_floor(base_url),
-        CALLBACK: _turn(callback),
-        TASK: _turn(client),
+        CALLBACK: ours_turn(callback),
+        TASK: ours_turn(client),
     }
     expected = "".join(token_words(tokens))
     model = scenario("callback_ab", "text", tokens=tokens, delay=0.004).model
-    samples: dict[str, list[float]] = {name: [] for name in consumers}
     bytecodes: dict[str, float] = {}
     try:
         for name, consume in consumers.items():
@@ -71,16 +51,7 @@ async def _measure(base_url: str, reps: int, tokens: int) -> tuple[dict[str, lis
                     )
                 )
             bytecodes[name] = (counts[1] - counts[0]) / (LONG - SHORT)
-        names = list(consumers)
-        for rep in range(reps):
-            for name in names[rep % len(names) :] + names[: rep % len(names)]:
-                gc.collect()
-                start = time.process_time()
-                text = await consumers[name](model)
-                cpu = time.process_time() - start
-                if text.strip() != expected.strip():
-                    raise RuntimeError(f"{name} received the wrong text")
-                samples[name].append(cpu * 1000 / tokens * 1000)
+        samples = await interleaved_cpu(consumers, model, expected, tokens, reps)
     finally:
         await client.aclose()
         await callback.aclose()

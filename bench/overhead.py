@@ -66,6 +66,25 @@ class OverheadResult:
     ratio_to_floor: dict[str, Summary]  # contender -> per-repetition CPU ratio to the floor
 
 
+async def interleaved_cpu(
+    consumers: dict[str, Consumer], model: str, expected: str, tokens: int, reps: int
+) -> dict[str, list[float]]:
+    """CPU ms per 1,000 tokens of each consumer, ``reps`` times, all of them in every repetition in a
+    rotating order (so a noisy moment of the machine hits each alike); each must return ``expected``."""
+    samples: dict[str, list[float]] = {name: [] for name in consumers}
+    names = list(consumers)
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            gc.collect()
+            start = time.process_time()
+            text = await consumers[name](model)
+            cpu = time.process_time() - start
+            if text.strip() != expected.strip():
+                raise RuntimeError(f"{name} received the wrong text ({len(text)} chars)")
+            samples[name].append(cpu * 1000 / tokens * 1000)
+    return samples
+
+
 async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[str, list[float]]:
     sdk = sdk_client(base_url)
     ours = our_client(base_url)
@@ -89,20 +108,10 @@ async def _measure(base_url: str, tokens: int, reps: int, delay: float) -> dict[
     expected = "".join(token_words(tokens))
     model = scenario("overhead", "text", tokens=tokens, delay=delay).model
     warm = scenario("warmup", "text", tokens=20, delay=0).model
-    samples: dict[str, list[float]] = {name: [] for name in consumers}
     try:
         for consume in consumers.values():  # imports, pools and code paths warm before anything counts
             await consume(warm)
-        names = list(consumers)
-        for rep in range(reps):
-            for name in names[rep % len(names) :] + names[: rep % len(names)]:
-                gc.collect()
-                start = time.process_time()
-                text = await consumers[name](model)
-                cpu = time.process_time() - start
-                if text.strip() != expected.strip():
-                    raise RuntimeError(f"{name} received the wrong text ({len(text)} chars)")
-                samples[name].append(cpu * 1000 / tokens * 1000)
+        samples = await interleaved_cpu(consumers, model, expected, tokens, reps)
     finally:
         await sdk.close()
         await ours.aclose()
