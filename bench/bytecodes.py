@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import FrameType
-from typing import Any
 
 import anyio
 
 from bench.contenders import Consumer, our_client, ours_stream, ours_turn, protocol_floor
+from bench.opcodes import OpcodeCounter
 from bench.scenarios import scenario, token_words
 from bench.server import ServerProcess
 
@@ -24,24 +23,15 @@ SHORT, LONG = 50, 150
 
 
 async def _count(consume: Consumer, model: str, expected: str) -> int:
-    count = 0
-
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal count
-        if event == "opcode":
-            count += 1
-        elif event == "call":
-            frame.f_trace_opcodes = True
-        return tracer
-
-    sys.settrace(tracer)
+    counter = OpcodeCounter()
+    sys.settrace(counter)
     try:
         text = await consume(model)
     finally:
         sys.settrace(None)
     if text.strip() != expected.strip():
         raise RuntimeError(f"wrong text ({len(text)} chars)")
-    return count
+    return counter.count
 
 
 async def _measure(base_url: str, delay: float) -> dict[str, float]:

@@ -26,8 +26,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
+
+from bench.opcodes import OpcodeCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,27 +187,16 @@ def push_bytecodes(module: ModuleType, tokens: list[str], strip_markdown: bool, 
     chunker = module.SpeechChunker(strip_markdown=strip_markdown)
     for token in tokens[:warmup]:
         chunker.push(token)
-    count = 0
-
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal count
-        if event == "opcode":
-            count += 1
-        elif event == "call":
-            if frame.f_code.co_filename != filename:
-                return None
-            frame.f_trace_opcodes = True
-        return tracer
-
+    counter = OpcodeCounter(only=filename)
     push = chunker.push
     before = sys.gettrace()  # (a coverage run's tracer, say: given back after)
-    sys.settrace(tracer)
+    sys.settrace(counter)
     try:
         for token in tokens[warmup:]:
             push(token)
     finally:
         sys.settrace(before)
-    return count / (len(tokens) - warmup)
+    return counter.count / (len(tokens) - warmup)
 
 
 def bytecodes(rev: str | None, count: int) -> None:
